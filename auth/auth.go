@@ -1,0 +1,148 @@
+// Package auth resolves the bearer token of a request into a principal: the
+// operator, or a bridge. Tokens are URL-safe so they also fit an
+// rtsp://user:token@host/ URL. Only token hashes are ever stored.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/vigilcloud/vigil/internal/httpx"
+)
+
+// Kind says what a principal is.
+type Kind int
+
+// The principal kinds.
+const (
+	Anonymous Kind = iota
+	Operator
+	Bridge
+)
+
+// Principal is who made a request.
+type Principal struct {
+	Kind Kind
+	ID   string // the bridge id for Bridge
+}
+
+type ctxKey struct{}
+
+// FromContext returns the principal the middleware put on ctx.
+func FromContext(ctx context.Context) Principal {
+	p, _ := ctx.Value(ctxKey{}).(Principal)
+	return p
+}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+// ErrUnknownToken is returned by a BridgeLookup for a token no bridge has.
+var ErrUnknownToken = errors.New("auth: unknown token")
+
+// BridgeLookup finds the bridge whose token hashes to hash (see HashToken).
+type BridgeLookup interface {
+	BridgeByTokenHash(ctx context.Context, hash string) (bridgeID string, err error)
+}
+
+// NewToken returns a fresh random URL-safe token (256 bits).
+func NewToken() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// HashToken is the stored form of a token. Tokens carry 256 random bits, so
+// a plain SHA-256 is enough and keeps lookups O(1).
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// Authenticator resolves bearer tokens.
+type Authenticator struct {
+	adminHash [32]byte
+	bridges   BridgeLookup
+}
+
+// New returns an Authenticator that accepts adminToken as the operator and
+// bridge tokens found by bridges.
+func New(adminToken string, bridges BridgeLookup) *Authenticator {
+	return &Authenticator{adminHash: sha256.Sum256([]byte(adminToken)), bridges: bridges}
+}
+
+// Resolve returns the principal of token. An unknown token is
+// ErrUnknownToken; other errors mean the lookup failed (answer 503).
+func (a *Authenticator) Resolve(ctx context.Context, token string) (Principal, error) {
+	if token == "" {
+		return Principal{}, ErrUnknownToken
+	}
+	h := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(h[:], a.adminHash[:]) == 1 {
+		return Principal{Kind: Operator}, nil
+	}
+	if a.bridges == nil {
+		return Principal{}, ErrUnknownToken
+	}
+	id, err := a.bridges.BridgeByTokenHash(ctx, hex.EncodeToString(h[:]))
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{Kind: Bridge, ID: id}, nil
+}
+
+// BearerToken extracts the token of an "Authorization: Bearer" header.
+func BearerToken(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
+		return strings.TrimSpace(h[len(prefix):])
+	}
+	return ""
+}
+
+// Middleware puts the request's principal on its context. Requests without
+// a token, or with an unknown one, get 401 unless allowAnonymous says the
+// path is public (health checks, metrics).
+func (a *Authenticator) Middleware(next http.Handler, allowAnonymous func(*http.Request) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := BearerToken(r)
+		if token == "" && allowAnonymous != nil && allowAnonymous(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, err := a.Resolve(r.Context(), token)
+		switch {
+		case errors.Is(err, ErrUnknownToken):
+			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+			return
+		case err != nil:
+			w.Header().Set("Retry-After", "1")
+			httpx.WriteError(w, http.StatusServiceUnavailable, "unavailable", "token lookup failed: "+err.Error())
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+	})
+}
+
+// RequireOperator wraps h so that only the operator reaches it.
+func RequireOperator(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if FromContext(r.Context()).Kind != Operator {
+			httpx.WriteError(w, http.StatusForbidden, "forbidden", "operator token required")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,68 @@
+// Package meter is vigil's system of record for everything billing-relevant:
+// the registry of accounts, bridges, cameras and streams, their settings
+// history and usage, kept in a hashicorp/raft replicated state machine.
+package meter
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned for an unknown (or deleted) account, bridge,
+// camera or stream.
+var ErrNotFound = errors.New("meter: not found")
+
+// ErrConflict is returned when a create collides with a different existing
+// object of the same id.
+var ErrConflict = errors.New("meter: conflict")
+
+// Defaults are an account's default stream settings.
+type Defaults struct {
+	Width         int `json:"width,omitempty"`
+	Height        int `json:"height,omitempty"`
+	RetentionDays int `json:"retention_days,omitempty"`
+}
+
+// Account is a reseller (no parent) or a sub-account.
+type Account struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Parent       string    `json:"parent,omitempty"`
+	BillingCycle string    `json:"billing_cycle"` // monthly | annual
+	Defaults     Defaults  `json:"defaults"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// Bridge is an on-premise uploader; its token is stored only hashed.
+type Bridge struct {
+	ID        string    `json:"id"`
+	Account   string    `json:"account"`
+	Name      string    `json:"name"`
+	TokenHash string    `json:"-"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Camera belongs to a bridge.
+type Camera struct {
+	ID        string     `json:"id"`
+	Bridge    string     `json:"bridge"`
+	Account   string     `json:"account"`
+	Name      string     `json:"name"`
+	Streams   []string   `json:"streams"`
+	CreatedAt time.Time  `json:"created_at"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
+}
+
+// Stream is one billed video stream of a camera.
+type Stream struct {
+	ID            string     `json:"id"`
+	Camera        string     `json:"camera"`
+	Bridge        string     `json:"bridge"`
+	Account       string     `json:"account"`
+	Width         int        `json:"width"`
+	Height        int        `json:"height"`
+	RetentionDays int        `json:"retention_days"`
+	Analytics     []string   `json:"analytics,omitempty"`
+	RegisteredAt  time.Time  `json:"registered_at"`
+	DeletedAt     *time.Time `json:"deleted_at,omitempty"`
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against real servers, installing what it needs:
+# redis-server and ffmpeg from Debian's packages, MinIO and mc built with
+# `go install` at pinned versions into a cache outside the repository.
+set -euo pipefail
+
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
+CACHE=${VIGIL_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vigil-tools}
+
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]} with apt-get" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+install_go_tool() { # name module version
+  local dir="$CACHE/$1-$3"
+  if [ ! -x "$dir/$1" ]; then
+    echo "test.sh: building $2@$3 into $dir (first run only)" >&2
+    mkdir -p "$dir"
+    GOFLAGS=-mod=mod GOBIN="$dir" go install "$2@$3"
+  fi
+  PATH="$dir:$PATH"
+}
+install_go_tool minio github.com/minio/minio "$MINIO_VERSION"
+install_go_tool mc github.com/minio/mc "$MC_VERSION"
+export PATH
+
+export VIGIL_REQUIRE_INTEGRATION=1
+go vet ./...
+go test -race -timeout 40m "$@" ./...
