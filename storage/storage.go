@@ -15,6 +15,12 @@ import (
 // object. It is how concurrent uploads of one segment store exactly one.
 var ErrExists = errors.New("storage: object already exists")
 
+// ErrUnavailable is wrapped by backend errors that say the store cannot be
+// reached or cannot take writes right now (connection refused, timeouts, a
+// failing or full disk), as opposed to a bad request. Callers answer 503
+// and retry later on it.
+var ErrUnavailable = errors.New("storage: unavailable")
+
 // PutOptions control a write.
 type PutOptions struct {
 	// ContentType is stored with the object and returned by Stat and Get.
