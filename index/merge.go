@@ -1,0 +1,79 @@
+package index
+
+import (
+	"slices"
+	"sort"
+)
+
+// MergeHour merges the open entries of a stream-hour into its manifest
+// entries. Entries are deduplicated by start; a manifest entry wins over an
+// open one (it was recorded first). The result is sorted by start. changed
+// reports whether the result differs from manifest, i.e. whether the
+// manifest needs writing.
+func MergeHour(manifest, open []Segment) (merged []Segment, changed bool) {
+	byStart := make(map[int64]bool, len(manifest))
+	merged = make([]Segment, 0, len(manifest)+len(open))
+	for _, s := range manifest {
+		byStart[s.Start] = true
+		merged = append(merged, s)
+	}
+	for _, s := range open {
+		if byStart[s.Start] {
+			continue
+		}
+		byStart[s.Start] = true
+		merged = append(merged, s)
+		changed = true
+	}
+	SortSegments(merged)
+	return merged, changed
+}
+
+// SortSegments sorts segments by start.
+func SortSegments(segs []Segment) {
+	slices.SortFunc(segs, func(a, b Segment) int { return cmpInt(a.Start, b.Start) })
+}
+
+// Overlapping returns the segments of segs that overlap [from, to), sorted by
+// start and deduplicated by start (the first occurrence wins).
+func Overlapping(segs []Segment, from, to int64) []Segment {
+	seen := make(map[int64]bool, len(segs))
+	out := make([]Segment, 0, len(segs))
+	for _, s := range segs {
+		// A zero-length segment inside the range counts as overlapping.
+		overlaps := s.Start < to && (s.End() > from || s.Start >= from)
+		if seen[s.Start] || !overlaps {
+			continue
+		}
+		seen[s.Start] = true
+		out = append(out, s)
+	}
+	SortSegments(out)
+	return out
+}
+
+// FindSegment returns the segment of sorted segs that starts at start.
+func FindSegment(segs []Segment, start int64) (Segment, bool) {
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].Start >= start })
+	if i < len(segs) && segs[i].Start == start {
+		return segs[i], true
+	}
+	return Segment{}, false
+}
+
+// HoursIn returns the hour starts (Unix ms) whose segments may overlap
+// [from, to): from the hour MaxSegmentDuration before from up to the hour
+// containing to-1.
+func HoursIn(from, to int64) (first, last int64) {
+	lookback := int64(MaxSegmentDuration.Milliseconds())
+	first = max(0, hourStart(from-lookback))
+	last = hourStart(max(to-1, 0))
+	return first, last
+}
+
+func hourStart(ms int64) int64 {
+	if ms < 0 {
+		return 0
+	}
+	return ms - ms%hourMS
+}
