@@ -42,10 +42,13 @@ func Overlapping(segs []Segment, from, to int64) []Segment {
 	for _, s := range segs {
 		// A zero-length segment inside the range counts as overlapping.
 		overlaps := s.Start < to && (s.End() > from || s.Start >= from)
-		if seen[s.Start] || !overlaps {
+		if seen[s.Start] {
 			continue
 		}
 		seen[s.Start] = true
+		if !overlaps {
+			continue
+		}
 		out = append(out, s)
 	}
 	SortSegments(out)
