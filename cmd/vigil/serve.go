@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/index/embedded"
+	"github.com/vigilcloud/vigil/index/redisindex"
+	"github.com/vigilcloud/vigil/ingest"
+	"github.com/vigilcloud/vigil/internal/httpx"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/playback"
+	"github.com/vigilcloud/vigil/storage"
+	"github.com/vigilcloud/vigil/storage/fs"
+	"github.com/vigilcloud/vigil/storage/s3"
+)
+
+// nodeConfig is everything `vigil serve` is configured with.
+type nodeConfig struct {
+	DataDir         string
+	HTTPAddr        string
+	RTSPAddr        string
+	RaftAddr        string
+	NodeID          string
+	Roles           string
+	Join            string
+	SegmentDuration time.Duration
+
+	S3Endpoint  string
+	S3Bucket    string
+	S3AccessKey string
+	S3SecretKey string
+	S3Region    string
+	RedisAddr   string
+
+	MaxSegmentBytes    int64
+	LiveThreshold      time.Duration
+	LiveConcurrency    int
+	BacklogConcurrency int
+	BacklogQueue       int
+	CompactInterval    time.Duration
+	CompactGrace       time.Duration
+	LogLevel           string
+}
+
+func (c *nodeConfig) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data", "./vigil-data", "data directory (meter raft log, fs objects, admin token)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address (RTSP ingest is not built yet)")
+	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "raft listen address of the meter")
+	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
+	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
+	fs.StringVar(&c.Join, "join", "", "HTTP address of a cluster member to join (multi-node is not built yet)")
+	fs.DurationVar(&c.SegmentDuration, "segment-duration", 6*time.Second, "RTSP segment duration")
+	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3 endpoint URL (http://host:port); empty uses the fs backend under --data")
+	fs.StringVar(&c.S3Bucket, "s3-bucket", "vigil", "S3 bucket")
+	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
+	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
+	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region")
+	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; empty uses the embedded index")
+	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", 64<<20, "largest accepted segment body")
+	fs.DurationVar(&c.LiveThreshold, "live-threshold", 2*time.Minute, "segments older than this are backlog")
+	fs.IntVar(&c.LiveConcurrency, "live-concurrency", 256, "concurrent live uploads")
+	fs.IntVar(&c.BacklogConcurrency, "backlog-concurrency", 16, "concurrent backlog uploads")
+	fs.IntVar(&c.BacklogQueue, "backlog-queue", 64, "backlog uploads waiting for a slot before 503")
+	fs.DurationVar(&c.CompactInterval, "compact-interval", time.Minute, "how often closed hours are compacted into manifests")
+	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func (c *nodeConfig) validate() error {
+	if c.NodeID == "" {
+		h, err := os.Hostname()
+		if err != nil || !storage.ValidID(h) {
+			h = "node1"
+		}
+		c.NodeID = h
+	}
+	if !storage.ValidID(c.NodeID) {
+		return fmt.Errorf("--node-id %q: want [A-Za-z0-9_-]{1,64}", c.NodeID)
+	}
+	for _, r := range strings.Split(c.Roles, ",") {
+		if r != "ingest" && r != "meter" {
+			return fmt.Errorf("--roles: unknown role %q (want ingest, meter)", r)
+		}
+	}
+	if c.Roles != "ingest,meter" && c.Roles != "meter,ingest" {
+		return errors.New("--roles: only ingest,meter on one node is built so far")
+	}
+	if c.Join != "" {
+		return errors.New("--join: multi-node clusters are not built yet")
+	}
+	if c.MaxSegmentBytes <= 0 {
+		return errors.New("--max-segment-bytes must be positive")
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	var cfg nodeConfig
+	cfg.register(fset)
+	if err := parseFlags(fset, args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	n, err := startNode(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "vigil serving on http://%s (data %s, admin token in %s)\n", n.addr, cfg.DataDir, n.tokenSource)
+	<-ctx.Done()
+	return n.Close()
+}
+
+// node is one running vigil: all roles in one process.
+type node struct {
+	addr        string
+	adminToken  string
+	tokenSource string
+	store       storage.Backend
+	index       index.Index
+	meter       *meter.Meter
+	srv         *http.Server
+	log         *slog.Logger
+	cancel      context.CancelFunc
+	done        chan struct{}
+	closers     []func() error
+}
+
+// startNode opens storage, index and meter, and serves HTTP on cfg.HTTPAddr.
+func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	n = &node{log: log, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.closeAll()
+		}
+	}()
+	n.adminToken, n.tokenSource, err = adminToken(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var store storage.Backend
+	if cfg.S3Endpoint != "" {
+		store, err = s3.New(ctx, s3.Config{Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket,
+			AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey, Region: cfg.S3Region})
+		if err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+		log.Info("storage: s3", "endpoint", cfg.S3Endpoint, "bucket", cfg.S3Bucket)
+	} else {
+		store, err = fs.New(filepath.Join(cfg.DataDir, "objects"))
+		if err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+		log.Info("storage: fs", "root", filepath.Join(cfg.DataDir, "objects"))
+	}
+	n.store = storage.Instrument(store, reg)
+
+	if cfg.RedisAddr != "" {
+		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+		n.closers = append(n.closers, rc.Close)
+		n.index = redisindex.New(rc, n.store, redisindex.Options{Logger: log})
+		log.Info("index: redis", "addr", cfg.RedisAddr)
+	} else {
+		n.index = embedded.New(n.store, embedded.Options{Logger: log})
+		log.Info("index: embedded")
+	}
+
+	n.meter, err = meter.Open(ctx, meter.Config{
+		Dir: filepath.Join(cfg.DataDir, "meter"), NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("meter: %w", err)
+	}
+	n.closers = append(n.closers, n.meter.Close)
+
+	authn := auth.New(n.adminToken, n.meter)
+	ing := ingest.New(ingest.Config{
+		MaxBodyBytes:       cfg.MaxSegmentBytes,
+		LiveThreshold:      cfg.LiveThreshold,
+		LiveConcurrency:    cfg.LiveConcurrency,
+		BacklogConcurrency: cfg.BacklogConcurrency,
+		BacklogQueue:       cfg.BacklogQueue,
+		Logger:             log,
+		Registerer:         reg,
+	}, n.store, n.index, n.meter)
+	play := playback.New(n.store, n.index, n.meter, log)
+
+	api := http.NewServeMux()
+	api.Handle("PUT /v1/streams/{stream}/segments/{start}", ing)
+	api.Handle("GET /v1/streams/{stream}/", play)
+	api.Handle("POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.meter}, log)))
+	api.Handle("/v1/", n.meter.Handler())
+
+	root := http.NewServeMux()
+	root.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	root.HandleFunc("GET /readyz", n.ready)
+	root.Handle("/v1/", authn.Middleware(api, nil))
+
+	l, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, err
+	}
+	n.addr = l.Addr().String()
+	n.srv = &http.Server{Handler: root, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	go n.compactLoop(bg, cfg.CompactInterval, cfg.CompactGrace)
+	return n, nil
+}
+
+// ready answers 200 once storage, index and meter all answer.
+func (n *node) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ok := true
+	for name, ping := range map[string]func(context.Context) error{
+		"storage": n.store.Ping,
+		"index":   n.index.Ping,
+		"meter":   n.meter.Ping,
+	} {
+		if err := ping(ctx); err != nil {
+			checks[name] = err.Error()
+			ok = false
+		} else {
+			checks[name] = "ok"
+		}
+	}
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	httpx.WriteJSON(w, status, checks)
+}
+
+// compactLoop closes hours into manifests once they ended grace ago.
+func (n *node) compactLoop(ctx context.Context, every, grace time.Duration) {
+	defer close(n.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			cutoff := time.Now().Add(-grace).UnixMilli()
+			if err := n.index.Compact(ctx, cutoff); err != nil && ctx.Err() == nil {
+				n.log.Warn("index compaction", "err", err)
+			}
+		}
+	}
+}
+
+// Close stops serving and closes everything the node opened.
+func (n *node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var errs []error
+	if n.srv != nil {
+		errs = append(errs, n.srv.Shutdown(ctx))
+	}
+	if n.cancel != nil {
+		n.cancel()
+		<-n.done
+	}
+	errs = append(errs, n.closeAll())
+	return errors.Join(errs...)
+}
+
+func (n *node) closeAll() error {
+	var errs []error
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		errs = append(errs, n.closers[i]())
+	}
+	n.closers = nil
+	return errors.Join(errs...)
+}
+
+// adminToken returns the operator token from VIGIL_ADMIN_TOKEN, or the one
+// kept in DIR/admin-token, generating it (mode 0600) on first start.
+func adminToken(dir string) (token, source string, err error) {
+	if t := os.Getenv("VIGIL_ADMIN_TOKEN"); t != "" {
+		return t, "VIGIL_ADMIN_TOKEN", nil
+	}
+	path := filepath.Join(dir, "admin-token")
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), path, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", "", err
+	}
+	t := auth.NewToken()
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", "", err
+	}
+	return t, path, nil
+}
+
+// meterStreams lists the meter's live streams for an index rebuild.
+type meterStreams struct{ m *meter.Meter }
+
+func (s meterStreams) StreamRefs(ctx context.Context) ([]storage.StreamRef, error) {
+	streams, err := s.m.Streams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	refs := make([]storage.StreamRef, len(streams))
+	for i, st := range streams {
+		refs[i] = storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
+	}
+	return refs, nil
+}
