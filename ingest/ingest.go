@@ -1,0 +1,548 @@
+// Package ingest is the Bridge-facing upload API: PUT of one media segment,
+// validated while it streams into storage, then recorded in the index, with
+// live segments admitted ahead of backlog.
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/internal/httpx"
+	"github.com/vigilcloud/vigil/media"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/storage"
+)
+
+// Registry finds streams. Unknown and deleted streams are meter.ErrNotFound
+// (a stream with DeletedAt set is treated the same); any other error means
+// the registry is unavailable.
+type Registry interface {
+	Stream(ctx context.Context, id string) (meter.Stream, error)
+}
+
+// Index is the part of the recording index ingest writes.
+type Index interface {
+	Add(ctx context.Context, ref storage.StreamRef, seg index.Segment) (existing index.Segment, added bool, err error)
+	Lookup(ctx context.Context, ref storage.StreamRef, start int64) (index.Segment, error)
+}
+
+// Config tunes the handler. Zero values take the defaults.
+type Config struct {
+	// MaxBodyBytes is the largest accepted segment (default 64 MiB).
+	MaxBodyBytes int64
+	// MaxDuration is the longest accepted segment (default 10 min).
+	MaxDuration time.Duration
+	// MaxFuture is how far in the future a segment may start, for Bridge
+	// clock skew (default 1 h).
+	MaxFuture time.Duration
+	// LiveThreshold: a segment that started longer ago is backlog (default 2 min).
+	LiveThreshold time.Duration
+	// LiveConcurrency and BacklogConcurrency are the upload slots of each
+	// class (defaults 256 and 32).
+	LiveConcurrency    int
+	BacklogConcurrency int
+	// BacklogQueue bounds the backlog uploads waiting for a slot (default 64).
+	BacklogQueue int
+	// BacklogWait and LiveWait are how long an upload waits for a slot
+	// before it is shed (defaults 2 s and 30 s).
+	BacklogWait time.Duration
+	LiveWait    time.Duration
+	// RetryAfter is the Retry-After sent with 503 (default 2 s).
+	RetryAfter time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 64 << 20
+	}
+	def(&c.MaxDuration, 10*time.Minute)
+	if c.MaxDuration > index.MaxSegmentDuration {
+		c.MaxDuration = index.MaxSegmentDuration
+	}
+	def(&c.MaxFuture, time.Hour)
+	def(&c.LiveThreshold, 2*time.Minute)
+	if c.LiveConcurrency <= 0 {
+		c.LiveConcurrency = 256
+	}
+	if c.BacklogConcurrency <= 0 {
+		c.BacklogConcurrency = 32
+	}
+	if c.BacklogQueue <= 0 {
+		c.BacklogQueue = 64
+	}
+	def(&c.BacklogWait, 2*time.Second)
+	def(&c.LiveWait, 30*time.Second)
+	def(&c.RetryAfter, 2*time.Second)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Deps are the handler's collaborators.
+type Deps struct {
+	Registry Registry
+	Storage  storage.Backend
+	Index    Index
+	// Metrics registers the handler's metrics (nil: not exported).
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
+	// OnStored, when set, is called after a new segment was stored and
+	// indexed (not for retries of a stored one), e.g. to meter usage.
+	OnStored func(ctx context.Context, st meter.Stream, seg index.Segment)
+}
+
+// Handler serves PUT /v1/streams/{stream}/segments/{start}. It is safe for
+// concurrent use.
+type Handler struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	m     *metrics
+	admit *admission
+}
+
+// New returns the upload handler.
+func New(cfg Config, deps Deps) *Handler {
+	cfg = cfg.withDefaults()
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := newMetrics(deps.Metrics)
+	return &Handler{cfg: cfg, deps: deps, log: deps.Logger, m: m, admit: newAdmission(cfg, m)}
+}
+
+const routePutSegment = "put_segment"
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	h.serve(sw, r)
+	if sw.code == 0 {
+		sw.code = http.StatusOK
+	}
+	h.m.requests.WithLabelValues(routePutSegment, strconv.Itoa(sw.code)).Inc()
+}
+
+// upload is one parsed request.
+type upload struct {
+	streamID    string
+	start       int64
+	durationMS  int64
+	width       int
+	height      int
+	wantSHA     string
+	size        int64
+	contentType string
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPut {
+		w.Header().Set("Allow", http.MethodPut)
+		httpx.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use PUT to upload a segment")
+		return
+	}
+	p := auth.FromContext(r.Context())
+	if p.Kind != auth.Operator && p.Kind != auth.Bridge {
+		httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+		return
+	}
+	up, status, code, err := h.parse(r)
+	if err != nil {
+		httpx.WriteError(w, status, code, err.Error())
+		return
+	}
+	ctx := r.Context()
+	st, err := h.deps.Registry.Stream(ctx, up.streamID)
+	switch {
+	case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
+		httpx.WriteError(w, http.StatusNotFound, "stream_not_found", "unknown or deleted stream "+up.streamID)
+		return
+	case err != nil:
+		h.log.WarnContext(ctx, "ingest: registry lookup failed", "stream", up.streamID, "err", err)
+		h.unavailable(w, "meter_unavailable", "stream registry unavailable")
+		return
+	}
+	if p.Kind == auth.Bridge && st.Bridge != p.ID {
+		httpx.WriteError(w, http.StatusForbidden, "forbidden", "stream "+up.streamID+" does not belong to this bridge")
+		return
+	}
+	now := h.cfg.Now()
+	if st.RetentionDays > 0 {
+		cutoff := now.Add(-time.Duration(st.RetentionDays) * 24 * time.Hour).UnixMilli()
+		if up.start+up.durationMS < cutoff {
+			httpx.WriteError(w, http.StatusGone, "expired", fmt.Sprintf("segment is older than the stream's %d-day retention", st.RetentionDays))
+			return
+		}
+	}
+	if up.start > now.Add(h.cfg.MaxFuture).UnixMilli() {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "segment start is too far in the future")
+		return
+	}
+	class := classLive
+	if r.Header.Get("X-Vigil-Backlog") == "1" || now.UnixMilli()-up.start > h.cfg.LiveThreshold.Milliseconds() {
+		class = classBacklog
+	}
+	release, err := h.admit.acquire(ctx, class)
+	if err != nil {
+		if errors.Is(err, errShed) {
+			h.unavailable(w, "overloaded", class+" uploads are saturated, retry later")
+		}
+		return // otherwise the client went away while queued
+	}
+	defer release()
+	began := time.Now()
+	defer func() { h.m.latency.WithLabelValues(class).Observe(time.Since(began).Seconds()) }()
+	h.store(w, r, st, up)
+}
+
+// parse validates everything the request says about itself.
+func (h *Handler) parse(r *http.Request) (up upload, status int, code string, err error) {
+	up.streamID, up.start, err = parseSegmentPath(r)
+	if errors.Is(err, errNoRoute) {
+		return up, http.StatusNotFound, "not_found", err
+	}
+	if err != nil {
+		return up, http.StatusBadRequest, "bad_request", err
+	}
+	ds := param(r, "duration_ms", "X-Duration-Ms")
+	if ds == "" {
+		return up, http.StatusBadRequest, "bad_duration", errors.New("duration_ms is required (query or X-Duration-Ms)")
+	}
+	if up.durationMS, err = parsePositive(ds, h.cfg.MaxDuration.Milliseconds()); err != nil {
+		return up, http.StatusBadRequest, "bad_duration", fmt.Errorf("duration_ms: %w", err)
+	}
+	wd, err := parsePositive(param(r, "width", "X-Width"), 1<<16)
+	if err != nil {
+		return up, http.StatusBadRequest, "bad_resolution", fmt.Errorf("width: %w", err)
+	}
+	ht, err := parsePositive(param(r, "height", "X-Height"), 1<<16)
+	if err != nil {
+		return up, http.StatusBadRequest, "bad_resolution", fmt.Errorf("height: %w", err)
+	}
+	up.width, up.height = int(wd), int(ht)
+	if up.wantSHA, err = parseSHA256(r.Header.Get("X-Content-SHA256")); err != nil {
+		return up, http.StatusBadRequest, "bad_sha256", err
+	}
+	switch {
+	case r.ContentLength < 0:
+		return up, http.StatusLengthRequired, "length_required", errors.New("Content-Length is required")
+	case r.ContentLength > h.cfg.MaxBodyBytes:
+		return up, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("segment of %d bytes exceeds the %d-byte limit", r.ContentLength, h.cfg.MaxBodyBytes)
+	case r.ContentLength == 0:
+		return up, http.StatusBadRequest, "malformed", errors.New("empty body")
+	}
+	up.size = r.ContentLength
+	up.contentType = media.NormalizeContentType(r.Header.Get("Content-Type"))
+	if up.contentType != media.ContentTypeMP4 && up.contentType != media.ContentTypeTS {
+		return up, http.StatusUnsupportedMediaType, "unsupported_media_type", fmt.Errorf("Content-Type must be %s or %s", media.ContentTypeMP4, media.ContentTypeTS)
+	}
+	return up, 0, "", nil
+}
+
+// result is the JSON body of a 2xx.
+type result struct {
+	Stream     string `json:"stream"`
+	Start      int64  `json:"start"`
+	DurationMS int64  `json:"duration_ms"`
+	Size       int64  `json:"size"`
+	SHA256     string `json:"sha256"`
+	Created    bool   `json:"created"`
+}
+
+func (h *Handler) store(w http.ResponseWriter, r *http.Request, st meter.Stream, up upload) {
+	ctx := r.Context()
+	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
+	key := ref.SegmentKey(up.start)
+	seg := index.Segment{
+		Start: up.start, DurationMS: up.durationMS, Size: up.size, SHA256: up.wantSHA,
+		ContentType: up.contentType, Width: up.width, Height: up.height,
+	}
+	body, err := newBody(r.Body, up.contentType, up.wantSHA, h.m.bytesIn)
+	if err != nil { // unreachable: parse checked the type
+		httpx.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", err.Error())
+		return
+	}
+	// The metadata sha256 is only the client's claim, which the body reader
+	// verifies before the object can complete.
+	g := &gate{r: body}
+	_, perr := h.deps.Storage.Put(ctx, key, g, up.size, storage.PutOptions{
+		IfAbsent: true, ContentType: up.contentType, Metadata: index.SegmentMetadata(seg),
+	})
+	g.detach()
+
+	switch {
+	case perr == nil && body.err != nil:
+		// A backend must not complete a Put whose reader failed; if one
+		// did, take the object back.
+		h.log.ErrorContext(ctx, "ingest: storage completed a put whose body failed", "key", key, "err", body.err)
+		if derr := h.deps.Storage.Delete(context.WithoutCancel(ctx), []string{key}); derr != nil {
+			h.log.ErrorContext(ctx, "ingest: delete of bad segment failed", "key", key, "err", derr)
+		}
+		h.bodyError(w, r, body.err)
+		return
+	case perr == nil:
+		if !body.done {
+			// Put returned without reading to the end: impossible for a
+			// conforming backend, and the SHA would be wrong.
+			h.log.ErrorContext(ctx, "ingest: storage put returned before the body ended", "key", key)
+			h.unavailable(w, "storage_unavailable", "storage did not consume the segment")
+			return
+		}
+		seg.SHA256 = body.sum()
+		existing, added, err := h.deps.Index.Add(ctx, ref, seg)
+		if err != nil {
+			h.log.WarnContext(ctx, "ingest: stored but not indexed; the retry will index it", "key", key, "err", err)
+			h.unavailable(w, "index_unavailable", "segment stored but the index is unavailable, retry")
+			return
+		}
+		if !added && existing.SHA256 != "" && existing.SHA256 != seg.SHA256 {
+			h.log.WarnContext(ctx, "ingest: index held another segment at this start", "key", key, "indexed_sha256", existing.SHA256, "stored_sha256", seg.SHA256)
+		}
+		if h.deps.OnStored != nil {
+			h.deps.OnStored(ctx, st, seg)
+		}
+		h.log.DebugContext(ctx, "ingest: segment stored", "key", key, "size", seg.Size)
+		httpx.WriteJSON(w, http.StatusCreated, result{st.ID, seg.Start, seg.DurationMS, seg.Size, seg.SHA256, true})
+	case errors.Is(perr, storage.ErrExists):
+		h.exists(w, r, ref, key, body, seg, st)
+	case body.err != nil:
+		h.bodyError(w, r, body.err)
+	case ctx.Err() != nil:
+		h.log.InfoContext(ctx, "ingest: client went away during upload", "key", key, "err", perr)
+		httpx.WriteError(w, http.StatusBadRequest, "incomplete_body", "request cancelled")
+	default:
+		h.log.WarnContext(ctx, "ingest: storage put failed", "key", key, "err", perr)
+		h.unavailable(w, "storage_unavailable", "storage unavailable, retry")
+	}
+}
+
+// exists answers an upload whose start already holds an object: 200 when
+// it is this very segment (a retry), 409 when it is another.
+func (h *Handler) exists(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment, st meter.Stream) {
+	ctx := r.Context()
+	// Hash what the backend did not read; this also validates it.
+	if _, err := io.Copy(io.Discard, body); err != nil || body.err != nil {
+		h.bodyError(w, r, cmpErr(body.err, err))
+		return
+	}
+	seg.SHA256 = body.sum()
+	stored, indexed, err := h.storedSegment(ctx, ref, key, seg)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Deleted between the Put and now (a purge): let the Bridge retry.
+		h.unavailable(w, "storage_unavailable", "segment changed concurrently, retry")
+		return
+	case err != nil:
+		h.log.WarnContext(ctx, "ingest: reading existing segment failed", "key", key, "err", err)
+		if errors.Is(err, index.ErrUnavailable) {
+			h.unavailable(w, "index_unavailable", "index unavailable, retry")
+		} else {
+			h.unavailable(w, "storage_unavailable", "storage unavailable, retry")
+		}
+		return
+	}
+	if stored.SHA256 != seg.SHA256 {
+		httpx.WriteError(w, http.StatusConflict, "conflict", "a different segment is already stored at this start")
+		return
+	}
+	if !indexed {
+		if _, _, err := h.deps.Index.Add(ctx, ref, stored); err != nil {
+			h.log.WarnContext(ctx, "ingest: indexing existing segment failed", "key", key, "err", err)
+			h.unavailable(w, "index_unavailable", "index unavailable, retry")
+			return
+		}
+	}
+	httpx.WriteJSON(w, http.StatusOK, result{st.ID, stored.Start, stored.DurationMS, stored.Size, stored.SHA256, false})
+}
+
+// storedSegment describes the object at key: from the index when it holds
+// the segment with its SHA-256, else from storage (metadata, or by hashing
+// the object). indexed says the index already has it.
+func (h *Handler) storedSegment(ctx context.Context, ref storage.StreamRef, key string, req index.Segment) (seg index.Segment, indexed bool, err error) {
+	got, err := h.deps.Index.Lookup(ctx, ref, req.Start)
+	switch {
+	case err == nil && got.SHA256 != "":
+		return got, true, nil
+	case err == nil:
+		indexed = true
+	case !errors.Is(err, fs.ErrNotExist):
+		return index.Segment{}, false, err
+	}
+	rc, info, err := h.deps.Storage.Get(ctx, key, 0, -1)
+	if err != nil {
+		return index.Segment{}, false, err
+	}
+	defer rc.Close()
+	info.Key = key
+	seg, err = index.SegmentFromObject(info)
+	if err != nil {
+		// Metadata unusable: describe it by this request, which is only
+		// accepted when the content matches.
+		seg = req
+		seg.Size = info.Size
+	}
+	if seg.SHA256 == "" {
+		hh := sha256.New()
+		if _, err := io.Copy(hh, rc); err != nil {
+			return index.Segment{}, false, fmt.Errorf("ingest: hash %s: %w", key, err)
+		}
+		seg.SHA256 = hex.EncodeToString(hh.Sum(nil))
+	}
+	return seg, indexed, nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// bodyError answers a request whose body failed: malformed media or a
+// wrong checksum (400), or a client that stopped sending.
+func (h *Handler) bodyError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, media.ErrMalformed):
+		httpx.WriteError(w, http.StatusBadRequest, "malformed", err.Error())
+	case errors.Is(err, errSHAMismatch):
+		httpx.WriteError(w, http.StatusBadRequest, "sha256_mismatch", err.Error())
+	default:
+		h.log.InfoContext(r.Context(), "ingest: upload body incomplete", "path", r.URL.Path, "err", err)
+		httpx.WriteError(w, http.StatusBadRequest, "incomplete_body", "request body ended early: "+err.Error())
+	}
+}
+
+func (h *Handler) unavailable(w http.ResponseWriter, code, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(int((h.cfg.RetryAfter+time.Second-1)/time.Second)))
+	httpx.WriteError(w, http.StatusServiceUnavailable, code, msg)
+}
+
+var errSHAMismatch = errors.New("body does not match X-Content-SHA256")
+
+// bodyReader validates and hashes the request body as it streams. A
+// checksum mismatch is reported instead of the final bytes, so the storage
+// Put fails before the object completes.
+type bodyReader struct {
+	r     io.Reader
+	h     hash.Hash
+	want  string
+	bytes prometheus.Counter
+	done  bool  // the whole body was read
+	err   error // first error returned (not io.EOF)
+}
+
+func newBody(r io.Reader, contentType, wantSHA string, bytesIn prometheus.Counter) (*bodyReader, error) {
+	b := &bodyReader{h: sha256.New(), want: wantSHA, bytes: bytesIn}
+	v, err := media.NewValidator(countReader{r: r, c: bytesIn}, contentType)
+	if err != nil {
+		return nil, err
+	}
+	b.r = v
+	return b, nil
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	b.h.Write(p[:n])
+	switch {
+	case err == io.EOF:
+		if !b.done {
+			b.done = true
+			if b.want != "" && b.sum() != b.want {
+				b.err = fmt.Errorf("%w: body hashes to %s", errSHAMismatch, b.sum())
+				return 0, b.err
+			}
+		}
+		return n, io.EOF
+	case err != nil:
+		b.err = err
+		return 0, err
+	}
+	return n, nil
+}
+
+func (b *bodyReader) sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
+
+type countReader struct {
+	r io.Reader
+	c prometheus.Counter
+}
+
+func (c countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.c.Add(float64(n))
+	return n, err
+}
+
+// gate hands the body to a storage backend and takes it back when Put
+// returns: an HTTP client may still read a request body from another
+// goroutine after its round trip ended, and the handler reads on.
+type gate struct {
+	mu     sync.Mutex
+	r      io.Reader
+	closed bool
+}
+
+var errDetached = errors.New("ingest: body no longer available to storage")
+
+func (g *gate) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, errDetached
+	}
+	return g.r.Read(p)
+}
+
+func (g *gate) detach() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
