@@ -66,6 +66,13 @@ type Config struct {
 	RetryAfter time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Logger logs (nil: discard).
+	Logger *slog.Logger
+	// Registerer registers the handler's metrics (nil: not exported).
+	Registerer prometheus.Registerer
+	// OnStored, when set, is called after a new segment was stored and
+	// indexed (not for retries of a stored one), e.g. to meter usage.
+	OnStored func(ctx context.Context, st meter.Stream, seg index.Segment)
 }
 
 func (c Config) withDefaults() Config {
@@ -98,40 +105,30 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	return c
-}
-
-// Deps are the handler's collaborators.
-type Deps struct {
-	Registry Registry
-	Storage  storage.Backend
-	Index    Index
-	// Metrics registers the handler's metrics (nil: not exported).
-	Metrics prometheus.Registerer
-	Logger  *slog.Logger
-	// OnStored, when set, is called after a new segment was stored and
-	// indexed (not for retries of a stored one), e.g. to meter usage.
-	OnStored func(ctx context.Context, st meter.Stream, seg index.Segment)
 }
 
 // Handler serves PUT /v1/streams/{stream}/segments/{start}. It is safe for
 // concurrent use.
 type Handler struct {
 	cfg   Config
-	deps  Deps
+	store storage.Backend
+	idx   Index
+	reg   Registry
 	log   *slog.Logger
 	m     *metrics
 	admit *admission
 }
 
-// New returns the upload handler.
-func New(cfg Config, deps Deps) *Handler {
+// New returns the upload handler writing to store and idx, with streams
+// looked up in reg.
+func New(cfg Config, store storage.Backend, idx Index, reg Registry) *Handler {
 	cfg = cfg.withDefaults()
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	m := newMetrics(deps.Metrics)
-	return &Handler{cfg: cfg, deps: deps, log: deps.Logger, m: m, admit: newAdmission(cfg, m)}
+	m := newMetrics(cfg.Registerer)
+	return &Handler{cfg: cfg, store: store, idx: idx, reg: reg, log: cfg.Logger, m: m, admit: newAdmission(cfg, m)}
 }
 
 const routePutSegment = "put_segment"
@@ -175,7 +172,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	st, err := h.deps.Registry.Stream(ctx, up.streamID)
+	st, err := h.reg.Stream(ctx, up.streamID)
 	switch {
 	case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
 		httpx.WriteError(w, http.StatusNotFound, "stream_not_found", "unknown or deleted stream "+up.streamID)
@@ -215,7 +212,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	began := time.Now()
 	defer func() { h.m.latency.WithLabelValues(class).Observe(time.Since(began).Seconds()) }()
-	h.store(w, r, st, up)
+	h.upload(w, r, st, up)
 }
 
 // parse validates everything the request says about itself.
@@ -272,7 +269,7 @@ type result struct {
 	Created    bool   `json:"created"`
 }
 
-func (h *Handler) store(w http.ResponseWriter, r *http.Request, st meter.Stream, up upload) {
+func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream, up upload) {
 	ctx := r.Context()
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
 	key := ref.SegmentKey(up.start)
@@ -288,7 +285,7 @@ func (h *Handler) store(w http.ResponseWriter, r *http.Request, st meter.Stream,
 	// The metadata sha256 is only the client's claim, which the body reader
 	// verifies before the object can complete.
 	g := &gate{r: body}
-	_, perr := h.deps.Storage.Put(ctx, key, g, up.size, storage.PutOptions{
+	_, perr := h.store.Put(ctx, key, g, up.size, storage.PutOptions{
 		IfAbsent: true, ContentType: up.contentType, Metadata: index.SegmentMetadata(seg),
 	})
 	g.detach()
@@ -298,7 +295,7 @@ func (h *Handler) store(w http.ResponseWriter, r *http.Request, st meter.Stream,
 		// A backend must not complete a Put whose reader failed; if one
 		// did, take the object back.
 		h.log.ErrorContext(ctx, "ingest: storage completed a put whose body failed", "key", key, "err", body.err)
-		if derr := h.deps.Storage.Delete(context.WithoutCancel(ctx), []string{key}); derr != nil {
+		if derr := h.store.Delete(context.WithoutCancel(ctx), []string{key}); derr != nil {
 			h.log.ErrorContext(ctx, "ingest: delete of bad segment failed", "key", key, "err", derr)
 		}
 		h.bodyError(w, r, body.err)
@@ -312,7 +309,7 @@ func (h *Handler) store(w http.ResponseWriter, r *http.Request, st meter.Stream,
 			return
 		}
 		seg.SHA256 = body.sum()
-		existing, added, err := h.deps.Index.Add(ctx, ref, seg)
+		existing, added, err := h.idx.Add(ctx, ref, seg)
 		if err != nil {
 			h.log.WarnContext(ctx, "ingest: stored but not indexed; the retry will index it", "key", key, "err", err)
 			h.unavailable(w, "index_unavailable", "segment stored but the index is unavailable, retry")
@@ -321,8 +318,8 @@ func (h *Handler) store(w http.ResponseWriter, r *http.Request, st meter.Stream,
 		if !added && existing.SHA256 != "" && existing.SHA256 != seg.SHA256 {
 			h.log.WarnContext(ctx, "ingest: index held another segment at this start", "key", key, "indexed_sha256", existing.SHA256, "stored_sha256", seg.SHA256)
 		}
-		if h.deps.OnStored != nil {
-			h.deps.OnStored(ctx, st, seg)
+		if h.cfg.OnStored != nil {
+			h.cfg.OnStored(ctx, st, seg)
 		}
 		h.log.DebugContext(ctx, "ingest: segment stored", "key", key, "size", seg.Size)
 		httpx.WriteJSON(w, http.StatusCreated, result{st.ID, seg.Start, seg.DurationMS, seg.Size, seg.SHA256, true})
@@ -369,7 +366,7 @@ func (h *Handler) exists(w http.ResponseWriter, r *http.Request, ref storage.Str
 		return
 	}
 	if !indexed {
-		if _, _, err := h.deps.Index.Add(ctx, ref, stored); err != nil {
+		if _, _, err := h.idx.Add(ctx, ref, stored); err != nil {
 			h.log.WarnContext(ctx, "ingest: indexing existing segment failed", "key", key, "err", err)
 			h.unavailable(w, "index_unavailable", "index unavailable, retry")
 			return
@@ -382,7 +379,7 @@ func (h *Handler) exists(w http.ResponseWriter, r *http.Request, ref storage.Str
 // the segment with its SHA-256, else from storage (metadata, or by hashing
 // the object). indexed says the index already has it.
 func (h *Handler) storedSegment(ctx context.Context, ref storage.StreamRef, key string, req index.Segment) (seg index.Segment, indexed bool, err error) {
-	got, err := h.deps.Index.Lookup(ctx, ref, req.Start)
+	got, err := h.idx.Lookup(ctx, ref, req.Start)
 	switch {
 	case err == nil && got.SHA256 != "":
 		return got, true, nil
@@ -391,7 +388,7 @@ func (h *Handler) storedSegment(ctx context.Context, ref storage.StreamRef, key 
 	case !errors.Is(err, fs.ErrNotExist):
 		return index.Segment{}, false, err
 	}
-	rc, info, err := h.deps.Storage.Get(ctx, key, 0, -1)
+	rc, info, err := h.store.Get(ctx, key, 0, -1)
 	if err != nil {
 		return index.Segment{}, false, err
 	}

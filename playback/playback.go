@@ -1,0 +1,368 @@
+// Package playback is the viewer-facing HTTP API: a stream's recordings in
+// a time window, and the bytes of one segment with Range support.
+package playback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/internal/httpx"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/storage"
+)
+
+// Pattern is the ServeMux pattern the handler serves (GET matches HEAD too).
+// The handler parses the request's escaped path itself.
+const Pattern = "GET /v1/streams/{stream}/"
+
+// MaxWindow is the longest recordings window one request may ask for.
+const MaxWindow = 31 * 24 * time.Hour
+
+// Registry finds streams; unknown and deleted ones are meter.ErrNotFound
+// (DeletedAt set counts as deleted).
+type Registry interface {
+	Stream(ctx context.Context, id string) (meter.Stream, error)
+}
+
+// Index is the part of the recording index playback reads.
+type Index interface {
+	Lookup(ctx context.Context, ref storage.StreamRef, start int64) (index.Segment, error)
+	Segments(ctx context.Context, ref storage.StreamRef, from, to int64) ([]index.Segment, error)
+	Spans(ctx context.Context, ref storage.StreamRef, from, to int64) ([]index.Span, error)
+}
+
+// Handler serves the viewer endpoints. It is safe for concurrent use.
+type Handler struct {
+	store storage.Backend
+	idx   Index
+	reg   Registry
+	log   *slog.Logger
+}
+
+// New returns the playback handler reading store and idx, with streams
+// looked up in reg. log may be nil.
+func New(store storage.Backend, idx Index, reg Registry, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{store: store, idx: idx, reg: reg, log: log}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		httpx.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+		return
+	}
+	switch auth.FromContext(r.Context()).Kind {
+	case auth.Operator:
+	case auth.Anonymous:
+		httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+		return
+	default:
+		// Viewer scoping (users, privacy mode) is not built yet: only the
+		// operator may watch video for now.
+		httpx.WriteError(w, http.StatusForbidden, "forbidden", "not allowed to view this stream")
+		return
+	}
+	streamID, rest, err := splitPath(r)
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	var start int64
+	switch {
+	case rest == "recordings":
+	case strings.HasPrefix(rest, "segments/"):
+		s, uerr := url.PathUnescape(strings.TrimPrefix(rest, "segments/"))
+		if uerr == nil {
+			start, err = parseTime(s)
+		}
+		if uerr != nil || err != nil {
+			httpx.WriteError(w, http.StatusBadRequest, "bad_time", fmt.Sprintf("invalid segment start %q", rest))
+			return
+		}
+	default:
+		httpx.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		return
+	}
+	st, err := h.reg.Stream(r.Context(), streamID)
+	switch {
+	case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
+		httpx.WriteError(w, http.StatusNotFound, "stream_not_found", "unknown or deleted stream "+streamID)
+		return
+	case err != nil:
+		h.log.WarnContext(r.Context(), "playback: registry lookup failed", "stream", streamID, "err", err)
+		unavailable(w, "meter_unavailable", "stream registry unavailable")
+		return
+	}
+	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
+	if rest == "recordings" {
+		h.recordings(w, r, st.ID, ref)
+		return
+	}
+	h.segment(w, r, ref, start)
+}
+
+// splitPath returns the stream id and what follows it in
+// /v1/streams/{stream}/..., from the escaped path so that an encoded slash
+// cannot smuggle a different id.
+func splitPath(r *http.Request) (stream, rest string, err error) {
+	const prefix = "/v1/streams/"
+	p := r.URL.EscapedPath()
+	if !strings.HasPrefix(p, prefix) {
+		return "", "", fmt.Errorf("path %q is not under %s", p, prefix)
+	}
+	raw, rest, _ := strings.Cut(p[len(prefix):], "/")
+	stream, uerr := url.PathUnescape(raw)
+	if uerr != nil || !storage.ValidID(stream) {
+		return "", "", fmt.Errorf("invalid stream id %q: ids are [a-zA-Z0-9_-]{1,64}", raw)
+	}
+	return stream, rest, nil
+}
+
+type spanJSON struct {
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+}
+
+type segmentJSON struct {
+	Start      int64  `json:"start"`
+	DurationMS int64  `json:"duration_ms"`
+	Size       int64  `json:"size"`
+	URL        string `json:"url"`
+}
+
+// Recordings is the body of GET /v1/streams/{stream}/recordings.
+type Recordings struct {
+	Spans    []spanJSON    `json:"spans"`
+	Segments []segmentJSON `json:"segments"`
+}
+
+func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
+	q := r.URL.Query()
+	from, err := parseTime(q.Get("start"))
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "start: "+err.Error())
+		return
+	}
+	to, err := parseTime(q.Get("end"))
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "end: "+err.Error())
+		return
+	}
+	if to <= from {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "end must be after start")
+		return
+	}
+	if to-from > MaxWindow.Milliseconds() {
+		httpx.WriteError(w, http.StatusBadRequest, "window_too_large", fmt.Sprintf("window exceeds %d days", int(MaxWindow.Hours()/24)))
+		return
+	}
+	ctx := r.Context()
+	spans, err := h.idx.Spans(ctx, ref, from, to)
+	if err != nil {
+		h.log.WarnContext(ctx, "playback: spans failed", "stream", streamID, "err", err)
+		unavailable(w, "index_unavailable", "index unavailable, retry")
+		return
+	}
+	segs, err := h.idx.Segments(ctx, ref, from, to)
+	if err != nil {
+		h.log.WarnContext(ctx, "playback: segments failed", "stream", streamID, "err", err)
+		unavailable(w, "index_unavailable", "index unavailable, retry")
+		return
+	}
+	out := Recordings{Spans: make([]spanJSON, 0, len(spans)), Segments: make([]segmentJSON, 0, len(segs))}
+	for _, s := range spans {
+		out.Spans = append(out.Spans, spanJSON{s.Start, s.End})
+	}
+	for _, s := range segs {
+		out.Segments = append(out.Segments, segmentJSON{
+			Start: s.Start, DurationMS: s.DurationMS, Size: s.Size,
+			URL: "/v1/streams/" + streamID + "/segments/" + strconv.FormatInt(s.Start, 10),
+		})
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) segment(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64) {
+	ctx := r.Context()
+	seg, err := h.idx.Lookup(ctx, ref, start)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		httpx.WriteError(w, http.StatusNotFound, "segment_not_found", "no segment starts at "+strconv.FormatInt(start, 10))
+		return
+	case err != nil:
+		h.log.WarnContext(ctx, "playback: lookup failed", "stream", ref.Stream, "start", start, "err", err)
+		unavailable(w, "index_unavailable", "index unavailable, retry")
+		return
+	}
+	etag := ""
+	if seg.SHA256 != "" {
+		etag = `"` + seg.SHA256 + `"`
+		w.Header().Set("ETag", etag)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	size := seg.Size
+	offset, length, status := int64(0), size, http.StatusOK
+	if rh := r.Header.Get("Range"); rh != "" && ifRangeHolds(r.Header.Get("If-Range"), etag) {
+		o, l, ok, satisfiable := parseRange(rh, size)
+		switch {
+		case ok && !satisfiable:
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			httpx.WriteError(w, http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable", "range outside the segment")
+			return
+		case ok:
+			offset, length, status = o, l, http.StatusPartialContent
+		}
+	}
+	var body io.ReadCloser
+	ct := seg.ContentType
+	if r.Method != http.MethodHead {
+		rc, info, err := h.store.Get(ctx, ref.SegmentKey(start), offset, length)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			httpx.WriteError(w, http.StatusNotFound, "segment_not_found", "segment is gone")
+			return
+		case err != nil:
+			h.log.WarnContext(ctx, "playback: get failed", "stream", ref.Stream, "start", start, "err", err)
+			unavailable(w, "storage_unavailable", "storage unavailable, retry")
+			return
+		}
+		defer rc.Close()
+		body = rc
+		if ct == "" {
+			ct = info.ContentType
+		}
+	}
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", ct)
+	hd.Set("Accept-Ranges", "bytes")
+	hd.Set("Content-Length", strconv.FormatInt(length, 10))
+	// Segments never change once stored; retention removes them later.
+	hd.Set("Cache-Control", "private, max-age=3600")
+	if status == http.StatusPartialContent {
+		hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", offset, offset+length-1, size))
+	}
+	w.WriteHeader(status)
+	if body == nil {
+		return
+	}
+	if n, err := io.Copy(w, body); err != nil && ctx.Err() == nil {
+		h.log.WarnContext(ctx, "playback: segment copy failed", "stream", ref.Stream, "start", start, "sent", n, "err", err)
+	}
+}
+
+// parseRange parses a single "bytes=" range against size. ok is false when
+// the header should be ignored (malformed or several ranges: RFC 9110 lets
+// a server answer those with the whole body).
+func parseRange(h string, size int64) (offset, length int64, ok, satisfiable bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false, false
+	}
+	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false, false
+	}
+	if first == "" { // suffix: the last n bytes
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n < 0 || !digits(last) {
+			return 0, 0, false, false
+		}
+		if n == 0 || size == 0 {
+			return 0, 0, true, false
+		}
+		n = min(n, size)
+		return size - n, n, true, true
+	}
+	a, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || !digits(first) {
+		return 0, 0, false, false
+	}
+	end := size - 1
+	if last != "" {
+		b, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || !digits(last) || b < a {
+			return 0, 0, false, false
+		}
+		end = min(b, size-1)
+	}
+	if a >= size {
+		return 0, 0, true, false
+	}
+	return a, end - a + 1, true, true
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// ifRangeHolds says whether a Range may be honoured under If-Range: only
+// when the validator is our strong ETag (dates are not tracked).
+func ifRangeHolds(ifRange, etag string) bool {
+	return ifRange == "" || etag != "" && ifRange == etag
+}
+
+func unavailable(w http.ResponseWriter, code, msg string) {
+	w.Header().Set("Retry-After", "2")
+	httpx.WriteError(w, http.StatusServiceUnavailable, code, msg)
+}
+
+// maxTimeMS bounds accepted times (year 9999).
+const maxTimeMS = 253402300799999
+
+// parseTime parses Unix milliseconds or RFC 3339 into Unix ms.
+func parseTime(s string) (int64, error) {
+	if s == "" {
+		return 0, errors.New("time is required (Unix ms or RFC 3339)")
+	}
+	if digits(s) {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || ms > maxTimeMS {
+			return 0, fmt.Errorf("time %q out of range", s)
+		}
+		return ms, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, fmt.Errorf("time %q is neither Unix ms nor RFC 3339", s)
+	}
+	if ms := t.UnixMilli(); ms >= 0 && ms <= maxTimeMS {
+		return ms, nil
+	}
+	return 0, fmt.Errorf("time %q out of range", s)
+}
