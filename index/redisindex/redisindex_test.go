@@ -1,0 +1,168 @@
+package redisindex_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/index/indextest"
+	"github.com/vigilcloud/vigil/index/redisindex"
+	"github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/storage"
+)
+
+func newStore(t *testing.T) storage.Backend { return indextest.NewMemStore() }
+
+func newClient(t *testing.T, addr string) *redis.Client {
+	// Short timeouts and no retries: a stopped server must fail fast.
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// deleteKeys removes every key under prefix: what a Redis that lost its data
+// looks like to the index.
+func deleteKeys(t *testing.T, c *redis.Client, prefix string) {
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	require.NoError(t, iter.Err())
+	if len(keys) > 0 {
+		require.NoError(t, c.Del(ctx, keys...).Err())
+	}
+}
+
+func TestSuite(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	client := newClient(t, srv.Addr)
+	indextest.Run(t, func(t *testing.T) indextest.Fixture {
+		store := newStore(t)
+		opts := redisindex.Options{KeyPrefix: "t" + testutil.RandomID() + ":"}
+		return indextest.Fixture{
+			Index: redisindex.New(client, store, opts),
+			Store: store,
+			Reopen: func(t *testing.T) index.Index {
+				deleteKeys(t, client, opts.KeyPrefix)
+				return redisindex.New(client, store, opts)
+			},
+		}
+	})
+}
+
+// Redis holds per-segment state only for open hours.
+func TestCompactLeavesOnlyPerStreamKeys(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.StartRedis(t)
+	client := newClient(t, srv.Addr)
+	store := newStore(t)
+	prefix := "t" + testutil.RandomID() + ":"
+	ix := redisindex.New(client, store, redisindex.Options{KeyPrefix: prefix})
+	f := indextest.Fixture{Index: ix, Store: store}
+	ref := indextest.Ref(t, "s1")
+	for i := int64(0); i < 30; i++ {
+		indextest.Ingest(t, f, ref, indextest.Seg(indextest.Base+i*10*60_000))
+	}
+	require.NoError(t, ix.Compact(ctx, indextest.Base+10*index.HourMS))
+	keys, err := client.Keys(ctx, prefix+"*").Result()
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{prefix + "{acct/cam/s1}:spans", prefix + "{acct/cam/s1}:meta"}, keys)
+}
+
+func TestRedisDownIsUnavailable(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.StartRedis(t)
+	client := newClient(t, srv.Addr)
+	store := newStore(t)
+	ix := redisindex.New(client, store, redisindex.Options{})
+	ref := indextest.Ref(t, "s1")
+	first := indextest.Seg(indextest.Base)
+	_, added, err := ix.Add(ctx, ref, first)
+	require.NoError(t, err)
+	require.True(t, added)
+
+	srv.Stop()
+	_, added, err = ix.Add(ctx, ref, indextest.Seg(indextest.Base+10_000))
+	require.ErrorIs(t, err, index.ErrUnavailable)
+	require.False(t, added)
+	_, err = ix.Lookup(ctx, ref, first.Start)
+	require.ErrorIs(t, err, index.ErrUnavailable)
+	_, err = ix.Segments(ctx, ref, indextest.Base, indextest.Base+index.HourMS)
+	require.ErrorIs(t, err, index.ErrUnavailable)
+	require.ErrorIs(t, ix.Compact(ctx, indextest.Base+index.HourMS), index.ErrUnavailable)
+	require.ErrorIs(t, ix.Ping(ctx), index.ErrUnavailable)
+
+	srv.Start()
+	_, added, err = ix.Add(ctx, ref, indextest.Seg(indextest.Base+10_000))
+	require.NoError(t, err)
+	require.True(t, added)
+	// appendfsync always: what was added before the outage survived it.
+	got, err := ix.Lookup(ctx, ref, first.Start)
+	require.NoError(t, err)
+	require.Equal(t, first, got)
+	spans, err := ix.Spans(ctx, ref, indextest.Base, indextest.Base+index.HourMS)
+	require.NoError(t, err)
+	require.Equal(t, []index.Span{{Start: indextest.Base, End: indextest.Base + 20_000}}, spans)
+}
+
+// Two nodes compacting at once, while Adds go on, lose nothing.
+func TestConcurrentCompactors(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.StartRedis(t)
+	store := newStore(t)
+	opts := redisindex.Options{KeyPrefix: "t" + testutil.RandomID() + ":"}
+	a := redisindex.New(newClient(t, srv.Addr), store, opts)
+	b := redisindex.New(newClient(t, srv.Addr), store, opts)
+	ref := indextest.Ref(t, "s1")
+	var want []int64
+	for i := int64(0); i < 120; i++ {
+		want = append(want, indextest.Base+i*60_000)
+	}
+	errc := make(chan error, 3)
+	go func() {
+		for i, start := range want {
+			ix := a
+			if i%2 == 1 {
+				ix = b
+			}
+			if _, _, err := ix.Add(ctx, ref, indextest.Seg(start)); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for _, ix := range []*redisindex.Index{a, b} {
+		go func() {
+			for range 20 {
+				if err := ix.Compact(ctx, indextest.Base+index.HourMS); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 3 {
+		require.NoError(t, <-errc)
+	}
+	require.NoError(t, a.Compact(ctx, indextest.Base+2*index.HourMS))
+	n, err := a.OpenCount(ctx, ref)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	var got []int64
+	for h := int64(0); h < 2; h++ {
+		m, err := index.ReadManifest(ctx, store, ref, indextest.Base+h*index.HourMS)
+		require.NoError(t, err)
+		for _, s := range m {
+			got = append(got, s.Start)
+		}
+	}
+	require.Equal(t, want, got)
+}

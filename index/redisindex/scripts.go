@@ -1,0 +1,80 @@
+package redisindex
+
+import "github.com/redis/go-redis/v9"
+
+// Every script touches the keys of one stream only (one hash tag), so it
+// runs unchanged on Redis Cluster.
+
+// addScript records a segment unless its start is taken.
+//
+// KEYS: open hash of the hour, hours zset, spans zset, meta hash.
+// ARGV: start, segment JSON, hour, expected gen ("" when the caller has not
+// read the hour's manifest), segment start, segment end, gap tolerance.
+//
+// Returns {0, existing JSON} when the start is open already; {2, gen} when
+// the hour may have a manifest that the caller must check first (then call
+// again with that gen); {1, newHour} when added (newHour = 1 when the hour
+// had no open entries, so the caller registers the stream for compaction).
+//
+// Spans are kept as members "start:end" scored by start, pairwise separated
+// by more than the tolerance; the loop merges the new segment with its
+// neighbours one at a time, so it touches O(merged spans) members.
+var addScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then return {0, cur} end
+local gen = redis.call('HGET', KEYS[4], 'gen') or '0'
+local wm = redis.call('HGET', KEYS[4], 'compacted')
+if wm and tonumber(ARGV[3]) <= tonumber(wm) and gen ~= ARGV[4] then
+  return {2, gen}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local newHour = redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
+local s = tonumber(ARGV[5])
+local e = tonumber(ARGV[6])
+local tol = tonumber(ARGV[7])
+while true do
+  local r = redis.call('ZREVRANGEBYSCORE', KEYS[3], string.format('%d', e + tol), '-inf', 'LIMIT', 0, 1)
+  if #r == 0 then break end
+  local sep = string.find(r[1], ':', 1, true)
+  local xs = tonumber(string.sub(r[1], 1, sep - 1))
+  local xe = tonumber(string.sub(r[1], sep + 1))
+  if xe + tol < s then break end
+  redis.call('ZREM', KEYS[3], r[1])
+  if xs < s then s = xs end
+  if xe > e then e = xe end
+end
+redis.call('ZADD', KEYS[3], string.format('%d', s), string.format('%d:%d', s, e))
+return {1, newHour}
+`)
+
+// finishScript ends the compaction of one stream-hour after its manifest
+// was written: it drops the open entries that went into the manifest (an
+// entry changed or added meanwhile stays), forgets the hour when nothing is
+// left open, bumps gen (so concurrent Adds re-read the manifest), raises the
+// compacted watermark and releases the lease. It does nothing when the
+// lease was lost.
+//
+// KEYS: open hash, hours zset, meta hash, lease. ARGV: lease token, hour,
+// then field/value pairs.
+var finishScript = redis.NewScript(`
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
+for i = 3, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
+redis.call('HINCRBY', KEYS[3], 'gen', 1)
+local wm = redis.call('HGET', KEYS[3], 'compacted')
+if not wm or tonumber(wm) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[3], 'compacted', ARGV[2])
+end
+redis.call('DEL', KEYS[4])
+return 1
+`)
+
+// releaseScript deletes a lease if it is still ours. KEYS: lease. ARGV: token.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
