@@ -282,6 +282,20 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream
 		httpx.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", err.Error())
 		return
 	}
+	// Ask the index first: a retry of an indexed segment needs no write, and
+	// an index that loads a stream lazily from storage (the embedded one)
+	// loads it before this object exists, so the Add below records the
+	// SHA-256 that the object's metadata may lack.
+	cur, err := h.idx.Lookup(ctx, ref, up.start)
+	switch {
+	case err == nil && cur.SHA256 != "":
+		h.exists(w, r, ref, key, body, seg, st)
+		return
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		h.log.WarnContext(ctx, "ingest: index lookup failed", "key", key, "err", err)
+		h.unavailable(w, "index_unavailable", "index unavailable, retry")
+		return
+	}
 	// The metadata sha256 is only the client's claim, which the body reader
 	// verifies before the object can complete.
 	g := &gate{r: body}
