@@ -56,9 +56,9 @@ func (b bridgeTokens) BridgeByTokenHash(ctx context.Context, hash string) (strin
 }
 
 var (
-	ref   = storage.StreamRef{Account: "acct", Camera: "cam1", Stream: "s1"}
-	base  = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
-	gone  = time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	ref  = storage.StreamRef{Account: "acct", Camera: "cam1", Stream: "s1"}
+	base = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+	gone = time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 )
 
 type env struct {
