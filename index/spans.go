@@ -71,3 +71,14 @@ func cmpInt(a, b int64) int {
 	}
 	return 0
 }
+
+// TrimSpans drops the coverage before before from a canonical span list: a
+// span that ends by then goes, one that straddles it starts at before.
+func TrimSpans(spans []Span, before int64) []Span {
+	i := sort.Search(len(spans), func(i int) bool { return spans[i].End > before })
+	out := slices.Clone(spans[i:])
+	if len(out) > 0 && out[0].Start < before {
+		out[0].Start = before
+	}
+	return out
+}

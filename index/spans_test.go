@@ -104,3 +104,11 @@ func TestOverlapping(t *testing.T) {
 	require.Equal(t, []index.Segment{seg(10, 10), seg(20, 10), seg(35, 0)}, got)
 	require.Empty(t, index.Overlapping(segs, 40, 50))
 }
+
+func TestTrimSpans(t *testing.T) {
+	spans := []index.Span{{0, 10}, {20, 30}, {40, 50}}
+	require.Equal(t, []index.Span{{25, 30}, {40, 50}}, index.TrimSpans(spans, 25))
+	require.Equal(t, []index.Span{{40, 50}}, index.TrimSpans(spans, 30))
+	require.Equal(t, spans, index.TrimSpans(spans, 0))
+	require.Empty(t, index.TrimSpans(spans, 50))
+}

@@ -341,3 +341,26 @@ func (ix *Index) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// TrimBefore forgets the stream's coverage before before (Unix ms) once
+// retention deleted it: spans are cut there and open entries that start
+// earlier are dropped. Manifests are objects; the sweeper deletes them.
+func (ix *Index) TrimBefore(ctx context.Context, ref storage.StreamRef, before int64) error {
+	s, err := ix.lock(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	s.spans = index.TrimSpans(s.spans, before)
+	for h, m := range s.open {
+		for start := range m {
+			if start < before {
+				delete(m, start)
+			}
+		}
+		if len(m) == 0 {
+			delete(s.open, h)
+		}
+	}
+	return nil
+}

@@ -27,6 +27,12 @@ type Fixture struct {
 	Reopen func(t *testing.T) index.Index
 }
 
+// Trimmer is implemented by indexes that forget coverage retention
+// deleted.
+type Trimmer interface {
+	TrimBefore(ctx context.Context, ref storage.StreamRef, before int64) error
+}
+
 // OpenCounter is implemented by indexes that can tell how many open
 // (uncompacted) entries they hold for a stream.
 type OpenCounter interface {
@@ -54,6 +60,7 @@ func Run(t *testing.T, newFixture func(t *testing.T) Fixture) {
 		{"Rebuild", testRebuild},
 		{"DropStream", testDropStream},
 		{"InvalidInput", testInvalid},
+		{"TrimBefore", testTrimBefore},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newFixture(t)) })
@@ -435,4 +442,28 @@ func testInvalid(t *testing.T, f Fixture) {
 	_, _, err = f.Index.Add(ctx, Ref(t, "s1"), index.Segment{Start: Base, DurationMS: -5})
 	require.Error(t, err)
 	require.False(t, errors.Is(err, index.ErrUnavailable), "bad input is not an outage")
+}
+
+func testTrimBefore(t *testing.T, f Fixture) {
+	tr, ok := f.Index.(Trimmer)
+	if !ok {
+		t.Skip("index has no TrimBefore")
+	}
+	ctx := context.Background()
+	ref := Ref(t, "s1")
+	// Two spans in hour 0 (compacted), one straddling into hour 1 (open).
+	for _, start := range []int64{0, 10_000, 60_000, hour - 5_000, hour + 5_000} {
+		Ingest(t, f, ref, Seg(Base+start))
+	}
+	require.NoError(t, f.Index.Compact(ctx, Base+hour))
+	require.NoError(t, tr.TrimBefore(ctx, ref, Base+hour+10_000))
+	_, spans := allSegments(t, f.Index, ref)
+	require.Equal(t, []index.Span{{Start: Base + hour + 10_000, End: Base + hour + 15_000}}, spans)
+	if n := openCount(t, f.Index, ref); n >= 0 {
+		require.Equal(t, 0, n, "open entries before the cut are dropped")
+	}
+	// Coverage added later is unaffected.
+	Ingest(t, f, ref, Seg(Base+hour+15_000))
+	_, spans = allSegments(t, f.Index, ref)
+	require.Equal(t, []index.Span{{Start: Base + hour + 10_000, End: Base + hour + 25_000}}, spans)
 }

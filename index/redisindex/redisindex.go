@@ -556,3 +556,30 @@ func (ix *Index) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// TrimBefore forgets the stream's coverage before before (Unix ms) once
+// retention deleted it: spans are cut there and open entries that start
+// earlier are dropped. Manifests are objects; the sweeper deletes them.
+func (ix *Index) TrimBefore(ctx context.Context, ref storage.StreamRef, before int64) error {
+	if err := ref.Validate(); err != nil {
+		return fmt.Errorf("redisindex: %w", err)
+	}
+	if err := trimScript.Run(ctx, ix.rdb, []string{ix.spansKey(ref)}, before).Err(); err != nil {
+		return fail("trim", ref, err)
+	}
+	hours, err := ix.rdb.ZRangeByScore(ctx, ix.hoursKey(ref), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(before, 10)}).Result()
+	if err != nil {
+		return fail("trim", ref, err)
+	}
+	for _, h := range hours {
+		hour, err := strconv.ParseInt(h, 10, 64)
+		if err != nil {
+			continue
+		}
+		keys := []string{ix.openKey(ref, hour), ix.hoursKey(ref)}
+		if err := trimHourScript.Run(ctx, ix.rdb, keys, before, h).Err(); err != nil {
+			return fail("trim", ref, err)
+		}
+	}
+	return nil
+}

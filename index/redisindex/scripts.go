@@ -78,3 +78,31 @@ var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
+
+// trimScript drops the spans that end by ARGV[1] and makes one that
+// straddles it start there. KEYS: spans zset.
+var trimScript = redis.NewScript(`
+local r = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, m in ipairs(r) do
+  local sep = string.find(m, ':', 1, true)
+  local e = string.sub(m, sep + 1)
+  redis.call('ZREM', KEYS[1], m)
+  if tonumber(e) > tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1] .. ':' .. e)
+  end
+end
+return #r
+`)
+
+// trimHourScript drops the open entries of one hour that start before
+// ARGV[1] and forgets the hour when none is left, atomically so that a
+// concurrent Add cannot leave an entry in an unlisted hour.
+// KEYS: open hash, hours zset. ARGV: before, hour.
+var trimHourScript = redis.NewScript(`
+local b = tonumber(ARGV[1])
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if tonumber(f) < b then redis.call('HDEL', KEYS[1], f) end
+end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
+return 1
+`)
