@@ -206,8 +206,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if errors.Is(err, errShed) {
 			h.unavailable(w, "overloaded", class+" uploads are saturated, retry later")
+			return
 		}
-		return // otherwise the client went away while queued
+		// The client went away while queued; 499 only labels the metric.
+		httpx.WriteError(w, 499, "client_closed", "client closed the request")
+		return
 	}
 	defer release()
 	began := time.Now()

@@ -240,7 +240,13 @@ func readObject(t *testing.T, store storage.Backend, key string) ([]byte, storag
 }
 
 func TestPutStoresIndexesAndIsIdempotent(t *testing.T) {
-	e := newEnv(t)
+	var stored []index.Segment
+	e := newEnv(t, func(c *Config, _ *storage.Backend, _ *Index) {
+		c.OnStored = func(_ context.Context, st meter.Stream, seg index.Segment) {
+			assert.Equal(t, "s1", st.ID)
+			stored = append(stored, seg) // requests are sequential here
+		}
+	})
 	body := testdata(t, "sample.mp4")
 	start := now.Add(-4 * time.Second).UnixMilli()
 	p := put{start: strconv.FormatInt(start, 10), body: body, query: "duration_ms=1000&width=160&height=120"}
@@ -275,6 +281,7 @@ func TestPutStoresIndexesAndIsIdempotent(t *testing.T) {
 	got, _ = readObject(t, e.store, ref1.SegmentKey(start))
 	assert.Equal(t, body, got)
 	assert.Len(t, objects(t, e.store), 1)
+	assert.Equal(t, segs, stored, "OnStored is called once, for the new segment")
 	assert.Len(t, indexed(t, e.idx, ref1), 1)
 }
 
