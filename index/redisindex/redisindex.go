@@ -7,7 +7,7 @@
 //	<prefix>{a/c/s}:open:<hour>  hash   start → segment JSON, the open hour's entries
 //	<prefix>{a/c/s}:hours        zset   hours that have open entries (score = hour)
 //	<prefix>{a/c/s}:spans        zset   coverage spans "start:end" (score = start)
-//	<prefix>{a/c/s}:meta         hash   gen (compaction counter), compacted (latest compacted hour)
+//	<prefix>{a/c/s}:meta         hash   gen (random, new at every compaction), compacted (latest compacted hour)
 //	<prefix>{a/c/s}:lease:<hour> string compaction lease
 //	<prefix>streams              set    "a/c/s" of streams with open hours
 //
@@ -19,7 +19,8 @@
 // so concurrent Adds of one start, from any number of nodes, record exactly
 // one segment. An Add into an hour at or before the compacted watermark
 // first reads that hour's manifest; the script accepts the entry only if no
-// compaction finished since (gen unchanged), else the Add re-reads. A
+// compaction finished since (gen unchanged; gen is a fresh random value per
+// compaction, so it never recurs), else the Add re-reads. A
 // compaction holds a per-stream-hour lease (SET NX PX), writes the manifest
 // and then, in one script, drops only the entries it merged. Reads take the
 // open entries before the manifests, so an hour compacted in between shows
@@ -61,6 +62,9 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Logger receives compaction warnings (default: discard).
 	Logger *slog.Logger
+	// ManifestCache is how many decoded manifests Add keeps for segments
+	// into closed hours (default 64; negative disables).
+	ManifestCache int
 }
 
 // Index is the Redis index. It is safe for concurrent use by any number of
@@ -72,6 +76,7 @@ type Index struct {
 	tol    int64
 	lease  time.Duration
 	log    *slog.Logger
+	cache  *manifestCache
 }
 
 var _ index.Index = (*Index)(nil)
@@ -90,7 +95,11 @@ func New(client redis.UniversalClient, store storage.Backend, opts Options) *Ind
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Index{rdb: client, store: store, prefix: opts.KeyPrefix, tol: opts.GapTolerance.Milliseconds(), lease: opts.LeaseTTL, log: opts.Logger}
+	if opts.ManifestCache == 0 {
+		opts.ManifestCache = 64
+	}
+	return &Index{rdb: client, store: store, prefix: opts.KeyPrefix, tol: opts.GapTolerance.Milliseconds(),
+		lease: opts.LeaseTTL, log: opts.Logger, cache: newManifestCache(opts.ManifestCache)}
 }
 
 func member(ref storage.StreamRef) string { return ref.Account + "/" + ref.Camera + "/" + ref.Stream }
@@ -176,7 +185,7 @@ func (ix *Index) Add(ctx context.Context, ref storage.StreamRef, seg index.Segme
 			return seg, true, nil
 		case 2: // the hour may have a manifest
 			expect = fmt.Sprint(res[1])
-			m, err := index.ReadManifestIfAny(ctx, ix.store, ref, hour)
+			m, err := ix.manifestAt(ctx, ref, hour, expect)
 			if err != nil {
 				return index.Segment{}, false, fail("add", ref, err)
 			}
@@ -188,6 +197,20 @@ func (ix *Index) Add(ctx context.Context, ref storage.StreamRef, seg index.Segme
 		}
 	}
 	return index.Segment{}, false, fail("add", ref, errors.New("compactions keep racing this add"))
+}
+
+// manifestAt returns the manifest of ref's hour as of the stream's gen.
+func (ix *Index) manifestAt(ctx context.Context, ref storage.StreamRef, hour int64, gen string) ([]index.Segment, error) {
+	key := ref.ManifestKey(time.UnixMilli(hour))
+	if segs, ok := ix.cache.get(key, gen); ok {
+		return segs, nil
+	}
+	segs, err := index.ReadManifestIfAny(ctx, ix.store, ref, hour)
+	if err != nil {
+		return nil, err
+	}
+	ix.cache.put(key, gen, segs)
+	return segs, nil
 }
 
 // Lookup implements index.Index.
@@ -376,9 +399,7 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 }
 
 func (ix *Index) compactHour(ctx context.Context, ref storage.StreamRef, hour int64) (err error) {
-	tok := make([]byte, 12)
-	_, _ = rand.Read(tok)
-	token := hex.EncodeToString(tok)
+	token := newToken()
 	lease := ix.leaseKey(ref, hour)
 	ok, err := ix.rdb.SetNX(ctx, lease, token, ix.lease).Result()
 	if err != nil {
@@ -441,6 +462,13 @@ func (ix *Index) compactHour(ctx context.Context, ref storage.StreamRef, hour in
 	return nil
 }
 
+// newToken returns a random, never recurring lease token and gen value.
+func newToken() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // Rebuild implements index.Index. It replaces the stream's keys in one
 // transaction that fails and retries if an Add opens an hour meanwhile.
 func (ix *Index) Rebuild(ctx context.Context, ref storage.StreamRef) error {
@@ -461,8 +489,8 @@ func (ix *Index) Rebuild(ctx context.Context, ref storage.StreamRef) error {
 		} else {
 			pipe.HDel(ctx, ix.metaKey(ref), "compacted")
 		}
-		// Bumping gen makes an Add that read a manifest before look again.
-		pipe.HIncrBy(ctx, ix.metaKey(ref), "gen", 1)
+		// A new gen makes an Add that read a manifest before look again.
+		pipe.HSet(ctx, ix.metaKey(ref), "gen", newToken())
 		for h, segs := range byHour {
 			vals := make([]any, 0, 2*len(segs))
 			for _, s := range segs {

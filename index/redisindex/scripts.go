@@ -50,7 +50,8 @@ return {1, newHour}
 // finishScript ends the compaction of one stream-hour after its manifest
 // was written: it drops the open entries that went into the manifest (an
 // entry changed or added meanwhile stays), forgets the hour when nothing is
-// left open, bumps gen (so concurrent Adds re-read the manifest), raises the
+// left open, sets gen to the (random) lease token so that concurrent Adds
+// re-read the manifest and no gen value recurs after a DropStream, raises the
 // compacted watermark and releases the lease. It does nothing when the
 // lease was lost.
 //
@@ -64,7 +65,7 @@ for i = 3, #ARGV, 2 do
   end
 end
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
-redis.call('HINCRBY', KEYS[3], 'gen', 1)
+redis.call('HSET', KEYS[3], 'gen', ARGV[1])
 local wm = redis.call('HGET', KEYS[3], 'compacted')
 if not wm or tonumber(wm) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[3], 'compacted', ARGV[2])
