@@ -10,9 +10,15 @@ import (
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/indextest"
 	"github.com/vigilcloud/vigil/storage"
+	fsstore "github.com/vigilcloud/vigil/storage/fs"
 )
 
-func newStore(t *testing.T) storage.Backend { return indextest.NewMemStore() }
+// newStore returns the embedded default backend in a fresh directory.
+func newStore(t *testing.T) storage.Backend {
+	st, err := fsstore.New(t.TempDir())
+	require.NoError(t, err)
+	return st
+}
 
 func TestSuite(t *testing.T) {
 	indextest.Run(t, func(t *testing.T) indextest.Fixture {

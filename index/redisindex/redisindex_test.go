@@ -13,9 +13,15 @@ import (
 	"github.com/vigilcloud/vigil/index/redisindex"
 	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/storage"
+	fsstore "github.com/vigilcloud/vigil/storage/fs"
 )
 
-func newStore(t *testing.T) storage.Backend { return indextest.NewMemStore() }
+// newStore returns the embedded default backend in a fresh directory.
+func newStore(t *testing.T) storage.Backend {
+	st, err := fsstore.New(t.TempDir())
+	require.NoError(t, err)
+	return st
+}
 
 func newClient(t *testing.T, addr string) *redis.Client {
 	// Short timeouts and no retries: a stopped server must fail fast.
