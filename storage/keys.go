@@ -115,5 +115,9 @@ func ParseManifestKey(key string) (StreamRef, int64, error) {
 	if err != nil {
 		return StreamRef{}, 0, fmt.Errorf("storage: bad manifest hour in %q", key)
 	}
+	// time.Parse takes a one-digit hour; only the canonical key is valid.
+	if ref.ManifestKey(t) != key {
+		return StreamRef{}, 0, fmt.Errorf("storage: manifest key %q is not canonical", key)
+	}
 	return ref, t.UnixMilli(), nil
 }
