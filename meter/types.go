@@ -23,6 +23,16 @@ type Defaults struct {
 	RetentionDays int `json:"retention_days,omitempty"`
 }
 
+// ErrInvalid is returned (inside an *Error with a code) for a command whose
+// content is invalid: a bad field, or a parent that does not exist.
+var ErrInvalid = errors.New("meter: invalid")
+
+// Billing cycles.
+const (
+	CycleMonthly = "monthly"
+	CycleAnnual  = "annual"
+)
+
 // Account is a reseller (no parent) or a sub-account.
 type Account struct {
 	ID           string    `json:"id"`
@@ -31,6 +41,12 @@ type Account struct {
 	BillingCycle string    `json:"billing_cycle"` // monthly | annual
 	Defaults     Defaults  `json:"defaults"`
 	CreatedAt    time.Time `json:"created_at"`
+
+	LockBillingSettings   bool       `json:"lock_billing_settings,omitempty"`
+	PrivacyModeAllowed    bool       `json:"privacy_mode_allowed,omitempty"`
+	PrivacyMode           bool       `json:"privacy_mode,omitempty"`
+	PrivacySuspendedUntil *time.Time `json:"privacy_suspended_until,omitempty"`
+	UpdatedAt             time.Time  `json:"updated_at"`
 }
 
 // Bridge is an on-premise uploader; its token is stored only hashed.
@@ -51,6 +67,7 @@ type Camera struct {
 	Streams   []string   `json:"streams"`
 	CreatedAt time.Time  `json:"created_at"`
 	DeletedAt *time.Time `json:"deleted_at,omitempty"`
+	PurgeID   string     `json:"purge_id,omitempty"` // set on deletion
 }
 
 // Stream is one billed video stream of a camera.
@@ -65,4 +82,27 @@ type Stream struct {
 	Analytics     []string   `json:"analytics,omitempty"`
 	RegisteredAt  time.Time  `json:"registered_at"`
 	DeletedAt     *time.Time `json:"deleted_at,omitempty"`
+}
+
+// StreamSettings are the billing-relevant settings of a stream, resolved
+// (account defaults applied).
+type StreamSettings struct {
+	Width         int      `json:"width"`
+	Height        int      `json:"height"`
+	RetentionDays int      `json:"retention_days"`
+	Analytics     []string `json:"analytics,omitempty"`
+}
+
+// Settings returns s's resolved settings.
+func (s Stream) Settings() StreamSettings {
+	return StreamSettings{Width: s.Width, Height: s.Height, RetentionDays: s.RetentionDays,
+		Analytics: append([]string(nil), s.Analytics...)}
+}
+
+// SettingsChange is one entry of a stream's settings history: the settings
+// in force from At (a proposer-stamped time) until the next entry.
+type SettingsChange struct {
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"` // registered | updated | account_defaults
+	StreamSettings
 }
