@@ -278,3 +278,11 @@ func (m *Meter) propose(ctx context.Context, typ, requestID, nonce string, paylo
 
 // isNotLeader reports whether err means "try the leader".
 func isNotLeader(err error) bool { return errors.Is(err, cluster.ErrNotLeader) }
+
+// Ping reports whether the meter can take writes: its raft cluster has a leader.
+func (m *Meter) Ping(ctx context.Context) error {
+	if id, _ := m.node.Leader(); id == "" {
+		return errors.New("meter: no raft leader")
+	}
+	return nil
+}

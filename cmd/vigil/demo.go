@@ -41,7 +41,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !isFlagSet(fset, "raft-addr") {
 		cfg.RaftAddr = "127.0.0.1:0"
 	}
-	log := newLogger(stderr, "warn")
+	log := newLogger(stderr, "error")
 	n, err := startNode(ctx, cfg, log)
 	if err != nil {
 		return err

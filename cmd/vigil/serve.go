@@ -202,6 +202,17 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	}
 	n.closers = append(n.closers, n.meter.Close)
 
+	if emb, ok := n.index.(*embedded.Index); ok {
+		// Load every registered stream now, so compaction also closes the
+		// hours of streams nobody has touched since the restart.
+		refs, err := meterStreams{n.meter}.StreamRefs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := emb.Load(ctx, refs); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+	}
 	authn := auth.New(n.adminToken, n.meter)
 	ing := ingest.New(ingest.Config{
 		MaxBodyBytes:       cfg.MaxSegmentBytes,
@@ -218,7 +229,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	api.Handle("PUT /v1/streams/{stream}/segments/{start}", ing)
 	api.Handle("GET /v1/streams/{stream}/", play)
 	api.Handle("POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.meter}, log)))
-	api.Handle("/v1/", n.meter.Handler())
+	mh := n.meter.Handler()
+	for _, p := range meter.HandlerPatterns() {
+		api.Handle(p, mh)
+	}
 
 	root := http.NewServeMux()
 	root.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
