@@ -17,8 +17,10 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/vigilcloud/vigil/bench"
+	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/servers"
 	"github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/storage"
 )
 
 // These tests run the real vigil binary as a child process against real
@@ -366,7 +368,7 @@ func TestMinIODownAndBack(t *testing.T) {
 
 // TestRedisDownAndRebuild: with Redis down ingest answers 503 and never a
 // 2xx; once Redis is back the retry completes the segment, and an index
-// rebuild picks up an object stored while Redis was down.
+// rebuild picks up an object that reached storage but not the index.
 func TestRedisDownAndRebuild(t *testing.T) {
 	mio := testutil.StartMinIO(t)
 	bucket := mio.Bucket(t)
@@ -384,15 +386,22 @@ func TestRedisDownAndRebuild(t *testing.T) {
 			t.Fatalf("segment %d with Redis down: status %d Retry-After %q, want 503", i, st, ra)
 		}
 	}
-	rds.Start()
-	// Segment 1: the bridge retries and gets its answer.
-	if st, _ := put(t, n.base, token, "s1", base+2000, body, "video/mp4"); st != http.StatusOK && st != http.StatusCreated {
-		t.Fatalf("retry after Redis is back: status %d", st)
+	// An object stored while Redis was down, as by a node that lost Redis
+	// between its write and its index update and was never retried.
+	orphan := (storage.StreamRef{Account: "acct", Camera: "cam", Stream: "s1"}).SegmentKey(base + 6000)
+	if _, err := mio.Client().PutObject(context.Background(), bucket, orphan, bytes.NewReader(body), int64(len(body)),
+		minio.PutObjectOptions{ContentType: "video/mp4", UserMetadata: index.SegmentMetadata(index.Segment{DurationMS: 2000})}); err != nil {
+		t.Fatal(err)
 	}
-	// Segment 2 was stored while Redis was down and never retried: only a
-	// rebuild finds it.
-	if rec := n.recordings("s1", base, base+10_000); len(rec.Segments) != 2 {
-		t.Fatalf("before rebuild: %d segments, want 2", len(rec.Segments))
+	rds.Start()
+	// Segments 1 and 2: the bridge retries and gets its answer.
+	for i := 1; i <= 2; i++ {
+		if st, _ := put(t, n.base, token, "s1", base+int64(i)*2000, body, "video/mp4"); st != http.StatusOK && st != http.StatusCreated {
+			t.Fatalf("retry of segment %d after Redis is back: status %d", i, st)
+		}
+	}
+	if rec := n.recordings("s1", base, base+10_000); len(rec.Segments) != 3 {
+		t.Fatalf("before rebuild: %d segments, want 3", len(rec.Segments))
 	}
 	cmd := exec.Command(vigilBin, "index", "rebuild", "--server", n.base)
 	cmd.Env = append(os.Environ(), "VIGIL_ADMIN_TOKEN="+e2eToken)
@@ -401,11 +410,11 @@ func TestRedisDownAndRebuild(t *testing.T) {
 		t.Fatalf("index rebuild: %v\n%s", err, out)
 	}
 	rec := n.recordings("s1", base, base+10_000)
-	if len(rec.Segments) != 3 || len(rec.Spans) != 1 {
-		t.Fatalf("after rebuild: %d segments in %d spans, want 3 in 1", len(rec.Segments), len(rec.Spans))
+	if len(rec.Segments) != 4 || len(rec.Spans) != 1 {
+		t.Fatalf("after rebuild: %d segments in %d spans, want 4 in 1", len(rec.Segments), len(rec.Spans))
 	}
-	if keys := segmentKeys(s3Keys(t, mio, bucket)); len(keys) != 3 {
-		t.Fatalf("%d objects, want 3", len(keys))
+	if keys := segmentKeys(s3Keys(t, mio, bucket)); len(keys) != 4 {
+		t.Fatalf("%d objects, want 4", len(keys))
 	}
 }
 
