@@ -264,6 +264,32 @@ func TestServeEmbeddedDefaults(t *testing.T) {
 	check()
 	n.restart()
 	check()
+
+	// The metrics an operator's dashboards need are exported.
+	if st, _ := put(t, n.base, token, "s1", base+30_000, mp4, mp4Type); st != http.StatusCreated {
+		t.Fatalf("status %d", st)
+	}
+	resp, err := http.Get(n.base + "/metrics")
+	must(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`vigil_http_requests_total{code="201",route="PUT /v1/streams/{stream}/segments/{start}"} 1`,
+		`vigil_http_requests_total{code="200",route="GET /v1/streams/{stream}/"}`,
+		"vigil_ingest_bytes_total", "vigil_ingest_upload_duration_seconds_bucket",
+		`vigil_storage_operation_duration_seconds_count{op="put",result="ok"}`,
+		`vigil_ingest_queue_depth{class="backlog"}`, `vigil_ingest_queue_depth{class="live"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	resp, err = http.Get(n.base + "/healthz")
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz: %d", resp.StatusCode)
+	}
 }
 
 func authGet(url, token, rng string) (*http.Response, error) {

@@ -225,21 +225,23 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	}, n.store, n.index, n.meter)
 	play := playback.New(n.store, n.index, n.meter, log)
 
+	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
-	api.Handle("PUT /v1/streams/{stream}/segments/{start}", ing)
-	api.Handle("GET /v1/streams/{stream}/", play)
-	api.Handle("POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.meter}, log)))
+	handle := func(mux *http.ServeMux, pattern string, h http.Handler) { mux.Handle(pattern, rm.Wrap(pattern, h)) }
+	handle(api, ingest.SegmentPattern, ing)
+	handle(api, playback.Pattern, play)
+	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.meter}, log)))
 	mh := n.meter.Handler()
 	for _, p := range meter.HandlerPatterns() {
-		api.Handle(p, mh)
+		handle(api, p, mh)
 	}
 
 	root := http.NewServeMux()
-	root.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	handle(root, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	handle(root, "GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	root.HandleFunc("GET /readyz", n.ready)
+	}))
+	handle(root, "GET /readyz", http.HandlerFunc(n.ready))
 	root.Handle("/v1/", authn.Middleware(api, nil))
 
 	l, err := net.Listen("tcp", cfg.HTTPAddr)
