@@ -2,9 +2,11 @@
 // bootstrap and the leader-only Apply path. The state machine itself (the
 // meter) is passed in as a raft.FSM; cluster knows nothing about it.
 //
-// Today a node is always a single voter. Commands are self-contained byte
-// strings (the proposer stamps ids and times), so forwarding a command from a
-// follower to the leader can be added in Apply without changing callers.
+// The first node of a cluster bootstraps itself as a single voter; every
+// other node starts with no configuration and waits for the leader to add it
+// (AddVoter, AddNonvoter; see membership.go). Commands are self-contained
+// byte strings (the proposer stamps ids and times), so a caller that gets a
+// *NotLeaderError from Apply can ship the same bytes to the leader.
 package cluster
 
 import (
@@ -64,8 +66,12 @@ func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
 
 // Config configures a node.
 type Config struct {
-	NodeID    string
-	RaftAddr  string // TCP bind and advertised address, e.g. 127.0.0.1:8300
+	NodeID   string
+	RaftAddr string // TCP bind address, e.g. 127.0.0.1:8300
+	// Advertise is the address other nodes dial to reach this one (default
+	// RaftAddr). It differs when something sits in front of the node: a
+	// NAT, or the fault-injecting proxy of the partition tests.
+	Advertise string
 	Dir       string // the node keeps its raft state under Dir/raft
 	Logger    *slog.Logger
 	Bootstrap bool // bootstrap a single-voter cluster when Dir holds no raft state
@@ -90,6 +96,8 @@ type Node struct {
 	lock  *os.File
 	trans *raft.NetworkTransport
 	snaps *raft.FileSnapshotStore
+	// hadState: Open found raft state on disk (a restart, not a new node).
+	hadState bool
 }
 
 // Open starts the node, bootstrapping a single-voter cluster on first start
@@ -139,11 +147,15 @@ func Open(ctx context.Context, cfg Config, fsm raft.FSM) (*Node, error) {
 		return nil, err
 	}
 
-	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: raft address %q: %w", cfg.RaftAddr, err)
+	var adv net.Addr // nil: advertise the bound address
+	if cfg.Advertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: advertised raft address %q: %w", cfg.Advertise, err)
+		}
+		adv = a
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, hl.Named("transport"))
+	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl.Named("transport"))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: listen on %s: %w", cfg.RaftAddr, err)
 	}
@@ -171,6 +183,7 @@ func Open(ctx context.Context, cfg Config, fsm raft.FSM) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state in %s: %w", base, err)
 	}
+	n.hadState = existing
 	if !existing && cfg.Bootstrap {
 		conf := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter,
