@@ -224,7 +224,9 @@ func measure(ctx context.Context, conc, n, bytesPerOp int, op func(ctx context.C
 	}
 }
 
-// rawWrite is the fs baseline: what the fs backend must do at the least.
+// rawWrite is the fs baseline: what a durable write must do at the least,
+// temp file, fsync, rename, and fsync of the directory so the rename
+// survives a crash.
 func rawWrite(path string, body []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
@@ -241,7 +243,15 @@ func rawWrite(path string, body []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), path)
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // benchNode is a vigil process under test, provisioned with one stream per

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/vigilcloud/vigil/bench"
 )
@@ -31,6 +33,8 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
 	runs := fset.Int("runs", 3, "repetitions of every case; medians are reported")
 	work := fset.String("work-dir", "", "where MinIO and the nodes keep data (default: a temp dir, removed after)")
+	sizes := fset.String("sizes", "256KiB,1MiB,4MiB", "segment sizes")
+	concs := fset.String("concurrency", "16,64", "concurrent uploads")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
@@ -47,11 +51,15 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	cfg := bench.IngestConfig{
 		VigilBin: self, WorkDir: dir,
-		Sizes:       []int{256 << 10, 1 << 20, 4 << 20},
-		Concurrency: []int{16, 64},
 		BytesPerRun: 512 << 20,
 		Runs:        *runs,
 		Log:         newLogger(stderr, "info"),
+	}
+	if cfg.Sizes, err = parseList(*sizes, parseSize); err != nil {
+		return fmt.Errorf("--sizes: %w", err)
+	}
+	if cfg.Concurrency, err = parseList(*concs, strconv.Atoi); err != nil {
+		return fmt.Errorf("--concurrency: %w", err)
 	}
 	if *quick {
 		cfg.BytesPerRun = 96 << 20
@@ -79,4 +87,32 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stdout, string(b))
 	}
 	return nil
+}
+
+func parseList(s string, parse func(string) (int, error)) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := parse(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		if v <= 0 {
+			return nil, fmt.Errorf("%q must be positive", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// parseSize reads 256KiB, 4MiB or plain bytes.
+func parseSize(s string) (int, error) {
+	mult := 1
+	switch {
+	case strings.HasSuffix(s, "KiB"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "KiB")
+	case strings.HasSuffix(s, "MiB"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "MiB")
+	}
+	n, err := strconv.Atoi(s)
+	return n * mult, err
 }

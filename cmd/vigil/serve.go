@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,7 @@ type nodeConfig struct {
 	CompactInterval    time.Duration
 	CompactGrace       time.Duration
 	LogLevel           string
+	DebugAddr          string
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
@@ -83,6 +85,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CompactInterval, "compact-interval", time.Minute, "how often closed hours are compacted into manifests")
 	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (off when empty)")
 }
 
 func (c *nodeConfig) validate() error {
@@ -255,6 +258,18 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 			log.Error("http server", "err", err)
 		}
 	}()
+
+	if cfg.DebugAddr != "" {
+		dbg := http.NewServeMux()
+		dbg.HandleFunc("/debug/pprof/", pprof.Index)
+		dbg.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dbg.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go func() {
+			if err := http.ListenAndServe(cfg.DebugAddr, dbg); err != nil {
+				log.Error("debug server", "err", err)
+			}
+		}()
+	}
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel

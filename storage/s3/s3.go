@@ -181,10 +181,14 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
+	// No SHA-256 payload signing: it would hash every byte a second time
+	// (ingest already hashes and verifies the body). minio-go then sends a
+	// CRC32C trailer that the server verifies, so the transfer stays checked.
 	po := minio.PutObjectOptions{
-		ContentType:  ct,
-		UserMetadata: opts.Metadata,
-		PartSize:     b.partSize,
+		ContentType:          ct,
+		UserMetadata:         opts.Metadata,
+		PartSize:             b.partSize,
+		DisableContentSha256: true,
 	}
 	if opts.IfAbsent {
 		po.SetMatchETagExcept("*")
