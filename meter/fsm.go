@@ -38,7 +38,9 @@ type state struct {
 	TokenIndex map[string]string      `json:"token_index"` // token hash → bridge id
 	Cameras    map[string]*cameraRec  `json:"cameras"`
 	Streams    map[string]*streamRec  `json:"streams"`
-	Requests   []*requestRec          `json:"requests"` // oldest first
+	Requests   []*requestRec          `json:"requests"`          // oldest first
+	Purges     map[string]*PurgeJob   `json:"purges,omitempty"`  // purge.go
+	Retired    []*retiredCamera       `json:"retired,omitempty"` // deleted cameras whose id was reused
 	Applied    uint64                 `json:"applied_index"`
 
 	reqs map[string]*requestRec // Requests by id
@@ -86,6 +88,7 @@ func newState() *state {
 		TokenIndex: map[string]string{},
 		Cameras:    map[string]*cameraRec{},
 		Streams:    map[string]*streamRec{},
+		Purges:     map[string]*PurgeJob{},
 		reqs:       map[string]*requestRec{},
 	}
 }
@@ -210,6 +213,9 @@ func (st *state) apply(c *Command) (any, error) {
 			return nil, err
 		}
 		return st.deleteCamera(c.Time, p.ID, c.Nonce)
+	}
+	if res, ok, err := st.applyPurge(c, dec); ok {
+		return res, err
 	}
 	return nil, invalid("malformed_command", "unknown command type %q", c.Type)
 }
@@ -433,17 +439,22 @@ func (st *state) createCamera(at time.Time, p createCamera) (any, error) {
 	}
 	spec := specOf(p)
 	if c := st.Cameras[p.Camera.ID]; c != nil {
-		if c.DeletedAt != nil {
-			return nil, conflict("deleted_id", "camera %s was deleted; its id cannot be reused", c.ID)
+		if c.DeletedAt == nil {
+			if c.Spec != spec {
+				return nil, conflict("conflict", "camera %s exists with different fields", c.ID)
+			}
+			return st.cameraResult(c, false), nil
 		}
-		if c.Spec != spec {
-			return nil, conflict("conflict", "camera %s exists with different fields", c.ID)
+		if err := st.reuseCamera(c); err != nil { // purge.go
+			return nil, err
 		}
-		return st.cameraResult(c, false), nil
 	}
 	b := st.Bridges[p.Bridge]
 	if b == nil {
 		return nil, invalid("unknown_bridge", "bridge %s does not exist", p.Bridge)
+	}
+	if a := st.Accounts[b.Account]; a != nil && a.DeletedAt != nil {
+		return nil, invalid("deleted_account", "account %s was deleted", b.Account)
 	}
 	for _, s := range p.Camera.Streams {
 		if old := st.Streams[s.ID]; old != nil {
@@ -521,6 +532,7 @@ func (st *state) deleteCamera(at time.Time, id, purgeID string) (any, error) {
 	for _, sid := range c.Streams {
 		st.Streams[sid].Stream.DeletedAt = &t
 	}
+	st.newPurge(at, c, purgeID) // purge.go
 	return DeleteResult{Camera: id, PurgeID: purgeID, DeletedAt: t}, nil
 }
 
@@ -598,6 +610,9 @@ func decodeState(r io.Reader) (*state, error) {
 	}
 	for _, r := range st.Requests {
 		st.reqs[r.ID] = r
+	}
+	if st.Purges == nil { // snapshots from before purge jobs
+		st.Purges = map[string]*PurgeJob{}
 	}
 	// Bridge.TokenHash is not serialised with the bridge; the index holds it.
 	for hash, id := range st.TokenIndex {

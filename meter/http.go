@@ -29,6 +29,8 @@ func HandlerPatterns() []string {
 		"PATCH /v1/streams/{id}",
 		"DELETE /v1/cameras/{id}",
 		"GET /v1/meter/streams/{id}",
+		"GET /v1/purges/{id}",
+		"DELETE /v1/accounts/{id}",
 	}
 }
 
@@ -51,6 +53,8 @@ func (m *Meter) Handler() http.Handler {
 	mux.HandleFunc("PATCH /v1/streams/{id}", m.operator(m.withID(m.handleUpdateStream)))
 	mux.HandleFunc("DELETE /v1/cameras/{id}", m.operator(m.withID(m.handleDeleteCamera)))
 	mux.HandleFunc("GET /v1/meter/streams/{id}", m.operator(m.withID(m.handleGetStream)))
+	mux.HandleFunc("GET /v1/purges/{id}", m.operator(m.withID(m.handleGetPurge)))           // purge.go
+	mux.HandleFunc("DELETE /v1/accounts/{id}", m.operator(m.withID(m.handleDeleteAccount))) // purge.go
 	return mux
 }
 

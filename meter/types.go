@@ -47,6 +47,7 @@ type Account struct {
 	PrivacyMode           bool       `json:"privacy_mode,omitempty"`
 	PrivacySuspendedUntil *time.Time `json:"privacy_suspended_until,omitempty"`
 	UpdatedAt             time.Time  `json:"updated_at"`
+	DeletedAt             *time.Time `json:"deleted_at,omitempty"` // sub-accounts only
 }
 
 // Bridge is an on-premise uploader; its token is stored only hashed.
