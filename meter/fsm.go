@@ -42,6 +42,9 @@ type state struct {
 	Purges     map[string]*PurgeJob   `json:"purges,omitempty"`  // purge.go
 	Retired    []*retiredCamera       `json:"retired,omitempty"` // deleted cameras whose id was reused
 	Applied    uint64                 `json:"applied_index"`
+	// Nodes maps raft node id → HTTP address, so any node can forward a
+	// write to the leader (forward.go).
+	Nodes map[string]string `json:"nodes,omitempty"`
 
 	reqs map[string]*requestRec // Requests by id
 }
@@ -89,6 +92,7 @@ func newState() *state {
 		Cameras:    map[string]*cameraRec{},
 		Streams:    map[string]*streamRec{},
 		Purges:     map[string]*PurgeJob{},
+		Nodes:      map[string]string{},
 		reqs:       map[string]*requestRec{},
 	}
 }
@@ -213,6 +217,12 @@ func (st *state) apply(c *Command) (any, error) {
 			return nil, err
 		}
 		return st.deleteCamera(c.Time, p.ID, c.Nonce)
+	case cmdSetNode:
+		var p setNode
+		if err := dec(&p); err != nil {
+			return nil, err
+		}
+		return st.setNode(p)
 	}
 	if res, ok, err := st.applyPurge(c, dec); ok {
 		return res, err

@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
@@ -26,6 +29,24 @@ type Config struct {
 
 	// HeartbeatTimeout is passed to cluster.Config (0: raft's default).
 	HeartbeatTimeout time.Duration
+
+	// Cluster (cluster.go, forward.go). With Join empty a node with no raft
+	// state bootstraps a new single-voter cluster; with Join set it asks
+	// that member (any member: the request is forwarded to the leader) to
+	// add it, and never bootstraps. A node restarting on existing state
+	// does neither: it is already in the configuration.
+	Join          string // HTTP address of any member
+	Suffrage      string // cluster.SuffrageVoter (default) or cluster.SuffrageNonvoter (ingest-only)
+	RaftAdvertise string // raft address other nodes dial (default RaftAddr)
+	// HTTPAddr is this node's HTTP address as other nodes reach it; it is
+	// published in the replicated node map for leader forwarding. Empty:
+	// this node cannot be forwarded to (fine for a single node).
+	HTTPAddr string
+	// ClusterToken authenticates forwarded writes and joins (every node of
+	// a cluster shares the operator token).
+	ClusterToken string
+	Client       *http.Client          // for forwarding; default a client with keep-alive
+	Registerer   prometheus.Registerer // nil: metrics are not exported
 }
 
 // Meter is the registry: local reads from the replicated state, writes
@@ -35,6 +56,13 @@ type Meter struct {
 	node *cluster.Node
 	now  func() time.Time
 	log  *slog.Logger
+
+	httpAddr     string
+	clusterToken string
+	client       *http.Client
+	metrics      clusterMetrics
+	stop         context.CancelFunc
+	advertised   chan struct{} // closed when advertiseLoop returns
 }
 
 var _ auth.BridgeLookup = (*Meter)(nil)
@@ -48,24 +76,46 @@ func Open(ctx context.Context, cfg Config) (*Meter, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	m := &Meter{fsm: newFSM(cfg.Logger), now: cfg.Now, log: cfg.Logger}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: time.Minute}}
+	}
+	m := &Meter{fsm: newFSM(cfg.Logger), now: cfg.Now, log: cfg.Logger,
+		httpAddr: cfg.HTTPAddr, clusterToken: cfg.ClusterToken, client: cfg.Client,
+		metrics: newClusterMetrics(cfg.Registerer)}
 	n, err := cluster.Open(ctx, cluster.Config{
-		NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Dir: cfg.Dir, Logger: cfg.Logger,
-		Bootstrap: true, HeartbeatTimeout: cfg.HeartbeatTimeout,
+		NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Advertise: cfg.RaftAdvertise, Dir: cfg.Dir, Logger: cfg.Logger,
+		Bootstrap: cfg.Join == "", HeartbeatTimeout: cfg.HeartbeatTimeout,
 	}, m.fsm)
 	if err != nil {
 		return nil, fmt.Errorf("meter: open: %w", err)
+	}
+	m.node = n
+	if cfg.Join != "" && !n.HadState() {
+		if err := m.join(ctx, cfg.Join, cfg.Suffrage); err != nil {
+			_ = n.Close()
+			return nil, fmt.Errorf("meter: open: %w", err)
+		}
 	}
 	if err := n.WaitReady(ctx); err != nil {
 		_ = n.Close()
 		return nil, fmt.Errorf("meter: open: %w", err)
 	}
-	m.node = n
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.stop, m.advertised = cancel, make(chan struct{})
+	if m.httpAddr != "" {
+		go m.advertiseLoop(bg)
+	} else {
+		close(m.advertised)
+	}
 	return m, nil
 }
 
 // Close stops the raft node.
-func (m *Meter) Close() error { return m.node.Close() }
+func (m *Meter) Close() error {
+	m.stop()
+	<-m.advertised
+	return m.node.Close()
+}
 
 // Node returns the raft node (for /v1/cluster and operations).
 func (m *Meter) Node() *cluster.Node { return m.node }
@@ -259,13 +309,9 @@ func (m *Meter) propose(ctx context.Context, typ, requestID, nonce string, paylo
 	if err != nil {
 		return fmt.Errorf("meter: %s: %w", typ, err)
 	}
-	res, err := m.node.Apply(ctx, cmd)
+	r, err := m.applyCmd(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("meter: %s: %w", typ, err)
-	}
-	r, ok := res.(*applyResult)
-	if !ok {
-		return fmt.Errorf("meter: %s: unexpected apply result %T", typ, res)
 	}
 	if r.Err != nil {
 		return r.Err.err()
