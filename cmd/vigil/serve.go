@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
@@ -69,7 +70,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "raft listen address of the meter")
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
 	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
-	fs.StringVar(&c.Join, "join", "", "HTTP address of a cluster member to join (multi-node is not built yet)")
+	fs.StringVar(&c.Join, "join", "", "HTTP address of any cluster member to join (ignored once the node has raft state)")
 	fs.DurationVar(&c.SegmentDuration, "segment-duration", 6*time.Second, "RTSP segment duration")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3 endpoint URL (http://host:port); empty uses the fs backend under --data")
 	fs.StringVar(&c.S3Bucket, "s3-bucket", "vigil", "S3 bucket")
@@ -104,16 +105,25 @@ func (c *nodeConfig) validate() error {
 			return fmt.Errorf("--roles: unknown role %q (want ingest, meter)", r)
 		}
 	}
-	if c.Roles != "ingest,meter" && c.Roles != "meter,ingest" {
-		return errors.New("--roles: only ingest,meter on one node is built so far")
-	}
-	if c.Join != "" {
-		return errors.New("--join: multi-node clusters are not built yet")
+	if !c.hasRole("meter") && c.Join == "" {
+		// An ingest-only node is a non-voting read replica of a meter
+		// cluster; it cannot start one.
+		return errors.New("--roles ingest: an ingest-only node needs --join (the HTTP address of a meter node)")
 	}
 	if c.MaxSegmentBytes <= 0 {
 		return errors.New("--max-segment-bytes must be positive")
 	}
 	return nil
+}
+
+// hasRole reports whether --roles names role.
+func (c *nodeConfig) hasRole(role string) bool {
+	for _, r := range strings.Split(c.Roles, ",") {
+		if strings.TrimSpace(r) == role {
+			return true
+		}
+	}
+	return false
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -197,8 +207,21 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		log.Info("index: embedded")
 	}
 
+	// Listen before the meter opens: the meter publishes this address so
+	// that other nodes can forward writes here when it leads.
+	l, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, func() error { _ = l.Close(); return nil })
+	n.addr = l.Addr().String()
+	suffrage := cluster.SuffrageVoter
+	if !cfg.hasRole("meter") {
+		suffrage = cluster.SuffrageNonvoter // ingest-only: a local read replica
+	}
 	n.meter, err = meter.Open(ctx, meter.Config{
 		Dir: filepath.Join(cfg.DataDir, "meter"), NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Logger: log,
+		Join: cfg.Join, Suffrage: suffrage, HTTPAddr: n.addr, ClusterToken: n.adminToken, Registerer: reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("meter: %w", err)
@@ -231,8 +254,14 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
 	handle := func(mux *http.ServeMux, pattern string, h http.Handler) { mux.Handle(pattern, rm.Wrap(pattern, h)) }
-	handle(api, ingest.SegmentPattern, ing)
-	handle(api, playback.Pattern, play)
+	if cfg.hasRole("ingest") {
+		handle(api, ingest.SegmentPattern, ing)
+		handle(api, playback.Pattern, play)
+	}
+	ch := n.meter.ClusterHandler()
+	for _, p := range meter.ClusterPatterns() {
+		handle(api, p, ch)
+	}
 	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.meter}, log)))
 	mh := n.meter.Handler()
 	for _, p := range meter.HandlerPatterns() {
@@ -247,11 +276,6 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	handle(root, "GET /readyz", http.HandlerFunc(n.ready))
 	root.Handle("/v1/", authn.Middleware(api, nil))
 
-	l, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, err
-	}
-	n.addr = l.Addr().String()
 	n.srv = &http.Server{Handler: root, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
