@@ -42,6 +42,13 @@ type state struct {
 	Purges     map[string]*PurgeJob   `json:"purges,omitempty"`  // purge.go
 	Retired    []*retiredCamera       `json:"retired,omitempty"` // deleted cameras whose id was reused
 	Applied    uint64                 `json:"applied_index"`
+
+	// Clock is the latest proposer time applied: command times are clamped
+	// to it, so the meter's time never runs backwards (usage.go).
+	Clock       time.Time               `json:"clock"`
+	Usage       map[string]*usageRec    `json:"usage"`           // by stream id
+	AccountHist map[string]*accountHist `json:"account_history"` // by account id
+	UsageStats  usageStats              `json:"usage_stats"`
 	// Nodes maps raft node id → HTTP address, so any node can forward a
 	// write to the leader (forward.go).
 	Nodes map[string]string `json:"nodes,omitempty"`
@@ -125,6 +132,10 @@ func newFSM(log *slog.Logger) *fsm {
 func (f *fsm) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.applyLocked(l)
+}
+
+func (f *fsm) applyLocked(l *raft.Log) any {
 	st := f.st
 	st.Applied = l.Index
 	var c Command
@@ -132,6 +143,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		f.log.Error("meter: undecodable command in the log", "index", l.Index, "err", err)
 		return &applyResult{Err: toWire(invalid("malformed_command", "undecodable command: %v", err))}
 	}
+	st.tick(&c) // usage.go
 	identity := c.identity()
 	if c.RequestID != "" {
 		if r := st.reqs[c.RequestID]; r != nil {
@@ -147,6 +159,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		// Refused commands changed nothing, so they need no deduplication.
 		return &applyResult{Err: toWire(err)}
 	}
+	st.Clock = c.Time // usage.go: tick
 	data, err := json.Marshal(res)
 	if err != nil {
 		return &applyResult{Err: toWire(err)}
@@ -224,6 +237,9 @@ func (st *state) apply(c *Command) (any, error) {
 		}
 		return st.setNode(p)
 	}
+	if res, ok, err := st.applyUsage(c, dec); ok { // usage.go
+		return res, err
+	}
 	if res, ok, err := st.applyPurge(c, dec); ok {
 		return res, err
 	}
@@ -269,6 +285,7 @@ func (st *state) createAccount(at time.Time, p NewAccount) (any, error) {
 		Defaults: p.Defaults, CreatedAt: at, UpdatedAt: at,
 	}}
 	st.Accounts[p.ID] = a
+	st.recordAccount(at, &a.Account) // billing.go
 	return AccountResult{Account: a.Account, Created: true}, nil
 }
 
@@ -326,6 +343,7 @@ func (st *state) updateAccount(at time.Time, id string, p AccountPatch) (any, er
 	a.UpdatedAt = at
 	defaultsChanged := a.Defaults != cur.Defaults
 	cur.Account = a
+	st.recordAccount(at, &cur.Account) // billing.go
 	if defaultsChanged {
 		st.reresolve(at, id)
 	}

@@ -1,0 +1,233 @@
+package meter
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigilcloud/vigil/internal/httpx"
+)
+
+// BillingRun returns the run of month (YYYY-MM): final once the month has
+// ended (the meter's usage is sealed at the cut-off first, through raft),
+// a preview evaluated at now otherwise. A month that has not started is
+// refused.
+func (m *Meter) BillingRun(ctx context.Context, month string) (BillingRun, error) {
+	mi, err := ParseMonth(month)
+	if err != nil {
+		return BillingRun{}, err
+	}
+	now := m.now().UTC()
+	if now.Before(monthStart(mi)) {
+		return BillingRun{}, invalid("month_not_started", "month %s has not started yet", month)
+	}
+	final := !now.Before(CutOff(mi))
+	if final {
+		if err := m.sealUsage(ctx, CutOff(mi)); err != nil {
+			return BillingRun{}, err
+		}
+	}
+	return m.fsm.billingRun(mi, final, now), nil
+}
+
+// BillingPatterns are the http.ServeMux patterns BillingHandler serves.
+func BillingPatterns() []string {
+	return []string{"GET /v1/billing/runs/{month}", "GET /v1/meter/status"}
+}
+
+// BillingHandler serves billing runs and the meter status (operator token).
+func (m *Meter) BillingHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/billing/runs/{month}", m.operator(m.handleBillingRun))
+	mux.HandleFunc("GET /v1/meter/status", m.operator(m.handleStatus))
+	return mux
+}
+
+func (m *Meter) handleBillingRun(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	format, part := q.Get("format"), q.Get("part")
+	if format == "" {
+		format = "json"
+	}
+	if format != "json" && format != "csv" {
+		httpx.WriteError(w, http.StatusBadRequest, "invalid_format", "format is json or csv")
+		return
+	}
+	if part != "" && part != "summary" && part != "items" {
+		httpx.WriteError(w, http.StatusBadRequest, "invalid_part", "part is summary or items")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	run, err := m.BillingRun(ctx, r.PathValue("month"))
+	if err != nil {
+		m.writeErr(w, r, err)
+		return
+	}
+	body, ctype, err := RenderBillingRun(&run, format, part)
+	if err != nil {
+		m.writeErr(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	if run.Final {
+		w.Header().Set("Cache-Control", "private, max-age=86400, immutable")
+	} else {
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// RenderBillingRun renders a run as JSON (part "" for everything, summary
+// for the account summaries only, items for the line items only) or CSV
+// (part summary: one row per account and SKU or analytic; otherwise the
+// line items). The bytes are a function of the run alone.
+func RenderBillingRun(run *BillingRun, format, part string) ([]byte, string, error) {
+	if format == "csv" {
+		var buf bytes.Buffer
+		cw := csv.NewWriter(&buf)
+		if part == "summary" {
+			writeSummaryCSV(cw, run)
+		} else {
+			writeItemsCSV(cw, run)
+		}
+		cw.Flush()
+		return buf.Bytes(), "text/csv; charset=utf-8", cw.Error()
+	}
+	var v any = run
+	switch part {
+	case "summary":
+		c := *run
+		c.Resellers = make([]ResellerRun, len(run.Resellers))
+		for i, rr := range run.Resellers {
+			rr.Accounts = append([]AccountRun(nil), rr.Accounts...)
+			for j := range rr.Accounts {
+				rr.Accounts[j].Items = nil
+			}
+			c.Resellers[i] = rr
+		}
+		v = c
+	case "items":
+		items := []LineItem{}
+		for _, rr := range run.Resellers {
+			for _, a := range rr.Accounts {
+				items = append(items, a.Items...)
+			}
+		}
+		v = struct {
+			Month       string     `json:"month"`
+			CutOff      time.Time  `json:"cutoff"`
+			Final       bool       `json:"final"`
+			GeneratedAt *time.Time `json:"generated_at,omitempty"`
+			Items       []LineItem `json:"items"`
+		}{run.Month, run.CutOff, run.Final, run.GeneratedAt, items}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, "", fmt.Errorf("meter: render billing run: %w", err)
+	}
+	return append(b, '\n'), "application/json", nil
+}
+
+var itemsHeader = []string{"month", "final", "reseller", "account", "bridge", "camera", "stream", "sku", "analytics",
+	"width", "height", "retention_days", "registered_at", "deleted_at", "cycle", "storage_bytes", "ingested_bytes",
+	"stored_byte_hours", "change", "booked_sku", "months_left"}
+
+func writeItemsCSV(cw *csv.Writer, run *BillingRun) {
+	_ = cw.Write(itemsHeader)
+	final := strconv.FormatBool(run.Final)
+	for _, rr := range run.Resellers {
+		for _, a := range rr.Accounts {
+			for _, it := range a.Items {
+				del, left := "", ""
+				if it.DeletedAt != nil {
+					del = it.DeletedAt.Format(time.RFC3339Nano)
+				}
+				if it.MonthsLeft > 0 {
+					left = strconv.Itoa(it.MonthsLeft)
+				}
+				_ = cw.Write([]string{run.Month, final, it.Reseller, it.Account, it.Bridge, it.Camera, it.Stream, it.SKU,
+					strings.Join(it.Analytics, ";"), strconv.Itoa(it.Width), strconv.Itoa(it.Height),
+					strconv.Itoa(it.RetentionDays), it.RegisteredAt.Format(time.RFC3339Nano), del, it.Cycle,
+					strconv.FormatInt(it.StorageBytes, 10), strconv.FormatInt(it.IngestedBytes, 10),
+					it.StoredByteHours.String(), it.Change, it.BookedSKU, left})
+			}
+		}
+	}
+}
+
+func writeSummaryCSV(cw *csv.Writer, run *BillingRun) {
+	_ = cw.Write([]string{"month", "final", "reseller", "account", "cycle", "kind", "code", "count"})
+	final := strconv.FormatBool(run.Final)
+	for _, rr := range run.Resellers {
+		for _, a := range rr.Accounts {
+			for _, kv := range sortedCounts(a.Summary.SKUs) {
+				_ = cw.Write([]string{run.Month, final, rr.ID, a.ID, a.Cycle, "sku", kv.k, strconv.Itoa(kv.v)})
+			}
+			for _, kv := range sortedCounts(a.Summary.Analytics) {
+				_ = cw.Write([]string{run.Month, final, rr.ID, a.ID, a.Cycle, "analytic", kv.k, strconv.Itoa(kv.v)})
+			}
+		}
+	}
+}
+
+type kv struct {
+	k string
+	v int
+}
+
+func sortedCounts(m map[string]int) []kv {
+	out := make([]kv, 0, len(m))
+	for k, v := range m {
+		out = append(out, kv{k, v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].k < out[j].k })
+	return out
+}
+
+// MeterStatus is the meter's view of its registry and usage.
+type MeterStatus struct {
+	NodeID       string     `json:"node_id"`
+	State        string     `json:"state"`
+	Leader       string     `json:"leader"`
+	AppliedIndex uint64     `json:"applied_index"`
+	Clock        time.Time  `json:"clock"`
+	Accounts     int        `json:"accounts"`
+	Streams      int        `json:"streams"`
+	Deleted      int        `json:"deleted_streams"`
+	StoredBytes  int64      `json:"stored_bytes"`
+	Usage        usageStats `json:"usage"`
+}
+
+// MeterStatus returns counts and usage counters from the local replica.
+func (m *Meter) MeterStatus(ctx context.Context) MeterStatus {
+	s := MeterStatus{NodeID: m.node.ID(), State: m.node.State().String(), AppliedIndex: m.node.AppliedIndex()}
+	s.Leader, _ = m.node.Leader()
+	m.fsm.mu.RLock()
+	defer m.fsm.mu.RUnlock()
+	st := m.fsm.st
+	s.Clock, s.Accounts, s.Usage = st.Clock, len(st.Accounts), st.UsageStats
+	for _, r := range st.Streams {
+		if r.Stream.DeletedAt != nil {
+			s.Deleted++
+			continue
+		}
+		s.Streams++
+		if u := st.usageOf(&r.Stream); u != nil {
+			s.StoredBytes += u.StoredBytes
+		}
+	}
+	return s
+}
+
+func (m *Meter) handleStatus(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteJSON(w, http.StatusOK, m.MeterStatus(r.Context()))
+}
