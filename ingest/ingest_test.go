@@ -676,22 +676,3 @@ func TestMetricsCountRequests(t *testing.T) {
 	assert.Equal(t, 1.0, metricValue(t, e.prom, "vigil_ingest_requests_total", map[string]string{"code": "415"}))
 	assert.Equal(t, float64(len(body)), metricValue(t, e.prom, "vigil_ingest_bytes_total", nil))
 }
-
-func TestParseTime(t *testing.T) {
-	for in, want := range map[string]int64{
-		"0":                              0,
-		"1717243200000":                  1717243200000,
-		"2024-06-01T12:00:00Z":           1717243200000,
-		"2024-06-01T14:00:00.5+02:00":    1717243200500,
-		"2024-06-01T12:00:00.123456789Z": 1717243200123,
-	} {
-		got, err := ParseTime(in)
-		if assert.NoError(t, err, in) {
-			assert.Equal(t, want, got, in)
-		}
-	}
-	for _, in := range []string{"", "-1", "1e9", "99999999999999999999", "2024-06-01", "1969-12-31T23:59:59Z", "0x10", " 1"} {
-		_, err := ParseTime(in)
-		assert.Error(t, err, in)
-	}
-}

@@ -7,8 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -16,46 +16,6 @@ import (
 // parses the request's escaped path itself, so it must be mounted without
 // path stripping.
 const SegmentPattern = "PUT /v1/streams/{stream}/segments/{start}"
-
-// maxTimeMS bounds accepted times (year 9999) so that arithmetic on them
-// cannot overflow.
-const maxTimeMS = 253402300799999
-
-// ParseTime parses a contract time: Unix milliseconds or RFC 3339. It
-// returns Unix ms.
-func ParseTime(s string) (int64, error) {
-	if s == "" {
-		return 0, errors.New("empty time")
-	}
-	if isDigits(s) {
-		ms, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || ms > maxTimeMS {
-			return 0, fmt.Errorf("time %q out of range", s)
-		}
-		return ms, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return 0, fmt.Errorf("time %q is neither Unix ms nor RFC 3339", s)
-	}
-	ms := t.UnixMilli()
-	if ms < 0 || ms > maxTimeMS {
-		return 0, fmt.Errorf("time %q out of range", s)
-	}
-	return ms, nil
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
 
 // errNoRoute says the path is not a segment path at all (404, not 400).
 var errNoRoute = errors.New("no such route")
@@ -83,7 +43,7 @@ func parseSegmentPath(r *http.Request) (stream string, start int64, err error) {
 	if uerr != nil {
 		return "", 0, fmt.Errorf("invalid start %q", rawStart)
 	}
-	start, err = ParseTime(startStr)
+	start, err = httpx.ParseTime(startStr)
 	if err != nil {
 		return "", 0, fmt.Errorf("invalid start: %w", err)
 	}
@@ -103,7 +63,7 @@ func parsePositive(s string, max int64) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	if !isDigits(s) {
+	if !httpx.Digits(s) {
 		return 0, fmt.Errorf("%q is not a positive integer", s)
 	}
 	v, err := strconv.ParseInt(s, 10, 64)

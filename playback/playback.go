@@ -88,7 +88,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(rest, "segments/"):
 		s, uerr := url.PathUnescape(strings.TrimPrefix(rest, "segments/"))
 		if uerr == nil {
-			start, err = parseTime(s)
+			start, err = httpx.ParseTime(s)
 		}
 		if uerr != nil || err != nil {
 			httpx.WriteError(w, http.StatusBadRequest, "bad_time", fmt.Sprintf("invalid segment start %q", rest))
@@ -153,12 +153,12 @@ type Recordings struct {
 
 func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
 	q := r.URL.Query()
-	from, err := parseTime(q.Get("start"))
+	from, err := httpx.ParseTime(q.Get("start"))
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "start: "+err.Error())
 		return
 	}
-	to, err := parseTime(q.Get("end"))
+	to, err := httpx.ParseTime(q.Get("end"))
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "end: "+err.Error())
 		return
@@ -285,7 +285,7 @@ func parseRange(h string, size int64) (offset, length int64, ok, satisfiable boo
 	}
 	if first == "" { // suffix: the last n bytes
 		n, err := strconv.ParseInt(last, 10, 64)
-		if err != nil || n < 0 || !digits(last) {
+		if err != nil || n < 0 || !httpx.Digits(last) {
 			return 0, 0, false, false
 		}
 		if n == 0 || size == 0 {
@@ -295,13 +295,13 @@ func parseRange(h string, size int64) (offset, length int64, ok, satisfiable boo
 		return size - n, n, true, true
 	}
 	a, err := strconv.ParseInt(first, 10, 64)
-	if err != nil || !digits(first) {
+	if err != nil || !httpx.Digits(first) {
 		return 0, 0, false, false
 	}
 	end := size - 1
 	if last != "" {
 		b, err := strconv.ParseInt(last, 10, 64)
-		if err != nil || !digits(last) || b < a {
+		if err != nil || !httpx.Digits(last) || b < a {
 			return 0, 0, false, false
 		}
 		end = min(b, size-1)
@@ -310,15 +310,6 @@ func parseRange(h string, size int64) (offset, length int64, ok, satisfiable boo
 		return 0, 0, true, false
 	}
 	return a, end - a + 1, true, true
-}
-
-func digits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }
 
 func etagMatches(header, etag string) bool {
@@ -340,29 +331,4 @@ func ifRangeHolds(ifRange, etag string) bool {
 func unavailable(w http.ResponseWriter, code, msg string) {
 	w.Header().Set("Retry-After", "2")
 	httpx.WriteError(w, http.StatusServiceUnavailable, code, msg)
-}
-
-// maxTimeMS bounds accepted times (year 9999).
-const maxTimeMS = 253402300799999
-
-// parseTime parses Unix milliseconds or RFC 3339 into Unix ms.
-func parseTime(s string) (int64, error) {
-	if s == "" {
-		return 0, errors.New("time is required (Unix ms or RFC 3339)")
-	}
-	if digits(s) {
-		ms, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || ms > maxTimeMS {
-			return 0, fmt.Errorf("time %q out of range", s)
-		}
-		return ms, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return 0, fmt.Errorf("time %q is neither Unix ms nor RFC 3339", s)
-	}
-	if ms := t.UnixMilli(); ms >= 0 && ms <= maxTimeMS {
-		return ms, nil
-	}
-	return 0, fmt.Errorf("time %q out of range", s)
 }

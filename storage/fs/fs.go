@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -202,7 +203,7 @@ func (b *Backend) put(ctx context.Context, key string, r io.Reader, size int64, 
 		Size:        size,
 		ModTime:     st.ModTime(),
 		ContentType: contentType(opts),
-		Metadata:    cloneMeta(opts.Metadata),
+		Metadata:    maps.Clone(opts.Metadata),
 	}, nil
 }
 
@@ -581,15 +582,4 @@ func contentType(opts storage.PutOptions) string {
 		return "application/octet-stream"
 	}
 	return opts.ContentType
-}
-
-func cloneMeta(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

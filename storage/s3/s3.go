@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -214,7 +215,7 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 		Size:        up.Size,
 		ModTime:     mod,
 		ContentType: ct,
-		Metadata:    cloneMeta(opts.Metadata),
+		Metadata:    maps.Clone(opts.Metadata),
 	}, nil
 }
 
@@ -471,15 +472,4 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 	}
 	return err
-}
-
-func cloneMeta(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
