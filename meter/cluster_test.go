@@ -1,0 +1,424 @@
+package meter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/internal/testutil"
+)
+
+// In-process multi-node clusters: real raft nodes on loopback TCP, each
+// with a real HTTP server, so joins and forwards take the production path.
+
+type tnode struct {
+	t        *testing.T
+	id       string
+	dir      string
+	raftAddr string
+	adv      string // advertised raft address ("" = raftAddr)
+	suffrage string
+	client   *http.Client
+	h        atomic.Value // http.Handler
+	srv      *httptest.Server
+	m        *Meter
+	c        *client
+}
+
+func newTNode(t *testing.T, id string) *tnode {
+	n := &tnode{t: t, id: id, dir: t.TempDir(), raftAddr: testutil.FreePort(t), suffrage: cluster.SuffrageVoter}
+	n.h.Store(down)
+	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.h.Load().(http.Handler).ServeHTTP(w, r)
+	}))
+	t.Cleanup(n.srv.Close)
+	n.c = &client{t: t, url: n.srv.URL}
+	return n
+}
+
+// down answers for a node whose meter is not running, as a stopping server
+// would.
+var down http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	http.Error(w, "node down", http.StatusServiceUnavailable)
+})
+
+func (n *tnode) httpAddr() string { return strings.TrimPrefix(n.srv.URL, "http://") }
+
+// open starts (or restarts) the node; join is another node's HTTP address.
+func (n *tnode) open(ctx context.Context, join string) error {
+	m, err := Open(ctx, Config{
+		Dir: n.dir, NodeID: n.id, RaftAddr: n.raftAddr, RaftAdvertise: n.adv, HeartbeatTimeout: 150 * time.Millisecond,
+		Join: join, Suffrage: n.suffrage, HTTPAddr: n.httpAddr(), ClusterToken: adminToken, Client: n.client,
+	})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	for _, p := range HandlerPatterns() {
+		mux.Handle(p, m.Handler())
+	}
+	for _, p := range ClusterPatterns() {
+		mux.Handle(p, m.ClusterHandler())
+	}
+	n.h.Store(auth.New(adminToken, m).Middleware(mux, nil))
+	n.m = m
+	return nil
+}
+
+func (n *tnode) mustOpen(join string) {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(n.t, n.open(ctx, join))
+}
+
+func (n *tnode) close() {
+	if n.m != nil {
+		n.h.Store(down)
+		require.NoError(n.t, n.m.Close())
+		n.m = nil
+	}
+}
+
+// startCluster starts voters n1..nN, the others joining through n1.
+func startCluster(t *testing.T, voters int) []*tnode {
+	var nodes []*tnode
+	for i := 1; i <= voters; i++ {
+		n := newTNode(t, fmt.Sprintf("n%d", i))
+		join := ""
+		if i > 1 {
+			join = nodes[0].httpAddr()
+		}
+		n.mustOpen(join)
+		t.Cleanup(n.close)
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+func leaderOf(t *testing.T, nodes []*tnode) *tnode {
+	t.Helper()
+	var l *tnode
+	require.Eventually(t, func() bool {
+		for _, n := range nodes {
+			if n.m != nil && n.m.Node().IsLeader() {
+				l = n
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 10*time.Millisecond)
+	return l
+}
+
+// converged waits until every running node has the same state digest and
+// returns it.
+func converged(t *testing.T, nodes ...*tnode) string {
+	t.Helper()
+	var d string
+	require.Eventually(t, func() bool {
+		d = ""
+		for _, n := range nodes {
+			got, err := n.m.StateDigest()
+			require.NoError(t, err)
+			if d != "" && got != d {
+				return false
+			}
+			d = got
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "nodes did not converge")
+	return d
+}
+
+func addCamera(t *testing.T, c *client, id string) {
+	t.Helper()
+	r := c.op("POST", "/v1/bridges/b1/cameras", fmt.Sprintf(`{"id":%q,"name":"Cam","streams":[{"id":"%s-s"}]}`, id, id))
+	require.Contains(t, []int{200, 201}, r.status, r.body)
+}
+
+func TestClusterJoinForwardStatusAndIngestReplica(t *testing.T) {
+	nodes := startCluster(t, 3)
+	ing := newTNode(t, "i1")
+	ing.suffrage = cluster.SuffrageNonvoter
+	ing.mustOpen(nodes[2].httpAddr()) // join via a follower: forwarded to the leader
+	t.Cleanup(ing.close)
+	all := append(nodes, ing)
+
+	// Writes through every node, the non-voter included, reach the leader.
+	tok := provision(t, ing.c)
+	for i, n := range all {
+		addCamera(t, n.c, fmt.Sprintf("cam%d", i))
+	}
+	converged(t, all...)
+
+	leader := leaderOf(t, nodes)
+	var follower *tnode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	r := follower.c.op("GET", "/v1/cluster", "")
+	require.Equal(t, 200, r.status)
+	require.Equal(t, follower.id, r.body["node_id"])
+	require.Equal(t, "follower", r.body["role"])
+	require.Equal(t, leader.id, r.body["leader"].(map[string]any)["id"])
+	require.Equal(t, leader.m.Node().Addr(), r.body["leader"].(map[string]any)["address"])
+	require.NotZero(t, r.body["applied_index"])
+	members := map[string]string{}
+	for _, m := range r.body["members"].([]any) {
+		mm := m.(map[string]any)
+		members[mm["id"].(string)] = mm["suffrage"].(string)
+	}
+	require.Equal(t, map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "i1": "nonvoter"}, members)
+	require.Equal(t, 403, ing.c.do("GET", "/v1/cluster", tok, "").status, "a bridge token is not an operator")
+
+	// A deletion through a voter reaches the ingest replica within 2 s.
+	r = follower.c.op("DELETE", "/v1/cameras/c1", "")
+	require.Equal(t, 202, r.status, r.body)
+	require.Eventually(t, func() bool {
+		_, err := ing.m.Stream(context.Background(), "c1-main")
+		return errors.Is(err, ErrNotFound)
+	}, 2*time.Second, 5*time.Millisecond, "deletion did not reach the ingest node within 2 s")
+
+	// The ingest node survives the loss of a meter node, the leader even:
+	// reads are local, writes wait for the new leader and get through.
+	leader.close()
+	id, err := ing.m.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
+	require.NoError(t, err)
+	require.Equal(t, "b1", id)
+	addCamera(t, ing.c, "after-leader-loss")
+	var rest []*tnode
+	for _, n := range all {
+		if n.m != nil {
+			rest = append(rest, n)
+		}
+	}
+	converged(t, rest...)
+	_, err = ing.m.Stream(context.Background(), "after-leader-loss-s")
+	require.NoError(t, err)
+}
+
+// lossyTransport performs requests but loses the first answer of every
+// internal apply: the leader committed, the sender saw an error.
+type lossyTransport struct {
+	base http.RoundTripper
+	lost atomic.Int64
+}
+
+func (l *lossyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := l.base.RoundTrip(r)
+	if err == nil && r.URL.Path == "/v1/internal/apply" && l.lost.Add(1)%2 == 1 {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, errors.New("connection reset (injected after the leader answered)")
+	}
+	return resp, err
+}
+
+func TestForwardRetryAfterLostAnswerIsAppliedOnce(t *testing.T) {
+	nodes := startCluster(t, 2)
+	leader := leaderOf(t, nodes)
+	follower := nodes[0]
+	if follower == leader {
+		follower = nodes[1]
+	}
+	// Reopen the follower with a client that loses the leader's answers.
+	follower.close()
+	lossy := &lossyTransport{base: http.DefaultTransport}
+	follower.client = &http.Client{Transport: lossy}
+	follower.mustOpen("")
+
+	require.Equal(t, 201, follower.c.op("POST", "/v1/accounts", `{"id":"r1","name":"R"}`).status)
+	// create_bridge is not idempotent by content: applied a second time it
+	// would answer "exists, no token". Deduplication by request id returns
+	// the first attempt's result, token included.
+	r := follower.c.op("POST", "/v1/accounts/r1/bridges", `{"id":"b1","name":"B"}`)
+	require.Equal(t, 201, r.status, r.body)
+	tok := r.body["token"].(string)
+	require.NotEmpty(t, tok)
+	require.GreaterOrEqual(t, lossy.lost.Load(), int64(4), "every forward was retried after a lost answer")
+	converged(t, nodes...)
+	id, err := leader.m.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
+	require.NoError(t, err)
+	require.Equal(t, "b1", id)
+	leader.m.fsm.mu.RLock()
+	nb := len(leader.m.fsm.st.Bridges)
+	leader.m.fsm.mu.RUnlock()
+	require.Equal(t, 1, nb)
+}
+
+// raftProxy sits in front of a node's raft address; cut drops every
+// connection and refuses new ones until heal.
+type raftProxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func newRaftProxy(t *testing.T, target string) *raftProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &raftProxy{l: l, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { l.Close(); p.setCut(true) })
+	go p.serve()
+	return p
+}
+
+func (p *raftProxy) addr() string { return p.l.Addr().String() }
+
+func (p *raftProxy) serve() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		d, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[d] = true, true
+		p.mu.Unlock()
+		go func() { io.Copy(d, c); d.Close() }()
+		go func() { io.Copy(c, d); c.Close() }()
+	}
+}
+
+func (p *raftProxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		p.conns = map[net.Conn]bool{}
+	}
+}
+
+func TestPartitionedFollowerConverges(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n3 := newTNode(t, "n3")
+	proxy := newRaftProxy(t, n3.raftAddr)
+	n3.adv = proxy.addr() // the others reach n3 only through the proxy
+	n3.mustOpen(nodes[0].httpAddr())
+	t.Cleanup(n3.close)
+	all := append(nodes, n3)
+	provision(t, nodes[0].c)
+	before := converged(t, all...)
+
+	proxy.setCut(true)
+	for i := range 20 {
+		addCamera(t, nodes[i%2].c, fmt.Sprintf("p%d", i))
+	}
+	// The majority kept committing; n3 did not see it.
+	require.Equal(t, before, mustDigest(t, n3))
+	require.NotEqual(t, before, mustDigest(t, leaderOf(t, nodes)))
+
+	proxy.setCut(false)
+	converged(t, all...)
+	_, err := n3.m.Stream(context.Background(), "p19-s")
+	require.NoError(t, err)
+}
+
+func mustDigest(t *testing.T, n *tnode) string {
+	d, err := n.m.StateDigest()
+	require.NoError(t, err)
+	return d
+}
+
+func TestRestartEveryNodeStateIsByteIdentical(t *testing.T) {
+	nodes := startCluster(t, 3)
+	provision(t, nodes[1].c)
+	for i := range 10 {
+		addCamera(t, nodes[i%3].c, fmt.Sprintf("r%d", i))
+	}
+	// One node restores from a snapshot, the others replay the log.
+	require.NoError(t, nodes[0].m.Node().Snapshot())
+	before := converged(t, nodes...)
+	for _, n := range nodes {
+		n.close()
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			errs[i] = n.open(ctx, "") // has state: neither bootstraps nor joins
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, before, converged(t, nodes...))
+	addCamera(t, nodes[2].c, "after-restart")
+	converged(t, nodes...)
+}
+
+func TestRemoveWipeAndReAddCatchesUp(t *testing.T) {
+	nodes := startCluster(t, 3)
+	provision(t, nodes[0].c)
+	converged(t, nodes...)
+	leader := leaderOf(t, nodes)
+	var victim, other *tnode
+	for _, n := range nodes {
+		if n != leader {
+			if victim == nil {
+				victim = n
+			} else {
+				other = n
+			}
+		}
+	}
+	// Remove through a member that is not the leader (forwarded).
+	r := other.c.op("DELETE", "/v1/cluster/members/"+victim.id, "")
+	require.Equal(t, 200, r.status, r.body)
+	require.Equal(t, 404, other.c.op("DELETE", "/v1/cluster/members/nosuch", "").status)
+	victim.close()
+	require.NoError(t, os.RemoveAll(victim.dir))
+	for i := range 5 {
+		addCamera(t, other.c, fmt.Sprintf("w%d", i))
+	}
+	require.NoError(t, leader.m.Node().Snapshot()) // the newcomer may get a snapshot
+	victim.mustOpen(other.httpAddr())
+	converged(t, nodes...)
+	_, err := victim.m.Stream(context.Background(), "w4-s")
+	require.NoError(t, err)
+	ms, err := leader.m.Node().Members()
+	require.NoError(t, err)
+	require.Len(t, ms, 3)
+
+	// Bad join requests.
+	require.Equal(t, 400, other.c.op("POST", "/v1/cluster/members", `{"id":"x y","address":"127.0.0.1:1"}`).status)
+	require.Equal(t, 400, other.c.op("POST", "/v1/cluster/members", `{"id":"x","address":"127.0.0.1:1","suffrage":"king"}`).status)
+	require.Equal(t, 400, other.c.op("POST", "/v1/cluster/members", `{"id":"x"}`).status)
+}
