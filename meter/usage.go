@@ -425,13 +425,9 @@ func (m *Meter) proposeAt(ctx context.Context, at time.Time, typ, requestID stri
 	if err != nil {
 		return fmt.Errorf("meter: %s: %w", typ, err)
 	}
-	res, err := m.node.Apply(ctx, cmd)
+	r, err := m.applyCmd(ctx, cmd) // forwarded to the leader from a follower
 	if err != nil {
 		return fmt.Errorf("meter: %s: %w", typ, err)
-	}
-	r, ok := res.(*applyResult)
-	if !ok {
-		return fmt.Errorf("meter: %s: unexpected apply result %T", typ, res)
 	}
 	if r.Err != nil {
 		return r.Err.err()

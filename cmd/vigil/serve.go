@@ -239,6 +239,17 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 			return nil, fmt.Errorf("index: %w", err)
 		}
 	}
+	// Usage deltas from ingest go to the meter once a second; the closer
+	// (it runs before the meter's) flushes what is pending on shutdown.
+	usage := meter.NewAggregator(n.meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: log, Registerer: reg})
+	n.closers = append(n.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := usage.Close(ctx); err != nil {
+			log.Warn("usage: deltas not flushed at shutdown", "err", err)
+		}
+		return nil
+	})
 	authn := auth.New(n.adminToken, n.meter)
 	ing := ingest.New(ingest.Config{
 		MaxBodyBytes:       cfg.MaxSegmentBytes,
@@ -248,6 +259,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		BacklogQueue:       cfg.BacklogQueue,
 		Logger:             log,
 		Registerer:         reg,
+		OnStored: func(ctx context.Context, st meter.Stream, seg index.Segment) {
+			usage.Stored(st.ID, seg.Size)
+			usage.Observe(st.ID, seg.Width, seg.Height)
+		},
 	}, n.store, n.index, n.meter)
 	play := playback.New(n.store, n.index, n.meter, log)
 
@@ -266,6 +281,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	mh := n.meter.Handler()
 	for _, p := range meter.HandlerPatterns() {
 		handle(api, p, mh)
+	}
+	bh := n.meter.BillingHandler()
+	for _, p := range meter.BillingPatterns() {
+		handle(api, p, bh)
 	}
 
 	root := http.NewServeMux()
@@ -298,6 +317,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
 	go n.compactLoop(bg, cfg.CompactInterval, cfg.CompactGrace)
+	go usage.Run(bg)
 	return n, nil
 }
 
