@@ -263,8 +263,14 @@ func (m *Meter) handleGetStream(w http.ResponseWriter, r *http.Request, id strin
 		m.writeErr(w, r, err)
 		return
 	}
+	u, err := m.StreamUsage(r.Context(), id) // usage.go
+	if err != nil {
+		m.writeErr(w, r, err)
+		return
+	}
 	httpx.WriteJSON(w, http.StatusOK, struct {
 		StreamRecord
+		StreamUsage
 		Settings StreamSettings `json:"settings"`
-	}{rec, rec.Settings()})
+	}{rec, u, rec.Settings()})
 }

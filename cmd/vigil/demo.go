@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigilcloud/vigil/bench"
+	"github.com/vigilcloud/vigil/meter"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -124,7 +125,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(stdout, "   %-16s sku %v, %vx%v, retention %v days, analytics %v\n", s, m["sku"], m["width"], m["height"], m["retention_days"], m["analytics"])
 	}
-	fmt.Fprintln(stdout, "6. billing runs are not built yet (the meter issue); the meter above is what they will bill")
+	month := time.Now().UTC().Format("2006-01")
+	var run meter.BillingRun
+	if err := c.do(ctx, "GET", "/v1/billing/runs/"+month, nil, &run); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "6. billing run %s (preview, final=%v): %d streams, %d subscriptions\n", run.Month, run.Final, run.Summary.Streams, run.Summary.Subscriptions)
+	for _, rr := range run.Resellers {
+		for _, a := range rr.Accounts {
+			fmt.Fprintf(stdout, "   %s / %s (%s): SKUs %v, analytics %v\n", rr.ID, a.ID, a.Cycle, a.Summary.SKUs, a.Summary.Analytics)
+			for _, it := range a.Items {
+				fmt.Fprintf(stdout, "     %-16s %-9s stored %d B, ingested %d B this month, %s byte-hours\n", it.Stream, it.SKU, it.StorageBytes, it.IngestedBytes, it.StoredByteHours)
+			}
+		}
+	}
 	if *keep {
 		fmt.Fprintf(stdout, "serving on %s until interrupted\n", base)
 		<-ctx.Done()

@@ -30,6 +30,7 @@ func commands() []command {
 		{"bridge", "simulate a Bridge uploading segments (live, outage, backlog)", runBridge},
 		{"bench", "run a benchmark (ingest)", runBench},
 		{"index", "index maintenance: rebuild", runIndex},
+		{"meter", "the meter: status, billing runs, stream history", runMeter},
 	}
 }
 
