@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,7 @@ type nodeConfig struct {
 	CompactGrace       time.Duration
 	LogLevel           string
 	DebugAddr          string
+	Retention          retentionFlags // retention.go
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
@@ -87,6 +89,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (off when empty)")
+	c.Retention.register(fs)
 }
 
 func (c *nodeConfig) validate() error {
@@ -156,6 +159,7 @@ type node struct {
 	log         *slog.Logger
 	cancel      context.CancelFunc
 	done        chan struct{}
+	bgWG        sync.WaitGroup // background loops besides compaction
 	closers     []func() error
 }
 
@@ -197,8 +201,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	}
 	n.store = storage.Instrument(store, reg)
 
+	var rdb *redis.Client // also the retention lease
 	if cfg.RedisAddr != "" {
 		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+		rdb = rc
 		n.closers = append(n.closers, rc.Close)
 		n.index = redisindex.New(rc, n.store, redisindex.Options{Logger: log})
 		log.Info("index: redis", "addr", cfg.RedisAddr)
@@ -318,6 +324,15 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	n.cancel = cancel
 	go n.compactLoop(bg, cfg.CompactInterval, cfg.CompactGrace)
 	go usage.Run(bg)
+	if cfg.hasRole("ingest") {
+		var lrdb redis.UniversalClient
+		if rdb != nil {
+			lrdb = rdb
+		}
+		if err := startRetention(bg, &n.bgWG, cfg, n, lrdb, usage, reg, log); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
@@ -375,6 +390,7 @@ func (n *node) Close() error {
 	if n.cancel != nil {
 		n.cancel()
 		<-n.done
+		n.bgWG.Wait()
 	}
 	errs = append(errs, n.closeAll())
 	return errors.Join(errs...)

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/retention"
+)
+
+// retentionFlags configure the sweeper, the purge worker and the S3 safety net.
+type retentionFlags struct {
+	Interval      time.Duration
+	Margin        time.Duration
+	PurgeInterval time.Duration
+	PurgeStraggle time.Duration
+	LifecycleDays int
+}
+
+func (r *retentionFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&r.Interval, "retention-interval", time.Minute, "how often the retention sweeper runs")
+	fs.DurationVar(&r.Margin, "retention-margin", 10*time.Minute, "kept beyond retention, so a clock running ahead never deletes early")
+	fs.DurationVar(&r.PurgeInterval, "purge-interval", time.Second, "how often open purge jobs are looked for")
+	fs.DurationVar(&r.PurgeStraggle, "purge-straggle", 30*time.Second, "a purge is done only after a listing this long after the deletion finds nothing (in-flight uploads)")
+	fs.IntVar(&r.LifecycleDays, "s3-lifecycle-days", 0, "S3 only: set a bucket lifecycle rule expiring objects older than this many days (longest plan + margin); 0 = off")
+}
+
+// aggUsage reports freed bytes through the usage aggregator, batched with
+// ingest's deltas.
+type aggUsage struct{ a *meter.Aggregator }
+
+func (u aggUsage) Freed(ctx context.Context, stream string, bytes, objects int64) error {
+	u.a.Freed(stream, bytes, objects)
+	return nil
+}
+
+// startRetention runs the sweeper and the purge worker until ctx ends; wg
+// tracks them. rdb may be nil (single node: in-process lease).
+func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, rdb redis.UniversalClient,
+	agg *meter.Aggregator, reg prometheus.Registerer, log *slog.Logger) error {
+	idx, ok := n.index.(retention.Index)
+	if !ok {
+		return fmt.Errorf("retention: index %T cannot trim", n.index)
+	}
+	var lease retention.Lease = retention.NewLocalLease(nil)
+	if rdb != nil {
+		lease = retention.NewRedisLease(rdb, "vigil:lease:")
+	}
+	met := retention.NewMetrics(reg)
+	rf := cfg.Retention
+	sw := retention.NewSweeper(retention.SweeperConfig{
+		Interval: rf.Interval, Margin: rf.Margin, Logger: log, Metrics: met,
+	}, n.store, idx, n.meter, aggUsage{agg}, lease)
+	straggle := rf.PurgeStraggle
+	if straggle == 0 {
+		straggle = -1 // the flag's 0 means none
+	}
+	pw := retention.NewPurger(retention.PurgerConfig{
+		Interval: rf.PurgeInterval, Straggle: straggle, Logger: log, Metrics: met,
+	}, n.store, idx, n.meter, retention.MeterUsage{M: n.meter}, lease)
+	if rf.LifecycleDays > 0 {
+		if cfg.S3Endpoint == "" {
+			return fmt.Errorf("--s3-lifecycle-days needs S3 storage")
+		}
+		if err := setLifecycle(ctx, cfg, rf.LifecycleDays); err != nil {
+			return err
+		}
+		log.Info("retention: S3 lifecycle safety net set", "days", rf.LifecycleDays)
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); sw.Run(ctx) }()
+	go func() { defer wg.Done(); pw.Run(ctx) }()
+	return nil
+}
+
+func setLifecycle(ctx context.Context, cfg nodeConfig, days int) error {
+	u, err := url.Parse(cfg.S3Endpoint)
+	if err != nil {
+		return fmt.Errorf("--s3-endpoint: %w", err)
+	}
+	c, err := minio.New(u.Host, &minio.Options{
+		Creds: credentials.NewStaticV4(cfg.S3AccessKey, cfg.S3SecretKey, ""), Secure: u.Scheme == "https", Region: cfg.S3Region,
+	})
+	if err != nil {
+		return err
+	}
+	return retention.SetLifecycle(ctx, c, cfg.S3Bucket, "", days)
+}
