@@ -33,6 +33,7 @@ type PurgerConfig struct {
 	// a listing this long after the deletion finds nothing (default 30s).
 	Straggle time.Duration
 	LeaseTTL time.Duration // default 1 min, renewed while purging
+	PageSize int           // objects listed and deleted per step (default 1000)
 	Now      func() time.Time
 	Logger   *slog.Logger
 	Metrics  *Metrics
@@ -65,6 +66,9 @@ func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, us
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = time.Minute
+	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 1000
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -168,7 +172,7 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 // deleteAll deletes the camera's objects page by page; empty says a
 // listing found nothing left.
 func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob, held Held) (empty bool, err error) {
-	const page = 1000
+	page := p.cfg.PageSize
 	prefix := j.Prefix()
 	renewed := time.Now()
 	for first := true; ; first = false { //nolint:staticcheck // first tells the caller whether the first listing was empty

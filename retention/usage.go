@@ -40,7 +40,7 @@ func (u MeterUsage) adjust(ctx context.Context, stream string, bytes, objects in
 	}
 	t := now().UTC()
 	res, err := u.M.ReportUsage(ctx, meter.UsageBatch{
-		ID: "retention/" + newToken(), From: t, To: t,
+		ID: "retention-" + newToken(), From: t, To: t,
 		Entries: []meter.UsageEntry{{Stream: stream, StoredBytes: bytes, StoredObjects: objects}},
 	})
 	if err != nil {

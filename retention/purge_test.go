@@ -1,0 +1,137 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	tu "github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/storage"
+)
+
+// crashingJobs fails right after the n-th progress was recorded, before
+// the batch is deleted: what a crash at the worst moment leaves.
+type crashingJobs struct {
+	Jobs
+	n     int64
+	calls atomic.Int64
+}
+
+func (c *crashingJobs) PurgeProgress(ctx context.Context, id, cursor string, objects, bytes int64) (meter.PurgeJob, error) {
+	j, err := c.Jobs.PurgeProgress(ctx, id, cursor, objects, bytes)
+	if err == nil && c.calls.Add(1) == c.n {
+		return j, errors.New("simulated crash after recording a batch")
+	}
+	return j, err
+}
+
+func openMeter(t *testing.T) *meter.Meter {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := meter.Open(ctx, meter.Config{Dir: t.TempDir(), NodeID: "m1", RaftAddr: tu.FreePort(t), HeartbeatTimeout: 50 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestPurgeResumesExactly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, false)
+	m := openMeter(t)
+	_, err := m.CreateAccount(ctx, "", meter.NewAccount{ID: "a1", Name: "A"})
+	require.NoError(t, err)
+	_, err = m.CreateBridge(ctx, "", "a1", meter.NewBridge{ID: "b1", Name: "B"})
+	require.NoError(t, err)
+	cam1 := meter.NewCamera{ID: "c1", Name: "C1", Streams: []meter.NewStream{{ID: "x"}, {ID: "y"}}}
+	_, err = m.CreateCamera(ctx, "", "b1", cam1)
+	require.NoError(t, err)
+	_, err = m.CreateCamera(ctx, "", "b1", meter.NewCamera{ID: "c2", Name: "C2", Streams: []meter.NewStream{{ID: "z"}}})
+	require.NoError(t, err)
+
+	rx := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "x"}
+	ry := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "y"}
+	rz := storage.StreamRef{Account: "a1", Camera: "c2", Stream: "z"}
+	sx := f.segs(t, rx, T.Add(-5*time.Hour), T, 2*time.Minute)
+	sy := f.segs(t, ry, T.Add(-5*time.Hour), T, 3*time.Minute)
+	f.segs(t, rz, T.Add(-5*time.Hour), T, 10*time.Minute)
+	require.NoError(t, f.idx.Compact(ctx, T.Add(-time.Hour).UnixMilli()))
+	var wantObjs, wantBytes int64
+	require.NoError(t, storage.Walk(ctx, f.store, storage.CameraPrefix("a1", "c1"), func(o storage.ObjectInfo) error {
+		wantObjs++
+		wantBytes += o.Size
+		return nil
+	}))
+	require.Greater(t, wantObjs, int64(len(sx)+len(sy)), "manifests too")
+	otherBefore := f.keys(t, storage.CameraPrefix("a1", "c2"))
+	usage := MeterUsage{M: m}
+	var sizeX int64
+	for _, s := range sx {
+		sizeX += s.Size
+	}
+	require.NoError(t, usage.Adjust(ctx, "x", sizeX, int64(len(sx))))
+	require.NoError(t, usage.Adjust(ctx, "z", 1234, 1))
+
+	del, err := m.DeleteCamera(ctx, "", "c1")
+	require.NoError(t, err)
+	j, err := m.Purge(ctx, del.PurgeID)
+	require.NoError(t, err)
+	require.Equal(t, meter.PurgePending, j.State)
+
+	// The first worker "crashes" after recording its second batch.
+	cj := &crashingJobs{Jobs: m, n: 2}
+	p1 := NewPurger(PurgerConfig{Straggle: -1, PageSize: 100}, f.store, f.idx, cj, usage, nil)
+	require.Error(t, p1.RunOnce(ctx))
+	j, err = m.Purge(ctx, del.PurgeID)
+	require.NoError(t, err)
+	require.Equal(t, meter.PurgeFailed, j.State)
+	require.Equal(t, int64(200), j.ObjectsDeleted, "two batches recorded")
+	require.NotEmpty(t, f.keys(t, storage.CameraPrefix("a1", "c1")))
+	_, err = m.CreateCamera(ctx, "", "b1", cam1)
+	require.ErrorIs(t, err, meter.ErrConflict, "the id is not reusable before the purge is done")
+
+	// A fresh worker (after the restart) finishes it, counting every
+	// object exactly once.
+	p2 := NewPurger(PurgerConfig{Straggle: -1, PageSize: 100}, f.store, f.idx, m, usage, nil)
+	require.NoError(t, p2.RunOnce(ctx))
+	j, err = m.Purge(ctx, del.PurgeID)
+	require.NoError(t, err)
+	require.Equal(t, meter.PurgeDone, j.State)
+	require.Equal(t, wantObjs, j.ObjectsDeleted)
+	require.Equal(t, wantBytes, j.BytesFreed)
+	require.Empty(t, f.keys(t, storage.CameraPrefix("a1", "c1")))
+	require.Equal(t, otherBefore, f.keys(t, storage.CameraPrefix("a1", "c2")), "other cameras untouched")
+	open, err := m.OpenPurges(ctx)
+	require.NoError(t, err)
+	require.Empty(t, open)
+	// Running again is harmless.
+	require.NoError(t, p2.RunOnce(ctx))
+
+	// Usage: the purged streams are zero, the other untouched.
+	ux, err := m.StreamUsage(ctx, "x")
+	require.NoError(t, err)
+	require.Zero(t, ux.StorageBytes)
+	require.Zero(t, ux.StoredObjects)
+	uz, err := m.StreamUsage(ctx, "z")
+	require.NoError(t, err)
+	require.Equal(t, int64(1234), uz.StorageBytes)
+
+	// Re-created with the same ids, the camera starts empty.
+	_, err = m.CreateCamera(ctx, "", "b1", cam1)
+	require.NoError(t, err)
+	segs, err := f.idx.Segments(ctx, rx, 0, T.Add(time.Hour).UnixMilli())
+	require.NoError(t, err)
+	require.Empty(t, segs)
+	ux, err = m.StreamUsage(ctx, "x")
+	require.NoError(t, err)
+	require.Zero(t, ux.StorageBytes)
+	st, err := m.Stream(ctx, "x")
+	require.NoError(t, err)
+	require.Nil(t, st.DeletedAt)
+}
