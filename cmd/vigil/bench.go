@@ -21,6 +21,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "ingest":
 		return runBenchIngest(ctx, args[1:], stdout, stderr)
+	case "meter":
+		return runBenchMeter(ctx, args[1:], stdout, stderr) // meter.go
 	default:
 		return fmt.Errorf("bench %q: only ingest is built so far", args[0])
 	}

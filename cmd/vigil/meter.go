@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/vigilcloud/vigil/bench"
 )
 
 const meterUsage = `usage:
@@ -168,4 +170,42 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+func runBenchMeter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("bench meter", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	quick := fset.Bool("quick", false, "a short run")
+	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
+	work := fset.String("work-dir", "", "where the raft nodes keep data (default: a temp dir, removed after)")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	dir := *work
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "vigil-bench-meter-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	res, err := bench.RunMeter(ctx, bench.MeterConfig{WorkDir: dir, Quick: *quick, Log: newLogger(stderr, "info")})
+	if err != nil {
+		return err
+	}
+	for _, m := range res {
+		line := fmt.Sprintf("%-32s %12.3f %-10s", m.Metric, m.Value, m.Unit)
+		if m.Baseline != 0 {
+			line += fmt.Sprintf(" baseline %10.2f  ratio %.2f", m.Baseline, m.Ratio)
+		}
+		if m.Met != nil {
+			line += fmt.Sprintf("  goal %s met=%v", m.Goal, *m.Met)
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	if *asJSON {
+		b, _ := json.Marshal(map[string]any{"bench": "meter", "results": res})
+		fmt.Fprintln(stdout, string(b))
+	}
+	return nil
 }
