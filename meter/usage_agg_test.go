@@ -1,0 +1,63 @@
+package meter
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// lossyReporter commits the first batch but reports a failure, as a
+// connection dropped after the leader committed would.
+type lossyReporter struct {
+	m     *Meter
+	calls int
+}
+
+func (r *lossyReporter) ReportUsage(ctx context.Context, b UsageBatch) (UsageResult, error) {
+	r.calls++
+	res, err := r.m.ReportUsage(ctx, b)
+	if r.calls == 1 && err == nil {
+		return UsageResult{}, errors.New("connection reset")
+	}
+	return res, err
+}
+
+// TestAggregatorOverRaft: deltas reach a real raft-backed meter once, even
+// when the first submission's acknowledgement is lost; unknown streams are
+// refused and counted.
+func TestAggregatorOverRaft(t *testing.T) {
+	m := openMeter(t, t.TempDir(), "127.0.0.1:0")
+	defer m.Close()
+	c := serve(t, m)
+	provision(t, c)
+	ctx := context.Background()
+	streams, err := m.Streams(ctx)
+	require.NoError(t, err)
+	id := streams[0].ID
+
+	r := &lossyReporter{m: m}
+	a := NewAggregator(r, AggregatorConfig{NodeID: "n1", Interval: time.Hour})
+	a.Stored(id, 1000)
+	a.Stored(id, 500)
+	a.Observe(id, 1920, 1080)
+	a.Observe(id, 1920, 1080) // unchanged: not sent again
+	a.Stored("no-such-stream", 10)
+	require.Error(t, a.Flush(ctx))
+	a.Freed(id, 200, 1)
+	require.NoError(t, a.Close(ctx)) // retries the first batch (same id), then sends the free
+	require.Equal(t, 3, r.calls)
+
+	u, err := m.StreamUsage(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, int64(1300), u.StorageBytes)
+	require.Equal(t, int64(1), u.StoredObjects)
+	require.Equal(t, int64(2), u.SegmentCount)
+	require.Equal(t, int64(1500), u.IngestedBytes)
+	require.Equal(t, "HD2", u.ObservedTier)
+	st := m.MeterStatus(ctx)
+	require.Equal(t, int64(1), st.Usage.RejectedUnknown)
+	require.Equal(t, int64(2), st.Usage.Batches)
+}
