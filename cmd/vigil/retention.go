@@ -25,6 +25,7 @@ type retentionFlags struct {
 	PurgeInterval time.Duration
 	PurgeStraggle time.Duration
 	LifecycleDays int
+	LeaseTTL      time.Duration
 }
 
 func (r *retentionFlags) register(fs *flag.FlagSet) {
@@ -32,6 +33,7 @@ func (r *retentionFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.Margin, "retention-margin", 10*time.Minute, "kept beyond retention, so a clock running ahead never deletes early")
 	fs.DurationVar(&r.PurgeInterval, "purge-interval", time.Second, "how often open purge jobs are looked for")
 	fs.DurationVar(&r.PurgeStraggle, "purge-straggle", 30*time.Second, "a purge is done only after a listing this long after the deletion finds nothing (in-flight uploads)")
+	fs.DurationVar(&r.LeaseTTL, "retention-lease-ttl", time.Minute, "lease of a stream's sweep or a purge job; a crashed holder's lease frees after this")
 	fs.IntVar(&r.LifecycleDays, "s3-lifecycle-days", 0, "S3 only: set a bucket lifecycle rule expiring objects older than this many days (longest plan + margin); 0 = off")
 }
 
@@ -59,14 +61,14 @@ func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *
 	met := retention.NewMetrics(reg)
 	rf := cfg.Retention
 	sw := retention.NewSweeper(retention.SweeperConfig{
-		Interval: rf.Interval, Margin: rf.Margin, Logger: log, Metrics: met,
+		Interval: rf.Interval, Margin: rf.Margin, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
 	}, n.store, idx, n.meter, aggUsage{agg}, lease)
 	straggle := rf.PurgeStraggle
 	if straggle == 0 {
 		straggle = -1 // the flag's 0 means none
 	}
 	pw := retention.NewPurger(retention.PurgerConfig{
-		Interval: rf.PurgeInterval, Straggle: straggle, Logger: log, Metrics: met,
+		Interval: rf.PurgeInterval, Straggle: straggle, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
 	}, n.store, idx, n.meter, retention.MeterUsage{M: n.meter}, lease)
 	if rf.LifecycleDays > 0 {
 		if cfg.S3Endpoint == "" {
