@@ -271,7 +271,18 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if id, _ := n.Leader(); id != "" {
-			break
+			if n.raft.State() != raft.Leader {
+				return nil // a follower catches up as the leader replicates
+			}
+			err := n.futureErr(ctx, n.raft.Barrier(n.opTimeout(ctx)))
+			if err == nil {
+				return nil
+			}
+			// A leader that lost the election while the cluster restarts
+			// waits for the next leader instead of failing the start.
+			if !errors.Is(err, ErrNotLeader) {
+				return fmt.Errorf("cluster: barrier: %w", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -279,17 +290,6 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	if n.raft.State() != raft.Leader {
-		return nil // a follower catches up as the leader replicates
-	}
-	timeout := defaultApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	if err := n.raft.Barrier(timeout).Error(); err != nil {
-		return fmt.Errorf("cluster: barrier: %w", err)
-	}
-	return nil
 }
 
 // Snapshot takes a snapshot now (operators, tests); raft also takes them on
