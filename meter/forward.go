@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -227,17 +226,4 @@ func (m *Meter) advertiseLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-// canonicalHTTPAddr turns ":8080" or "0.0.0.0:8080" into something another
-// node can dial; a real deployment passes --advertise-http explicitly.
-func canonicalHTTPAddr(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
