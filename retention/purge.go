@@ -30,7 +30,9 @@ type PurgerConfig struct {
 	Interval time.Duration // how often open jobs are looked for (default 1s)
 	// Straggle is how long after the deletion uploads that passed the
 	// registry check before it may still land; a job is done only after
-	// a listing this long after the deletion finds nothing (default 30s).
+	// a listing this long after the deletion finds nothing (default 2s:
+	// ingest checks the registry right before it writes, so an in-flight
+	// upload lands within its own body transfer of the deletion).
 	Straggle time.Duration
 	LeaseTTL time.Duration // default 1 min, renewed while purging
 	PageSize int           // objects listed and deleted per step (default 1000)
@@ -62,7 +64,7 @@ func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, us
 	if cfg.Straggle < 0 {
 		cfg.Straggle = 0
 	} else if cfg.Straggle == 0 {
-		cfg.Straggle = 30 * time.Second
+		cfg.Straggle = 2 * time.Second
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = time.Minute
