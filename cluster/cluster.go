@@ -263,6 +263,10 @@ func (n *Node) State() raft.RaftState { return n.raft.State() }
 // AppliedIndex returns the index of the last log entry applied to the FSM.
 func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
 
+// CaughtUp reports whether the state machine has applied every entry in
+// the local log, so that local reads reflect what this node has stored.
+func (n *Node) CaughtUp() bool { return n.raft.AppliedIndex() >= n.raft.LastIndex() }
+
 // WaitReady blocks until a leader is known and, on the leader, until every
 // entry committed before Open is applied to the FSM, so that local reads see
 // the state the node had before it restarted.

@@ -212,7 +212,10 @@ func (m *Meter) advertiseLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		if m.nodeHTTPAddr(m.node.ID()) != m.httpAddr {
+		// Compare only once the local log is replayed: right after a
+		// restart the node map is still empty, and a needless set_node
+		// would change the state.
+		if m.node.CaughtUp() && m.nodeHTTPAddr(m.node.ID()) != m.httpAddr {
 			if id, _ := m.node.Leader(); id != "" {
 				err := m.propose(ctx, cmdSetNode, "", "", setNode{ID: m.node.ID(), HTTPAddr: m.httpAddr}, &setNode{})
 				if err != nil && ctx.Err() == nil {
