@@ -23,6 +23,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchIngest(ctx, args[1:], stdout, stderr)
 	case "meter":
 		return runBenchMeter(ctx, args[1:], stdout, stderr) // meter.go
+	case "retention":
+		return runBenchRetention(ctx, args[1:], stdout, stderr) // retention.go
 	default:
 		return fmt.Errorf("bench %q: only ingest is built so far", args[0])
 	}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vigilcloud/vigil/bench"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/retention"
 )
@@ -97,4 +101,48 @@ func setLifecycle(ctx context.Context, cfg nodeConfig, days int) error {
 		return err
 	}
 	return retention.SetLifecycle(ctx, c, cfg.S3Bucket, "", days)
+}
+
+func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("bench retention", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	quick := fset.Bool("quick", false, "a short run (a couple of minutes) on smaller stores")
+	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
+	work := fset.String("work-dir", "", "where MinIO and the meter keep data (default: a temp dir, removed after)")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	dir := *work
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "vigil-bench-retention-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	cfg := bench.RetentionConfig{WorkDir: dir, DeleteSegments: 100_000, PurgeSegments: 100_000,
+		IdleStreams: 1000, IdleSegments: 1_000_000, Log: newLogger(stderr, "info")}
+	if *quick {
+		cfg.DeleteSegments, cfg.PurgeSegments, cfg.IdleStreams, cfg.IdleSegments = 10_000, 10_000, 200, 20_000
+		fmt.Fprintln(stdout, "quick mode: 10,000 segments per delete side, a 10,000-segment camera purged, idle store of 200 streams with 2,000 and 20,000 segments")
+	}
+	res, err := bench.RunRetention(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	for _, m := range res {
+		line := fmt.Sprintf("%-56s %12.2f %-12s", m.Metric, m.Value, m.Unit)
+		if m.Baseline != 0 {
+			line += fmt.Sprintf(" baseline %10.2f  ratio %.2f", m.Baseline, m.Ratio)
+		}
+		if m.Met != nil {
+			line += fmt.Sprintf("  goal %s met=%v", m.Goal, *m.Met)
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	if *asJSON {
+		b, _ := json.Marshal(map[string]any{"bench": "retention", "results": res})
+		fmt.Fprintln(stdout, string(b))
+	}
+	return nil
 }

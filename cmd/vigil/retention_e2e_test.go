@@ -14,10 +14,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/vigilcloud/vigil/bench"
-	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/s3"
@@ -50,40 +48,6 @@ func (n *vigilNode) waitPurgeDone(id string) purgeStatus {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// seedSegments writes count 2-second segments of ref straight into MinIO
-// with the key layout and metadata ingest uses, plus the hour manifests, as
-// if they had been uploaded hours ago; it returns their total size.
-func seedSegments(t *testing.T, store storage.Backend, ref storage.StreamRef, from time.Time, count int) int64 {
-	t.Helper()
-	ctx := context.Background()
-	var segs []index.Segment
-	var total int64
-	for i := range count {
-		s := index.Segment{Start: from.UnixMilli() + int64(i)*2000, DurationMS: 2000, Size: int64(64 + i%61), ContentType: "video/mp4"}
-		segs = append(segs, s)
-		total += s.Size
-	}
-	var g errgroup.Group
-	g.SetLimit(48)
-	for _, s := range segs {
-		g.Go(func() error {
-			_, err := store.Put(ctx, ref.SegmentKey(s.Start), bytes.NewReader(make([]byte, s.Size)), s.Size,
-				storage.PutOptions{ContentType: s.ContentType, Metadata: index.SegmentMetadata(s)})
-			return err
-		})
-	}
-	must(t, g.Wait())
-	byHour := map[int64][]index.Segment{}
-	for _, s := range segs {
-		h := storage.HourStart(s.Start)
-		byHour[h] = append(byHour[h], s)
-	}
-	for h, ss := range byHour {
-		must(t, index.WriteManifest(ctx, store, ref, h, ss))
-	}
-	return total
 }
 
 func bucketKeys(t *testing.T, mc *minio.Client, bucket, prefix string) map[string]int64 {
@@ -119,8 +83,11 @@ func TestPurgeSurvivesSIGKILL(t *testing.T) {
 	must(t, err)
 	from := time.Now().Add(-12 * time.Hour).Truncate(time.Hour)
 	began := time.Now()
-	seedSegments(t, store, storage.StreamRef{Account: "acct", Camera: "cam", Stream: "s1"}, from, 12_000)
-	seedSegments(t, store, storage.StreamRef{Account: "acct", Camera: "cam", Stream: "s2"}, from, 8_000)
+	mc := mio.Client()
+	for s, count := range map[string]int{"s1": 12_000, "s2": 8_000} {
+		_, err := bench.SeedSegments(ctx, mc, bucket, store, storage.StreamRef{Account: "acct", Camera: "cam", Stream: s}, from, 2*time.Second, count, 100)
+		must(t, err)
+	}
 	t.Logf("seeded 20,000 segments in %v", time.Since(began))
 	// The other camera gets real uploads.
 	for i := range 20 {
@@ -135,7 +102,6 @@ func TestPurgeSurvivesSIGKILL(t *testing.T) {
 	if rec := n.recordings("s1", from.UnixMilli(), from.Add(24*time.Hour).UnixMilli()); len(rec.Segments) != 12_000 {
 		t.Fatalf("index after rebuild: %d segments of s1", len(rec.Segments))
 	}
-	mc := mio.Client()
 	camKeys := bucketKeys(t, mc, bucket, "acct/cam/")
 	var wantBytes int64
 	for _, sz := range camKeys {

@@ -1,0 +1,299 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/index/embedded"
+	"github.com/vigilcloud/vigil/internal/servers"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/retention"
+	"github.com/vigilcloud/vigil/storage"
+	"github.com/vigilcloud/vigil/storage/s3"
+)
+
+// SeedSegments writes count segments of ref (each step apart from from,
+// size bytes, with the metadata ingest stores) straight into MinIO as
+// snowball uploads (tar archives MinIO extracts server-side), which is
+// orders of magnitude faster than one PUT per object, plus the hour
+// manifests through store. It returns the total segment bytes.
+func SeedSegments(ctx context.Context, mc *minio.Client, bucket string, store storage.Backend, ref storage.StreamRef, from time.Time, step time.Duration, count, size int) (int64, error) {
+	segs := make([]index.Segment, count)
+	for i := range segs {
+		segs[i] = index.Segment{Start: from.Add(time.Duration(i) * step).UnixMilli(), DurationMS: min(step, 10*time.Second).Milliseconds(),
+			Size: int64(size), ContentType: "video/mp4"}
+	}
+	const chunk = 5000
+	body := make([]byte, size)
+	for lo := 0; lo < count; lo += chunk {
+		part := segs[lo:min(lo+chunk, count)]
+		ch := make(chan minio.SnowballObject, len(part))
+		for _, s := range part {
+			h := http.Header{}
+			h.Set("Content-Type", s.ContentType)
+			for k, v := range index.SegmentMetadata(s) {
+				h.Set("X-Amz-Meta-"+k, v)
+			}
+			ch <- minio.SnowballObject{Key: ref.SegmentKey(s.Start), Size: s.Size, Headers: h,
+				Content: io.NopCloser(bytes.NewReader(body))}
+		}
+		close(ch)
+		if err := mc.PutObjectsSnowball(ctx, bucket, minio.SnowballOptions{Opts: minio.PutObjectOptions{}, InMemory: true, Compress: true}, ch); err != nil {
+			return 0, fmt.Errorf("bench: snowball upload: %w", err)
+		}
+	}
+	byHour := map[int64][]index.Segment{}
+	for _, s := range segs {
+		h := storage.HourStart(s.Start)
+		byHour[h] = append(byHour[h], s)
+	}
+	for h, ss := range byHour {
+		if err := index.WriteManifest(ctx, store, ref, h, ss); err != nil {
+			return 0, err
+		}
+	}
+	return int64(count) * int64(size), nil
+}
+
+// RetentionConfig sets up `vigil bench retention`.
+type RetentionConfig struct {
+	WorkDir string
+	// DeleteSegments is how many expired segments each side of the delete
+	// rate comparison deletes.
+	DeleteSegments int
+	// PurgeSegments is the size of the purged camera.
+	PurgeSegments int
+	// IdleStreams and IdleSegments set the idle-cost store: IdleStreams
+	// streams holding IdleSegments segments in all; the idle sweep is also
+	// measured on the same streams holding a tenth of that.
+	IdleStreams  int
+	IdleSegments int
+	Log          *slog.Logger
+}
+
+// RunRetention measures the sweeper's delete rate against minio-go
+// RemoveObjects on the same layout in the same MinIO, the purge time of a
+// camera, and the idle sweep's cost.
+func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
+	log := cfg.Log
+	mio, err := servers.StartMinIO(ctx, mkdir(cfg.WorkDir, "minio"))
+	if err != nil {
+		return nil, fmt.Errorf("bench: start minio (is `minio` on PATH?): %w", err)
+	}
+	defer mio.Close()
+	mc, err := mio.Client()
+	if err != nil {
+		return nil, err
+	}
+	bucket, err := mio.MakeBucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	store, err := s3.New(ctx, s3.Config{Endpoint: "http://" + mio.Addr, Bucket: bucket, AccessKey: mio.AccessKey, SecretKey: mio.SecretKey})
+	if err != nil {
+		return nil, err
+	}
+	var out []Metric
+	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	step := 10 * time.Second
+
+	// 1. Delete rate: the sweeper on stream A vs RemoveObjects on stream B.
+	refA := storage.StreamRef{Account: "acct", Camera: "cam", Stream: "sweep"}
+	refB := storage.StreamRef{Account: "acct", Camera: "cam", Stream: "direct"}
+	log.Info("bench retention: seeding", "segments", 2*cfg.DeleteSegments)
+	for _, ref := range []storage.StreamRef{refA, refB} {
+		if _, err := SeedSegments(ctx, mc, bucket, store, ref, from, step, cfg.DeleteSegments, 1024); err != nil {
+			return nil, err
+		}
+	}
+	keysB := make([]string, 0, cfg.DeleteSegments)
+	for i := range cfg.DeleteSegments {
+		keysB = append(keysB, refB.SegmentKey(from.Add(time.Duration(i)*step).UnixMilli()))
+	}
+	began := time.Now()
+	ch := make(chan minio.ObjectInfo, 1000)
+	go func() {
+		defer close(ch)
+		for _, k := range keysB {
+			ch <- minio.ObjectInfo{Key: k}
+		}
+	}()
+	for rerr := range mc.RemoveObjects(ctx, bucket, ch, minio.RemoveObjectsOptions{}) {
+		if rerr.Err != nil {
+			return nil, fmt.Errorf("bench: direct delete: %w", rerr.Err)
+		}
+	}
+	direct := float64(cfg.DeleteSegments) / time.Since(began).Seconds()
+
+	idx := embedded.New(store, embedded.Options{})
+	now := from.Add(400 * 24 * time.Hour)
+	streams := staticStreams{{ID: refA.Stream, Camera: refA.Camera, Account: refA.Account, RetentionDays: 1}}
+	sw := retention.NewSweeper(retention.SweeperConfig{Now: func() time.Time { return now }}, store, idx, streams, nil, nil)
+	began = time.Now()
+	st, err := sw.Sweep(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Objects != int64(cfg.DeleteSegments) {
+		return nil, fmt.Errorf("bench: sweeper deleted %d of %d", st.Objects, cfg.DeleteSegments)
+	}
+	sweepRate := float64(st.Objects) / time.Since(began).Seconds()
+	out = append(out, retentionRatio(fmt.Sprintf("sweeper delete rate (%d segs)", cfg.DeleteSegments), "objects/s", sweepRate, direct, 0.9))
+
+	// 2. Purge time of a camera.
+	m, err := meter.Open(ctx, meter.Config{Dir: mkdir(cfg.WorkDir, "meter"), NodeID: "bench", RaftAddr: mustPort()})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	if _, err := m.CreateAccount(ctx, "", meter.NewAccount{ID: "pa", Name: "P"}); err != nil {
+		return nil, err
+	}
+	if _, err := m.CreateBridge(ctx, "", "pa", meter.NewBridge{ID: "pb", Name: "P"}); err != nil {
+		return nil, err
+	}
+	if _, err := m.CreateCamera(ctx, "", "pb", meter.NewCamera{ID: "pc", Name: "P", Streams: []meter.NewStream{{ID: "ps"}}}); err != nil {
+		return nil, err
+	}
+	refP := storage.StreamRef{Account: "pa", Camera: "pc", Stream: "ps"}
+	log.Info("bench retention: seeding the camera to purge", "segments", cfg.PurgeSegments)
+	if _, err := SeedSegments(ctx, mc, bucket, store, refP, from, step, cfg.PurgeSegments, 1024); err != nil {
+		return nil, err
+	}
+	del, err := m.DeleteCamera(ctx, "", "pc")
+	if err != nil {
+		return nil, err
+	}
+	pw := retention.NewPurger(retention.PurgerConfig{Straggle: -1}, store, idx, m, retention.MeterUsage{M: m}, nil)
+	began = time.Now()
+	if err := pw.RunOnce(ctx); err != nil {
+		return nil, err
+	}
+	purgeTook := time.Since(began)
+	job, err := m.Purge(ctx, del.PurgeID)
+	if err != nil {
+		return nil, err
+	}
+	if job.State != meter.PurgeDone {
+		return nil, fmt.Errorf("bench: purge not done: %+v", job)
+	}
+	out = append(out, Metric{Metric: fmt.Sprintf("purge time (%d segs)", cfg.PurgeSegments), Unit: "s", Value: purgeTook.Seconds()})
+	out = append(out, retentionRatio("purge rate", "objects/s", float64(job.ObjectsDeleted)/purgeTook.Seconds(), direct, 0))
+
+	// 3. Idle cost, on a small and a 10× larger store of the same streams.
+	for _, total := range []int{cfg.IdleSegments / 10, cfg.IdleSegments} {
+		b, err := mio.MakeBucket(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st2, err := s3.New(ctx, s3.Config{Endpoint: "http://" + mio.Addr, Bucket: b, AccessKey: mio.AccessKey, SecretKey: mio.SecretKey})
+		if err != nil {
+			return nil, err
+		}
+		per := total / cfg.IdleStreams
+		var ss staticStreams
+		log.Info("bench retention: seeding the idle store", "streams", cfg.IdleStreams, "segments", per*cfg.IdleStreams)
+		recent := time.Now().Add(-time.Duration(per) * step).Truncate(time.Hour)
+		for i := range cfg.IdleStreams {
+			ref := storage.StreamRef{Account: "ia", Camera: fmt.Sprintf("c%d", i), Stream: fmt.Sprintf("s%d", i)}
+			if _, err := SeedSegments(ctx, mc, b, st2, ref, recent, step, per, 128); err != nil {
+				return nil, err
+			}
+			ss = append(ss, meter.Stream{ID: ref.Stream, Camera: ref.Camera, Account: ref.Account, RetentionDays: 30})
+		}
+		cs := &countingStore{Backend: st2}
+		sw := retention.NewSweeper(retention.SweeperConfig{}, cs, embedded.New(st2, embedded.Options{}), ss, nil, nil)
+		if _, err := sw.Sweep(ctx); err != nil { // the first sweep finds each stream's oldest hour
+			return nil, err
+		}
+		cs.calls = 0
+		const sweeps = 100
+		cpu0, alloc0 := cpuTime(), totalAlloc()
+		for range sweeps {
+			if _, err := sw.Sweep(ctx); err != nil {
+				return nil, err
+			}
+		}
+		cpu := (cpuTime() - cpu0) / sweeps
+		alloc := float64(totalAlloc()-alloc0) / sweeps
+		name := fmt.Sprintf("idle sweep, %d streams, %d segs", cfg.IdleStreams, per*cfg.IdleStreams)
+		out = append(out,
+			Metric{Metric: name + ": CPU", Unit: "µs/sweep", Value: float64(cpu.Microseconds())},
+			Metric{Metric: name + ": alloc", Unit: "KiB/sweep", Value: alloc / 1024},
+			Metric{Metric: name + ": storage calls", Unit: "calls/sweep", Value: float64(cs.calls) / sweeps},
+		)
+	}
+	return out, nil
+}
+
+func retentionRatio(name, unit string, v, base, goal float64) Metric {
+	m := Metric{Metric: name, Unit: unit, Value: v, Baseline: base}
+	if base > 0 {
+		m.Ratio = v / base
+	}
+	if goal > 0 {
+		met := m.Ratio >= goal
+		m.Goal, m.Met = fmt.Sprintf(">= %.1fx", goal), &met
+	}
+	return m
+}
+
+type staticStreams []meter.Stream
+
+func (s staticStreams) Streams(ctx context.Context) ([]meter.Stream, error) { return s, nil }
+
+// countingStore counts the storage calls a sweep makes.
+type countingStore struct {
+	storage.Backend
+	calls int
+}
+
+func (c *countingStore) List(ctx context.Context, p, a string, n int) ([]storage.ObjectInfo, error) {
+	c.calls++
+	return c.Backend.List(ctx, p, a, n)
+}
+
+func (c *countingStore) Get(ctx context.Context, k string, off, n int64) (io.ReadCloser, storage.ObjectInfo, error) {
+	c.calls++
+	return c.Backend.Get(ctx, k, off, n)
+}
+
+func (c *countingStore) Stat(ctx context.Context, k string) (storage.ObjectInfo, error) {
+	c.calls++
+	return c.Backend.Stat(ctx, k)
+}
+
+func (c *countingStore) Delete(ctx context.Context, keys []string) error {
+	c.calls++
+	return c.Backend.Delete(ctx, keys)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func totalAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.TotalAlloc
+}
+
+func mustPort() string {
+	p, err := servers.FreePort()
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
