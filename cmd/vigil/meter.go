@@ -21,6 +21,7 @@ const meterUsage = `usage:
   vigil meter status  [--server URL]
   vigil meter billing YYYY-MM [--format json|csv] [--part summary|items] [-o FILE] [--server URL]
   vigil meter history STREAM [--server URL]
+  vigil meter reconcile [--stream ID] [--dry-run] [--server URL]
 The operator token comes from VIGIL_ADMIN_TOKEN or DATA/admin-token (--data).`
 
 func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,6 +36,8 @@ func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	format := fset.String("format", "json", "billing: json or csv")
 	part := fset.String("part", "", "billing: summary or items (default: everything in JSON, items in CSV)")
 	out := fset.String("o", "", "billing: write the run to this file instead of stdout")
+	stream := fset.String("stream", "", "reconcile: only this stream")                 // retention.go
+	dryRun := fset.Bool("dry-run", false, "reconcile: report drift without fixing it") // retention.go
 	// The positional argument may come before or after the flags.
 	var pos []string
 	for len(args) > 0 {
@@ -83,6 +86,8 @@ func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "billing run %s written to %s (%d bytes)\n", pos[0], *out, len(body))
 		return nil
+	case sub == "reconcile" && len(pos) == 0:
+		return meterReconcile(ctx, c, *stream, *dryRun, stdout) // retention.go
 	case sub == "history" && len(pos) == 1:
 		var rec struct {
 			ID           string  `json:"id"`

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -144,5 +146,44 @@ func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Wri
 		b, _ := json.Marshal(map[string]any{"bench": "retention", "results": res})
 		fmt.Fprintln(stdout, string(b))
 	}
+	return nil
+}
+
+// reconciler serves POST /v1/meter/reconcile: the meter's stored bytes per
+// stream against the segment objects in storage.
+func reconciler(n *node, log *slog.Logger) http.Handler {
+	r := &retention.Reconciler{Store: n.store, Streams: n.meter, Usage: retention.MeterUsage{M: n.meter}, Log: log}
+	return r.Handler()
+}
+
+// meterReconcile is `vigil meter reconcile`: it asks a node to compare the
+// meter's stored bytes with storage and fix any drift, and prints it.
+func meterReconcile(ctx context.Context, c *apiClient, stream string, dryRun bool, stdout io.Writer) error {
+	q := url.Values{}
+	if stream != "" {
+		q.Set("stream", stream)
+	}
+	if dryRun {
+		q.Set("dry_run", "1")
+	}
+	var res struct {
+		Streams int               `json:"streams"`
+		Drifted int               `json:"drifted"`
+		Drifts  []retention.Drift `json:"drifts"`
+	}
+	if err := c.do(ctx, "POST", "/v1/meter/reconcile?"+q.Encode(), nil, &res); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tMETER BYTES\tSTORAGE BYTES\tDRIFT BYTES\tDRIFT OBJECTS\tFIXED")
+	for _, d := range res.Drifts {
+		if d.DriftBytes != 0 || d.DriftObjects != 0 || stream != "" {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\n", d.Stream, d.MeterBytes, d.StorageBytes, d.DriftBytes, d.DriftObjects, d.Fixed)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d streams checked, %d drifted\n", res.Streams, res.Drifted)
 	return nil
 }

@@ -284,6 +284,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		handle(api, p, ch)
 	}
 	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.meter}, log)))
+	handle(api, "POST /v1/meter/reconcile", auth.RequireOperator(reconciler(n, log))) // retention.go
 	mh := n.meter.Handler()
 	for _, p := range meter.HandlerPatterns() {
 		handle(api, p, mh)
