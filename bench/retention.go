@@ -107,48 +107,68 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	step := 10 * time.Second
 
-	// 1. Delete rate: the sweeper on stream A vs RemoveObjects on stream B.
-	refA := storage.StreamRef{Account: "acct", Camera: "cam", Stream: "sweep"}
-	refB := storage.StreamRef{Account: "acct", Camera: "cam", Stream: "direct"}
-	log.Info("bench retention: seeding", "segments", 2*cfg.DeleteSegments)
-	for _, ref := range []storage.StreamRef{refA, refB} {
-		if _, err := SeedSegments(ctx, mc, bucket, store, ref, from, step, cfg.DeleteSegments, 1024); err != nil {
+	// 1. Delete rate: the sweeper vs RemoveObjects on the same layout, in
+	// two rounds that swap the order, each side on its own streams.
+	idx := embedded.New(store, embedded.Options{})
+	now := from.Add(400 * 24 * time.Hour)
+	half := cfg.DeleteSegments / 2
+	var refs []storage.StreamRef
+	for _, name := range []string{"sweep1", "direct1", "sweep2", "direct2"} {
+		refs = append(refs, storage.StreamRef{Account: "acct", Camera: "cam", Stream: name})
+	}
+	log.Info("bench retention: seeding", "segments", 4*half)
+	for _, ref := range refs {
+		if _, err := SeedSegments(ctx, mc, bucket, store, ref, from, step, half, 1024); err != nil {
 			return nil, err
 		}
 	}
-	keysB := make([]string, 0, cfg.DeleteSegments)
-	for i := range cfg.DeleteSegments {
-		keysB = append(keysB, refB.SegmentKey(from.Add(time.Duration(i)*step).UnixMilli()))
-	}
-	began := time.Now()
-	ch := make(chan minio.ObjectInfo, 1000)
-	go func() {
-		defer close(ch)
-		for _, k := range keysB {
-			ch <- minio.ObjectInfo{Key: k}
-		}
-	}()
-	for rerr := range mc.RemoveObjects(ctx, bucket, ch, minio.RemoveObjectsOptions{}) {
-		if rerr.Err != nil {
-			return nil, fmt.Errorf("bench: direct delete: %w", rerr.Err)
-		}
-	}
-	direct := float64(cfg.DeleteSegments) / time.Since(began).Seconds()
-
-	idx := embedded.New(store, embedded.Options{})
-	now := from.Add(400 * 24 * time.Hour)
-	streams := staticStreams{{ID: refA.Stream, Camera: refA.Camera, Account: refA.Account, RetentionDays: 1}}
-	sw := retention.NewSweeper(retention.SweeperConfig{Now: func() time.Time { return now }}, store, idx, streams, nil, nil)
-	began = time.Now()
-	st, err := sw.Sweep(ctx)
-	if err != nil {
+	// A running node has its streams loaded; so does the bench.
+	if err := idx.Load(ctx, refs); err != nil {
 		return nil, err
 	}
-	if st.Objects != int64(cfg.DeleteSegments) {
-		return nil, fmt.Errorf("bench: sweeper deleted %d of %d", st.Objects, cfg.DeleteSegments)
+	var directTook, sweepTook time.Duration
+	directDelete := func(ref storage.StreamRef) error {
+		began := time.Now()
+		ch := make(chan minio.ObjectInfo, 1000)
+		go func() {
+			defer close(ch)
+			for i := range half {
+				ch <- minio.ObjectInfo{Key: ref.SegmentKey(from.Add(time.Duration(i) * step).UnixMilli())}
+			}
+		}()
+		for rerr := range mc.RemoveObjects(ctx, bucket, ch, minio.RemoveObjectsOptions{}) {
+			if rerr.Err != nil {
+				return fmt.Errorf("bench: direct delete: %w", rerr.Err)
+			}
+		}
+		directTook += time.Since(began)
+		return nil
 	}
-	sweepRate := float64(st.Objects) / time.Since(began).Seconds()
-	out = append(out, retentionRatio(fmt.Sprintf("sweeper delete rate (%d segs)", cfg.DeleteSegments), "objects/s", sweepRate, direct, 0.9))
+	sweep := func(ref storage.StreamRef) error {
+		streams := staticStreams{{ID: ref.Stream, Camera: ref.Camera, Account: ref.Account, RetentionDays: 1}}
+		sw := retention.NewSweeper(retention.SweeperConfig{Now: func() time.Time { return now }}, store, idx, streams, nil, nil)
+		began := time.Now()
+		st, err := sw.Sweep(ctx)
+		if err != nil {
+			return err
+		}
+		sweepTook += time.Since(began)
+		if st.Objects != int64(half) {
+			return fmt.Errorf("bench: sweeper deleted %d of %d", st.Objects, half)
+		}
+		return nil
+	}
+	for _, run := range []func() error{
+		func() error { return directDelete(refs[1]) }, func() error { return sweep(refs[0]) },
+		func() error { return sweep(refs[2]) }, func() error { return directDelete(refs[3]) },
+	} {
+		if err := run(); err != nil {
+			return nil, err
+		}
+	}
+	direct := float64(2*half) / directTook.Seconds()
+	sweepRate := float64(2*half) / sweepTook.Seconds()
+	out = append(out, retentionRatio(fmt.Sprintf("sweeper delete rate (%d segs)", 2*half), "objects/s", sweepRate, direct, 0.9))
 
 	// 2. Purge time of a camera.
 	m, err := meter.Open(ctx, meter.Config{Dir: mkdir(cfg.WorkDir, "meter"), NodeID: "bench", RaftAddr: mustPort()})
@@ -175,7 +195,7 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 		return nil, err
 	}
 	pw := retention.NewPurger(retention.PurgerConfig{Straggle: -1}, store, idx, m, retention.MeterUsage{M: m}, nil)
-	began = time.Now()
+	began := time.Now()
 	if err := pw.RunOnce(ctx); err != nil {
 		return nil, err
 	}

@@ -542,6 +542,7 @@ func (s *Sweeper) sweepWhole(ctx context.Context, ref storage.StreamRef, pol Pol
 	var (
 		dObjs, dBytes int64
 		delErr        error
+		lastDeleted   int64 = -1
 		wg            sync.WaitGroup
 	)
 	wg.Add(1)
@@ -567,10 +568,7 @@ func (s *Sweeper) sweepWhole(ctx context.Context, ref storage.StreamRef, pol Pol
 			o, by := s.freed(ctx, ref, b.del)
 			dObjs, dBytes = dObjs+o, dBytes+by
 			if len(b.del) > 0 {
-				_, last, _ := storage.ParseSegmentKey(b.del[len(b.del)-1].key)
-				if err := s.idx.TrimBefore(ctx, ref, last+1); err != nil {
-					s.log.Warn("retention: trim index", "stream", ref.Stream, "err", err)
-				}
+				_, lastDeleted, _ = storage.ParseSegmentKey(b.del[len(b.del)-1].key)
 			}
 		}
 	}()
@@ -611,5 +609,11 @@ func (s *Sweeper) sweepWhole(ctx context.Context, ref storage.StreamRef, pol Pol
 	}
 	close(work)
 	wg.Wait()
+	// One index trim for the whole run, up to the last segment deleted.
+	if lastDeleted >= 0 {
+		if err := s.idx.TrimBefore(ctx, ref, lastDeleted+1); err != nil {
+			s.log.Warn("retention: trim index", "stream", ref.Stream, "err", err)
+		}
+	}
 	return dObjs, dBytes, errors.Join(listErr, delErr)
 }
