@@ -171,33 +171,60 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 	}
 }
 
-// deleteAll deletes the camera's objects page by page; empty says a
-// listing found nothing left.
+// deleteAll makes one pass over the camera's objects, page by page,
+// deleting each page while the next is listed and recorded; empty says
+// the pass found nothing.
 func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob, held Held) (empty bool, err error) {
 	page := p.cfg.PageSize
 	prefix := j.Prefix()
 	renewed := time.Now()
-	for first := true; ; first = false { //nolint:staticcheck // first tells the caller whether the first listing was empty
+	type result struct {
+		err      error
+		counted  int64
+		bytes    int64
+		perShard map[string][2]int64 // stream → segment bytes, objects
+	}
+	var inflight chan result
+	// wait settles the page being deleted: metrics and usage once gone.
+	wait := func() error {
+		if inflight == nil {
+			return nil
+		}
+		r := <-inflight
+		inflight = nil
+		if r.err != nil {
+			return r.err
+		}
+		p.met.deleted(ReasonPurge, r.counted, r.bytes)
+		if p.usage != nil {
+			for stream, v := range r.perShard {
+				if err := p.usage.Freed(ctx, stream, v[0], v[1]); err != nil {
+					p.log.Warn("retention: report purged bytes", "stream", stream, "err", err)
+				}
+			}
+		}
+		return nil
+	}
+	defer func() { _ = wait() }()
+	after := ""
+	found := false
+	for {
 		if time.Since(renewed) > p.cfg.LeaseTTL/3 {
 			if err := held.Extend(ctx, p.cfg.LeaseTTL); err != nil {
 				return false, err
 			}
 			renewed = time.Now()
 		}
-		// Always from the start: what was deleted is gone from the list.
-		objs, err := p.store.List(ctx, prefix, "", page)
+		objs, err := p.store.List(ctx, prefix, after, page)
 		if err != nil {
 			return false, fmt.Errorf("list %s: %w", prefix, err)
 		}
 		if len(objs) == 0 {
-			return first, nil
+			break
 		}
-		var (
-			keys     = make([]string, 0, len(objs))
-			counted  int64
-			bytes    int64
-			perShard = map[string][2]int64{} // stream → segment bytes, objects
-		)
+		found = true
+		r := result{perShard: map[string][2]int64{}}
+		keys := make([]string, 0, len(objs))
 		for _, o := range objs {
 			keys = append(keys, o.Key)
 			// Keys at or before the cursor were counted before a crash
@@ -205,33 +232,41 @@ func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob, held Held) (e
 			if o.Key <= j.Cursor {
 				continue
 			}
-			counted++
-			bytes += o.Size
+			r.counted++
+			r.bytes += o.Size
 			if ref, _, err := storage.ParseSegmentKey(o.Key); err == nil {
-				v := perShard[ref.Stream]
-				perShard[ref.Stream] = [2]int64{v[0] + o.Size, v[1] + 1}
+				v := r.perShard[ref.Stream]
+				r.perShard[ref.Stream] = [2]int64{v[0] + o.Size, v[1] + 1}
 			}
 		}
-		if counted > 0 {
+		// Record the page before deleting it (see meter.PurgeJob).
+		if r.counted > 0 {
 			last := keys[len(keys)-1]
-			if _, err := p.jobs.PurgeProgress(ctx, j.ID, last, counted, bytes); err != nil {
+			if _, err := p.jobs.PurgeProgress(ctx, j.ID, last, r.counted, r.bytes); err != nil {
 				return false, err
 			}
 			j.Cursor = last
 		}
-		began := time.Now()
-		err = p.store.Delete(ctx, keys)
-		p.met.latency.Observe(time.Since(began).Seconds())
-		if err != nil {
-			return false, fmt.Errorf("delete under %s: %w", prefix, err)
+		if err := wait(); err != nil {
+			return false, err
 		}
-		p.met.deleted(ReasonPurge, counted, bytes)
-		if p.usage != nil {
-			for stream, v := range perShard {
-				if err := p.usage.Freed(ctx, stream, v[0], v[1]); err != nil {
-					p.log.Warn("retention: report purged bytes", "stream", stream, "err", err)
-				}
+		inflight = make(chan result, 1)
+		go func(ch chan result) {
+			began := time.Now()
+			err := p.store.Delete(ctx, keys)
+			p.met.latency.Observe(time.Since(began).Seconds())
+			if err != nil {
+				r.err = fmt.Errorf("delete under %s: %w", prefix, err)
 			}
+			ch <- r
+		}(inflight)
+		after = objs[len(objs)-1].Key
+		if len(objs) < page {
+			break
 		}
 	}
+	if err := wait(); err != nil {
+		return false, err
+	}
+	return !found, nil
 }
