@@ -89,3 +89,37 @@ func TestFSMDeleteSubAccount(t *testing.T) {
 	_, err = h.apply(cmdCreateCamera, "c4", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c4", Name: "C4", Streams: []NewStream{{ID: "w"}}}})
 	require.ErrorIs(t, err, ErrInvalid)
 }
+
+func TestHTTPPurgesAndSubAccountDelete(t *testing.T) {
+	m := openMeter(t, t.TempDir(), "127.0.0.1:0")
+	defer m.Close()
+	c := serve(t, m)
+	provision(t, c)
+	require.Equal(t, 201, c.op("POST", "/v1/bridges/b1/cameras", `{"id":"c2","name":"Yard","streams":[{"id":"c2-main"}]}`).status)
+
+	r := c.op("DELETE", "/v1/cameras/c2", "")
+	require.Equal(t, 202, r.status, r.body)
+	purge, _ := r.body["purge"].(string)
+	r = c.op("GET", "/v1/purges/"+purge, "")
+	require.Equal(t, 200, r.status)
+	require.Equal(t, "pending", r.body["state"])
+	require.Equal(t, float64(0), r.body["objects_deleted"])
+	require.Equal(t, float64(0), r.body["bytes_freed"])
+	require.Equal(t, 404, c.op("GET", "/v1/purges/nope", "").status)
+	require.Equal(t, 400, c.op("GET", "/v1/purges/bad%20id", "").status)
+
+	require.Equal(t, 400, c.op("DELETE", "/v1/accounts/r1", "").status, "resellers are not deleted")
+	require.Equal(t, 404, c.op("DELETE", "/v1/accounts/nope", "").status)
+	r = c.op("DELETE", "/v1/accounts/s1", "")
+	require.Equal(t, 202, r.status, r.body)
+	purges, _ := r.body["purges"].(map[string]any)
+	require.Len(t, purges, 2)
+	require.Equal(t, purge, purges["c2"], "an earlier deletion keeps its purge")
+	c1, _ := purges["c1"].(string)
+	require.Equal(t, "pending", c.op("GET", "/v1/purges/"+c1, "").body["state"])
+	require.Equal(t, 404, c.op("PATCH", "/v1/streams/c1-main", `{"retention_days":7}`).status)
+	// Retried: the same purges.
+	r = c.op("DELETE", "/v1/accounts/s1", "")
+	require.Equal(t, 202, r.status)
+	require.Equal(t, purges, r.body["purges"])
+}
