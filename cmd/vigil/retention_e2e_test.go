@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -194,6 +197,13 @@ func TestUploadDuringDeletionAndOldBacklog(t *testing.T) {
 	must(t, n.api.do(ctx, "POST", "/v1/accounts/acct/bridges", map[string]any{"id": "br", "name": "B"}, &br))
 	must(t, n.api.do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam", "name": "Cam",
 		"streams": []map[string]any{{"id": "s1", "retention_days": 1}}}, nil))
+	must(t, n.api.do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam2", "name": "Cam2",
+		"streams": []map[string]any{{"id": "s2"}}}, nil))
+	for i := range 3 {
+		if st, _ := put(t, n.base, br.Token, "s2", time.Now().Add(-time.Hour).UnixMilli()+int64(i)*2000, bench.SyntheticFMP4(4<<10), "video/mp4"); st != http.StatusCreated {
+			t.Fatalf("upload to s2: %d", st)
+		}
+	}
 	mc := mio.Client()
 
 	// Old backlog: ended two days ago under a 1-day plan.
@@ -293,5 +303,54 @@ func TestUploadDuringDeletionAndOldBacklog(t *testing.T) {
 	}
 	if p.ObjectsDeleted < 20 {
 		t.Fatalf("purge deleted %d objects, want at least the 20 uploaded", p.ObjectsDeleted)
+	}
+	checkRetentionMetricsAndReconcile(t, n, mc, bucket)
+}
+
+// checkRetentionMetricsAndReconcile: the purge shows in /metrics, and
+// `vigil meter reconcile` finds and fixes a drift between the meter and
+// storage (an object the meter never counted).
+func checkRetentionMetricsAndReconcile(t *testing.T, n *vigilNode, mc *minio.Client, bucket string) {
+	t.Helper()
+	resp, err := http.Get(n.base + "/metrics")
+	must(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	must(t, err)
+	if !strings.Contains(string(b), `vigil_retention_deleted_objects_total{reason="camera_deleted"}`) ||
+		!strings.Contains(string(b), "vigil_retention_delete_seconds_bucket") {
+		t.Fatal("retention metrics missing from /metrics")
+	}
+	reconcile := func(args ...string) string {
+		cmd := exec.Command(vigilBin, append([]string{"meter", "reconcile", "--server", n.base}, args...)...)
+		cmd.Env = append(os.Environ(), "VIGIL_ADMIN_TOKEN="+e2eToken)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("vigil meter reconcile: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := reconcile("--dry-run"); !strings.Contains(out, "1 streams checked, 0 drifted") {
+		t.Fatalf("reconcile before any drift:\n%s", out)
+	}
+	// An object the meter never heard of (a node that crashed before
+	// reporting its usage).
+	key := "acct/cam2/s2/seg/" + time.Now().Add(-2*time.Hour).UTC().Format("2006/01/02/15") + "/" +
+		fmt.Sprint(time.Now().Add(-2*time.Hour).Truncate(time.Hour).UnixMilli())
+	_, err = mc.PutObject(context.Background(), bucket, key, bytes.NewReader(make([]byte, 777)), 777, minio.PutObjectOptions{})
+	must(t, err)
+	if out := reconcile("--stream", "s2"); !strings.Contains(out, "1 drifted") || !strings.Contains(out, "777") || !strings.Contains(out, "true") {
+		t.Fatalf("reconcile did not fix the drift:\n%s", out)
+	}
+	var total int64
+	for _, sz := range bucketKeys(t, mc, bucket, "acct/cam2/s2/seg/") {
+		total += sz
+	}
+	var view struct {
+		StorageBytes int64 `json:"storage_bytes"`
+	}
+	must(t, n.api.do(context.Background(), "GET", "/v1/meter/streams/s2", nil, &view))
+	if view.StorageBytes != total {
+		t.Fatalf("meter stored bytes %d, storage holds %d", view.StorageBytes, total)
 	}
 }
