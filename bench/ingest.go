@@ -263,8 +263,6 @@ type benchNode struct {
 	*servers.Process
 	base  string
 	token string
-	mu    sync.Mutex
-	made  map[string]bool
 }
 
 const benchToken = "bench-operator-token"
@@ -286,7 +284,7 @@ func startBenchNode(ctx context.Context, cfg IngestConfig, name string, env []st
 	if err != nil {
 		return nil, err
 	}
-	n := &benchNode{Process: p, base: "http://" + httpAddr, token: benchToken, made: map[string]bool{}}
+	n := &benchNode{Process: p, base: "http://" + httpAddr, token: benchToken}
 	if err := n.waitReady(ctx); err != nil {
 		n.Close()
 		return nil, err

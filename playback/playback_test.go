@@ -312,11 +312,11 @@ func TestSegmentStorageUnavailable(t *testing.T) {
 
 func TestParseRange(t *testing.T) {
 	// Pure cases the HTTP test does not reach.
-	o, l, ok, sat := parseRange("bytes=0-", 0)
+	_, _, ok, sat := parseRange("bytes=0-", 0)
 	assert.True(t, ok)
 	assert.False(t, sat, "nothing is satisfiable in an empty object")
 	_, _, ok, _ = parseRange("bytes= 1-2x", 10)
 	assert.False(t, ok)
-	o, l, ok, sat = parseRange("bytes=3-3", 10)
+	o, l, ok, sat := parseRange("bytes=3-3", 10)
 	assert.Equal(t, []any{int64(3), int64(1), true, true}, []any{o, l, ok, sat})
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,7 +25,7 @@ The operator token comes from VIGIL_ADMIN_TOKEN or DATA/admin-token (--data).`
 
 func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(meterUsage)
+		return fmt.Errorf("%s", strings.TrimSpace(meterUsage))
 	}
 	sub, args := args[0], args[1:]
 	fset := flag.NewFlagSet("meter "+sub, flag.ContinueOnError)
@@ -131,7 +130,7 @@ func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return tw.Flush()
 	}
-	return errors.New(meterUsage)
+	return fmt.Errorf("%s", strings.TrimSpace(meterUsage))
 }
 
 // raw GETs path and returns the body as is (CSV or JSON).
