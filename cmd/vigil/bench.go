@@ -73,23 +73,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	for _, m := range res {
-		line := fmt.Sprintf("%-32s %10.2f %-10s", m.Metric, m.Value, m.Unit)
-		if m.Baseline != 0 {
-			line += fmt.Sprintf(" baseline %10.2f", m.Baseline)
-		}
-		if m.Ratio != 0 {
-			line += fmt.Sprintf("  ratio %.2f", m.Ratio)
-		}
-		if m.Met != nil {
-			line += fmt.Sprintf("  goal %s met=%v", m.Goal, *m.Met)
-		}
-		fmt.Fprintln(stdout, line)
-	}
-	if *asJSON {
-		b, _ := json.Marshal(map[string]any{"bench": "ingest", "results": res})
-		fmt.Fprintln(stdout, string(b))
-	}
+	printBench(stdout, "ingest", res, *asJSON)
 	return nil
 }
 
@@ -119,4 +103,26 @@ func parseSize(s string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	return n * mult, err
+}
+
+// printBench prints one line per metric and, with asJSON, the contract's
+// JSON object as the last line.
+func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
+	for _, m := range res {
+		line := fmt.Sprintf("%-44s %12.2f %-12s", m.Metric, m.Value, m.Unit)
+		if m.Baseline != 0 {
+			line += fmt.Sprintf(" baseline %10.2f", m.Baseline)
+		}
+		if m.Ratio != 0 {
+			line += fmt.Sprintf("  ratio %.2f", m.Ratio)
+		}
+		if m.Met != nil {
+			line += fmt.Sprintf("  goal %s met=%v", m.Goal, *m.Met)
+		}
+		fmt.Fprintln(w, line)
+	}
+	if asJSON {
+		b, _ := json.Marshal(map[string]any{"bench": name, "results": res})
+		fmt.Fprintln(w, string(b))
+	}
 }

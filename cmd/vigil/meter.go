@@ -197,19 +197,6 @@ func runBenchMeter(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	for _, m := range res {
-		line := fmt.Sprintf("%-32s %12.3f %-10s", m.Metric, m.Value, m.Unit)
-		if m.Baseline != 0 {
-			line += fmt.Sprintf(" baseline %10.2f  ratio %.2f", m.Baseline, m.Ratio)
-		}
-		if m.Met != nil {
-			line += fmt.Sprintf("  goal %s met=%v", m.Goal, *m.Met)
-		}
-		fmt.Fprintln(stdout, line)
-	}
-	if *asJSON {
-		b, _ := json.Marshal(map[string]any{"bench": "meter", "results": res})
-		fmt.Fprintln(stdout, string(b))
-	}
+	printBench(stdout, "meter", res, *asJSON)
 	return nil
 }

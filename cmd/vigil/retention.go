@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -132,20 +131,7 @@ func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	for _, m := range res {
-		line := fmt.Sprintf("%-56s %12.2f %-12s", m.Metric, m.Value, m.Unit)
-		if m.Baseline != 0 {
-			line += fmt.Sprintf(" baseline %10.2f  ratio %.2f", m.Baseline, m.Ratio)
-		}
-		if m.Met != nil {
-			line += fmt.Sprintf("  goal %s met=%v", m.Goal, *m.Met)
-		}
-		fmt.Fprintln(stdout, line)
-	}
-	if *asJSON {
-		b, _ := json.Marshal(map[string]any{"bench": "retention", "results": res})
-		fmt.Fprintln(stdout, string(b))
-	}
+	printBench(stdout, "retention", res, *asJSON)
 	return nil
 }
 
