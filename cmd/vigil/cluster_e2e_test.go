@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -103,6 +104,22 @@ func TestClusterLeaderKilled(t *testing.T) {
 		t.Fatalf("no leader: %+v", st)
 	}
 
+	// Usage batches too: a survivor ingests segments before and after the
+	// kill; its aggregator's batches must all land exactly once.
+	var up *vigilNode
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if id != st.Leader.ID {
+			up = nodes[id]
+			break
+		}
+	}
+	must(t, up.api.do(ctx, "POST", "/v1/bridges/br/cameras",
+		map[string]any{"id": "ucam", "name": "U", "streams": []map[string]any{{"id": "us"}}}, nil))
+	seg := bench.SyntheticFMP4(4096)
+	segStart := time.Now().Add(-time.Minute).Truncate(time.Second).UnixMilli()
+	const uploads = 40
+	uploaded := make(chan struct{})
+
 	// A steady stream of provisioning writes through every node; a write
 	// that fails is retried with the same body (so the same request id) on
 	// the next node until it is acknowledged.
@@ -151,12 +168,32 @@ func TestClusterLeaderKilled(t *testing.T) {
 			}
 		}
 	}()
+	go func() {
+		defer close(uploaded)
+		for i := range uploads {
+			if i == uploads/2 {
+				<-killAt
+			}
+			for try := 0; ; try++ {
+				code, _ := put(t, up.base, e2eToken, "us", segStart+int64(i)*2000, seg, "video/mp4")
+				if code == http.StatusCreated || code == http.StatusOK {
+					break
+				}
+				if try > 300 {
+					t.Errorf("upload %d: status %d", i, code)
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
 	<-killAt
 	mu.Lock()
 	dead[leader] = true
 	mu.Unlock()
 	leader.Kill() // SIGKILL
 	<-done
+	<-uploaded
 
 	var survivors []*vigilNode
 	for _, n := range order {
@@ -179,6 +216,25 @@ func TestClusterLeaderKilled(t *testing.T) {
 	must(t, survivors[1].api.do(ctx, "POST", "/v1/bridges/br/cameras",
 		map[string]any{"id": "after", "name": "C", "streams": []map[string]any{{"id": "s-after"}}}, nil))
 
+	// Usage: every segment counted once on every survivor, none lost to
+	// the kill and none doubled by a retried batch.
+	for _, n := range survivors {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var u struct {
+				StorageBytes int64 `json:"storage_bytes"`
+				SegmentCount int64 `json:"segment_count"`
+			}
+			must(t, n.api.do(ctx, "GET", "/v1/meter/streams/us", nil, &u))
+			if u.StorageBytes == uploads*int64(len(seg)) && u.SegmentCount == uploads {
+				break
+			}
+			if u.StorageBytes > uploads*int64(len(seg)) || u.SegmentCount > uploads || time.Now().After(deadline) {
+				t.Fatalf("usage on %s: %d bytes in %d segments, want %d in %d", n.base, u.StorageBytes, u.SegmentCount, uploads*len(seg), uploads)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	convergedDigest(t, survivors...)
 	if len(acked) != writes {
 		t.Fatalf("%d of %d writes acknowledged", len(acked), writes)
