@@ -56,15 +56,11 @@ type caseStats struct {
 // temp-file, fsync and rename writes, at every size and concurrency.
 func RunIngest(ctx context.Context, cfg IngestConfig) ([]Metric, error) {
 	log := cfg.Log
-	mio, err := servers.StartMinIO(ctx, mkdir(cfg.WorkDir, "minio"))
-	if err != nil {
-		return nil, fmt.Errorf("bench: start minio (is `minio` on PATH?): %w", err)
-	}
-	defer mio.Close()
-	mc, err := mio.Client()
+	mio, mc, err := startMinIO(ctx, cfg.WorkDir)
 	if err != nil {
 		return nil, err
 	}
+	defer mio.Close()
 	direct, err := mio.MakeBucket(ctx)
 	if err != nil {
 		return nil, err
@@ -151,6 +147,20 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]Metric, error) {
 		}
 	}
 	return out, nil
+}
+
+// startMinIO starts the benchmarks' MinIO under dir, with a client for it.
+func startMinIO(ctx context.Context, dir string) (*servers.MinIO, *minio.Client, error) {
+	mio, err := servers.StartMinIO(ctx, mkdir(dir, "minio"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: start minio (is `minio` on PATH?): %w", err)
+	}
+	mc, err := mio.Client()
+	if err != nil {
+		mio.Close()
+		return nil, nil, err
+	}
+	return mio, mc, nil
 }
 
 func ratioMetric(name, unit string, value, baseline, goal float64) Metric {

@@ -86,15 +86,11 @@ type RetentionConfig struct {
 // camera, and the idle sweep's cost.
 func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 	log := cfg.Log
-	mio, err := servers.StartMinIO(ctx, mkdir(cfg.WorkDir, "minio"))
-	if err != nil {
-		return nil, fmt.Errorf("bench: start minio (is `minio` on PATH?): %w", err)
-	}
-	defer mio.Close()
-	mc, err := mio.Client()
+	mio, mc, err := startMinIO(ctx, cfg.WorkDir)
 	if err != nil {
 		return nil, err
 	}
+	defer mio.Close()
 	bucket, err := mio.MakeBucket(ctx)
 	if err != nil {
 		return nil, err
