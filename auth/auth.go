@@ -5,6 +5,7 @@ package auth
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -67,6 +68,14 @@ func NewToken() string {
 // a plain SHA-256 is enough and keeps lookups O(1).
 func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// DigestHA1 is hex MD5(user ":" realm ":" password), the stored secret of
+// HTTP/RTSP Digest authentication (RFC 2617). MD5 is what RTSP clients
+// such as ffmpeg speak; the tokens it covers are random, 32+ characters.
+func DigestHA1(user, realm, password string) string {
+	sum := md5.Sum([]byte(user + ":" + realm + ":" + password))
 	return hex.EncodeToString(sum[:])
 }
 

@@ -64,6 +64,10 @@ type accountRec struct {
 type bridgeRec struct {
 	Bridge
 	Spec string `json:"spec"`
+	// DigestHA1 is hex MD5(id ":" DigestRealm ":" token), what RTSP Digest
+	// authentication needs; the token itself is never kept. Bridges created
+	// before it existed have none and authenticate with Basic only.
+	DigestHA1 string `json:"digest_ha1,omitempty"`
 }
 
 type cameraRec struct {
@@ -439,7 +443,7 @@ func (st *state) createBridge(at time.Time, p createBridge, token string) (any, 
 	}
 	b := &bridgeRec{Spec: spec, Bridge: Bridge{
 		ID: p.Bridge.ID, Account: p.Account, Name: p.Bridge.Name, TokenHash: hash, CreatedAt: at,
-	}}
+	}, DigestHA1: auth.DigestHA1(p.Bridge.ID, DigestRealm, token)}
 	st.Bridges[b.ID] = b
 	st.TokenIndex[hash] = b.ID
 	return BridgeResult{Bridge: b.Bridge, Token: token, Created: true}, nil

@@ -281,6 +281,8 @@ func TestSnapshotRoundTripByteIdentical(t *testing.T) {
 	for id, b := range h.f.st.Bridges {
 		require.Equal(t, b.TokenHash, f2.st.Bridges[id].TokenHash)
 		require.NotEmpty(t, b.TokenHash)
+		require.Equal(t, b.DigestHA1, f2.st.Bridges[id].DigestHA1)
+		require.Len(t, b.DigestHA1, 32)
 	}
 	d := h2.must(cmdDeleteCamera, "d", "purge-other", deleteCamera{ID: "c1"})
 	var r DeleteResult
@@ -337,4 +339,17 @@ func encodeRaw(b []byte) ([]byte, error) {
 	}
 	defer enc.Close()
 	return enc.EncodeAll(b, nil), nil
+}
+
+func TestBridgeDigestHA1(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	tok := auth.NewToken()
+	h.must(cmdCreateBridge, "b9", tok, createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B9"}})
+	m := &Meter{fsm: h.f}
+	ha1, err := m.BridgeDigestHA1(t.Context(), "b9")
+	require.NoError(t, err)
+	require.Equal(t, auth.DigestHA1("b9", DigestRealm, tok), ha1)
+	_, err = m.BridgeDigestHA1(t.Context(), "nobody")
+	require.ErrorIs(t, err, ErrNotFound)
 }

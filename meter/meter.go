@@ -187,6 +187,22 @@ func (m *Meter) Account(ctx context.Context, id string) (Account, error) {
 	return out, nil
 }
 
+// DigestRealm is the realm of RTSP Digest authentication.
+const DigestRealm = "vigil"
+
+// BridgeDigestHA1 returns the bridge's Digest HA1 for DigestRealm, or
+// ErrNotFound when the bridge is unknown or has none (created before
+// Digest support; Basic still works for it).
+func (m *Meter) BridgeDigestHA1(ctx context.Context, id string) (string, error) {
+	m.fsm.mu.RLock()
+	defer m.fsm.mu.RUnlock()
+	b := m.fsm.st.Bridges[id]
+	if b == nil || b.DigestHA1 == "" {
+		return "", fmt.Errorf("meter: digest of bridge %s: %w", id, ErrNotFound)
+	}
+	return b.DigestHA1, nil
+}
+
 // BridgeByTokenHash implements auth.BridgeLookup.
 func (m *Meter) BridgeByTokenHash(ctx context.Context, hash string) (string, error) {
 	m.fsm.mu.RLock()
