@@ -1,0 +1,103 @@
+// Package rtsp is vigil's RTSP 1.0 (RFC 2326) ingest for publishers (Bridges):
+// OPTIONS, ANNOUNCE, SETUP, RECORD, TEARDOWN, GET_PARAMETER and SET_PARAMETER,
+// interleaved TCP and UDP transports, Basic and Digest authentication.
+//
+// The session layer is written in-house on pion/rtp, pion/rtcp and pion/sdp/v3
+// because the module proxy this project builds from refuses gortsplib. Everything
+// the rest of vigil sees is the small surface in this file (Media, Handler, Sink,
+// the errors, Config, Server), so gortsplib/v4 can replace the session layer
+// behind it once a registry serves it.
+package rtsp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Media is one media section of the ANNOUNCEd SDP (parsed with pion/sdp/v3).
+type Media struct {
+	Type        string            // "video" or "audio"
+	Codec       string            // rtpmap encoding name, upper-case: "H264", "H265", "MPEG4-GENERIC", "OPUS", ...
+	PayloadType uint8             // RTP payload type
+	ClockRate   uint32            // RTP clock rate
+	Channels    int               // audio; 0 when absent
+	Fmtp        map[string]string // keys lower-case: sprop-parameter-sets, sprop-vps, sprop-sps, sprop-pps, config, sizelength, ...
+	Control     string            // a=control value as announced
+}
+
+// Handler is what the server asks; the recorder implements it. Methods are
+// called concurrently for different sessions.
+type Handler interface {
+	// CheckPassword verifies Basic credentials (user = bridge id, password =
+	// bridge token); ErrUnauthorized when they do not match.
+	CheckPassword(ctx context.Context, user, password string) error
+	// DigestHA1 returns hex MD5(user ":" realm ":" password) for Digest auth;
+	// ErrUnauthorized when the user is unknown or has none.
+	DigestHA1(ctx context.Context, user, realm string) (string, error)
+	// Announce is called on ANNOUNCE after authentication, with the
+	// authenticated user, the path without leading "/" (the stream id) and the
+	// announced media. It authorises and reserves the stream (a second live
+	// publisher is refused). The Sink receives the session's packets after
+	// RECORD; Close is called exactly once, also when the session never reached
+	// RECORD.
+	Announce(ctx context.Context, user, path string, medias []Media) (Sink, error)
+}
+
+// Sink receives one publishing session. Calls for one session never overlap.
+type Sink interface {
+	// WriteRTP delivers an RTP packet of medias[media], in arrival order, with
+	// the time it was received. pkt and its payload are only valid during the
+	// call. A non-nil error ends the session with that reason.
+	WriteRTP(media int, pkt *rtp.Packet, received time.Time) error
+	// WriteRTCP delivers the RTCP packets of one compound packet of
+	// medias[media] (sender reports carry NTP time).
+	WriteRTCP(media int, pkts []rtcp.Packet)
+	// Close ends the session: err is nil after TEARDOWN, otherwise why it
+	// ended (disconnect, idle timeout, malformed input, server shutdown).
+	Close(err error)
+}
+
+// Errors a Handler returns, mapped to RTSP status codes by the server. Any
+// other error is answered 503 Service Unavailable and logged.
+var (
+	// ErrUnauthorized: 401 with a fresh challenge.
+	ErrUnauthorized = errors.New("rtsp: unauthorized")
+	// ErrForbidden: 403 (another bridge's stream).
+	ErrForbidden = errors.New("rtsp: forbidden")
+	// ErrNotFound: 404 (unknown or deleted stream).
+	ErrNotFound = errors.New("rtsp: stream not found")
+	// ErrBusy: 455 Method Not Valid in This State with the reason phrase
+	// "Already Publishing" (the stream has a live publisher).
+	ErrBusy = errors.New("rtsp: stream is already being published")
+	// ErrUnsupported: 415 Unsupported Media Type (no H.264/H.265 video, or a
+	// codec the recorder cannot keep).
+	ErrUnsupported = errors.New("rtsp: unsupported media")
+	// ErrShutdown is the reason given to Sink.Close when the server stops.
+	ErrShutdown = errors.New("rtsp: server shutting down")
+	// ErrIdle is the reason given to Sink.Close after the idle timeout.
+	ErrIdle = errors.New("rtsp: session idle timeout")
+)
+
+// Config configures a Server.
+type Config struct {
+	Addr        string // TCP listen address (--rtsp-addr)
+	UDPRTPAddr  string // shared UDP RTP listener (even port); empty: UDP transport refused with 461
+	UDPRTCPAddr string // shared UDP RTCP listener (RTP port + 1); required with UDPRTPAddr
+	MaxSessions int    // beyond it new sessions get 503 with a clear reason; 0 = unlimited
+	// IdleTimeout: no RTSP request and no RTP/RTCP for this long closes the
+	// session (default 60 s). It is also announced in the Session header.
+	IdleTimeout time.Duration
+	Realm       string // Digest/Basic realm (default "vigil")
+	// MaxRequestBytes caps a request's header block and, separately, its body
+	// (default 64 KiB each).
+	MaxRequestBytes int
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+}
+
