@@ -100,4 +100,3 @@ type Config struct {
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer
 }
-
