@@ -273,64 +273,104 @@ type result struct {
 }
 
 func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream, up upload) {
-	ctx := r.Context()
-	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
-	key := ref.SegmentKey(up.start)
 	seg := index.Segment{
 		Start: up.start, DurationMS: up.durationMS, Size: up.size, SHA256: up.wantSHA,
 		ContentType: up.contentType, Width: up.width, Height: up.height,
 	}
-	body, err := newBody(r.Body, up.contentType, up.wantSHA, h.m.bytesIn)
-	if err != nil { // unreachable: parse checked the type
-		httpx.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", err.Error())
-		return
+	stored, created, err := h.Store(r.Context(), st, seg, r.Body)
+	var be *BodyError
+	switch {
+	case err == nil && created:
+		httpx.WriteJSON(w, http.StatusCreated, result{st.ID, stored.Start, stored.DurationMS, stored.Size, stored.SHA256, true})
+	case err == nil:
+		httpx.WriteJSON(w, http.StatusOK, result{st.ID, stored.Start, stored.DurationMS, stored.Size, stored.SHA256, false})
+	case errors.As(err, &be):
+		h.bodyError(w, r, be.Err)
+	case errors.Is(err, ErrConflict):
+		httpx.WriteError(w, http.StatusConflict, "conflict", "a different segment is already stored at this start")
+	case errors.Is(err, ErrIndexUnavailable):
+		h.unavailable(w, "index_unavailable", "index unavailable, retry")
+	default:
+		h.unavailable(w, "storage_unavailable", "storage unavailable, retry")
+	}
+}
+
+// Errors of Store besides *BodyError.
+var (
+	// ErrConflict: a different segment is already stored at this start.
+	ErrConflict = errors.New("ingest: a different segment is already stored at this start")
+	// ErrIndexUnavailable: the index failed; a retry of the same Store
+	// completes it (the object may already be stored).
+	ErrIndexUnavailable = errors.New("ingest: index unavailable")
+	// ErrStorageUnavailable: storage failed, or the object changed
+	// concurrently (a purge); retry.
+	ErrStorageUnavailable = errors.New("ingest: storage unavailable")
+)
+
+// BodyError is a segment body Store refused: malformed media, a SHA-256
+// that does not match, or a reader that failed or was cancelled.
+type BodyError struct{ Err error }
+
+func (e *BodyError) Error() string { return "ingest: segment body: " + e.Err.Error() }
+func (e *BodyError) Unwrap() error { return e.Err }
+
+// Store is the core of an upload, shared by the HTTP PUT and the RTSP
+// recorder: look the start up in the index, store the body unless an object
+// is there (conditional Put), index it, report it to OnStored. seg gives
+// Start, DurationMS, Size (the exact body length), ContentType, optional
+// Width/Height and an optional expected SHA256; the body is validated and
+// hashed while it streams. A retry of stored content returns created=false
+// and no error; different content at the same start is ErrConflict. Other
+// errors are *BodyError, ErrIndexUnavailable or ErrStorageUnavailable
+// (wrapped). Callers do the authorisation and time checks.
+func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader) (stored index.Segment, created bool, err error) {
+	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
+	key := ref.SegmentKey(seg.Start)
+	b, err := newBody(body, seg.ContentType, seg.SHA256, h.m.bytesIn)
+	if err != nil {
+		return index.Segment{}, false, &BodyError{err}
 	}
 	// Ask the index first: a retry of an indexed segment needs no write, and
 	// an index that loads a stream lazily from storage (the embedded one)
 	// loads it before this object exists, so the Add below records the
 	// SHA-256 that the object's metadata may lack.
-	cur, err := h.idx.Lookup(ctx, ref, up.start)
+	cur, err := h.idx.Lookup(ctx, ref, seg.Start)
 	switch {
 	case err == nil && cur.SHA256 != "":
-		h.exists(w, r, ref, key, body, seg, st)
-		return
+		return h.exists(ctx, ref, key, b, seg)
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		h.log.WarnContext(ctx, "ingest: index lookup failed", "key", key, "err", err)
-		h.unavailable(w, "index_unavailable", "index unavailable, retry")
-		return
+		return index.Segment{}, false, fmt.Errorf("%w: lookup %s: %w", ErrIndexUnavailable, key, err)
 	}
 	// The metadata sha256 is only the client's claim, which the body reader
 	// verifies before the object can complete.
-	g := &gate{r: body}
-	_, perr := h.store.Put(ctx, key, g, up.size, storage.PutOptions{
-		IfAbsent: true, ContentType: up.contentType, Metadata: index.SegmentMetadata(seg),
+	g := &gate{r: b}
+	_, perr := h.store.Put(ctx, key, g, seg.Size, storage.PutOptions{
+		IfAbsent: true, ContentType: seg.ContentType, Metadata: index.SegmentMetadata(seg),
 	})
 	g.detach()
 
 	switch {
-	case perr == nil && body.err != nil:
+	case perr == nil && b.err != nil:
 		// A backend must not complete a Put whose reader failed; if one
 		// did, take the object back.
-		h.log.ErrorContext(ctx, "ingest: storage completed a put whose body failed", "key", key, "err", body.err)
+		h.log.ErrorContext(ctx, "ingest: storage completed a put whose body failed", "key", key, "err", b.err)
 		if derr := h.store.Delete(context.WithoutCancel(ctx), []string{key}); derr != nil {
 			h.log.ErrorContext(ctx, "ingest: delete of bad segment failed", "key", key, "err", derr)
 		}
-		h.bodyError(w, r, body.err)
-		return
+		return index.Segment{}, false, &BodyError{b.err}
 	case perr == nil:
-		if !body.done {
+		if !b.done {
 			// Put returned without reading to the end: impossible for a
 			// conforming backend, and the SHA would be wrong.
 			h.log.ErrorContext(ctx, "ingest: storage put returned before the body ended", "key", key)
-			h.unavailable(w, "storage_unavailable", "storage did not consume the segment")
-			return
+			return index.Segment{}, false, fmt.Errorf("%w: storage did not consume %s", ErrStorageUnavailable, key)
 		}
-		seg.SHA256 = body.sum()
+		seg.SHA256 = b.sum()
 		existing, added, err := h.idx.Add(ctx, ref, seg)
 		if err != nil {
 			h.log.WarnContext(ctx, "ingest: stored but not indexed; the retry will index it", "key", key, "err", err)
-			h.unavailable(w, "index_unavailable", "segment stored but the index is unavailable, retry")
-			return
+			return index.Segment{}, false, fmt.Errorf("%w: stored %s but not indexed: %w", ErrIndexUnavailable, key, err)
 		}
 		if !added && existing.SHA256 != "" && existing.SHA256 != seg.SHA256 {
 			h.log.WarnContext(ctx, "ingest: index held another segment at this start", "key", key, "indexed_sha256", existing.SHA256, "stored_sha256", seg.SHA256)
@@ -339,57 +379,50 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream
 			h.cfg.OnStored(ctx, st, seg)
 		}
 		h.log.DebugContext(ctx, "ingest: segment stored", "key", key, "size", seg.Size)
-		httpx.WriteJSON(w, http.StatusCreated, result{st.ID, seg.Start, seg.DurationMS, seg.Size, seg.SHA256, true})
+		return seg, true, nil
 	case errors.Is(perr, storage.ErrExists):
-		h.exists(w, r, ref, key, body, seg, st)
-	case body.err != nil:
-		h.bodyError(w, r, body.err)
+		return h.exists(ctx, ref, key, b, seg)
+	case b.err != nil:
+		return index.Segment{}, false, &BodyError{b.err}
 	case ctx.Err() != nil:
 		h.log.InfoContext(ctx, "ingest: client went away during upload", "key", key, "err", perr)
-		httpx.WriteError(w, http.StatusBadRequest, "incomplete_body", "request cancelled")
+		return index.Segment{}, false, &BodyError{fmt.Errorf("request cancelled: %w", ctx.Err())}
 	default:
 		h.log.WarnContext(ctx, "ingest: storage put failed", "key", key, "err", perr)
-		h.unavailable(w, "storage_unavailable", "storage unavailable, retry")
+		return index.Segment{}, false, fmt.Errorf("%w: put %s: %w", ErrStorageUnavailable, key, perr)
 	}
 }
 
-// exists answers an upload whose start already holds an object: 200 when
-// it is this very segment (a retry), 409 when it is another.
-func (h *Handler) exists(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment, st meter.Stream) {
-	ctx := r.Context()
+// exists handles a segment whose start already holds an object: no error
+// when it is this very segment (a retry), ErrConflict when it is another.
+func (h *Handler) exists(ctx context.Context, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment) (index.Segment, bool, error) {
 	// Hash what the backend did not read; this also validates it.
 	if _, err := io.Copy(io.Discard, body); err != nil || body.err != nil {
-		h.bodyError(w, r, cmpErr(body.err, err))
-		return
+		return index.Segment{}, false, &BodyError{cmpErr(body.err, err)}
 	}
 	seg.SHA256 = body.sum()
 	stored, indexed, err := h.storedSegment(ctx, ref, key, seg)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		// Deleted between the Put and now (a purge): let the Bridge retry.
-		h.unavailable(w, "storage_unavailable", "segment changed concurrently, retry")
-		return
+		// Deleted between the Put and now (a purge): let the caller retry.
+		return index.Segment{}, false, fmt.Errorf("%w: %s changed concurrently", ErrStorageUnavailable, key)
 	case err != nil:
 		h.log.WarnContext(ctx, "ingest: reading existing segment failed", "key", key, "err", err)
 		if errors.Is(err, index.ErrUnavailable) {
-			h.unavailable(w, "index_unavailable", "index unavailable, retry")
-		} else {
-			h.unavailable(w, "storage_unavailable", "storage unavailable, retry")
+			return index.Segment{}, false, fmt.Errorf("%w: %w", ErrIndexUnavailable, err)
 		}
-		return
+		return index.Segment{}, false, fmt.Errorf("%w: %w", ErrStorageUnavailable, err)
 	}
 	if stored.SHA256 != seg.SHA256 {
-		httpx.WriteError(w, http.StatusConflict, "conflict", "a different segment is already stored at this start")
-		return
+		return stored, false, ErrConflict
 	}
 	if !indexed {
 		if _, _, err := h.idx.Add(ctx, ref, stored); err != nil {
 			h.log.WarnContext(ctx, "ingest: indexing existing segment failed", "key", key, "err", err)
-			h.unavailable(w, "index_unavailable", "index unavailable, retry")
-			return
+			return index.Segment{}, false, fmt.Errorf("%w: index %s: %w", ErrIndexUnavailable, key, err)
 		}
 	}
-	httpx.WriteJSON(w, http.StatusOK, result{st.ID, stored.Start, stored.DurationMS, stored.Size, stored.SHA256, false})
+	return stored, false, nil
 }
 
 // storedSegment describes the object at key: from the index when it holds
