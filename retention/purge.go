@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/vigilcloud/vigil/meter"
@@ -35,10 +36,18 @@ type PurgerConfig struct {
 	// upload lands within its own body transfer of the deletion).
 	Straggle time.Duration
 	LeaseTTL time.Duration // default 1 min, renewed while purging
-	PageSize int           // objects listed and deleted per step (default 1000)
-	Now      func() time.Time
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	PageSize int           // objects listed and deleted per request (default 1000)
+	// MaxRecordPages caps how many listed pages one progress record (one
+	// raft apply) covers (default 16).
+	MaxRecordPages int
+	// DeleteConcurrency is how many page deletes run at once (default 2).
+	DeleteConcurrency int
+	// UsageEvery is how often freed bytes are reported to usage while a
+	// purge runs (default 1s); the rest is reported at the end.
+	UsageEvery time.Duration
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Metrics    *Metrics
 }
 
 // Purger runs purge jobs: it deletes every object under the deleted
@@ -71,6 +80,15 @@ func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, us
 	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 1000
+	}
+	if cfg.MaxRecordPages <= 0 {
+		cfg.MaxRecordPages = 16
+	}
+	if cfg.DeleteConcurrency <= 0 {
+		cfg.DeleteConcurrency = 2
+	}
+	if cfg.UsageEvery <= 0 {
+		cfg.UsageEvery = time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -171,101 +189,194 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 	}
 }
 
-// deleteAll makes one pass over the camera's objects, page by page,
-// deleting each page while the next is listed and recorded; empty says
-// the pass found nothing.
+// deleteAll makes one pass over the camera's objects. Three stages run at
+// once: a lister pages through the camera prefix; the recorder records
+// every page listed since its last record in one meter command (group
+// commit: one raft apply for several pages while the apply is the slower
+// stage, at most MaxRecordPages); up to DeleteConcurrency deletes run on
+// recorded pages. A page is deleted only once it is recorded, so the
+// invariant of meter.PurgeJob holds whatever the grouping: keys at or
+// before the cursor are counted, keys after it are not deleted yet. Freed
+// bytes go to usage at most every UsageEvery and at the end (the job
+// zeroes the streams' stored bytes when done anyway). empty says the pass
+// found nothing.
 func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob, held Held) (empty bool, err error) {
-	page := p.cfg.PageSize
+	// Only the lister is cancelled on the way out: recorded pages being
+	// deleted finish.
+	listCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	prefix := j.Prefix()
-	renewed := time.Now()
-	type result struct {
-		err      error
-		counted  int64
-		bytes    int64
-		perShard map[string][2]int64 // stream → segment bytes, objects
-	}
-	var inflight chan result
-	// wait settles the page being deleted: metrics and usage once gone.
-	wait := func() error {
-		if inflight == nil {
-			return nil
+
+	// Lister.
+	pages := make(chan []storage.ObjectInfo, p.cfg.MaxRecordPages)
+	var listErr error
+	go func() {
+		defer close(pages)
+		after := ""
+		for {
+			objs, err := p.store.List(listCtx, prefix, after, p.cfg.PageSize)
+			if err != nil {
+				listErr = fmt.Errorf("list %s: %w", prefix, err)
+				return
+			}
+			if len(objs) == 0 {
+				return
+			}
+			select {
+			case pages <- objs:
+			case <-listCtx.Done():
+				return
+			}
+			if len(objs) < p.cfg.PageSize {
+				return
+			}
+			after = objs[len(objs)-1].Key
 		}
-		r := <-inflight
-		inflight = nil
-		if r.err != nil {
-			return r.err
+	}()
+
+	// Deleters, and what they freed.
+	var (
+		dmu      sync.Mutex
+		delErr   error
+		freed    = map[string][2]int64{} // stream → segment bytes, objects not reported yet
+		sem      = make(chan struct{}, p.cfg.DeleteConcurrency)
+		deleters sync.WaitGroup
+	)
+	flush := func(ctx context.Context) {
+		if p.usage == nil {
+			return
 		}
-		p.met.deleted(ReasonPurge, r.counted, r.bytes)
-		if p.usage != nil {
-			for stream, v := range r.perShard {
-				if err := p.usage.Freed(ctx, stream, v[0], v[1]); err != nil {
-					p.log.Warn("retention: report purged bytes", "stream", stream, "err", err)
-				}
+		dmu.Lock()
+		out := freed
+		freed = map[string][2]int64{}
+		dmu.Unlock()
+		for stream, v := range out {
+			if err := p.usage.Freed(ctx, stream, v[0], v[1]); err != nil {
+				p.log.Warn("retention: report purged bytes", "stream", stream, "err", err)
 			}
 		}
-		return nil
 	}
-	defer func() { _ = wait() }()
-	after := ""
+	deleteErr := func() error {
+		dmu.Lock()
+		defer dmu.Unlock()
+		return delErr
+	}
+	finish := func() error {
+		cancel()
+		for range pages { // let the lister end
+		}
+		deleters.Wait()
+		flush(context.WithoutCancel(ctx))
+		if ctx.Err() == nil && errors.Is(listErr, context.Canceled) {
+			listErr = nil // cancelled by finish
+		}
+		return errors.Join(listErr, deleteErr())
+	}
+
 	found := false
+	renewed, flushed := time.Now(), time.Now()
 	for {
-		if time.Since(renewed) > p.cfg.LeaseTTL/3 {
-			if err := held.Extend(ctx, p.cfg.LeaseTTL); err != nil {
-				return false, err
-			}
-			renewed = time.Now()
-		}
-		objs, err := p.store.List(ctx, prefix, after, page)
-		if err != nil {
-			return false, fmt.Errorf("list %s: %w", prefix, err)
-		}
-		if len(objs) == 0 {
+		// Group commit: the first page blocks, the others are taken as
+		// far as already listed.
+		group, ok := <-pages
+		if !ok {
 			break
 		}
 		found = true
-		r := result{perShard: map[string][2]int64{}}
-		keys := make([]string, 0, len(objs))
-		for _, o := range objs {
-			keys = append(keys, o.Key)
-			// Keys at or before the cursor were counted before a crash
-			// interrupted their deletion.
-			if o.Key <= j.Cursor {
-				continue
-			}
-			r.counted++
-			r.bytes += o.Size
-			if ref, _, err := storage.ParseSegmentKey(o.Key); err == nil {
-				v := r.perShard[ref.Stream]
-				r.perShard[ref.Stream] = [2]int64{v[0] + o.Size, v[1] + 1}
+		batch := [][]storage.ObjectInfo{group}
+	more:
+		for len(batch) < p.cfg.MaxRecordPages {
+			select {
+			case pg, ok := <-pages:
+				if !ok {
+					break more
+				}
+				batch = append(batch, pg)
+			default:
+				break more
 			}
 		}
-		// Record the page before deleting it (see meter.PurgeJob).
-		if r.counted > 0 {
-			last := keys[len(keys)-1]
-			if _, err := p.jobs.PurgeProgress(ctx, j.ID, last, r.counted, r.bytes); err != nil {
-				return false, err
+		if err := deleteErr(); err != nil {
+			return false, errors.Join(err, finish())
+		}
+		if time.Since(renewed) > p.cfg.LeaseTTL/3 {
+			if err := held.Extend(ctx, p.cfg.LeaseTTL); err != nil {
+				return false, errors.Join(err, finish())
+			}
+			renewed = time.Now()
+		}
+		type page struct {
+			keys    []string
+			counted int64
+			bytes   int64
+			streams map[string][2]int64
+		}
+		var (
+			todo          []page
+			counted, size int64
+			last          string
+		)
+		for _, objs := range batch {
+			pg := page{keys: make([]string, 0, len(objs)), streams: map[string][2]int64{}}
+			for _, o := range objs {
+				pg.keys = append(pg.keys, o.Key)
+				// Keys at or before the cursor were counted before a crash
+				// interrupted their deletion.
+				if o.Key <= j.Cursor {
+					continue
+				}
+				pg.counted++
+				pg.bytes += o.Size
+				last = o.Key
+				if ref, _, err := storage.ParseSegmentKey(o.Key); err == nil {
+					v := pg.streams[ref.Stream]
+					pg.streams[ref.Stream] = [2]int64{v[0] + o.Size, v[1] + 1}
+				}
+			}
+			counted, size = counted+pg.counted, size+pg.bytes
+			todo = append(todo, pg)
+		}
+		// Record the pages before deleting them (see meter.PurgeJob).
+		if counted > 0 {
+			if _, err := p.jobs.PurgeProgress(ctx, j.ID, last, counted, size); err != nil {
+				return false, errors.Join(err, finish())
 			}
 			j.Cursor = last
 		}
-		if err := wait(); err != nil {
-			return false, err
-		}
-		inflight = make(chan result, 1)
-		go func(ch chan result) {
-			began := time.Now()
-			err := p.store.Delete(ctx, keys)
-			p.met.latency.Observe(time.Since(began).Seconds())
-			if err != nil {
-				r.err = fmt.Errorf("delete under %s: %w", prefix, err)
+		for _, pg := range todo {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return false, errors.Join(ctx.Err(), finish())
 			}
-			ch <- r
-		}(inflight)
-		after = objs[len(objs)-1].Key
-		if len(objs) < page {
-			break
+			deleters.Add(1)
+			go func() {
+				defer deleters.Done()
+				defer func() { <-sem }()
+				began := time.Now()
+				err := p.store.Delete(ctx, pg.keys)
+				p.met.latency.Observe(time.Since(began).Seconds())
+				dmu.Lock()
+				defer dmu.Unlock()
+				if err != nil {
+					if delErr == nil {
+						delErr = fmt.Errorf("delete under %s: %w", prefix, err)
+					}
+					return
+				}
+				p.met.deleted(ReasonPurge, pg.counted, pg.bytes)
+				for s, v := range pg.streams {
+					f := freed[s]
+					freed[s] = [2]int64{f[0] + v[0], f[1] + v[1]}
+				}
+			}()
+		}
+		if time.Since(flushed) > p.cfg.UsageEvery {
+			flush(ctx)
+			flushed = time.Now()
 		}
 	}
-	if err := wait(); err != nil {
+	if err := finish(); err != nil {
 		return false, err
 	}
 	return !found, nil

@@ -3,6 +3,7 @@ package retention
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,15 +16,27 @@ import (
 )
 
 // crashingJobs fails right after the n-th progress was recorded, before
-// the batch is deleted: what a crash at the worst moment leaves.
+// the batch is deleted: what a crash at the worst moment leaves. gate, if
+// set, runs before each record (to let the lister get ahead).
 type crashingJobs struct {
 	Jobs
-	n     int64
-	calls atomic.Int64
+	n       int64
+	calls   atomic.Int64
+	gate    func()
+	mu      sync.Mutex
+	records []int64 // objects of each record
 }
 
 func (c *crashingJobs) PurgeProgress(ctx context.Context, id, cursor string, objects, bytes int64) (meter.PurgeJob, error) {
+	if c.gate != nil {
+		c.gate()
+	}
 	j, err := c.Jobs.PurgeProgress(ctx, id, cursor, objects, bytes)
+	if err == nil {
+		c.mu.Lock()
+		c.records = append(c.records, objects)
+		c.mu.Unlock()
+	}
 	if err == nil && c.calls.Add(1) == c.n {
 		return j, errors.New("simulated crash after recording a batch")
 	}
@@ -40,8 +53,24 @@ func openMeter(t *testing.T) *meter.Meter {
 	return m
 }
 
+// TestPurgeResumesExactly crashes a purge right after its second progress
+// record and resumes it with a fresh worker: every object and byte is
+// counted exactly once. "grouped" makes the lister run ahead of the
+// recorder, so one record covers several pages and deletes of earlier
+// records are in flight (three at once) when the crash comes.
 func TestPurgeResumesExactly(t *testing.T) {
 	t.Parallel()
+	t.Run("page per record", func(t *testing.T) {
+		t.Parallel()
+		testPurgeResumes(t, false)
+	})
+	t.Run("grouped", func(t *testing.T) {
+		t.Parallel()
+		testPurgeResumes(t, true)
+	})
+}
+
+func testPurgeResumes(t *testing.T, grouped bool) {
 	ctx := context.Background()
 	f := newFixture(t, false)
 	m := openMeter(t)
@@ -62,10 +91,14 @@ func TestPurgeResumesExactly(t *testing.T) {
 	sy := f.segs(t, ry, T.Add(-5*time.Hour), T, 3*time.Minute)
 	f.segs(t, rz, T.Add(-5*time.Hour), T, 10*time.Minute)
 	require.NoError(t, f.idx.Compact(ctx, T.Add(-time.Hour).UnixMilli()))
-	var wantObjs, wantBytes int64
+	var (
+		wantObjs, wantBytes int64
+		before              []storage.ObjectInfo
+	)
 	require.NoError(t, storage.Walk(ctx, f.store, storage.CameraPrefix("a1", "c1"), func(o storage.ObjectInfo) error {
 		wantObjs++
 		wantBytes += o.Size
+		before = append(before, o)
 		return nil
 	}))
 	require.Greater(t, wantObjs, int64(len(sx)+len(sy)), "manifests too")
@@ -86,19 +119,49 @@ func TestPurgeResumesExactly(t *testing.T) {
 
 	// The first worker "crashes" after recording its second batch.
 	cj := &crashingJobs{Jobs: m, n: 2}
-	p1 := NewPurger(PurgerConfig{Straggle: -1, PageSize: 100}, f.store, f.idx, cj, usage, nil)
+	cfg := PurgerConfig{Straggle: -1, PageSize: 100}
+	var store storage.Backend = f.store
+	if grouped {
+		cs := &counting{Backend: f.store}
+		store = cs
+		cfg.PageSize, cfg.DeleteConcurrency = 20, 3
+		// Before the first record the lister lists four pages (no delete
+		// has started yet, so every call is a listing): the second record
+		// takes the three waiting.
+		cj.gate = func() {
+			deadline := time.Now().Add(30 * time.Second)
+			for cs.calls.Load() < 4 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	p1 := NewPurger(cfg, store, f.idx, cj, usage, nil)
 	require.Error(t, p1.RunOnce(ctx))
 	j, err = m.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
 	require.Equal(t, meter.PurgeFailed, j.State)
-	require.Equal(t, int64(200), j.ObjectsDeleted, "two batches recorded")
+	// What was recorded is exactly what sorts at or before the cursor.
+	var atCursor, atCursorBytes int64
+	for _, o := range before {
+		if o.Key <= j.Cursor {
+			atCursor++
+			atCursorBytes += o.Size
+		}
+	}
+	require.Equal(t, atCursor, j.ObjectsDeleted)
+	require.Equal(t, atCursorBytes, j.BytesFreed)
+	require.GreaterOrEqual(t, j.ObjectsDeleted, 2*int64(cfg.PageSize), "two records of at least a page")
+	if grouped {
+		require.Len(t, cj.records, 2)
+		require.Greater(t, cj.records[1], int64(cfg.PageSize), "the second record covers several pages")
+	}
 	require.NotEmpty(t, f.keys(t, storage.CameraPrefix("a1", "c1")))
 	_, err = m.CreateCamera(ctx, "", "b1", cam1)
 	require.ErrorIs(t, err, meter.ErrConflict, "the id is not reusable before the purge is done")
 
 	// A fresh worker (after the restart) finishes it, counting every
 	// object exactly once.
-	p2 := NewPurger(PurgerConfig{Straggle: -1, PageSize: 100}, f.store, f.idx, m, usage, nil)
+	p2 := NewPurger(cfg, store, f.idx, m, usage, nil)
 	require.NoError(t, p2.RunOnce(ctx))
 	j, err = m.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)

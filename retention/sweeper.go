@@ -80,11 +80,14 @@ type SweeperConfig struct {
 	// index.MaxSegmentDuration): an hour is wholly expired once its end
 	// plus this is.
 	MaxSegmentDuration time.Duration
-	Workers            int           // streams swept concurrently (default 4)
-	LeaseTTL           time.Duration // default 2 min, renewed while sweeping
-	Now                func() time.Time
-	Logger             *slog.Logger
-	Metrics            *Metrics
+	Workers            int // streams swept concurrently (default 4)
+	// DeleteConcurrency is how many delete requests of one stream's bulk
+	// sweep run at once (default 2).
+	DeleteConcurrency int
+	LeaseTTL          time.Duration // default 2 min, renewed while sweeping
+	Now               func() time.Time
+	Logger            *slog.Logger
+	Metrics           *Metrics
 }
 
 // Sweeper deletes expired video of every live stream. Its idle cost is
@@ -139,6 +142,9 @@ func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Str
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
+	}
+	if cfg.DeleteConcurrency <= 0 {
+		cfg.DeleteConcurrency = 2
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 2 * time.Minute
@@ -529,29 +535,33 @@ func (s *Sweeper) settlePending(ctx context.Context, ref storage.StreamRef, ss *
 
 // sweepWhole is the bulk path: it lists the stream's segments from the
 // oldest, page by page, and deletes every one in an hour that is wholly
-// expired (no metadata needed), with those hours' manifests. Listing the
-// next page overlaps deleting the last one. It stops at the first hour
-// that is not wholly expired.
+// expired (no metadata needed), with those hours' manifests. Keys are
+// deleted in requests of exactly the S3 maximum (1,000), up to
+// DeleteConcurrency at once, while the next page is listed. It stops at
+// the first hour that is not wholly expired.
 func (s *Sweeper) sweepWhole(ctx context.Context, ref storage.StreamRef, pol Policy, now time.Time, ss *streamState) (objs, bytes int64, err error) {
-	const page = 1000
+	const page = 1000 // a listing page and the most keys of one delete request
 	type batch struct {
+		seq  int
 		del  []pendingKey
 		mans []string
 	}
-	work := make(chan batch, 1)
 	var (
+		mu            sync.Mutex
 		dObjs, dBytes int64
 		delErr        error
-		lastDeleted   int64 = -1
-		wg            sync.WaitGroup
+		lastOf        = map[int]int64{} // seq of a deleted batch → its last segment start
+		g             errgroup.Group
+		seq           int
 	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for b := range work {
-			if delErr != nil {
-				continue
-			}
+	g.SetLimit(s.cfg.DeleteConcurrency)
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return delErr != nil
+	}
+	send := func(b batch) {
+		g.Go(func() error {
 			keys := make([]string, 0, len(b.del)+len(b.mans))
 			for _, d := range b.del {
 				keys = append(keys, d.key)
@@ -561,27 +571,34 @@ func (s *Sweeper) sweepWhole(ctx context.Context, ref storage.StreamRef, pol Pol
 			err := s.store.Delete(ctx, keys)
 			s.met.latency.Observe(time.Since(began).Seconds())
 			if err != nil {
+				mu.Lock()
 				ss.pending = append(ss.pending, b.del...)
-				delErr = fmt.Errorf("delete: %w", err)
-				continue
+				delErr = errors.Join(delErr, fmt.Errorf("delete: %w", err))
+				mu.Unlock()
+				return nil
 			}
 			o, by := s.freed(ctx, ref, b.del)
+			mu.Lock()
 			dObjs, dBytes = dObjs+o, dBytes+by
 			if len(b.del) > 0 {
-				_, lastDeleted, _ = storage.ParseSegmentKey(b.del[len(b.del)-1].key)
+				_, lastOf[b.seq], _ = storage.ParseSegmentKey(b.del[len(b.del)-1].key)
+			} else {
+				lastOf[b.seq] = -1
 			}
-		}
-	}()
+			mu.Unlock()
+			return nil
+		})
+	}
 	after := ""
 	var listErr error
 	lastHour := int64(-1)
-	for {
+	cur := batch{}
+	for !failed() {
 		objsPage, err := s.store.List(ctx, ref.SegmentPrefix(), after, page)
 		if err != nil {
 			listErr = fmt.Errorf("list %s: %w", ref.SegmentPrefix(), err)
 			break
 		}
-		var b batch
 		stop := false
 		for _, o := range objsPage {
 			_, start, err := storage.ParseSegmentKey(o.Key)
@@ -594,22 +611,36 @@ func (s *Sweeper) sweepWhole(ctx context.Context, ref storage.StreamRef, pol Pol
 				break
 			}
 			if h != lastHour {
-				b.mans = append(b.mans, ref.ManifestKey(time.UnixMilli(h)))
+				cur.mans = append(cur.mans, ref.ManifestKey(time.UnixMilli(h)))
 				lastHour = h
 			}
-			b.del = append(b.del, pendingKey{key: o.Key, size: o.Size, reason: ReasonRetention})
-		}
-		if len(b.del) > 0 {
-			work <- b
+			cur.del = append(cur.del, pendingKey{key: o.Key, size: o.Size, reason: ReasonRetention})
+			if len(cur.del)+len(cur.mans) >= page {
+				cur.seq, seq = seq, seq+1
+				send(cur)
+				cur = batch{}
+			}
 		}
 		if stop || len(objsPage) < page {
 			break
 		}
 		after = objsPage[len(objsPage)-1].Key
 	}
-	close(work)
-	wg.Wait()
-	// One index trim for the whole run, up to the last segment deleted.
+	if len(cur.del) > 0 && !failed() {
+		cur.seq, seq = seq, seq+1
+		send(cur)
+	}
+	_ = g.Wait()
+	// One index trim for the whole run, up to the last segment of the
+	// batches deleted without a gap (a failed batch's entries stay).
+	lastDeleted := int64(-1)
+	for i := 0; i < seq; i++ {
+		last, ok := lastOf[i]
+		if !ok {
+			break
+		}
+		lastDeleted = max(lastDeleted, last)
+	}
 	if lastDeleted >= 0 {
 		if err := s.idx.TrimBefore(ctx, ref, lastDeleted+1); err != nil {
 			s.log.Warn("retention: trim index", "stream", ref.Stream, "err", err)
