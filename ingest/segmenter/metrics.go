@@ -1,0 +1,39 @@
+package segmenter
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	sessions      prometheus.Gauge
+	closed        *prometheus.CounterVec
+	segments      *prometheus.CounterVec
+	retries       prometheus.Counter
+	backlog       prometheus.Gauge
+	lost          prometheus.Counter
+	aboveTier     prometheus.Gauge
+	aboveTierSegs prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_recorder_sessions",
+			Help: "RTSP publishing sessions being recorded on this node."}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_recorder_sessions_closed_total",
+			Help: "Recorded sessions that ended, by reason (teardown, disconnect, error)."}, []string{"reason"}),
+		segments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_recorder_segments_total",
+			Help: "Recorded segments by outcome (stored, duplicate, conflict, rejected, dropped_deleted_stream)."}, []string{"result"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_store_retries_total",
+			Help: "Store attempts of recorded segments that failed and are retried."}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_recorder_spool_backlog",
+			Help: "Closed segments spooled on disk waiting to be stored."}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_rtp_gaps_total",
+			Help: "RTP sequence gaps (lost packets) in recorded video."}),
+		aboveTier: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_recorder_observed_tier_above_configured",
+			Help: "Live sessions whose observed resolution tier (from the SPS) is above the stream's configured tier."}),
+		aboveTierSegs: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_segments_above_configured_tier_total",
+			Help: "Recorded segments whose observed resolution tier is above the stream's configured tier."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.aboveTier, m.aboveTierSegs)
+	}
+	return m
+}

@@ -1,0 +1,562 @@
+package segmenter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/media/avc"
+	"github.com/vigilcloud/vigil/media/fmp4"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/retention"
+)
+
+// session records one publishing session (an rtsp.Sink). Its calls never
+// overlap (the rtsp contract); the lease renewal runs beside them and only
+// touches leaseErr.
+type session struct {
+	r      *Recorder
+	st     meter.Stream
+	tracks []*track // by media index; nil = not recorded
+	log    *slog.Logger
+
+	held      retention.Held
+	stopRenew context.CancelFunc
+	renewDone chan struct{}
+	leaseErr  atomic.Pointer[error]
+	backlog   atomic.Int32
+	closeOnce sync.Once
+
+	err         error // sticky: the session failed
+	floorMS     int64 // a segment must not start before this (what is recorded)
+	floorKnown  bool
+	nextStartNS int64 // start of the next segment when chained, else 0
+	endMS       int64 // end of the last segment cut
+	seg         *openSegment
+	last        *pendingVideo // newest picture, waiting for its duration
+	lastDur     int64
+	dropToKey   bool                  // a forced cut: skip pictures until a keyframe
+	audioQ      map[int][]queuedAudio // by media index
+	aboveTier   bool
+}
+
+type pendingVideo struct {
+	dts, pts int64
+	au       *accessUnit
+}
+
+type queuedAudio struct {
+	wallNS int64
+	dur    int64 // in the track's samples; 0 while unknown
+	ts     int64
+	data   []byte
+}
+
+// openSegment is the segment being written.
+type openSegment struct {
+	sp            *spoolFile
+	startNS       int64
+	startMS       int64
+	d0            int64 // DTS of the first picture
+	fragStart     int64 // DTS where the open fragment starts
+	seq           uint32
+	video         []fmp4.Sample
+	videoBase     uint64
+	audio         map[int]*audioFrag
+	ids           map[int]uint32 // media index → track id
+	width, height int
+	videoID       uint32
+	videoMediaIdx int
+	bufferedBytes int
+}
+
+type audioFrag struct {
+	started bool
+	next    uint64 // decode time of the next sample, track timescale
+	base    uint64
+	samples []fmp4.Sample
+}
+
+const (
+	videoRate         = 90000
+	maxAudioQueue     = 4096
+	maxFragmentBytes  = 64 << 20
+	defaultFrameTicks = 3600 // 25 fps, for a last picture of unknown length
+)
+
+func newSession(r *Recorder, st meter.Stream, tracks []*track) *session {
+	return &session{r: r, st: st, tracks: tracks, log: r.log.With("stream", st.ID), audioQ: map[int][]queuedAudio{}}
+}
+
+// start begins renewing the publisher lease.
+func (s *session) start(held retention.Held) {
+	s.held = held
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopRenew, s.renewDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.renewDone)
+		t := time.NewTicker(s.r.cfg.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := held.Extend(ctx, s.r.cfg.LeaseTTL); err != nil && ctx.Err() == nil {
+					// Another node may take the stream now: stop recording.
+					err = fmt.Errorf("segmenter: publisher lease lost: %w", err)
+					s.leaseErr.Store(&err)
+					return
+				}
+			}
+		}
+	}()
+}
+
+// WriteRTP implements rtsp.Sink.
+func (s *session) WriteRTP(media int, pkt *rtp.Packet, received time.Time) error {
+	if s.err != nil {
+		return s.err
+	}
+	if e := s.leaseErr.Load(); e != nil {
+		s.err = *e
+		return s.err
+	}
+	if int(s.backlog.Load()) > s.r.cfg.MaxBacklog {
+		s.err = fmt.Errorf("segmenter: %d segments wait for storage; ending the session (they stay spooled)", s.backlog.Load())
+		return s.err
+	}
+	if media < 0 || media >= len(s.tracks) || s.tracks[media] == nil {
+		return nil
+	}
+	t := s.tracks[media]
+	ts := t.ts.extend(pkt.Timestamp)
+	if !t.clock.set {
+		t.clock = clockMap{set: true, rtp: ts, wallNS: received.UnixNano(), rate: int64(t.rate())}
+	}
+	if err := s.writeRTP(media, t, pkt, ts); err != nil {
+		s.err = err
+		return err
+	}
+	return nil
+}
+
+func (t *track) rate() int {
+	if t.video != nil {
+		return videoRate
+	}
+	return t.audio.rate
+}
+
+func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error {
+	if v := t.video; v != nil {
+		wasLost := v.seqKnown && pkt.SequenceNumber != v.lastSeq+1
+		aus, err := v.push(pkt, ts)
+		if wasLost {
+			s.r.m.lost.Inc()
+		}
+		if err != nil {
+			return err
+		}
+		for _, a := range aus {
+			for _, f := range v.dts.Push(a.ts, a.au) {
+				if err := s.onVideo(media, f); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	frames, err := t.audio.frames(pkt.Payload)
+	if err != nil {
+		return err
+	}
+	q := s.audioQ[media]
+	for i, f := range frames {
+		at := ts + int64(i*t.audio.frameDur)
+		if n := len(q); n > 0 && q[n-1].dur == 0 {
+			d := at - q[n-1].ts
+			if d <= 0 || d > int64(t.audio.rate) {
+				d = int64(t.audio.frameDur) // a jump: keep the nominal length
+			}
+			q[n-1].dur = d
+		}
+		dur := int64(0)
+		if t.audio.codec == fmp4.AAC {
+			dur = int64(t.audio.frameDur)
+		}
+		q = append(q, queuedAudio{wallNS: t.clock.wall(at), dur: dur, ts: at, data: append([]byte(nil), f...)})
+	}
+	if len(q) > maxAudioQueue {
+		// Audio without video to place it against: keep the newest.
+		q = append(q[:0], q[len(q)-maxAudioQueue:]...)
+	}
+	s.audioQ[media] = q
+	return nil
+}
+
+// WriteRTCP implements rtsp.Sink: the first sender report of a track fixes
+// its wall clock.
+func (s *session) WriteRTCP(media int, pkts []rtcp.Packet) {
+	if media < 0 || media >= len(s.tracks) || s.tracks[media] == nil {
+		return
+	}
+	t := s.tracks[media]
+	for _, p := range pkts {
+		sr, ok := p.(*rtcp.SenderReport)
+		if !ok || t.clock.fromSR {
+			continue
+		}
+		wall := ntpToUnixNS(sr.NTPTime)
+		if d := time.Duration(wall - s.r.cfg.Now().UnixNano()); d > time.Hour || d < -time.Hour {
+			s.log.Warn("segmenter: sender report clock is off by more than an hour; using the receive clock", "offset", d)
+			t.clock.fromSR = true // do not ask again
+			continue
+		}
+		t.clock = clockMap{set: true, fromSR: true, rtp: t.ts.extend(sr.RTPTime), wallNS: wall, rate: int64(t.rate())}
+	}
+}
+
+func ntpToUnixNS(ntp uint64) int64 {
+	const ntpToUnix = 2208988800
+	sec := int64(ntp>>32) - ntpToUnix
+	frac := int64((ntp & 0xffffffff) * 1e9 >> 32)
+	return sec*1e9 + frac
+}
+
+// onVideo takes the next picture in decode order.
+func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
+	if s.dropToKey {
+		if !f.V.key {
+			return nil
+		}
+		s.dropToKey = false
+	}
+	if s.seg == nil {
+		if !f.V.key {
+			return nil
+		}
+		s.last = &pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
+		return s.openSegment(media, f.DTS)
+	}
+	if err := s.appendLast(f.DTS - s.last.dts); err != nil {
+		return err
+	}
+	seg := s.seg
+	elapsed := f.DTS - seg.d0
+	segTicks := int64(s.r.cfg.SegmentDuration) * videoRate / int64(time.Second)
+	maxTicks := int64(s.r.cfg.MaxSegmentDuration) * videoRate / int64(time.Second)
+	fragTicks := int64(s.r.cfg.FragmentDuration) * videoRate / int64(time.Second)
+	switch {
+	case f.V.key && (elapsed >= segTicks || f.V.paramsChanged):
+		if err := s.closeSegment(f.DTS); err != nil {
+			return err
+		}
+		s.last = &pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
+		return s.openSegment(media, f.DTS)
+	case elapsed >= maxTicks:
+		// No keyframe for too long: close what is there and wait for one,
+		// as a segment must start with a keyframe to play alone.
+		s.log.Warn("segmenter: no keyframe within the longest segment; waiting for one", "max", s.r.cfg.MaxSegmentDuration)
+		s.last = nil
+		s.dropToKey = true
+		return s.closeSegment(f.DTS)
+	case f.DTS-seg.fragStart >= fragTicks || seg.bufferedBytes > maxFragmentBytes:
+		if err := s.flushFragment(f.DTS); err != nil {
+			return err
+		}
+	}
+	if f.V.paramsChanged && !f.V.key {
+		f.V.paramsChanged = false // cut at the next keyframe instead
+		s.pendingParamCut()
+	}
+	s.last = &pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
+	return nil
+}
+
+// pendingParamCut makes the next keyframe start a segment.
+func (s *session) pendingParamCut() {
+	for _, t := range s.tracks {
+		if t != nil && t.video != nil {
+			t.video.changed = true
+		}
+	}
+}
+
+// appendLast adds the pending picture with duration dur to the fragment.
+func (s *session) appendLast(dur int64) error {
+	l := s.last
+	if l == nil || s.seg == nil {
+		return nil
+	}
+	if dur <= 0 || dur > int64(^uint32(0)>>1) {
+		dur = defaultFrameTicks
+	}
+	s.lastDur = dur
+	data := avccOf(l.au.nalus)
+	s.seg.video = append(s.seg.video, fmp4.Sample{Duration: uint32(dur), PTSOffset: int32(l.pts - l.dts), Keyframe: l.au.key, Data: data})
+	s.seg.bufferedBytes += len(data)
+	s.last = nil
+	return nil
+}
+
+func avccOf(nalus [][]byte) []byte {
+	n := 0
+	for _, u := range nalus {
+		n += 4 + len(u)
+	}
+	b := make([]byte, 0, n)
+	for _, u := range nalus {
+		b = append(b, byte(len(u)>>24), byte(len(u)>>16), byte(len(u)>>8), byte(len(u)))
+		b = append(b, u...)
+	}
+	return b
+}
+
+func (s *session) openSegment(media int, d0 int64) error {
+	vt := s.tracks[media]
+	startNS := s.nextStartNS
+	if startNS == 0 {
+		startNS = vt.clock.wall(d0)
+		if !s.floorKnown {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.floorMS = s.r.recordedEnd(ctx, s.st, startNS/1e6)
+			cancel()
+			s.floorKnown = true
+		}
+		if floor := max(s.floorMS, s.endMS) * 1e6; startNS < floor {
+			// A reconnect (or a clock behind what is recorded): continue
+			// where the recording ends, never overlap it.
+			startNS = floor
+		}
+	}
+	seg := &openSegment{startNS: startNS, startMS: startNS / 1e6, d0: d0, fragStart: d0,
+		audio: map[int]*audioFrag{}, ids: map[int]uint32{}, videoMediaIdx: media}
+	var tracks []fmp4.Track
+	id := uint32(1)
+	seg.ids[media] = id
+	seg.videoID = id
+	vtr := vt.fmp4Track(id)
+	seg.width, seg.height = vtr.Width, vtr.Height
+	tracks = append(tracks, vtr)
+	for i, t := range s.tracks {
+		if t == nil || t.audio == nil {
+			continue
+		}
+		id++
+		seg.ids[i] = id
+		seg.audio[i] = &audioFrag{}
+		tracks = append(tracks, t.fmp4Track(id))
+	}
+	path := s.r.spoolPath(s.st.ID, seg.startMS)
+	s.r.setOwned(path, true)
+	sp, err := createSpool(path, tracks, seg.width, seg.height)
+	if err != nil {
+		s.r.setOwned(path, false)
+		return err
+	}
+	seg.sp = sp
+	s.seg = seg
+	s.noteTier(seg.width, seg.height)
+	return nil
+}
+
+// noteTier keeps the "observed tier above configured" gauge.
+func (s *session) noteTier(w, h int) {
+	above := w > 0 && h > 0 && w*h > s.st.Width*s.st.Height && meter.Tier(w, h) != meter.Tier(s.st.Width, s.st.Height)
+	if above != s.aboveTier {
+		if above {
+			s.r.m.aboveTier.Inc()
+			s.log.Warn("segmenter: observed resolution tier above the configured one", "observed", fmt.Sprintf("%dx%d", w, h),
+				"observed_tier", meter.Tier(w, h), "configured_tier", meter.Tier(s.st.Width, s.st.Height))
+		} else {
+			s.r.m.aboveTier.Dec()
+		}
+		s.aboveTier = above
+	}
+}
+
+// wallOf is the wall clock (ns) of a video DTS within the open segment.
+func (seg *openSegment) wallOf(dts int64) int64 {
+	return seg.startNS + (dts-seg.d0)*1e9/videoRate
+}
+
+// flushFragment writes the open fragment, which ends at video DTS end,
+// with the audio before that instant.
+func (s *session) flushFragment(end int64) error {
+	seg := s.seg
+	if len(seg.video) == 0 {
+		return nil
+	}
+	frag := fmp4.Fragment{SequenceNumber: seg.seq + 1}
+	frag.Tracks = append(frag.Tracks, fmp4.TrackFragment{TrackID: seg.videoID, BaseDecodeTime: uint64(seg.fragStart - seg.d0), Samples: seg.video})
+	endWall := seg.wallOf(end)
+	for i, af := range seg.audio {
+		t := s.tracks[i].audio
+		q := s.audioQ[i]
+		n := 0
+		for ; n < len(q) && q[n].wallNS < endWall && q[n].dur > 0; n++ {
+			a := q[n]
+			if !af.started {
+				off := (a.wallNS - seg.startNS) * int64(t.rate) / 1e9
+				if off < 0 {
+					continue // before the segment's first picture
+				}
+				af.started, af.next = true, uint64(off)
+			}
+			if len(af.samples) == 0 {
+				af.base = af.next
+			}
+			af.samples = append(af.samples, fmp4.Sample{Duration: uint32(a.dur), Keyframe: true, Data: a.data})
+			af.next += uint64(a.dur)
+		}
+		s.audioQ[i] = append(q[:0], q[n:]...)
+		if len(af.samples) > 0 {
+			frag.Tracks = append(frag.Tracks, fmp4.TrackFragment{TrackID: seg.ids[i], BaseDecodeTime: af.base, Samples: af.samples})
+		}
+	}
+	durMS := (seg.wallOf(end) - seg.startNS) / 1e6
+	if err := seg.sp.writeFragment(frag, durMS); err != nil {
+		return err
+	}
+	seg.seq++
+	seg.video, seg.fragStart, seg.bufferedBytes = nil, end, 0
+	for _, af := range seg.audio {
+		af.samples = nil
+	}
+	return nil
+}
+
+// closeSegment ends the open segment at video DTS end and hands it to the
+// uploader; the next segment continues exactly where it ends.
+func (s *session) closeSegment(end int64) error {
+	seg := s.seg
+	if seg == nil {
+		return nil
+	}
+	s.seg = nil
+	err := s.flushFragment(end)
+	if cerr := seg.sp.close(); err == nil {
+		err = cerr
+	}
+	endNS := seg.wallOf(end)
+	endMS := endNS / 1e6
+	if err != nil || seg.sp.frags == 0 || endMS <= seg.startMS {
+		removeSpool(seg.sp.path)
+		s.r.setOwned(seg.sp.path, false)
+		if err != nil {
+			return err
+		}
+		return nil
+	}
+	s.nextStartNS, s.endMS = endNS, endMS
+	if s.aboveTier {
+		s.r.m.aboveTierSegs.Inc()
+	}
+	s.backlog.Add(1)
+	s.r.enqueue(uploadJob{path: seg.sp.path, stream: s.st.ID,
+		seg:  index.Segment{Start: seg.startMS, DurationMS: endMS - seg.startMS, Width: seg.width, Height: seg.height},
+		done: func() { s.backlog.Add(-1) }})
+	return nil
+}
+
+// Close implements rtsp.Sink: everything received is cut into a last
+// segment and stored.
+func (s *session) Close(reason error) {
+	s.closeOnce.Do(func() { s.close(reason) })
+}
+
+func (s *session) close(reason error) {
+	if s.stopRenew != nil {
+		s.stopRenew()
+		<-s.renewDone
+	}
+	if s.err == nil {
+		s.finish()
+	}
+	if s.seg != nil { // a failed session: keep its complete fragments
+		s.seg.video = nil
+		for _, af := range s.seg.audio {
+			af.samples = nil
+		}
+		seg := s.seg
+		if err := seg.sp.close(); err == nil && seg.sp.frags > 0 {
+			s.seg = nil
+			size, dur, _, _, jerr := readJournal(seg.sp.path)
+			if jerr == nil && size > 0 && dur > 0 {
+				s.backlog.Add(1)
+				s.endMS = seg.startMS + dur
+				s.r.enqueue(uploadJob{path: seg.sp.path, stream: s.st.ID,
+					seg:  index.Segment{Start: seg.startMS, DurationMS: dur, Width: seg.width, Height: seg.height},
+					done: func() { s.backlog.Add(-1) }})
+			}
+		} else {
+			removeSpool(seg.sp.path)
+			s.r.setOwned(seg.sp.path, false)
+		}
+	}
+	if s.held != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.held.Release(ctx); err != nil {
+			s.log.Warn("segmenter: lease release", "err", err)
+		}
+		cancel()
+	}
+	if s.aboveTier {
+		s.r.m.aboveTier.Dec()
+	}
+	s.r.release(s, s.endMS)
+	why := "teardown"
+	switch {
+	case s.err != nil:
+		why = "error"
+		s.log.Warn("segmenter: session ended by an error", "err", s.err, "reason", reason)
+	case reason != nil:
+		why = "disconnect"
+		s.log.Info("segmenter: session ended", "reason", reason)
+	default:
+		s.log.Info("segmenter: session torn down")
+	}
+	s.r.m.closed.WithLabelValues(why).Inc()
+}
+
+// finish flushes the reorder buffer and closes the last segment.
+func (s *session) finish() {
+	for i, t := range s.tracks {
+		if t == nil || t.video == nil {
+			continue
+		}
+		for _, f := range t.video.dts.Flush() {
+			if err := s.onVideo(i, f); err != nil {
+				s.err = err
+				return
+			}
+		}
+	}
+	if s.last != nil && s.seg != nil {
+		end := s.last.dts + max(s.lastDur, 1)
+		if s.lastDur == 0 {
+			end = s.last.dts + defaultFrameTicks
+		}
+		if err := s.appendLast(end - s.last.dts); err != nil {
+			s.err = err
+			return
+		}
+		for i, q := range s.audioQ { // the last audio frame's length is nominal
+			if n := len(q); n > 0 && q[n-1].dur == 0 {
+				q[n-1].dur = int64(s.tracks[i].audio.frameDur)
+			}
+		}
+		if err := s.closeSegment(end); err != nil {
+			s.err = err
+		}
+	}
+}
+

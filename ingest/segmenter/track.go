@@ -1,0 +1,430 @@
+package segmenter
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+
+	"github.com/vigilcloud/vigil/ingest/rtsp"
+	"github.com/vigilcloud/vigil/media/aac"
+	"github.com/vigilcloud/vigil/media/avc"
+	"github.com/vigilcloud/vigil/media/fmp4"
+	"github.com/vigilcloud/vigil/media/hevc"
+)
+
+var (
+	errIgnored   = errors.New("segmenter: media ignored")
+	errMalformed = errors.New("segmenter: malformed")
+)
+
+// track is one recorded media of a session: exactly one of video, audio.
+type track struct {
+	media rtsp.Media
+	video *videoTrack
+	audio *audioTrack
+	ts    unwrapper // RTP timestamp, extended to 64 bits
+	clock clockMap  // RTP time → wall clock
+}
+
+func newTrack(m rtsp.Media) (*track, error) {
+	t := &track{media: m}
+	switch strings.ToUpper(m.Codec) {
+	case "H264":
+		t.video = &videoTrack{codec: fmp4.H264}
+		if ps, ok := m.Fmtp["sprop-parameter-sets"]; ok {
+			for _, p := range strings.Split(ps, ",") {
+				if b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(p)); err == nil && len(b) > 0 {
+					t.video.setParam(b)
+				}
+			}
+		}
+	case "H265":
+		t.video = &videoTrack{codec: fmp4.H265}
+		for _, k := range []string{"sprop-vps", "sprop-sps", "sprop-pps"} {
+			for _, p := range strings.Split(m.Fmtp[k], ",") {
+				if b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(p)); err == nil && len(b) > 0 {
+					t.video.setParam(b)
+				}
+			}
+		}
+		if m.Fmtp["sprop-max-don-diff"] != "" && m.Fmtp["sprop-max-don-diff"] != "0" {
+			return nil, errors.New("H.265 with DONL (sprop-max-don-diff > 0) is not supported")
+		}
+	case "MPEG4-GENERIC":
+		a, err := newAACTrack(m)
+		if err != nil {
+			return nil, err
+		}
+		t.audio = a
+	case "OPUS":
+		ch := m.Channels
+		if ch <= 0 {
+			ch = 2
+		}
+		t.audio = &audioTrack{codec: fmp4.Opus, rate: 48000, channels: ch, frameDur: 960}
+	default:
+		if m.Type == "video" {
+			return nil, fmt.Errorf("video codec %q is not recorded (H264, H265)", m.Codec)
+		}
+		return nil, errIgnored
+	}
+	if t.video != nil {
+		t.video.reset()
+		t.video.dts = avc.NewDTSExtractor[*accessUnit](0)
+		if m.ClockRate != 0 && m.ClockRate != 90000 {
+			return nil, fmt.Errorf("video clock rate %d (want 90000)", m.ClockRate)
+		}
+	}
+	if t.audio != nil && m.ClockRate != 0 && int(m.ClockRate) != t.audio.rate {
+		// Audio timestamps count samples at the announced clock rate.
+		t.audio.rate = int(m.ClockRate)
+	}
+	return t, nil
+}
+
+func newAACTrack(m rtsp.Media) (*audioTrack, error) {
+	mode := strings.ToLower(m.Fmtp["mode"])
+	if mode != "" && mode != "aac-hbr" {
+		return nil, fmt.Errorf("mpeg4-generic mode %q (want AAC-hbr)", m.Fmtp["mode"])
+	}
+	asc, err := hex.DecodeString(m.Fmtp["config"])
+	if err != nil || len(asc) < 2 {
+		return nil, fmt.Errorf("mpeg4-generic config %q is not an AudioSpecificConfig", m.Fmtp["config"])
+	}
+	a := &audioTrack{codec: fmp4.AAC, asc: asc, rate: int(m.ClockRate), channels: m.Channels, frameDur: 1024}
+	if c, err := aac.ParseConfig(asc); err == nil {
+		a.rate, a.channels = c.SampleRate, c.Channels
+	}
+	if a.rate <= 0 {
+		return nil, errors.New("AAC without a sample rate")
+	}
+	if a.channels <= 0 {
+		a.channels = 1
+	}
+	num := func(k string, def int) (int, error) {
+		v := m.Fmtp[k]
+		if v == "" {
+			return def, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 32 {
+			return 0, fmt.Errorf("mpeg4-generic %s=%q", k, v)
+		}
+		return n, nil
+	}
+	if a.sizeLen, err = num("sizelength", 13); err != nil {
+		return nil, err
+	}
+	if a.indexLen, err = num("indexlength", 3); err != nil {
+		return nil, err
+	}
+	if a.indexDeltaLen, err = num("indexdeltalength", 3); err != nil {
+		return nil, err
+	}
+	if a.sizeLen == 0 {
+		return nil, errors.New("mpeg4-generic without sizelength")
+	}
+	return a, nil
+}
+
+// unwrapper extends 32-bit RTP timestamps to 64 bits across wraps.
+type unwrapper struct {
+	last    uint32
+	ext     int64
+	started bool
+}
+
+func (u *unwrapper) extend(ts uint32) int64 {
+	if !u.started {
+		u.started, u.last, u.ext = true, ts, int64(ts)
+		return u.ext
+	}
+	u.ext += int64(int32(ts - u.last))
+	u.last = ts
+	return u.ext
+}
+
+// clockMap maps a track's extended RTP time to wall-clock nanoseconds:
+// from the first RTCP sender report when there is one, else from the
+// receive time of the first packet.
+type clockMap struct {
+	set, fromSR bool
+	rtp         int64
+	wallNS      int64
+	rate        int64
+}
+
+func (c *clockMap) wall(rtpTS int64) int64 {
+	return c.wallNS + (rtpTS-c.rtp)*1e9/c.rate
+}
+
+// accessUnit is one video picture.
+type accessUnit struct {
+	nalus         [][]byte // without parameter sets and delimiters
+	key           bool
+	paramsChanged bool
+}
+
+// videoTrack depacketises H.264/H.265 into access units.
+type videoTrack struct {
+	codec fmp4.Codec
+	h264  *codecs.H264Packet
+	h265  *codecs.H265Depacketizer
+
+	vps, sps, pps []byte // current parameter sets
+	changed       bool   // a parameter set changed since the last access unit
+
+	au        [][]byte
+	auTS      int64
+	auStarted bool
+	auPkts    int
+	damaged   bool // packets of the open access unit were lost
+	needKey   bool // drop pictures until the next keyframe
+	lastSeq   uint16
+	seqKnown  bool
+	dts       *avc.DTSExtractor[*accessUnit]
+}
+
+func (v *videoTrack) reset() {
+	v.h264 = &codecs.H264Packet{}
+	v.h265 = &codecs.H265Depacketizer{}
+}
+
+// isParam reports whether nalu is a parameter set, and stores it.
+func (v *videoTrack) setParam(nalu []byte) bool {
+	var slot *[]byte
+	if v.codec == fmp4.H264 {
+		switch avc.NALType(nalu) {
+		case avc.NALSPS:
+			slot = &v.sps
+		case avc.NALPPS:
+			slot = &v.pps
+		}
+	} else {
+		switch hevc.NALType(nalu) {
+		case 32:
+			slot = &v.vps
+		case 33:
+			slot = &v.sps
+		case 34:
+			slot = &v.pps
+		}
+	}
+	if slot == nil {
+		return false
+	}
+	if !bytes.Equal(*slot, nalu) {
+		if *slot != nil {
+			v.changed = true
+		}
+		*slot = bytes.Clone(nalu)
+	}
+	return true
+}
+
+func (v *videoTrack) ready() bool {
+	return v.sps != nil && v.pps != nil && (v.codec == fmp4.H264 || v.vps != nil)
+}
+
+// timedAU is a completed access unit with its extended RTP time.
+type timedAU struct {
+	au *accessUnit
+	ts int64
+}
+
+// push feeds one RTP packet; it returns the access units it completed.
+func (v *videoTrack) push(pkt *rtp.Packet, ts int64) ([]timedAU, error) {
+	lost := v.seqKnown && pkt.SequenceNumber != v.lastSeq+1
+	v.lastSeq, v.seqKnown = pkt.SequenceNumber, true
+	var done []timedAU
+	if v.auPkts++; v.auPkts > maxPacketsPerAU {
+		return nil, fmt.Errorf("%w: more than %d RTP packets in one access unit", errMalformed, maxPacketsPerAU)
+	}
+	if lost {
+		// Packets went missing (UDP): the open picture is incomplete, the
+		// fragmentation state is stale, and the next picture may lack its
+		// head.
+		v.damaged, v.needKey = true, true
+		v.reset()
+	}
+	if v.auStarted && ts != v.auTS {
+		if au := v.finish(); au != nil {
+			done = append(done, timedAU{au, v.auTS})
+		}
+		v.damaged = lost
+	}
+	if !v.auStarted {
+		v.auStarted, v.auTS = true, ts
+	}
+	var out []byte
+	var err error
+	if v.codec == fmp4.H264 {
+		out, err = v.h264.Unmarshal(pkt.Payload)
+	} else {
+		out, err = v.h265.Unmarshal(pkt.Payload)
+	}
+	if err != nil {
+		if !v.damaged {
+			return nil, fmt.Errorf("%w: %s RTP payload (seq %d): %w", errMalformed, v.codec, pkt.SequenceNumber, err)
+		}
+		out = nil // a fragment whose start was lost
+	}
+	for _, n := range splitAnnexB(out) {
+		if err := v.checkNALU(n); err != nil {
+			return nil, err
+		}
+		if v.setParam(n) || v.isDelimiter(n) {
+			continue
+		}
+		if len(v.au) >= maxNALUsPerAU {
+			return nil, fmt.Errorf("%w: more than %d NAL units in one access unit", errMalformed, maxNALUsPerAU)
+		}
+		v.au = append(v.au, bytes.Clone(n))
+	}
+	if pkt.Marker {
+		if au := v.finish(); au != nil {
+			done = append(done, timedAU{au, v.auTS})
+		}
+	}
+	return done, nil
+}
+
+// maxNALUsPerAU bounds an access unit that never ends (no marker, one
+// timestamp).
+const (
+	maxNALUsPerAU   = 1024
+	maxPacketsPerAU = 16384 // ~20 MiB at a 1400-byte MTU
+)
+
+func (v *videoTrack) checkNALU(n []byte) error {
+	if len(n) == 0 || n[0]&0x80 != 0 || (v.codec == fmp4.H265 && len(n) < 2) {
+		return fmt.Errorf("%w: %s NAL unit (forbidden bit or too short)", errMalformed, v.codec)
+	}
+	return nil
+}
+
+func (v *videoTrack) isDelimiter(n []byte) bool {
+	if v.codec == fmp4.H264 {
+		return avc.NALType(n) == avc.NALAUD
+	}
+	return hevc.NALType(n) == 35
+}
+
+func (v *videoTrack) isVCL(n []byte) bool {
+	if v.codec == fmp4.H264 {
+		t := avc.NALType(n)
+		return t >= 1 && t <= 5
+	}
+	return hevc.NALType(n) < 32
+}
+
+// finish closes the open access unit; nil when it is dropped.
+func (v *videoTrack) finish() *accessUnit {
+	nalus, damaged := v.au, v.damaged
+	v.au, v.auStarted, v.damaged, v.auPkts = nil, false, false, 0
+	vcl := false
+	for _, n := range nalus {
+		if v.isVCL(n) {
+			vcl = true
+			break
+		}
+	}
+	if damaged || !vcl {
+		return nil
+	}
+	var key bool
+	if v.codec == fmp4.H264 {
+		key = avc.IsKeyframe(nalus)
+	} else {
+		key = hevc.IsKeyframe(nalus)
+	}
+	if v.needKey || !v.ready() {
+		if !key || !v.ready() {
+			return nil
+		}
+		v.needKey = false
+	}
+	au := &accessUnit{nalus: nalus, key: key, paramsChanged: v.changed}
+	v.changed = false
+	return au
+}
+
+// splitAnnexB splits a byte stream at 3- and 4-byte start codes.
+func splitAnnexB(b []byte) [][]byte {
+	var out [][]byte
+	start := -1
+	for i := 0; i+2 < len(b); {
+		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
+			if start >= 0 {
+				out = append(out, bytes.TrimRight(b[start:i], "\x00"))
+			}
+			i += 3
+			start = i
+			continue
+		}
+		i++
+	}
+	if start >= 0 && start < len(b) {
+		out = append(out, b[start:])
+	}
+	return out
+}
+
+// audioTrack holds an AAC or Opus track's parameters.
+type audioTrack struct {
+	codec         fmp4.Codec
+	asc           []byte
+	rate          int
+	channels      int
+	frameDur      int // samples per frame (AAC 1024; Opus default 960)
+	sizeLen       int
+	indexLen      int
+	indexDeltaLen int
+}
+
+// frames returns the audio frames of one RTP payload with their RTP
+// time offsets.
+func (a *audioTrack) frames(payload []byte) ([][]byte, error) {
+	if a.codec == fmp4.Opus {
+		if len(payload) == 0 {
+			return nil, fmt.Errorf("%w: empty Opus packet", errMalformed)
+		}
+		return [][]byte{payload}, nil
+	}
+	aus, err := aac.SplitAUs(payload, a.sizeLen, a.indexLen, a.indexDeltaLen)
+	if err != nil {
+		return nil, fmt.Errorf("%w: AAC payload: %w", errMalformed, err)
+	}
+	return aus, nil
+}
+
+func (t *track) fmp4Track(id uint32) fmp4.Track {
+	if v := t.video; v != nil {
+		ft := fmp4.Track{ID: id, Codec: v.codec, TimeScale: 90000, VPS: v.vps, SPS: v.sps, PPS: v.pps}
+		ft.Width, ft.Height = v.size()
+		return ft
+	}
+	a := t.audio
+	return fmp4.Track{ID: id, Codec: a.codec, TimeScale: uint32(a.rate), SampleRate: a.rate, Channels: a.channels, AACConfig: a.asc}
+}
+
+// size is the picture size from the SPS (0, 0 when it does not parse).
+func (v *videoTrack) size() (int, int) {
+	if v.codec == fmp4.H264 {
+		if s, err := avc.ParseSPS(v.sps); err == nil {
+			return s.Width, s.Height
+		}
+		return 0, 0
+	}
+	if s, err := hevc.ParseSPS(v.sps); err == nil {
+		return s.Width, s.Height
+	}
+	return 0, 0
+}
