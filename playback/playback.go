@@ -48,15 +48,51 @@ type Handler struct {
 	idx   Index
 	reg   Registry
 	log   *slog.Logger
+	sign  signer
+	opts  Options
+}
+
+// Options tune a Handler; zero values take the defaults.
+type Options struct {
+	Logger *slog.Logger
+	// URLKey signs the segment URLs a playlist lists (see DeriveURLKey).
+	// Without it the URLs carry no signature and need the bearer token.
+	URLKey []byte
+	// URLTTL is how long a signed URL stays valid (default 6h; live
+	// playlists are refetched, so their URLs are renewed).
+	URLTTL time.Duration
+	// LiveSegments is how many of the newest segments live.m3u8 lists
+	// (default 6), LiveWindow how far back it looks for them (default 10m).
+	LiveSegments int
+	LiveWindow   time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // New returns the playback handler reading store and idx, with streams
-// looked up in reg. log may be nil.
+// looked up in reg. log may be nil. Playlist URLs are not signed.
 func New(store storage.Backend, idx Index, reg Registry, log *slog.Logger) *Handler {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	return NewWithOptions(store, idx, reg, Options{Logger: log})
+}
+
+// NewWithOptions is New with options.
+func NewWithOptions(store storage.Backend, idx Index, reg Registry, opts Options) *Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{store: store, idx: idx, reg: reg, log: log}
+	if opts.URLTTL <= 0 {
+		opts.URLTTL = 6 * time.Hour
+	}
+	if opts.LiveSegments <= 0 {
+		opts.LiveSegments = 6
+	}
+	if opts.LiveWindow <= 0 {
+		opts.LiveWindow = 10 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Handler{store: store, idx: idx, reg: reg, log: opts.Logger, sign: signer{key: opts.URLKey}, opts: opts}
 }
 
 // ServeHTTP implements http.Handler.
@@ -66,14 +102,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 		return
 	}
-	switch auth.FromContext(r.Context()).Kind {
-	case auth.Operator:
-	case auth.Anonymous:
+	p := auth.FromContext(r.Context())
+	if p.Kind == auth.Anonymous && !HasURLSignature(r) {
 		httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
 		return
-	default:
+	}
+	if p.Kind != auth.Operator && p.Kind != auth.Anonymous {
 		// Viewer scoping (users, privacy mode) is not built yet: only the
-		// operator may watch video for now.
+		// operator, or a URL the operator's playlist signed, may watch.
 		httpx.WriteError(w, http.StatusForbidden, "forbidden", "not allowed to view this stream")
 		return
 	}
@@ -82,21 +118,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	var start int64
-	switch {
-	case rest == "recordings":
-	case strings.HasPrefix(rest, "segments/"):
-		s, uerr := url.PathUnescape(strings.TrimPrefix(rest, "segments/"))
-		if uerr == nil {
-			start, err = httpx.ParseTime(s)
-		}
-		if uerr != nil || err != nil {
-			httpx.WriteError(w, http.StatusBadRequest, "bad_time", fmt.Sprintf("invalid segment start %q", rest))
-			return
-		}
-	default:
+	rt, err := parseRoute(rest)
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", err.Error())
+		return
+	}
+	if rt.kind == routeNone {
 		httpx.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
 		return
+	}
+	if p.Kind == auth.Anonymous {
+		// Signed URLs open the segment routes only.
+		if rt.kind != routeSegment && rt.kind != routeInit && rt.kind != routeMedia && rt.kind != routeMediaTS {
+			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+			return
+		}
+		q := r.URL.Query()
+		if err := h.sign.verify(r.URL.EscapedPath(), q.Get(paramExp), q.Get(paramSig), h.opts.Now()); err != nil {
+			httpx.WriteError(w, http.StatusForbidden, "bad_signature", err.Error())
+			return
+		}
 	}
 	st, err := h.reg.Stream(r.Context(), streamID)
 	switch {
@@ -109,11 +150,82 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
-	if rest == "recordings" {
+	switch rt.kind {
+	case routeRecordings:
 		h.recordings(w, r, st.ID, ref)
-		return
+	case routeSegment:
+		h.segment(w, r, ref, rt.start)
+	case routeInit, routeMedia:
+		h.part(w, r, ref, rt.start, rt.kind == routeInit)
+	case routeMediaTS:
+		h.transportStream(w, r, ref, rt.start)
+	case routePlaylist:
+		h.playlist(w, r, st.ID, ref)
+	case routeLive:
+		h.live(w, r, st.ID, ref)
+	case routeClip:
+		h.clip(w, r, ref)
 	}
-	h.segment(w, r, ref, start)
+}
+
+type routeKind int
+
+const (
+	routeNone routeKind = iota
+	routeRecordings
+	routeSegment
+	routeInit
+	routeMedia
+	routeMediaTS
+	routePlaylist
+	routeLive
+	routeClip
+)
+
+type route struct {
+	kind  routeKind
+	start int64 // segment routes
+}
+
+// parseRoute parses what follows /v1/streams/{stream}/ (escaped). An
+// unknown endpoint is routeNone; a bad segment start is an error.
+func parseRoute(rest string) (route, error) {
+	switch rest {
+	case "recordings":
+		return route{kind: routeRecordings}, nil
+	case "playlist.m3u8":
+		return route{kind: routePlaylist}, nil
+	case "live.m3u8":
+		return route{kind: routeLive}, nil
+	case "clip.mp4":
+		return route{kind: routeClip}, nil
+	}
+	seg, ok := strings.CutPrefix(rest, "segments/")
+	if !ok {
+		return route{}, nil
+	}
+	kind := routeSegment
+	if s, sub, found := strings.Cut(seg, "/"); found {
+		switch sub {
+		case "init.mp4":
+			kind = routeInit
+		case "media.m4s":
+			kind = routeMedia
+		case "media.ts":
+			kind = routeMediaTS
+		default:
+			return route{}, nil
+		}
+		seg = s
+	}
+	s, err := url.PathUnescape(seg)
+	if err == nil {
+		var start int64
+		if start, err = httpx.ParseTime(s); err == nil {
+			return route{kind: kind, start: start}, nil
+		}
+	}
+	return route{}, fmt.Errorf("invalid segment start %q", seg)
 }
 
 // splitPath returns the stream id and what follows it in
@@ -152,23 +264,8 @@ type Recordings struct {
 }
 
 func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
-	q := r.URL.Query()
-	from, err := httpx.ParseTime(q.Get("start"))
-	if err != nil {
-		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "start: "+err.Error())
-		return
-	}
-	to, err := httpx.ParseTime(q.Get("end"))
-	if err != nil {
-		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "end: "+err.Error())
-		return
-	}
-	if to <= from {
-		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "end must be after start")
-		return
-	}
-	if to-from > MaxWindow.Milliseconds() {
-		httpx.WriteError(w, http.StatusBadRequest, "window_too_large", fmt.Sprintf("window exceeds %d days", int(MaxWindow.Hours()/24)))
+	from, to, ok := parseWindow(w, r, MaxWindow)
+	if !ok {
 		return
 	}
 	ctx := r.Context()
@@ -197,28 +294,55 @@ func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID st
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
-func (h *Handler) segment(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64) {
+// lookup finds the segment at start, answering the request itself (and
+// returning false) when there is none or the index fails.
+func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64) (index.Segment, bool) {
 	ctx := r.Context()
 	seg, err := h.idx.Lookup(ctx, ref, start)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		httpx.WriteError(w, http.StatusNotFound, "segment_not_found", "no segment starts at "+strconv.FormatInt(start, 10))
-		return
+		return seg, false
 	case err != nil:
 		h.log.WarnContext(ctx, "playback: lookup failed", "stream", ref.Stream, "start", start, "err", err)
 		unavailable(w, "index_unavailable", "index unavailable, retry")
+		return seg, false
+	}
+	return seg, true
+}
+
+func (h *Handler) segment(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64) {
+	seg, ok := h.lookup(w, r, ref, start)
+	if !ok {
 		return
 	}
 	etag := ""
 	if seg.SHA256 != "" {
 		etag = `"` + seg.SHA256 + `"`
+	}
+	h.serveBytes(w, r, ref, start, byteWindow{size: seg.Size, etag: etag, contentType: seg.ContentType})
+}
+
+// byteWindow is the part of a segment object a response carries.
+type byteWindow struct {
+	offset, size int64  // within the object
+	etag         string // strong ETag, or "" when unknown
+	contentType  string // "" takes the object's
+}
+
+// serveBytes answers a GET or HEAD with win of the segment object at start,
+// honouring Range, If-Range and If-None-Match.
+func (h *Handler) serveBytes(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64, win byteWindow) {
+	ctx := r.Context()
+	etag := win.etag
+	if etag != "" {
 		w.Header().Set("ETag", etag)
 		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 	}
-	size := seg.Size
+	size := win.size
 	offset, length, status := int64(0), size, http.StatusOK
 	if rh := r.Header.Get("Range"); rh != "" && ifRangeHolds(r.Header.Get("If-Range"), etag) {
 		o, l, ok, satisfiable := parseRange(rh, size)
@@ -232,9 +356,9 @@ func (h *Handler) segment(w http.ResponseWriter, r *http.Request, ref storage.St
 		}
 	}
 	var body io.ReadCloser
-	ct := seg.ContentType
+	ct := win.contentType
 	if r.Method != http.MethodHead {
-		rc, info, err := h.store.Get(ctx, ref.SegmentKey(start), offset, length)
+		rc, info, err := h.store.Get(ctx, ref.SegmentKey(start), win.offset+offset, length)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			httpx.WriteError(w, http.StatusNotFound, "segment_not_found", "segment is gone")

@@ -270,7 +270,9 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 			usage.Observe(st.ID, seg.Width, seg.Height)
 		},
 	}, n.store, n.index, n.meter)
-	play := playback.New(n.store, n.index, n.meter, log)
+	// Playlists sign their segment URLs with a key every node derives from
+	// the shared operator token.
+	play := playback.NewWithOptions(n.store, n.index, n.meter, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
@@ -300,7 +302,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	handle(root, "GET /readyz", http.HandlerFunc(n.ready))
-	root.Handle("/v1/", authn.Middleware(api, nil))
+	root.Handle("/v1/", authn.Middleware(api, playback.HasURLSignature))
 
 	n.srv = &http.Server{Handler: root, ReadHeaderTimeout: 10 * time.Second}
 	go func() {

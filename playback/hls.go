@@ -1,0 +1,337 @@
+package playback
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/internal/httpx"
+	"github.com/vigilcloud/vigil/media"
+	"github.com/vigilcloud/vigil/storage"
+)
+
+// HLS. Every stored fMP4 segment is self-contained (its own ftyp+moov, then
+// moof+mdat fragments), so a playlist lists each one as two sub-resources
+// of the stored object: segments/{start}/init.mp4 (the bytes before the
+// first moof) for EXT-X-MAP, and segments/{start}/media.m4s (the rest).
+// MPEG-TS segments are listed whole, as segments/{start}/media.ts. Nothing is rewritten or copied:
+// both are byte windows of the one object, with Range support.
+
+// MaxPlaylistWindow is the longest range one VOD playlist may cover (a day
+// of 6-s segments is 14,400 entries, about 3 MB of playlist).
+const MaxPlaylistWindow = 24 * time.Hour
+
+// maxInitBytes bounds how far into an object the first moof is looked for.
+const maxInitBytes = 16 << 20
+
+const dayMS = int64(24 * time.Hour / time.Millisecond)
+
+var (
+	errNoMoof    = errors.New("playback: no moof in the segment's head (not fragmented MP4)")
+	errBadBoxHdr = errors.New("playback: malformed box header")
+)
+
+// moofOffset returns the offset of the first top-level moof box of the
+// object at key (size bytes) by reading box headers from its head; the
+// boxes before it (ftyp, moov, ...) are skipped, never held.
+func (h *Handler) moofOffset(ctx context.Context, key string, size int64) (int64, error) {
+	rc, _, err := h.store.Get(ctx, key, 0, min(size, maxInitBytes+16))
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return findMoof(bufio.NewReaderSize(rc, 4096), size)
+}
+
+// findMoof returns the offset of the first top-level moof in r, a stream
+// of size bytes (a box of size 0 extends to the end).
+func findMoof(r io.Reader, size int64) (int64, error) {
+	var hdr [16]byte
+	var off int64
+	for off < maxInitBytes {
+		if _, err := io.ReadFull(r, hdr[:8]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return 0, errNoMoof
+			}
+			return 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
+		}
+		if string(hdr[4:8]) == "moof" {
+			return off, nil
+		}
+		boxSize, hl := int64(binary.BigEndian.Uint32(hdr[:4])), int64(8)
+		switch boxSize {
+		case 0: // to the end: no moof follows
+			return 0, errNoMoof
+		case 1:
+			if _, err := io.ReadFull(r, hdr[8:16]); err != nil {
+				return 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
+			}
+			large := binary.BigEndian.Uint64(hdr[8:16])
+			if large > math.MaxInt64 {
+				return 0, fmt.Errorf("%w at %d: size %d", errBadBoxHdr, off, large)
+			}
+			boxSize, hl = int64(large), 16
+		}
+		if boxSize < hl || boxSize > size-off {
+			return 0, fmt.Errorf("%w at %d: size %d", errBadBoxHdr, off, boxSize)
+		}
+		if _, err := io.CopyN(io.Discard, r, boxSize-hl); err != nil {
+			return 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
+		}
+		off += boxSize
+	}
+	return 0, errNoMoof
+}
+
+func isFMP4(seg index.Segment) bool {
+	return media.NormalizeContentType(seg.ContentType) == media.ContentTypeMP4
+}
+
+// part serves the init section (the bytes before the first moof) or the
+// media part (from it on) of an fMP4 segment.
+func (h *Handler) part(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64, init bool) {
+	seg, ok := h.lookup(w, r, ref, start)
+	if !ok {
+		return
+	}
+	if !isFMP4(seg) {
+		httpx.WriteError(w, http.StatusNotFound, "not_fmp4", "segment is "+seg.ContentType+", which has no init section; fetch it whole")
+		return
+	}
+	ctx := r.Context()
+	off, err := h.moofOffset(ctx, ref.SegmentKey(start), seg.Size)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		httpx.WriteError(w, http.StatusNotFound, "segment_not_found", "segment is gone")
+		return
+	case errors.Is(err, errNoMoof) || errors.Is(err, errBadBoxHdr):
+		httpx.WriteError(w, http.StatusUnprocessableEntity, "not_fragmented", err.Error())
+		return
+	case err != nil:
+		h.log.WarnContext(ctx, "playback: moof lookup failed", "stream", ref.Stream, "start", start, "err", err)
+		unavailable(w, "storage_unavailable", "storage unavailable, retry")
+		return
+	}
+	win := byteWindow{offset: off, size: seg.Size - off, contentType: "video/iso.segment"}
+	suffix := "-media"
+	if init {
+		win = byteWindow{size: off, contentType: media.ContentTypeMP4}
+		suffix = "-init"
+	}
+	if seg.SHA256 != "" {
+		win.etag = `"` + seg.SHA256 + suffix + `"`
+	}
+	h.serveBytes(w, r, ref, start, win)
+}
+
+// transportStream serves an MPEG-TS segment whole under a name that ends
+// in .ts: players (ffmpeg's allowed_segment_extensions) check it.
+func (h *Handler) transportStream(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64) {
+	seg, ok := h.lookup(w, r, ref, start)
+	if !ok {
+		return
+	}
+	if media.NormalizeContentType(seg.ContentType) != media.ContentTypeTS {
+		httpx.WriteError(w, http.StatusNotFound, "not_mpegts", "segment is "+seg.ContentType+"; use init.mp4 and media.m4s")
+		return
+	}
+	etag := ""
+	if seg.SHA256 != "" {
+		etag = `"` + seg.SHA256 + `"`
+	}
+	h.serveBytes(w, r, ref, start, byteWindow{size: seg.Size, etag: etag, contentType: media.ContentTypeTS})
+}
+
+// parseWindow reads the start and end query parameters, answering 400
+// itself (ok false) when they are missing, reversed or span more than max.
+func parseWindow(w http.ResponseWriter, r *http.Request, max time.Duration) (from, to int64, ok bool) {
+	q := r.URL.Query()
+	from, err := httpx.ParseTime(q.Get("start"))
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "start: "+err.Error())
+		return 0, 0, false
+	}
+	to, err = httpx.ParseTime(q.Get("end"))
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "end: "+err.Error())
+		return 0, 0, false
+	}
+	if to <= from {
+		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "end must be after start")
+		return 0, 0, false
+	}
+	if to-from > max.Milliseconds() {
+		httpx.WriteError(w, http.StatusBadRequest, "window_too_large", "window exceeds "+max.String())
+		return 0, 0, false
+	}
+	return from, to, true
+}
+
+// discontinuous says whether a player must reset its decoder between prev
+// and next: a gap wider than the index's tolerance, or a change of
+// container or of resolution.
+func discontinuous(prev, next index.Segment) bool {
+	if next.Start > prev.End()+index.DefaultGapTolerance.Milliseconds() {
+		return true
+	}
+	if media.NormalizeContentType(prev.ContentType) != media.NormalizeContentType(next.ContentType) {
+		return true
+	}
+	return prev.Width != 0 && next.Width != 0 && (prev.Width != next.Width || prev.Height != next.Height)
+}
+
+// playlistHead says what precedes a playlist's segments.
+type playlistHead struct {
+	live               bool
+	mediaSeq, discoSeq int64
+}
+
+// writePlaylist writes the m3u8 of segs (by start) of streamID, with URLs
+// signed until exp.
+func (h *Handler) writePlaylist(b *bytes.Buffer, streamID string, segs []index.Segment, head playlistHead, exp time.Time) {
+	target := int64(6)
+	if len(segs) > 0 {
+		target = 1
+		for _, s := range segs {
+			target = max(target, (s.DurationMS+999)/1000)
+		}
+	}
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n")
+	fmt.Fprintf(b, "#EXT-X-TARGETDURATION:%d\n#EXT-X-MEDIA-SEQUENCE:%d\n", target, head.mediaSeq)
+	if head.live {
+		fmt.Fprintf(b, "#EXT-X-DISCONTINUITY-SEQUENCE:%d\n", head.discoSeq)
+	} else {
+		b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n")
+	}
+	b.WriteString("#EXT-X-INDEPENDENT-SEGMENTS\n")
+	base := "/v1/streams/" + streamID + "/"
+	uri := func(rel string) string {
+		if len(h.sign.key) == 0 {
+			return rel
+		}
+		return rel + "?" + h.sign.query(base+rel, exp)
+	}
+	for i, s := range segs {
+		if i > 0 && discontinuous(segs[i-1], s) {
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		}
+		b.WriteString("#EXT-X-PROGRAM-DATE-TIME:")
+		b.WriteString(time.UnixMilli(s.Start).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+		b.WriteByte('\n')
+		rel := "segments/" + strconv.FormatInt(s.Start, 10)
+		if isFMP4(s) {
+			// Each stored segment carries its own init section.
+			fmt.Fprintf(b, "#EXT-X-MAP:URI=\"%s\"\n", uri(rel+"/init.mp4"))
+			rel += "/media.m4s"
+		} else {
+			rel += "/media.ts"
+		}
+		fmt.Fprintf(b, "#EXTINF:%d.%03d,\n%s\n", s.DurationMS/1000, s.DurationMS%1000, uri(rel))
+	}
+	if !head.live {
+		b.WriteString("#EXT-X-ENDLIST\n")
+	}
+}
+
+func writeM3U8(w http.ResponseWriter, b *bytes.Buffer, cache string) {
+	hd := w.Header()
+	hd.Set("Content-Type", "application/vnd.apple.mpegurl")
+	hd.Set("Content-Length", strconv.Itoa(b.Len()))
+	hd.Set("Cache-Control", cache)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b.Bytes())
+}
+
+// playlist serves the VOD playlist of [start, end).
+func (h *Handler) playlist(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
+	from, to, ok := parseWindow(w, r, MaxPlaylistWindow)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	segs, err := h.idx.Segments(ctx, ref, from, to)
+	if err != nil {
+		h.log.WarnContext(ctx, "playback: segments failed", "stream", streamID, "err", err)
+		unavailable(w, "index_unavailable", "index unavailable, retry")
+		return
+	}
+	if len(segs) == 0 {
+		httpx.WriteError(w, http.StatusNotFound, "no_recordings", "no video recorded in that range")
+		return
+	}
+	var b bytes.Buffer
+	h.writePlaylist(&b, streamID, segs, playlistHead{}, h.opts.Now().Add(h.opts.URLTTL))
+	// The signed URLs expire, so the playlist is not cached for long.
+	writeM3U8(w, &b, "private, max-age=60")
+}
+
+// live serves a sliding playlist over the newest segments. Sequence
+// numbers must name the same segment on every refresh, on any node, with
+// no state: a segment's media sequence number is its ordinal within its
+// UTC day plus the day number times 10^6, and the window is numbered from
+// its first segment. The numbering jumps forward once a day, when the
+// window's first segment crosses midnight (players realign on
+// EXT-X-PROGRAM-DATE-TIME), and when a backlog upload lands earlier that
+// day.
+func (h *Handler) live(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
+	ctx := r.Context()
+	now := h.opts.Now()
+	nowMS := now.UnixMilli()
+	segs, err := h.idx.Segments(ctx, ref, nowMS-h.opts.LiveWindow.Milliseconds(), nowMS+time.Hour.Milliseconds())
+	var head playlistHead
+	if err == nil && len(segs) > 0 {
+		segs = segs[max(0, len(segs)-h.opts.LiveSegments):]
+		head, err = h.liveHead(ctx, ref, segs[0])
+	}
+	if err != nil {
+		h.log.WarnContext(ctx, "playback: live segments failed", "stream", streamID, "err", err)
+		unavailable(w, "index_unavailable", "index unavailable, retry")
+		return
+	}
+	head.live = true
+	var b bytes.Buffer
+	h.writePlaylist(&b, streamID, segs, head, now.Add(h.opts.URLTTL))
+	writeM3U8(w, &b, "no-cache")
+}
+
+// liveHead numbers a live window that starts with first (see live).
+func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first index.Segment) (playlistHead, error) {
+	dayStart := first.Start - ((first.Start%dayMS)+dayMS)%dayMS
+	var prior []index.Segment
+	if first.Start > dayStart {
+		var err error
+		if prior, err = h.idx.Segments(ctx, ref, dayStart, first.Start); err != nil {
+			return playlistHead{}, err
+		}
+	}
+	var n, disco int64
+	var prev *index.Segment
+	for i := range prior {
+		s := &prior[i]
+		if s.Start < dayStart || s.Start >= first.Start {
+			continue
+		}
+		if prev != nil && discontinuous(*prev, *s) {
+			disco++
+		}
+		prev = s
+		n++
+	}
+	// The first segment's own discontinuity tag is dropped from the
+	// window, so it counts as already passed.
+	if prev != nil && discontinuous(*prev, first) {
+		disco++
+	}
+	day := dayStart / dayMS * 1_000_000
+	return playlistHead{live: true, mediaSeq: day + n, discoSeq: day + disco}, nil
+}
