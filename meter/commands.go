@@ -24,6 +24,8 @@ type Command struct {
 	Time      time.Time       `json:"time"`
 	Nonce     string          `json:"nonce,omitempty"`
 	Payload   json.RawMessage `json:"payload"`
+
+	binary bool // Payload is msgpack (codec.go), not JSON
 }
 
 // Command types.

@@ -181,8 +181,7 @@ func (m *Meter) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "malformed_body", "reading body: "+err.Error())
 		return
 	}
-	var c Command
-	if err := json.Unmarshal(cmd, &c); err != nil || c.Type == "" {
+	if _, err := decodeCommand(cmd); err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "malformed_command", "body is not a meter command")
 		return
 	}

@@ -86,6 +86,8 @@ type streamRec struct {
 	Stream  Stream           `json:"stream"`
 	Own     ownSettings      `json:"own"`
 	History []SettingsChange `json:"history"`
+
+	usage *usageRec // st.Usage's record of this incarnation, once looked up (usageRecFor)
 }
 
 type requestRec struct {
@@ -142,8 +144,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 func (f *fsm) applyLocked(l *raft.Log) any {
 	st := f.st
 	st.Applied = l.Index
-	var c Command
-	if err := json.Unmarshal(l.Data, &c); err != nil {
+	c, err := decodeCommand(l.Data) // codec.go
+	if err != nil {
 		f.log.Error("meter: undecodable command in the log", "index", l.Index, "err", err)
 		return &applyResult{Err: toWire(invalid("malformed_command", "undecodable command: %v", err))}
 	}
@@ -190,9 +192,7 @@ func (st *state) evictRequests(before time.Time, max int) {
 
 func (st *state) apply(c *Command) (any, error) {
 	dec := func(v any) error {
-		d := json.NewDecoder(bytes.NewReader(c.Payload))
-		d.DisallowUnknownFields()
-		if err := d.Decode(v); err != nil {
+		if err := c.decodePayload(v); err != nil {
 			return invalid("malformed_command", "%s: undecodable payload: %v", c.Type, err)
 		}
 		return nil

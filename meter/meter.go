@@ -317,11 +317,7 @@ func (m *Meter) propose(ctx context.Context, typ, requestID, nonce string, paylo
 	if requestID == "" {
 		requestID = randomID()
 	}
-	p, err := json.Marshal(payload)
-	if err != nil {
-		return fmt.Errorf("meter: %s: %w", typ, err)
-	}
-	cmd, err := json.Marshal(Command{Type: typ, RequestID: requestID, Time: m.now().UTC(), Nonce: nonce, Payload: p})
+	cmd, err := encodeCommand(typ, requestID, m.now(), nonce, payload)
 	if err != nil {
 		return fmt.Errorf("meter: %s: %w", typ, err)
 	}

@@ -165,23 +165,27 @@ func (u *usageRec) bucket(m int) *monthUsage {
 	return &u.Months[len(u.Months)-1]
 }
 
-// advance integrates the stored bytes from LastAt to t, closing every
-// month boundary crossed. t never precedes LastAt (the clock is clamped).
-func (u *usageRec) advance(t time.Time) {
+// advanceIn integrates the stored bytes from LastAt to t, in month m
+// starting at start (a batch computes both once for all its entries),
+// closing every month boundary crossed. t never precedes LastAt (the clock
+// is clamped).
+func (u *usageRec) advanceIn(t time.Time, m int, start time.Time) {
 	if u.LastAt.IsZero() {
 		u.LastAt = t
-		u.bucket(monthIndex(t))
+		u.bucket(m)
 		return
 	}
 	from := u.LastAt
-	for m := monthIndex(from); m < monthIndex(t); m++ {
-		end := monthStart(m + 1)
-		b := u.bucket(m)
-		b.ByteMS = b.ByteMS.add(mul(u.StoredBytes, end.Sub(from).Milliseconds()))
-		b.EndStoredBytes, b.Closed = u.StoredBytes, true
-		from = end
+	if from.Before(start) {
+		for k := monthIndex(from); k < m; k++ {
+			end := monthStart(k + 1)
+			b := u.bucket(k)
+			b.ByteMS = b.ByteMS.add(mul(u.StoredBytes, end.Sub(from).Milliseconds()))
+			b.EndStoredBytes, b.Closed = u.StoredBytes, true
+			from = end
+		}
 	}
-	b := u.bucket(monthIndex(t))
+	b := u.bucket(m)
 	b.ByteMS = b.ByteMS.add(mul(u.StoredBytes, t.Sub(from).Milliseconds()))
 	u.LastAt = t
 }
@@ -246,8 +250,11 @@ func (st *state) applyUsage(c *Command, dec func(any) error) (res any, ok bool, 
 	return nil, false, nil
 }
 
-func (e *UsageEntry) valid() bool {
-	return storage.ValidID(e.Stream) && e.IngestedBytes >= 0 && e.Segments >= 0 &&
+func (e *UsageEntry) valid() bool { return storage.ValidID(e.Stream) && e.validCounts() }
+
+// validCounts is valid without the stream id check.
+func (e *UsageEntry) validCounts() bool {
+	return e.IngestedBytes >= 0 && e.Segments >= 0 &&
 		e.Width >= 0 && e.Height >= 0 && e.Width <= maxDimension && e.Height <= maxDimension &&
 		(e.Width == 0) == (e.Height == 0)
 }
@@ -262,6 +269,11 @@ func (e *UsageEntry) onlyFrees() bool {
 // record of an earlier incarnation (a camera id re-created after its purge)
 // is kept under id@registered-ms so that past billing runs do not change.
 func (st *state) usageRecFor(s *streamRec) *usageRec {
+	// The record of an incarnation stays the same object (only its key
+	// changes), so the pointer need not be looked up again.
+	if s.usage != nil {
+		return s.usage
+	}
 	if st.Usage == nil {
 		st.Usage = map[string]*usageRec{}
 	}
@@ -275,6 +287,7 @@ func (st *state) usageRecFor(s *streamRec) *usageRec {
 		u = &usageRec{Registered: s.Stream.RegisteredAt}
 		st.Usage[id] = u
 	}
+	s.usage = u
 	return u
 }
 
@@ -294,16 +307,20 @@ func (st *state) usageBatch(at time.Time, b UsageBatch) UsageResult {
 		st.UsageStats.Rejected++
 		*n++
 	}
+	m := monthIndex(at)
+	start := monthStart(m)
 	for i := range b.Entries {
 		e := &b.Entries[i]
 		st.UsageStats.Entries++
-		if !e.valid() {
-			reject(e, "invalid_entry", &st.UsageStats.RejectedInvalid)
-			continue
-		}
+		// Look the stream up first: a registered stream's id is valid, so
+		// only an unknown one pays for the full check (same outcomes).
 		s := st.Streams[e.Stream]
-		if s == nil {
-			reject(e, "unknown_stream", &st.UsageStats.RejectedUnknown)
+		if s == nil || !e.validCounts() {
+			if !e.valid() {
+				reject(e, "invalid_entry", &st.UsageStats.RejectedInvalid)
+			} else {
+				reject(e, "unknown_stream", &st.UsageStats.RejectedUnknown)
+			}
 			continue
 		}
 		if s.Stream.DeletedAt != nil && !e.onlyFrees() {
@@ -311,7 +328,7 @@ func (st *state) usageBatch(at time.Time, b UsageBatch) UsageResult {
 			continue
 		}
 		u := st.usageRecFor(s)
-		u.advance(at)
+		u.advanceIn(at, m, start)
 		u.StoredBytes += e.StoredBytes
 		u.StoredObjects += e.StoredObjects
 		if u.StoredBytes < 0 || u.StoredObjects < 0 {
@@ -320,7 +337,7 @@ func (st *state) usageBatch(at time.Time, b UsageBatch) UsageResult {
 		}
 		u.IngestedBytes += e.IngestedBytes
 		u.Segments += e.Segments
-		bk := u.bucket(monthIndex(at))
+		bk := u.bucket(m)
 		bk.IngestedBytes += e.IngestedBytes
 		bk.Segments += e.Segments
 		if e.Width > 0 {
@@ -417,11 +434,7 @@ func (m *Meter) proposeAt(ctx context.Context, at time.Time, typ, requestID stri
 	if requestID == "" {
 		requestID = randomID()
 	}
-	p, err := json.Marshal(payload)
-	if err != nil {
-		return fmt.Errorf("meter: %s: %w", typ, err)
-	}
-	cmd, err := json.Marshal(Command{Type: typ, RequestID: requestID, Time: at.UTC(), Payload: p})
+	cmd, err := encodeCommand(typ, requestID, at, "", payload)
 	if err != nil {
 		return fmt.Errorf("meter: %s: %w", typ, err)
 	}

@@ -1,7 +1,6 @@
 package meter
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -37,11 +36,7 @@ func (s *StateMachine) BillingRun(month string, final bool, now time.Time) (Bill
 // EncodeCommand builds the log entry of a command. typ is one of the
 // CommandType* constants.
 func EncodeCommand(typ, requestID string, at time.Time, nonce string, payload any) ([]byte, error) {
-	p, err := json.Marshal(payload)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(Command{Type: typ, RequestID: requestID, Time: at.UTC(), Nonce: nonce, Payload: p})
+	return encodeCommand(typ, requestID, at, nonce, payload)
 }
 
 // Command types for EncodeCommand, with their payloads.

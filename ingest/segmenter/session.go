@@ -441,8 +441,8 @@ func (s *session) closeSegment(end int64) error {
 	if seg == nil {
 		return nil
 	}
-	s.seg = nil
 	err := s.flushFragment(end)
+	s.seg = nil
 	if cerr := seg.sp.close(); err == nil {
 		err = cerr
 	}

@@ -1,0 +1,185 @@
+package meter
+
+import (
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/require"
+)
+
+// applyRaw applies a log entry as raft would.
+func (h *harness) applyRaw(data []byte) *applyResult {
+	h.t.Helper()
+	h.index++
+	return h.f.Apply(&raft.Log{Index: h.index, Data: data}).(*applyResult)
+}
+
+// binaryUsage applies a usage batch in the binary form, stamped at its To.
+func (h *harness) binaryUsage(b UsageBatch) UsageResult {
+	h.t.Helper()
+	cmd, err := encodeCommand(cmdUsageBatch, usageRequestIDPrefix+b.ID, b.To, "", b)
+	require.NoError(h.t, err)
+	require.Equal(h.t, cmdBinaryV1, cmd[0])
+	r := h.applyRaw(cmd)
+	require.Nil(h.t, r.Err)
+	var out UsageResult
+	require.NoError(h.t, json.Unmarshal(r.Data, &out))
+	return out
+}
+
+// TestUsageEncodingsApplyAlike: a usage batch in the binary form and the
+// same batch as a JSON entry (all entries written before the binary form
+// existed) change the state alike, rejects and month boundaries included.
+func TestUsageEncodingsApplyAlike(t *testing.T) {
+	js, bin := newHarness(t), newHarness(t)
+	for _, h := range []*harness{js, bin} {
+		seed(h)
+		h.mustAt(ms(2026, 3, 5, 0, 0, 0, 0), cmdCreateCamera, "c1", "", createCamera{Bridge: "b1", Camera: cam("c1", NewStream{ID: "st"}, NewStream{ID: "st2"})})
+		h.mustAt(ms(2026, 3, 5, 0, 0, 1, 0), cmdCreateCamera, "c2", "", createCamera{Bridge: "b1", Camera: cam("c2", NewStream{ID: "gone"})})
+		h.mustAt(ms(2026, 3, 5, 0, 0, 2, 0), cmdDeleteCamera, "d2", "purge-x", deleteCamera{ID: "c2"})
+	}
+	batches := []UsageBatch{
+		{ID: "b1", From: ms(2026, 3, 5, 23, 59, 59, 0), To: ms(2026, 3, 6, 0, 0, 0, 0), Entries: []UsageEntry{
+			{Stream: "st", StoredBytes: 100, StoredObjects: 1, IngestedBytes: 100, Segments: 1, Width: 1280, Height: 720},
+			{Stream: "nope", StoredBytes: 100, IngestedBytes: 100, Segments: 1},
+			{Stream: "gone", StoredBytes: 100, IngestedBytes: 100, Segments: 1},
+			{Stream: "st", IngestedBytes: -1},
+			{Stream: "bad id!", Segments: 1},
+			{Stream: "st2", StoredBytes: 1 << 40, StoredObjects: 3, IngestedBytes: 1 << 40, Segments: 3},
+		}},
+		{ID: "b2", To: ms(2026, 4, 2, 12, 0, 0, 1), Entries: []UsageEntry{
+			{Stream: "st", StoredBytes: -50, StoredObjects: -1, Width: 1920, Height: 1080},
+			{Stream: "gone", StoredBytes: -10, StoredObjects: -1},
+		}},
+		{ID: "b3", To: ms(2026, 6, 1, 0, 0, 0, 0), Entries: []UsageEntry{{Stream: "st2", StoredBytes: -(1 << 41)}}},
+	}
+	for _, b := range batches {
+		var want UsageResult
+		require.NoError(t, json.Unmarshal(js.mustAt(b.To, cmdUsageBatch, usageRequestIDPrefix+b.ID, "", b), &want))
+		bin.clock = b.To
+		require.Equal(t, want, bin.binaryUsage(b), b.ID)
+	}
+	// A retry of a binary batch is deduplicated like a JSON one.
+	require.Equal(t, UsageResult{Applied: 1}, bin.binaryUsage(batches[2]))
+
+	wantUsage, err := json.Marshal(js.f.st.Usage)
+	require.NoError(t, err)
+	gotUsage, err := json.Marshal(bin.f.st.Usage)
+	require.NoError(t, err)
+	require.JSONEq(t, string(wantUsage), string(gotUsage))
+	require.Equal(t, js.f.st.UsageStats, bin.f.st.UsageStats)
+	require.Equal(t, js.f.st.Clock, bin.f.st.Clock)
+	for _, m := range []string{"2026-03", "2026-04", "2026-05"} {
+		a, b := js.final(m), bin.final(m)
+		ja, _, err := RenderBillingRun(&a, "json", "")
+		require.NoError(t, err)
+		jb, _, err := RenderBillingRun(&b, "json", "")
+		require.NoError(t, err)
+		require.Equal(t, string(ja), string(jb), m)
+	}
+}
+
+// TestOldJSONUsageEntryReplays: a usage batch entry exactly as the meter
+// wrote it before the binary form (a raft log being replayed) still applies.
+func TestOldJSONUsageEntryReplays(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	h.mustAt(ms(2026, 3, 5, 0, 0, 0, 0), cmdCreateCamera, "c1", "", createCamera{Bridge: "b1", Camera: cam("c1", NewStream{ID: "st"})})
+	old := `{"type":"usage_batch","request_id":"usage/u-0123456789abcdef-1","time":"2026-03-06T00:00:00Z",` +
+		`"payload":{"id":"u-0123456789abcdef-1","from":"2026-03-05T23:59:59Z","to":"2026-03-06T00:00:00Z",` +
+		`"entries":[{"s":"st","b":1000,"o":2,"i":1500,"n":2,"w":1920,"h":1080},{"s":"nope","b":1}]}}`
+	r := h.applyRaw([]byte(old))
+	require.Nil(t, r.Err)
+	require.JSONEq(t, `{"applied":1,"rejected":[{"stream":"nope","reason":"unknown_stream"}]}`, string(r.Data))
+	u := h.f.st.Usage["st"]
+	require.Equal(t, int64(1000), u.StoredBytes)
+	require.Equal(t, int64(2), u.StoredObjects)
+	require.Equal(t, int64(1500), u.IngestedBytes)
+	require.Equal(t, []ObservedResolution{{At: ms(2026, 3, 6, 0, 0, 0, 0), Width: 1920, Height: 1080}}, u.Observed)
+	require.Equal(t, ms(2026, 3, 6, 0, 0, 0, 0), h.f.st.Clock)
+	// A batch in the binary form under the same request id is not applied
+	// again (its identity differs, so it is refused).
+	h.clock = ms(2026, 3, 6, 0, 0, 1, 0)
+	cmd, err := encodeCommand(cmdUsageBatch, "usage/u-0123456789abcdef-1", h.clock, "", UsageBatch{ID: "u-0123456789abcdef-1", Entries: []UsageEntry{{Stream: "st", StoredBytes: 1000}}})
+	require.NoError(t, err)
+	r = h.applyRaw(cmd)
+	require.NotNil(t, r.Err)
+	require.Equal(t, int64(1000), h.f.st.Usage["st"].StoredBytes)
+}
+
+// TestBadBinaryCommands: damaged binary entries are refused as malformed,
+// never applied and never a panic.
+func TestBadBinaryCommands(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	h.mustAt(ms(2026, 3, 5, 0, 0, 0, 0), cmdCreateCamera, "c1", "", createCamera{Bridge: "b1", Camera: cam("c1", NewStream{ID: "st"})})
+	good, err := encodeCommand(cmdUsageBatch, "usage/x", ms(2026, 3, 6, 0, 0, 0, 0), "", UsageBatch{ID: "x", Entries: []UsageEntry{{Stream: "st", StoredBytes: 5}}})
+	require.NoError(t, err)
+	// A binary envelope around a JSON-only command type.
+	w := wireCommand{Type: cmdCreateAccount, RequestID: "acct", Time: ms(2026, 3, 6, 0, 0, 0, 0), Payload: []byte(`{"id":"zz","name":"zz"}`)}
+	wrongType, err := w.MarshalMsg([]byte{cmdBinaryV1})
+	require.NoError(t, err)
+	// A usage envelope whose payload is not a batch.
+	w = wireCommand{Type: cmdUsageBatch, RequestID: "usage/y", Time: ms(2026, 3, 6, 0, 0, 0, 0), Payload: []byte{0x93, 0x01}}
+	badPayload, err := w.MarshalMsg([]byte{cmdBinaryV1})
+	require.NoError(t, err)
+	cases := map[string][]byte{
+		"version byte only": {cmdBinaryV1},
+		"truncated":         good[:len(good)/2],
+		"trailing":          append(append([]byte{}, good...), 0xc0),
+		"json-only type":    wrongType,
+		"bad payload":       badPayload,
+		"empty":             {},
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := h.f.st.UsageStats
+			r := h.applyRaw(data)
+			require.NotNil(t, r.Err)
+			require.Equal(t, "malformed_command", r.Err.Code)
+			require.Equal(t, before, h.f.st.UsageStats)
+			require.Nil(t, h.f.st.Accounts["zz"])
+		})
+	}
+	r := h.applyRaw(good)
+	require.Nil(t, r.Err)
+	require.Equal(t, int64(5), h.f.st.Usage["st"].StoredBytes)
+}
+
+// FuzzDecodeCommand: any log entry decodes or fails cleanly; a binary usage
+// batch that decodes encodes back to the same batch.
+func FuzzDecodeCommand(f *testing.F) {
+	at := time.Date(2026, 3, 6, 0, 0, 0, 0, time.UTC)
+	bin, err := encodeCommand(cmdUsageBatch, "usage/x", at, "", UsageBatch{ID: "x", From: at.Add(-time.Second), To: at,
+		Entries: []UsageEntry{{Stream: "st", StoredBytes: -5, StoredObjects: 1, IngestedBytes: 7, Segments: 1, Width: 640, Height: 480}}})
+	require.NoError(f, err)
+	js, err := encodeCommand(cmdCreateAccount, "a", at, "", NewAccount{ID: "a", Name: "A"})
+	require.NoError(f, err)
+	f.Add(bin)
+	f.Add(js)
+	f.Add([]byte{cmdBinaryV1, 0x95})
+	f.Add([]byte(`{"type":"usage_batch","payload":{"entries":[{"s":"a"}]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := decodeCommand(data)
+		if err != nil || !c.binary {
+			return
+		}
+		var b UsageBatch
+		if c.decodePayload(&b) != nil {
+			return
+		}
+		again, err := encodeCommand(c.Type, c.RequestID, c.Time, c.Nonce, b)
+		require.NoError(t, err)
+		c2, err := decodeCommand(again)
+		require.NoError(t, err)
+		var b2 UsageBatch
+		require.NoError(t, c2.decodePayload(&b2))
+		require.Equal(t, b, b2)
+		require.True(t, c.Time.Equal(c2.Time))
+		// The FSM takes it without a panic.
+		newFSM(slog.New(slog.DiscardHandler)).Apply(&raft.Log{Index: 1, Data: data})
+	})
+}
