@@ -38,6 +38,8 @@ func TestParseSPSFFmpeg(t *testing.T) {
 		{"1080p-cropped", "1920x1080", nil, 1920, 1080, 66, true},
 		{"odd-cropped", "330x186", nil, 330, 186, 66, true},
 		{"high-444", "176x144", []string{"-pix_fmt", "yuv444p", "-profile:v", "high444"}, 176, 144, 244, true},
+		// JVT quantisation matrices are sent as scaling lists in the SPS.
+		{"scaling-lists", "176x144", []string{"-x264-params", "cqm=jvt"}, 176, 144, 100, true},
 		{"high10", "176x144", []string{"-pix_fmt", "yuv420p10le", "-profile:v", "high10"}, 176, 144, 110, true},
 		{"interlaced-1080", "1920x1080", []string{"-preset", "veryfast", "-flags", "+ildct+ilme", "-x264-params", "interlaced=1"}, 1920, 1080, 100, false},
 	}

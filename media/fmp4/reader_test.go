@@ -39,7 +39,7 @@ func readAll(t *testing.T, b []byte) ([]Track, []Fragment) {
 }
 
 // rewrite writes tracks and fragments with the writer.
-func rewrite(t *testing.T, tracks []Track, frags []Fragment) []byte {
+func rewrite(t testing.TB, tracks []Track, frags []Fragment) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if _, err := WriteInit(&buf, tracks, InitOptions{}); err != nil {
