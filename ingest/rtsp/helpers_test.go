@@ -157,6 +157,7 @@ type testServer struct {
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 // startServer runs a server on loopback (TCP and a UDP pair) until the test ends.
@@ -185,15 +186,17 @@ func startServer(t *testing.T, cfg Config, h Handler) *testServer {
 }
 
 func (ts *testServer) stop(t *testing.T) {
-	ts.cancel()
-	select {
-	case err, ok := <-ts.done:
-		if ok && err != nil {
-			t.Errorf("Serve: %v", err)
+	ts.once.Do(func() {
+		ts.cancel()
+		select {
+		case err := <-ts.done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Serve did not return within 30 s of shutdown")
 		}
-	case <-time.After(30 * time.Second):
-		t.Error("Serve did not return within 30 s of shutdown")
-	}
+	})
 }
 
 func (ts *testServer) url(user, pass, path string) string {
