@@ -41,6 +41,7 @@ type state struct {
 	Requests   []*requestRec          `json:"requests"`          // oldest first
 	Purges     map[string]*PurgeJob   `json:"purges,omitempty"`  // purge.go
 	Retired    []*retiredCamera       `json:"retired,omitempty"` // deleted cameras whose id was reused
+	Leases     map[string]*leaseRec   `json:"leases,omitempty"`  // lease.go
 	Applied    uint64                 `json:"applied_index"`
 
 	// Clock is the latest proposer time applied: command times are clamped

@@ -128,7 +128,7 @@ func (st *state) applyPurge(c *Command, dec func(any) error) (res any, ok bool, 
 		res, err := st.deleteAccount(c.Time, p.ID, c.Nonce)
 		return res, true, err
 	}
-	return nil, false, nil
+	return st.applyLease(c, dec) // lease.go
 }
 
 func (st *state) purgeProgress(at time.Time, p purgeProgress) (any, error) {

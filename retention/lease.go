@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/vigilcloud/vigil/meter"
 )
 
 // Lease makes sure one worker at a time works on a key (a stream's sweep, a
@@ -148,4 +150,53 @@ func newToken() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// LeaseMeter is the meter's lease API (meter.Meter).
+type LeaseMeter interface {
+	AcquireLease(ctx context.Context, key, holder string, ttl time.Duration, renew bool) (meter.LeaseResult, error)
+	ReleaseLease(ctx context.Context, key, holder string) error
+}
+
+// MeterLease is a lease held in the meter's replicated state: shared by
+// every node of the meter cluster without Redis. Expiry is decided by the
+// proposer's clock, so nodes' clocks must agree to well within the TTL.
+// Each acquire, extend and release is one raft apply.
+type MeterLease struct{ M LeaseMeter }
+
+// TryAcquire implements Lease.
+func (l MeterLease) TryAcquire(ctx context.Context, key string, ttl time.Duration) (Held, bool, error) {
+	tok := newToken()
+	r, err := l.M.AcquireLease(ctx, key, tok, ttl, false)
+	if err != nil {
+		return nil, false, fmt.Errorf("retention: lease %s: %w", key, err)
+	}
+	if !r.Held {
+		return nil, false, nil
+	}
+	return &meterHeld{m: l.M, key: key, token: tok}, true, nil
+}
+
+type meterHeld struct {
+	m     LeaseMeter
+	key   string
+	token string
+}
+
+func (h *meterHeld) Extend(ctx context.Context, ttl time.Duration) error {
+	r, err := h.m.AcquireLease(ctx, h.key, h.token, ttl, true)
+	if err != nil {
+		return fmt.Errorf("retention: extend lease %s: %w", h.key, err)
+	}
+	if !r.Held {
+		return fmt.Errorf("retention: lease %s lost", h.key)
+	}
+	return nil
+}
+
+func (h *meterHeld) Release(ctx context.Context) error {
+	if err := h.m.ReleaseLease(ctx, h.key, h.token); err != nil {
+		return fmt.Errorf("retention: release lease %s: %w", h.key, err)
+	}
+	return nil
 }
