@@ -42,6 +42,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !isFlagSet(fset, "raft-addr") {
 		cfg.RaftAddr = "127.0.0.1:0"
 	}
+	if !isFlagSet(fset, "rtsp-addr") {
+		cfg.RTSPAddr = "" // the demo's bridge uploads over HTTP
+	}
 	log := newLogger(stderr, "error")
 	n, err := startNode(ctx, cfg, log)
 	if err != nil {

@@ -62,7 +62,7 @@ func startVigil(t *testing.T, env []string, args ...string) *vigilNode {
 	raftAddr := testutil.FreePort(t)
 	env = append(env, "VIGIL_ADMIN_TOKEN="+e2eToken)
 	args = append([]string{"serve", "--data", filepath.Join(dir, "data"), "--http-addr", httpAddr,
-		"--raft-addr", raftAddr, "--log-level", "debug"}, args...)
+		"--raft-addr", raftAddr, "--log-level", "debug", "--rtsp-addr", ""}, args...)
 	p, err := servers.Start(vigilBin, dir, httpAddr, env, args...)
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,8 @@ type nodeConfig struct {
 	DataDir         string
 	HTTPAddr        string
 	RTSPAddr        string
+	RTSPUDPAddr     string
+	RTSPMaxSessions int
 	RaftAddr        string
 	NodeID          string
 	Roles           string
@@ -68,7 +70,9 @@ type nodeConfig struct {
 func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data", "./vigil-data", "data directory (meter raft log, fs objects, admin token)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
-	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address (RTSP ingest is not built yet)")
+	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address for publishing Bridges; empty disables RTSP")
+	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp-addr", "", "UDP RTP listen address of the RTSP UDP transport (even port; RTCP on the next); default port 8000 on the RTSP host, off disables UDP")
+	fs.IntVar(&c.RTSPMaxSessions, "rtsp-max-sessions", 1000, "concurrent RTSP sessions; more are answered 503")
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "raft listen address of the meter")
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
 	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
@@ -333,6 +337,9 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 			lrdb = rdb
 		}
 		if err := startRetention(bg, &n.bgWG, cfg, n, lrdb, usage, reg, log); err != nil {
+			return nil, err
+		}
+		if err := startRTSP(bg, &n.bgWG, cfg, n, ing, lrdb, reg, log); err != nil { // rtsp.go
 			return nil, err
 		}
 	}

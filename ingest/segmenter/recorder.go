@@ -303,3 +303,19 @@ func (r *Recorder) recordedEnd(ctx context.Context, st meter.Stream, now int64) 
 func (r *Recorder) spoolPath(stream string, startMS int64) string {
 	return filepath.Join(r.cfg.SpoolDir, stream, fmt.Sprintf("%d.mp4", startMS))
 }
+
+// Drain waits (at most 5 s, or until ctx ends) for the uploads in flight,
+// e.g. the last segments of sessions a shutdown closed; what is left stays
+// spooled for the next start.
+func (r *Recorder) Drain(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { r.uploads.Wait(); close(done) }()
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		r.log.WarnContext(ctx, "segmenter: uploads still in flight at shutdown stay spooled")
+	case <-ctx.Done():
+	}
+}

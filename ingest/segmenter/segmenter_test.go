@@ -30,11 +30,11 @@ import (
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
+	vtestutil "github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/media/fmp4"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/fs"
-	vtestutil "github.com/vigilcloud/vigil/internal/testutil"
 )
 
 // fakeRegistry is the meter's part the recorder asks (unit tests only).

@@ -559,4 +559,3 @@ func (s *session) finish() {
 		}
 	}
 }
-
