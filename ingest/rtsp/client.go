@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"net/url"
@@ -170,11 +171,11 @@ func (c *Client) readResponse(method string) (*Response, error) {
 		}
 		// An interleaved frame from the server (RTCP receiver report): skip it.
 		var hdr [4]byte
-		if _, err := c.br.Read(hdr[:1]); err == nil {
-			_, err = c.br.Read(hdr[1:4])
-			if err == nil {
-				_, err = c.br.Discard(int(binary.BigEndian.Uint16(hdr[2:4])))
-			}
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			return nil, fmt.Errorf("rtsp: %s: read response: %w", method, err)
+		}
+		if _, err := c.br.Discard(int(binary.BigEndian.Uint16(hdr[2:4]))); err != nil {
+			return nil, fmt.Errorf("rtsp: %s: read response: %w", method, err)
 		}
 	}
 	first, hdr, body, err := readMessage(c.br, 1<<20)

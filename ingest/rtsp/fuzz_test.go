@@ -139,4 +139,3 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
-
