@@ -1,0 +1,162 @@
+package retention
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/index"
+	tu "github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/meter"
+)
+
+// startMeterCluster starts n real raft meter nodes on loopback, each
+// behind its own HTTP server (joins and forwards to the leader take the
+// production path).
+func startMeterCluster(t *testing.T, n int) []*meter.Meter {
+	t.Helper()
+	const token = "cluster-test-token"
+	var (
+		nodes []*meter.Meter
+		first string // HTTP address of the first node
+	)
+	for i := range n {
+		var h atomic.Value
+		h.Store(http.NotFoundHandler())
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.Load().(http.Handler).ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		addr := strings.TrimPrefix(srv.URL, "http://")
+		join := first
+		if i == 0 {
+			first = addr
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		m, err := meter.Open(ctx, meter.Config{
+			Dir: t.TempDir(), NodeID: fmt.Sprintf("n%d", i+1), RaftAddr: tu.FreePort(t), HeartbeatTimeout: 150 * time.Millisecond,
+			Join: join, HTTPAddr: addr, ClusterToken: token,
+		})
+		cancel()
+		require.NoError(t, err)
+		t.Cleanup(func() { m.Close() })
+		mux := http.NewServeMux()
+		for _, p := range meter.HandlerPatterns() {
+			mux.Handle(p, m.Handler())
+		}
+		for _, p := range meter.ClusterPatterns() {
+			mux.Handle(p, m.ClusterHandler())
+		}
+		h.Store(auth.New(token, m).Middleware(mux, nil))
+		nodes = append(nodes, m)
+	}
+	return nodes
+}
+
+// exclusive wraps a node's lease and fails the test when two holders hold
+// one key at once.
+type exclusive struct {
+	Lease
+	t       *testing.T
+	mu      *sync.Mutex
+	holders map[string]int
+	grants  *atomic.Int64
+}
+
+type exclusiveHeld struct {
+	Held
+	e   exclusive
+	key string
+}
+
+func (e exclusive) TryAcquire(ctx context.Context, key string, ttl time.Duration) (Held, bool, error) {
+	h, ok, err := e.Lease.TryAcquire(ctx, key, ttl)
+	if err != nil || !ok {
+		return h, ok, err
+	}
+	e.grants.Add(1)
+	e.mu.Lock()
+	e.holders[key]++
+	n := e.holders[key]
+	e.mu.Unlock()
+	if n > 1 {
+		e.t.Errorf("lease %s granted while held (%d holders)", key, n)
+	}
+	return exclusiveHeld{Held: h, e: e, key: key}, true, nil
+}
+
+func (h exclusiveHeld) Release(ctx context.Context) error {
+	h.e.mu.Lock()
+	h.e.holders[h.key]--
+	h.e.mu.Unlock()
+	return h.Held.Release(ctx)
+}
+
+// TestSweepersShareMeterLease: three sweepers, each on its own node of a
+// real 3-node raft meter and using that node's meter lease, sweep the
+// same streams at the same time. Never do two sweep one stream at once,
+// every expired segment goes, and the freed bytes are counted once.
+func TestSweepersShareMeterLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	nodes := startMeterCluster(t, 3)
+	f := newFixture(t, false)
+	var streamsList []meter.Stream
+	var all [][]index.Segment
+	for i := range 3 {
+		s := meter.Stream{ID: fmt.Sprintf("s%d", i), Camera: "c1", Account: "a1", RetentionDays: 1}
+		streamsList = append(streamsList, s)
+		all = append(all, f.segs(t, refOf(s), T.Add(-30*time.Hour), T, 30*time.Minute))
+	}
+	streams := &staticStreams{s: streamsList}
+	usage := newUsage()
+	clk := &clock{t: T}
+	var (
+		mu      sync.Mutex
+		holders = map[string]int{}
+		grants  atomic.Int64
+		g       errgroup.Group
+	)
+	// Slow deletes widen the window in which a second sweeper could slip in.
+	slow := &counting{Backend: f.store, beforeDe: func(keys []string) ([]string, error) {
+		time.Sleep(20 * time.Millisecond)
+		return keys, nil
+	}}
+	sweeper := func(m *meter.Meter) *Sweeper {
+		l := exclusive{Lease: MeterLease{M: m}, t: t, mu: &mu, holders: holders, grants: &grants}
+		return NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, slow, f.idx, streams, usage, l)
+	}
+	for _, m := range nodes {
+		sw := sweeper(m)
+		g.Go(func() error {
+			for range 2 {
+				if _, err := sw.Sweep(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+	// One more pass settles streams that were busy under another's lease.
+	_, err := sweeper(nodes[1]).Sweep(ctx)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, grants.Load(), int64(len(streamsList)))
+	pol := Policy{Days: 1, Margin: time.Minute}
+	for i, s := range streamsList {
+		_, kept, goneBytes := expiredOf(pol, all[i], T)
+		require.Equal(t, segKeys(refOf(s), kept), f.keys(t, refOf(s).SegmentPrefix()))
+		b, _ := usage.get(s.ID)
+		require.Equal(t, goneBytes, b, s.ID)
+	}
+}
