@@ -328,6 +328,12 @@ func (n *benchNode) waitReady(ctx context.Context) error {
 }
 
 func (n *benchNode) call(ctx context.Context, method, path string, body any) error {
+	return n.callJSON(ctx, method, path, body, nil)
+}
+
+// callJSON calls the node with the operator token; out, when not nil,
+// receives the JSON answer.
+func (n *benchNode) callJSON(ctx context.Context, method, path string, body, out any) error {
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, method, n.base+path, bytes.NewReader(b))
 	if err != nil {
@@ -344,7 +350,10 @@ func (n *benchNode) call(ctx context.Context, method, path string, body any) err
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("bench: %s %s: %d %s", method, path, resp.StatusCode, msg)
 	}
-	return nil
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(msg, out)
 }
 
 // measure uploads n segments of body on conc workers, one stream each, and

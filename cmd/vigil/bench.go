@@ -25,6 +25,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchMeter(ctx, args[1:], stdout, stderr) // meter.go
 	case "retention":
 		return runBenchRetention(ctx, args[1:], stdout, stderr) // retention.go
+	case "rtsp":
+		return runBenchRTSP(ctx, args[1:], stdout, stderr) // benchrtsp.go
+	case "rtsp-sink": // hidden: the baseline process of bench rtsp
+		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
 		return fmt.Errorf("bench %q: only ingest is built so far", args[0])
 	}
@@ -42,17 +46,11 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
-	self, err := os.Executable()
+	self, dir, cleanup, err := benchSetup(*work)
 	if err != nil {
 		return err
 	}
-	dir := *work
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "vigil-bench-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	}
+	defer cleanup()
 	cfg := bench.IngestConfig{
 		VigilBin: self, WorkDir: dir,
 		BytesPerRun: 512 << 20,
@@ -103,6 +101,21 @@ func parseSize(s string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	return n * mult, err
+}
+
+// benchSetup returns the vigil binary running the benchmark and its work
+// directory: work, or a temp dir that cleanup removes.
+func benchSetup(work string) (self, dir string, cleanup func(), err error) {
+	if self, err = os.Executable(); err != nil {
+		return "", "", nil, err
+	}
+	if work != "" {
+		return self, work, func() {}, nil
+	}
+	if dir, err = os.MkdirTemp("", "vigil-bench-"); err != nil {
+		return "", "", nil, err
+	}
+	return self, dir, func() { os.RemoveAll(dir) }, nil
 }
 
 // printBench prints one line per metric and, with asJSON, the contract's

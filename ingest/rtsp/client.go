@@ -356,6 +356,53 @@ func (c *Client) WriteRTP(i int, pkt *rtp.Packet) error {
 	return c.writeLocked(i, false, buf)
 }
 
+// WritePackets sends pkts on media i's transport; over TCP as one write
+// (a publisher sends an access unit's packets back to back).
+func (c *Client) WritePackets(i int, pkts []*rtp.Packet) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if i < 0 || i >= len(c.tracks) || !c.tracks[i].setup {
+		return fmt.Errorf("rtsp: media %d is not set up", i)
+	}
+	if !c.tracks[i].tcp {
+		for _, p := range pkts {
+			n := p.MarshalSize()
+			if cap(c.wbuf) < n+4 {
+				c.wbuf = make([]byte, n+4)
+			}
+			if _, err := p.MarshalTo(c.wbuf[4 : n+4]); err != nil {
+				return fmt.Errorf("rtsp: marshal RTP: %w", err)
+			}
+			if err := c.writeLocked(i, false, c.wbuf[:n+4]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	total := 0
+	for _, p := range pkts {
+		total += 4 + p.MarshalSize()
+	}
+	if cap(c.wbuf) < total {
+		c.wbuf = make([]byte, total)
+	}
+	buf, off := c.wbuf[:total], 0
+	for _, p := range pkts {
+		n, err := p.MarshalTo(buf[off+4:])
+		if err != nil {
+			return fmt.Errorf("rtsp: marshal RTP: %w", err)
+		}
+		if n > maxInterleavedSize {
+			return fmt.Errorf("rtsp: packet of %d bytes does not fit an interleaved frame", n)
+		}
+		buf[off], buf[off+1] = '$', c.tracks[i].channel
+		binary.BigEndian.PutUint16(buf[off+2:off+4], uint16(n))
+		off += 4 + n
+	}
+	_, err := c.conn.Write(buf)
+	return err
+}
+
 // WriteRTCP sends a compound RTCP packet on media i's transport.
 func (c *Client) WriteRTCP(i int, pkts []rtcp.Packet) error {
 	b, err := rtcp.Marshal(pkts)
