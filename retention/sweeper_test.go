@@ -368,14 +368,7 @@ func TestSweepersShareRedisLease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, true)
-	var streamsList []meter.Stream
-	var all [][]index.Segment
-	for i := range 4 {
-		s := meter.Stream{ID: fmt.Sprintf("s%d", i), Camera: "c1", Account: "a1", RetentionDays: 1}
-		streamsList = append(streamsList, s)
-		all = append(all, f.segs(t, refOf(s), T.Add(-30*time.Hour), T, 20*time.Minute))
-	}
-	streams := &staticStreams{s: streamsList}
+	streams, all := f.sharedStreams(t, 4, 20*time.Minute)
 	usage := newUsage()
 	clk := &clock{t: T}
 	var g errgroup.Group
@@ -395,8 +388,27 @@ func TestSweepersShareRedisLease(t *testing.T) {
 	sw := NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, f.store, f.idx, streams, usage, NewRedisLease(f.rdb, "lease:"))
 	_, err := sw.Sweep(ctx)
 	require.NoError(t, err)
+	f.checkShared(t, streams, all, usage)
+}
+
+// sharedStreams stores n streams of segments every step over 30 hours
+// (D1) for sweepers sharing a lease.
+func (f *fixture) sharedStreams(t *testing.T, n int, step time.Duration) (*staticStreams, [][]index.Segment) {
+	var list []meter.Stream
+	var all [][]index.Segment
+	for i := range n {
+		s := meter.Stream{ID: fmt.Sprintf("s%d", i), Camera: "c1", Account: "a1", RetentionDays: 1}
+		list = append(list, s)
+		all = append(all, f.segs(t, refOf(s), T.Add(-30*time.Hour), T, step))
+	}
+	return &staticStreams{s: list}, all
+}
+
+// checkShared: every expired segment of the shared streams is gone, every
+// other kept, and the freed bytes were counted once.
+func (f *fixture) checkShared(t *testing.T, streams *staticStreams, all [][]index.Segment, usage *usageRec) {
 	pol := Policy{Days: 1, Margin: time.Minute}
-	for i, s := range streamsList {
+	for i, s := range streams.s {
 		_, kept, goneBytes := expiredOf(pol, all[i], T)
 		require.Equal(t, segKeys(refOf(s), kept), f.keys(t, refOf(s).SegmentPrefix()))
 		b, _ := usage.get(s.ID)
