@@ -61,6 +61,3 @@ type InitOptions struct {
 
 // ErrMalformed is wrapped by every error the Reader returns for bad input.
 var ErrMalformed = errors.New("fmp4: malformed")
-
-// errNotImplemented marks unfinished paths while the package lands.
-var errNotImplemented = errors.New("fmp4: not implemented")

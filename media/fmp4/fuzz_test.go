@@ -8,7 +8,8 @@ import (
 )
 
 // FuzzReader: any input ends in io.EOF or an error, never a panic; errors
-// for bad input wrap ErrMalformed; whatever is read can be written again.
+// for bad input wrap ErrMalformed. Run it with -fuzzminimizetime=100x: the
+// default minimisation of the multi-KiB seeds stalls the fuzzer.
 func FuzzReader(f *testing.F) {
 	f.Add(rewrite(f, testTracks(), []Fragment{testFragment(1), testFragment(2)}))
 	f.Fuzz(func(t *testing.T, b []byte) {

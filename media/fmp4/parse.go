@@ -65,9 +65,11 @@ type cursor struct {
 }
 
 func (c *cursor) next(n int) []byte {
-	if c.short || len(c.b) < n {
+	if c.short || n < 0 || len(c.b) < n {
 		c.short = true
-		return make([]byte, n)
+		// Zeros for the fixed-size readers; never an allocation sized by
+		// the input.
+		return make([]byte, min(max(n, 0), 8))
 	}
 	p := c.b[:n]
 	c.b = c.b[n:]
@@ -451,6 +453,7 @@ func (r *Reader) parseMoof(moofStart int64, body []byte) (Fragment, []sampleRef,
 	var f Fragment
 	var refs []sampleRef
 	seenMfhd := false
+	total := 0           // samples in all trafs, read or not
 	dataEnd := moofStart // where the previous traf's data ended
 	first := true
 	err := eachBox(body, func(typ string, b []byte) error {
@@ -462,7 +465,7 @@ func (r *Reader) parseMoof(moofStart int64, body []byte) (Fragment, []sampleRef,
 			}
 			f.SequenceNumber, seenMfhd = binary.BigEndian.Uint32(rest), true
 		case "traf":
-			tf, trefs, end, supported, err := r.parseTraf(b, moofStart, dataEnd, first, len(refs))
+			tf, trefs, end, supported, err := r.parseTraf(b, moofStart, dataEnd, first, &total)
 			if err != nil {
 				return err
 			}
@@ -483,7 +486,7 @@ func (r *Reader) parseMoof(moofStart int64, body []byte) (Fragment, []sampleRef,
 	return f, refs, nil
 }
 
-func (r *Reader) parseTraf(b []byte, moofStart, prevEnd int64, first bool, have int) (TrackFragment, []sampleRef, int64, bool, error) {
+func (r *Reader) parseTraf(b []byte, moofStart, prevEnd int64, first bool, total *int) (TrackFragment, []sampleRef, int64, bool, error) {
 	var tf TrackFragment
 	var refs []sampleRef
 	var ts *trackState
@@ -570,9 +573,10 @@ func (r *Reader) parseTraf(b []byte, moofStart, prevEnd int64, first bool, have 
 					per += 4
 				}
 			}
-			if c.short || uint64(count)*uint64(per) > uint64(len(c.b)) || have+len(refs)+int(count) > maxSamples {
+			if c.short || uint64(count)*uint64(per) > uint64(len(c.b)) || *total+int(count) > maxSamples {
 				return malformed("trun of %d samples in %d bytes", count, len(c.b))
 			}
+			*total += int(count)
 			for i := uint32(0); i < count; i++ {
 				s := Sample{Duration: defDur}
 				size, sflags := defSize, defFlags

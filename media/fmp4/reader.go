@@ -13,8 +13,9 @@ const (
 	maxInitBox = 4 << 20  // moov
 	maxMoof    = 8 << 20  // moof
 	maxMdat    = 64 << 20 // mdat
-	// maxSamples bounds one fragment's sample table (about 48 bytes each).
-	maxSamples = 1 << 18
+	// maxSamples bounds one fragment's sample table (about 64 bytes each
+	// while parsing); real fragments hold a few hundred.
+	maxSamples = 1 << 16
 	// readChunk is how much a box body grows per read, so a header that
 	// claims a huge box costs memory only as its data actually arrives.
 	readChunk = 1 << 20
@@ -53,7 +54,7 @@ type header struct {
 }
 
 func malformed(format string, args ...any) error {
-	return fmt.Errorf("fmp4: %w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
 
 // readFull reads len(p) bytes; a short read is malformed input.
@@ -114,8 +115,9 @@ func (r *Reader) readBody(h header, limit int64, buf []byte) ([]byte, error) {
 			if int64(len(buf)) > limit {
 				return nil, malformed("box %q over %d bytes", h.typ, limit)
 			}
-			if cap(buf)-len(buf) < 64<<10 {
-				buf = append(buf, make([]byte, min(readChunk, int(limit+1)-len(buf)+1))...)[:len(buf)]
+			if cap(buf)-len(buf) < 4<<10 {
+				grow := min(readChunk, int(limit+1)-len(buf)+1, max(len(buf), 32<<10))
+				buf = append(buf, make([]byte, grow)...)[:len(buf)]
 			}
 			n, err := r.r.Read(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+n]
@@ -133,7 +135,8 @@ func (r *Reader) readBody(h header, limit int64, buf []byte) ([]byte, error) {
 		return nil, malformed("box %q of %d bytes over the %d-byte cap", h.typ, n, limit)
 	}
 	for int64(len(buf)) < n {
-		step := int(min(n-int64(len(buf)), readChunk))
+		// Grow geometrically from 64 KiB: a lying header costs little.
+		step := int(min(n-int64(len(buf)), readChunk, int64(max(len(buf), 64<<10))))
 		l := len(buf)
 		if cap(buf)-l < step {
 			buf = append(buf[:cap(buf)], make([]byte, step-(cap(buf)-l))...)
