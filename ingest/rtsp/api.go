@@ -7,6 +7,27 @@
 // the rest of vigil sees is the small surface in this file (Media, Handler, Sink,
 // the errors, Config, Server), so gortsplib/v4 can replace the session layer
 // behind it once a registry serves it.
+//
+// How the session layer behaves:
+//   - A session is one TCP connection: it ends with the connection (also with
+//     the UDP transport, where the connection carries the keepalives), on
+//     TEARDOWN, after IdleTimeout without a complete request or packet, on
+//     malformed input (bad request line or header, oversized header or body,
+//     bad SDP, truncated or empty interleaved frame, undecodable RTP), when
+//     the Sink returns an error, and at shutdown. Sink.Close gets the reason.
+//   - ANNOUNCE needs credentials: Basic (Handler.CheckPassword) or Digest
+//     with MD5 (Handler.DigestHA1; stateless HMAC nonces valid 5 minutes, then
+//     stale=true). A 401 offers both; ffmpeg picks Digest. Five wrong answers
+//     on one connection close it. Later requests on the connection are trusted.
+//   - The stream id is the URL path without the leading "/", [a-zA-Z0-9_-]{1,64};
+//     anything else is 400. CSeq must increase (400 otherwise).
+//   - UDP: one shared RTP and one RTCP socket; datagrams are routed by their
+//     source (the RTSP connection's IP and the client_port of SETUP), so a
+//     publisher behind a NAT that rewrites ports must use TCP.
+//   - Handler errors map to statuses: ErrUnauthorized 401, ErrForbidden 403,
+//     ErrNotFound 404, ErrBusy 455 "Already Publishing", ErrUnsupported 415,
+//     anything else 503. Connections beyond MaxSessions get 503 "Session
+//     Limit Reached".
 package rtsp
 
 import (

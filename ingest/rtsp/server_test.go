@@ -66,7 +66,15 @@ func TestClientBasicAuthTCP(t *testing.T) {
 	c := dial(t, ts.url("br", "token", "cam1"))
 	c.PreferBasic = true
 	recordSession(t, c, true)
-	sendPackets(t, c, 100, 65500) // wraps around
+	sendPackets(t, c, 90, 65500) // wraps around
+	var batch []*rtp.Packet
+	for i := 0; i < 10; i++ {
+		batch = append(batch, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(65590-65536) + uint16(i), SSRC: 1},
+			Payload: []byte{0x41, byte(i)}})
+	}
+	if err := c.WritePackets(0, batch); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.WriteRTCP(0, []rtcp.Packet{&rtcp.SenderReport{SSRC: 1, NTPTime: 1 << 40, RTPTime: 0}}); err != nil {
 		t.Fatal(err)
 	}
@@ -481,4 +489,38 @@ func metricValue(m prometheus.Metric) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+// TestStalledRequestTimesOut: half a request and then silence (slowloris)
+// is closed by the idle timeout; so is a connection that keeps guessing passwords.
+func TestStalledRequestAndPasswordGuessing(t *testing.T) {
+	h := newTestHandler()
+	ts := startServer(t, Config{IdleTimeout: 300 * time.Millisecond}, h)
+	c, err := net.Dial("tcp", ts.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("OPTIONS rtsp://x/a RTSP/1.0\r\nCSeq: 1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUntilClosed(t, c); got != "" {
+		t.Fatalf("answered a half request: %q", got)
+	}
+
+	ts2 := startServer(t, Config{}, h)
+	cl := dial(t, ts2.url("br", "guess", "cam1"))
+	cl.PreferBasic = true
+	// Every wrong answer gets a 401; after maxAuthFailures the server hangs up.
+	for i := 0; ; i++ {
+		err := cl.Announce(context.Background(), []Media{h264Media()})
+		var se *StatusError
+		if !errors.As(err, &se) {
+			break // the connection was closed
+		}
+		if se.Status != 401 || i > maxAuthFailures {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	readUntilClosed(t, cl.Conn())
 }

@@ -51,6 +51,7 @@ type session struct {
 	channels  [256]int16 // interleaved channel -> media*2 (+1 for RTCP), -1 unused
 	frameBuf  []byte
 	announced bool
+	authFails int
 
 	recording atomic.Bool
 
@@ -108,7 +109,12 @@ func (ss *session) close(reason error) {
 	})
 }
 
-var errDisconnected = errors.New("rtsp: publisher disconnected")
+var (
+	errDisconnected        = errors.New("rtsp: publisher disconnected")
+	errTooManyAuthFailures = errors.New("rtsp: too many failed authentication attempts")
+)
+
+const maxAuthFailures = 5
 
 func (ss *session) run() {
 	err := ss.serve()
@@ -350,6 +356,12 @@ func (ss *session) announce(req *request) (*response, bool, error) {
 	}
 	user, challenge := ss.authenticate(req)
 	if challenge != nil {
+		if req.get("Authorization") != "" {
+			// Bound password guessing: a few wrong answers end the connection.
+			if ss.authFails++; ss.authFails >= maxAuthFailures {
+				return challenge, true, errTooManyAuthFailures
+			}
+		}
 		return challenge, false, nil
 	}
 	path, err := streamPath(req.URL)
