@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -311,11 +312,37 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 		per[id] = a
 		return a
 	}
-	for _, s := range streams {
+	// Streams in line item order (account, bridge, camera, stream,
+	// registration): the items come out sorted, and each account's slice is
+	// allocated once.
+	streams = slices.Clone(streams)
+	slices.SortFunc(streams, func(x, y *billStream) int {
+		if r := cmp.Compare(x.Account, y.Account); r != 0 {
+			return r
+		}
+		if r := cmp.Compare(x.Bridge, y.Bridge); r != 0 {
+			return r
+		}
+		if r := cmp.Compare(x.Camera, y.Camera); r != 0 {
+			return r
+		}
+		if r := cmp.Compare(x.ID, y.ID); r != 0 {
+			return r
+		}
+		return x.RegisteredAt.Compare(y.RegisteredAt)
+	})
+	for i, s := range streams {
 		if s.RegisteredAt.After(c) {
 			continue
 		}
 		a := acctOf(s.Account)
+		if a.items == nil {
+			n := 1
+			for i+n < len(streams) && streams[i+n].Account == s.Account {
+				n++
+			}
+			a.items = make([]LineItem, 0, n)
+		}
 		var cur *StreamSettings
 		if registeredAt(s.RegisteredAt, s.DeletedAt, c) {
 			if v, ok := settingsAt(s.History, c); ok {
@@ -404,19 +431,6 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 		if ba := accounts[id]; ba != nil && ba.Parent != "" {
 			reseller = ba.Parent
 		}
-		sort.Slice(a.items, func(i, j int) bool {
-			x, y := &a.items[i], &a.items[j]
-			if x.Bridge != y.Bridge {
-				return x.Bridge < y.Bridge
-			}
-			if x.Camera != y.Camera {
-				return x.Camera < y.Camera
-			}
-			if x.Stream != y.Stream {
-				return x.Stream < y.Stream
-			}
-			return x.RegisteredAt.Before(y.RegisteredAt)
-		})
 		ar := AccountRun{ID: id, Cycle: a.cycle, Summary: newSummary(), Items: a.items}
 		if a.cycle == CycleAnnual {
 			ar.CycleStart, ar.MonthsLeft = monthName(a.start), a.monthsLeft

@@ -183,3 +183,28 @@ func FuzzDecodeCommand(f *testing.F) {
 		newFSM(slog.New(slog.DiscardHandler)).Apply(&raft.Log{Index: 1, Data: data})
 	})
 }
+
+// TestRenderRunJSONMatchesMarshal: the run rendered per account is byte for
+// byte json.Marshal of the run (plus a newline), whatever its shape.
+func TestRenderRunJSONMatchesMarshal(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	h.mustAt(ms(2026, 3, 5, 0, 0, 0, 0), cmdCreateCamera, "c1", "", createCamera{Bridge: "b1", Camera: cam("c1", NewStream{ID: "st", Analytics: []string{"people", "lpr"}}, NewStream{ID: "st2"})})
+	h.mustAt(ms(2026, 3, 5, 0, 0, 1, 0), cmdCreateCamera, "c2", "", createCamera{Bridge: "b2", Camera: cam("c2", NewStream{ID: "x"})})
+	h.mustAt(ms(2026, 3, 5, 0, 0, 2, 0), cmdCreateCamera, "c3", "", createCamera{Bridge: "b3", Camera: cam("c3", NewStream{ID: "y"})})
+	h.mustAt(ms(2026, 3, 6, 0, 0, 0, 0), cmdUpdateAccount, "cyc", "", updateAccount{ID: "s2", Patch: AccountPatch{BillingCycle: new(CycleAnnual)}})
+	h.usage(ms(2026, 3, 7, 0, 0, 0, 0), "u1", UsageEntry{Stream: "st", StoredBytes: 1 << 33, IngestedBytes: 1 << 33, Segments: 9})
+	h.mustAt(ms(2026, 5, 20, 0, 0, 0, 0), cmdDeleteCamera, "d", "purge-1", deleteCamera{ID: "c2"})
+	preview := h.f.billingRun(mustMonth(t, "2026-06"), false, ms(2026, 6, 2, 0, 0, 0, 0))
+	runs := []BillingRun{h.final("2026-03"), h.final("2026-05"), preview, h.final("2026-01"),
+		{Month: "2026-01"}, {Month: "2026-02", Resellers: []ResellerRun{{ID: "r"}, {ID: "q", Accounts: []AccountRun{}}}}}
+	for _, run := range runs {
+		want, err := json.Marshal(&run)
+		require.NoError(t, err)
+		got, ctype, err := RenderBillingRun(&run, "json", "")
+		require.NoError(t, err)
+		require.Equal(t, "application/json", ctype)
+		require.Equal(t, string(want)+"\n", string(got))
+	}
+	require.Len(t, items(runs[0]), 4)
+}

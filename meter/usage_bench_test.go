@@ -1,7 +1,9 @@
 package meter
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -74,3 +76,64 @@ func BenchmarkApplyUsageBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "entries/s")
 }
+
+// BenchmarkLargeState is the billing run, its rendering, the snapshot and
+// the restore at 100,000 streams with usage in two months.
+func BenchmarkLargeState(b *testing.B) {
+	f, ids := benchFSM(b, 100_000)
+	idx := uint64(1 << 20)
+	for i, at := range []time.Time{t0.Add(time.Hour), t0.AddDate(0, 1, 0)} {
+		ub := UsageBatch{ID: fmt.Sprintf("load-%d", i), To: at}
+		for _, id := range ids {
+			ub.Entries = append(ub.Entries, UsageEntry{Stream: id, StoredBytes: 1 << 20, StoredObjects: 1, IngestedBytes: 1 << 20, Segments: 1, Width: 1920, Height: 1080})
+		}
+		cmd, err := EncodeCommand(cmdUsageBatch, usageRequestIDPrefix+ub.ID, at, "", ub)
+		if err != nil {
+			b.Fatal(err)
+		}
+		idx++
+		if err := ApplyError(f.Apply(&raft.Log{Index: idx, Data: cmd})); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m, _ := ParseMonth("2026-03")
+	b.Run("billing", func(b *testing.B) {
+		for b.Loop() {
+			run := f.billingRun(m, true, CutOff(m))
+			if _, _, err := RenderBillingRun(&run, "json", ""); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := RenderBillingRun(&run, "csv", "items"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	var snap []byte
+	b.Run("snapshot", func(b *testing.B) {
+		for b.Loop() {
+			s, err := f.Snapshot()
+			if err != nil {
+				b.Fatal(err)
+			}
+			var sink benchSink
+			if err := s.Persist(&sink); err != nil {
+				b.Fatal(err)
+			}
+			snap = sink.Bytes()
+		}
+		b.ReportMetric(float64(len(snap)), "bytes")
+	})
+	b.Run("restore", func(b *testing.B) {
+		for b.Loop() {
+			if err := newFSM(f.log).Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+type benchSink struct{ bytes.Buffer }
+
+func (s *benchSink) ID() string    { return "bench" }
+func (s *benchSink) Cancel() error { return nil }
+func (s *benchSink) Close() error  { return nil }
