@@ -45,6 +45,7 @@ func TestParseSPSFFmpeg(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			nal := ffmpegSPS(t, c.size, c.extra...)
 			s, err := ParseSPS(nal)
 			if err != nil {

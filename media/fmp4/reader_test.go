@@ -125,10 +125,12 @@ func TestReadFFmpegRoundTrip(t *testing.T) {
 	}{
 		{"h264-bframes-aac", concat(video, audio, []string{"-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "25", "-c:a", "aac", "-ac", "2"}, frag), []Codec{H264, AAC}, true},
 		{"h265-opus", concat(video, audio, []string{"-t", "1", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-g", "10", "-c:a", "libopus", "-ac", "1"}, frag), []Codec{H265, Opus}, true},
-		{"h264-bframes-1080p", concat([]string{"-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25"}, []string{"-frames:v", "8", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "3", "-g", "4"}, frag), []Codec{H264}, true},
+		// Without default_base_moof ffmpeg writes an explicit base_data_offset.
+		{"h264-base-data-offset", concat(video, []string{"-frames:v", "20", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "10", "-movflags", "frag_keyframe+empty_moov", "-f", "mp4"}), []Codec{H264}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			src, raw := mediatest.FFmpeg(t, "in.mp4", c.args...)
 			tracks, frags := readAll(t, raw)
 			if len(tracks) != len(c.want) {

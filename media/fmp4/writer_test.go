@@ -138,12 +138,13 @@ func TestWriteVideoFFprobe(t *testing.T) {
 		width, height int
 		frames        int
 	}{
-		{"h264", H264, []string{"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "50", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "25", "-x264-params", "aud=1", "-f", "h264"}, 320, 240, 50},
-		{"h264-cropped", H264, []string{"-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-frames:v", "10", "-vf", "scale=330:186", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "5", "-x264-params", "aud=1", "-f", "h264"}, 330, 186, 10},
-		{"h265", H265, []string{"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "30", "-c:v", "libx265", "-preset", "ultrafast", "-bf", "0", "-g", "10", "-x265-params", "aud=1:log-level=error", "-f", "hevc"}, 320, 240, 30},
+		{"h264", H264, []string{"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "30", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "15", "-x264-params", "aud=1", "-f", "h264"}, 320, 240, 30},
+		{"h264-cropped", H264, []string{"-f", "lavfi", "-i", "testsrc2=size=330x186:rate=25", "-frames:v", "10", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "5", "-x264-params", "aud=1", "-f", "h264"}, 330, 186, 10},
+		{"h265", H265, []string{"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "20", "-c:v", "libx265", "-preset", "ultrafast", "-bf", "0", "-g", "10", "-x265-params", "aud=1:log-level=error", "-f", "hevc"}, 320, 240, 20},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			_, raw := mediatest.FFmpeg(t, "in.raw", c.args...)
 			tr, samples := videoTrack(t, c.codec, raw)
 			if tr.Width != c.width || tr.Height != c.height {

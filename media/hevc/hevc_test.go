@@ -48,6 +48,7 @@ func TestParseSPSFFmpeg(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			vps, sps, pps := ffmpegParams(t, c.size, c.extra...)
 			s, err := ParseSPS(sps)
 			if err != nil {
