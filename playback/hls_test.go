@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -65,9 +66,9 @@ func newMediaEnv(t *testing.T, opts Options) *mediaEnv {
 }
 
 // put uploads body with the real HTTP PUT, as a bridge does.
-func (m *mediaEnv) put(t *testing.T, stream string, start, durMS int64, body []byte, ctype string) {
+func (m *mediaEnv) put(t *testing.T, stream string, start, durMS int64, body []byte, ctype string, query ...string) {
 	t.Helper()
-	u := fmt.Sprintf("%s/v1/streams/%s/segments/%d?duration_ms=%d", m.srv.URL, stream, start, durMS)
+	u := fmt.Sprintf("%s/v1/streams/%s/segments/%d?duration_ms=%d", m.srv.URL, stream, start, durMS) + strings.Join(query, "")
 	req, err := http.NewRequest(http.MethodPut, u, bytes.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer b1-token")
@@ -88,9 +89,36 @@ func recentBase() int64 { return time.Now().Add(-2 * time.Hour).Truncate(time.Se
 // times run on across segments, as a recorder writes them.
 func ffmpegSegments(t *testing.T, n int, format string) [][]byte {
 	t.Helper()
+	return ffmpegSegmentsSized(t, n, format, "320x240")
+}
+
+// ffmpegSegmentsSized is ffmpegSegments with another frame size (and so
+// other parameter sets).
+func ffmpegSegmentsSized(t *testing.T, n int, format, size string) [][]byte {
+	t.Helper()
+	key := fmt.Sprint(n, format, size)
+	segCache.Lock()
+	defer segCache.Unlock()
+	if segs, ok := segCache.m[key]; ok {
+		return segs
+	}
+	segs := encodeSegments(t, n, format, size)
+	segCache.m[key] = segs
+	return segs
+}
+
+// segCache keeps the test package's encodes: the same few sets serve
+// every test (read only once made).
+var segCache = struct {
+	sync.Mutex
+	m map[string][][]byte
+}{m: map[string][][]byte{}}
+
+func encodeSegments(t *testing.T, n int, format, size string) [][]byte {
+	t.Helper()
 	testutil.RequireBinary(t, "ffmpeg")
 	dir := t.TempDir()
-	args := []string{"-v", "error", "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=320x240:rate=25:duration=%d", 6*n),
+	args := []string{"-v", "error", "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%s:rate=25:duration=%d", size, 6*n),
 		"-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
 		"-f", "segment", "-segment_time", "6"}
 	ext := "mp4"
@@ -132,6 +160,17 @@ func ffmpegCopy(t *testing.T, in string, pre ...string) string {
 	b, err := exec.Command("ffmpeg", args...).CombinedOutput()
 	require.NoError(t, err, "ffmpeg %v: %s", args, b)
 	return out
+}
+
+// fakeTS is four MPEG-TS packets: framing ingest accepts, no video.
+func fakeTS() []byte { return bytes.Repeat(append([]byte{0x47}, make([]byte, 187)...), 4) }
+
+// box is an ISO-BMFF box of typ with n zero bytes of payload.
+func box(typ string, n int) []byte {
+	b := make([]byte, 8+n)
+	b[3] = byte(8 + n)
+	copy(b[4:], typ)
+	return b
 }
 
 func window(from, to int64) string { return fmt.Sprintf("?start=%d&end=%d", from, to) }
@@ -297,15 +336,8 @@ func TestInitAndMediaParts(t *testing.T) {
 func TestPartErrors(t *testing.T) {
 	m := newMediaEnv(t, Options{})
 	base := recentBase()
-	ts := bytes.Repeat(append([]byte{0x47}, make([]byte, 187)...), 4)
-	m.put(t, "s2", base, 6000, ts, "video/mp2t")
+	m.put(t, "s2", base, 6000, fakeTS(), "video/mp2t")
 	// Well-formed at the top level, but not fragmented: ftyp, moov, mdat.
-	box := func(typ string, n int) []byte {
-		b := make([]byte, 8+n)
-		b[3] = byte(8 + n)
-		copy(b[4:], typ)
-		return b
-	}
 	flat := append(append(box("ftyp", 8), box("moov", 16)...), box("mdat", 32)...)
 	m.put(t, "s1", base, 6000, flat, "video/mp4")
 
@@ -334,7 +366,7 @@ func TestPartErrors(t *testing.T) {
 func TestPlaylistErrors(t *testing.T) {
 	m := newMediaEnv(t, Options{})
 	base := recentBase()
-	m.put(t, "s1", base, 6000, bytes.Repeat(append([]byte{0x47}, make([]byte, 187)...), 4), "video/mp2t")
+	m.put(t, "s1", base, 6000, fakeTS(), "video/mp2t")
 	day := int64(24 * 3600 * 1000)
 	tests := []struct {
 		name, path, token string
@@ -364,7 +396,7 @@ func TestPlaylistErrors(t *testing.T) {
 func TestSignedURLs(t *testing.T) {
 	m := newMediaEnv(t, Options{URLTTL: time.Hour})
 	base := recentBase()
-	body := bytes.Repeat(append([]byte{0x47}, make([]byte, 187)...), 4)
+	body := fakeTS()
 	m.put(t, "s1", base, 6000, body, "video/mp2t")
 	m.put(t, "s1", base+6000, 6000, body, "video/mp2t")
 	m.put(t, "s2", base, 6000, body, "video/mp2t")
@@ -470,7 +502,7 @@ func TestLivePlaylist(t *testing.T) {
 	// A day start, so that the numbering is predictable.
 	day := time.Now().Add(-24 * time.Hour).UTC().Truncate(24 * time.Hour).UnixMilli()
 	dayNo := day / dayMS
-	body := bytes.Repeat(append([]byte{0x47}, make([]byte, 187)...), 4)
+	body := fakeTS()
 	for i := range 5 {
 		m.put(t, "s1", day+int64(i)*6000, 6000, body, "video/mp2t")
 	}
