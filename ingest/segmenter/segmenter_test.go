@@ -395,3 +395,24 @@ func testLogger(t testing.TB) *slog.Logger {
 	}
 	return nil
 }
+
+func TestRecordH265WithOpus(t *testing.T) {
+	vtestutil.RequireBinary(t, "ffprobe")
+	src := makeSource(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "5", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-g", "25", "-c:a", "libopus")
+	g := newRig(t, 2*time.Second)
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	publish(t, g, "cam1-main", src, t0, src.packets()).Close(nil)
+	g.rec.uploads.Wait()
+	segs := g.segments(t, "cam1-main")
+	if len(segs) < 2 {
+		t.Fatalf("%d segments: %+v", len(segs), segs)
+	}
+	checkContiguous(t, segs)
+	for i, s := range segs {
+		if s.Width != 320 || s.Height != 240 {
+			t.Errorf("segment %d: %dx%d", i, s.Width, s.Height)
+		}
+		probe(t, g.segmentFile(t, "cam1-main", s))
+	}
+}
