@@ -127,14 +127,14 @@ func (m *Meter) Status(withDigest bool) (ClusterStatus, error) {
 // compression). encoding/json sorts map keys, so replicas that applied the
 // same log have the same digest.
 func (m *Meter) StateDigest() (string, error) {
+	h := sha256.New()
 	m.fsm.mu.RLock()
-	b, err := json.Marshal(m.fsm.st)
+	err := writeStateJSON(h, m.fsm.st) // json.Marshal's bytes, streamed
 	m.fsm.mu.RUnlock()
 	if err != nil {
 		return "", fmt.Errorf("meter: digest: %w", err)
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (m *Meter) handleClusterStatus(w http.ResponseWriter, r *http.Request) {

@@ -1,7 +1,9 @@
 package meter
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -207,4 +209,54 @@ func TestRenderRunJSONMatchesMarshal(t *testing.T) {
 		require.Equal(t, string(want)+"\n", string(got))
 	}
 	require.Len(t, items(runs[0]), 4)
+}
+
+// TestSnapshotStreamedLikeMarshal: the streamed snapshot JSON is exactly
+// json.Marshal of the state (what StateDigest hashes), and a snapshot
+// written before streaming (one zstd frame of json.Marshal) restores to
+// the same state.
+func TestSnapshotStreamedLikeMarshal(t *testing.T) {
+	h := newHarness(t)
+	seed(h)
+	h.mustAt(ms(2026, 3, 5, 0, 0, 0, 0), cmdCreateCamera, "c1", "", createCamera{Bridge: "b1", Camera: cam("c1", NewStream{ID: "st", Analytics: []string{"people"}}, NewStream{ID: "st2"})})
+	h.mustAt(ms(2026, 3, 5, 0, 0, 1, 0), cmdCreateCamera, "c2", "", createCamera{Bridge: "b2", Camera: cam("c2", NewStream{ID: "x"})})
+	h.usage(ms(2026, 3, 7, 0, 0, 0, 0), "u1", UsageEntry{Stream: "st", StoredBytes: 1 << 33, IngestedBytes: 1 << 33, Segments: 9, Width: 640, Height: 480})
+	h.mustAt(ms(2026, 4, 2, 0, 0, 0, 0), cmdDeleteCamera, "d", "purge-1", deleteCamera{ID: "c2"})
+	h.mustAt(ms(2026, 4, 3, 0, 0, 0, 0), cmdSetNode, "n", "", setNode{ID: "m1", HTTPAddr: "127.0.0.1:1"})
+	h.mustAt(ms(2026, 4, 4, 0, 0, 0, 0), cmdUpdateAccount, "p", "", updateAccount{ID: "s1", Patch: AccountPatch{Name: new("<&> \u2028 é")}})
+
+	want, err := json.Marshal(h.f.st)
+	require.NoError(t, err)
+	var got bytes.Buffer
+	require.NoError(t, writeStateJSON(&got, h.f.st))
+	require.Equal(t, string(want), got.String())
+	empty, err := json.Marshal(newState())
+	require.NoError(t, err)
+	got.Reset()
+	require.NoError(t, writeStateJSON(&got, newState()))
+	require.Equal(t, string(empty), got.String())
+
+	old, err := encodeRaw(want) // the format before streaming
+	require.NoError(t, err)
+	f2 := newFSM(slog.New(slog.DiscardHandler))
+	require.NoError(t, f2.Restore(io.NopCloser(bytes.NewReader(old))))
+	again, err := json.Marshal(f2.st)
+	require.NoError(t, err)
+	require.Equal(t, string(want), string(again))
+	require.Equal(t, persist(t, h.f), persist(t, f2))
+	require.Equal(t, h.f.st.Bridges["b1"].TokenHash, f2.st.Bridges["b1"].TokenHash)
+	require.Len(t, f2.st.reqs, len(h.f.st.Requests))
+
+	// Unknown fields and trailing data are refused, as before.
+	for name, js := range map[string]string{
+		"unknown top-level": `{"accounts":{},"nope":1}`,
+		"unknown in entry":  `{"accounts":{"a":{"id":"a","zz":1}}}`,
+		"trailing":          string(want) + `{}`,
+		"not an object":     `[1,2]`,
+	} {
+		b, err := encodeRaw([]byte(js))
+		require.NoError(t, err)
+		err = newFSM(slog.New(slog.DiscardHandler)).Restore(io.NopCloser(bytes.NewReader(b)))
+		require.ErrorContains(t, err, "meter: restore snapshot", name)
+	}
 }

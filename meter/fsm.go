@@ -604,16 +604,19 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 }
 
 func encodeState(st *state) ([]byte, error) {
-	js, err := json.Marshal(st)
+	var buf bytes.Buffer
+	enc, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, fmt.Errorf("meter: encode snapshot: %w", err)
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
-	if err != nil {
+	if err := writeStateJSON(enc, st); err != nil { // snapshot.go
+		enc.Close()
 		return nil, fmt.Errorf("meter: encode snapshot: %w", err)
 	}
-	defer enc.Close()
-	return enc.EncodeAll(js, nil), nil
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("meter: encode snapshot: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 func decodeState(r io.Reader) (*state, error) {
@@ -622,21 +625,9 @@ func decodeState(r io.Reader) (*state, error) {
 		return nil, fmt.Errorf("meter: restore snapshot: %w", err)
 	}
 	defer dec.Close()
-	js, err := io.ReadAll(dec)
-	if err != nil {
-		return nil, fmt.Errorf("meter: restore snapshot: decompress (truncated or corrupt?): %w", err)
-	}
-	if len(js) == 0 {
-		return nil, errors.New("meter: restore snapshot: empty snapshot")
-	}
 	st := newState()
-	d := json.NewDecoder(bytes.NewReader(js))
-	d.DisallowUnknownFields()
-	if err := d.Decode(st); err != nil {
-		return nil, fmt.Errorf("meter: restore snapshot: decode state: %w", err)
-	}
-	if d.More() {
-		return nil, errors.New("meter: restore snapshot: trailing data after state")
+	if err := readStateJSON(dec, st); err != nil { // snapshot.go
+		return nil, fmt.Errorf("meter: restore snapshot (truncated or corrupt?): %w", err)
 	}
 	if st.Accounts == nil || st.Bridges == nil || st.TokenIndex == nil || st.Cameras == nil || st.Streams == nil {
 		return nil, errors.New("meter: restore snapshot: state is missing sections")
