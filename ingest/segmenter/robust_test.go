@@ -1,0 +1,250 @@
+package segmenter
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/ingest/rtsp"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/storage"
+)
+
+var h264Media = rtsp.Media{Type: "video", Codec: "H264", PayloadType: 96, ClockRate: 90000}
+
+func TestAuthorisation(t *testing.T) {
+	g := newRig(t, time.Second)
+	ctx := context.Background()
+	r := g.rec
+	if err := r.CheckPassword(ctx, "br1", "tok1"); err != nil {
+		t.Errorf("right password: %v", err)
+	}
+	for _, c := range [][2]string{{"br1", "tok2"}, {"br1", "nope"}, {"br2", "tok1"}, {"", ""}} {
+		if err := r.CheckPassword(ctx, c[0], c[1]); !errors.Is(err, rtsp.ErrUnauthorized) {
+			t.Errorf("CheckPassword(%q, %q) = %v, want ErrUnauthorized", c[0], c[1], err)
+		}
+	}
+	if ha1, err := r.DigestHA1(ctx, "br1", meter.DigestRealm); err != nil || ha1 == "" {
+		t.Errorf("DigestHA1: %q %v", ha1, err)
+	}
+	if _, err := r.DigestHA1(ctx, "br9", meter.DigestRealm); !errors.Is(err, rtsp.ErrUnauthorized) {
+		t.Errorf("unknown bridge digest: %v", err)
+	}
+	audio := rtsp.Media{Type: "audio", Codec: "PCMU", ClockRate: 8000}
+	for _, c := range []struct {
+		user, stream string
+		medias       []rtsp.Media
+		want         error
+	}{
+		{"br1", "nope", []rtsp.Media{h264Media}, rtsp.ErrNotFound},
+		{"br1", "../x", []rtsp.Media{h264Media}, rtsp.ErrNotFound},
+		{"br1", "cam2-main", []rtsp.Media{h264Media}, rtsp.ErrForbidden},
+		{"br1", "cam1-main", []rtsp.Media{audio}, rtsp.ErrUnsupported},
+		{"br1", "cam1-main", []rtsp.Media{{Type: "video", Codec: "VP8", ClockRate: 90000}}, rtsp.ErrUnsupported},
+	} {
+		if _, err := r.Announce(ctx, c.user, c.stream, c.medias); !errors.Is(err, c.want) {
+			t.Errorf("Announce(%s, %s): %v, want %v", c.user, c.stream, err, c.want)
+		}
+	}
+	// PCMU beside H.264 is ignored, not refused; a second publisher is busy.
+	s1, err := r.Announce(ctx, "br1", "cam1-main", []rtsp.Media{h264Media, audio})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Announce(ctx, "br1", "cam1-main", []rtsp.Media{h264Media}); !errors.Is(err, rtsp.ErrBusy) {
+		t.Errorf("second publisher: %v, want ErrBusy", err)
+	}
+	s1.Close(nil)
+	s2, err := r.Announce(ctx, "br1", "cam1-main", []rtsp.Media{h264Media})
+	if err != nil {
+		t.Fatalf("after the first session closed: %v", err)
+	}
+	s2.Close(errors.New("disconnect"))
+	// A deleted stream is not found.
+	st := g.reg.streams["cam1-main"]
+	now := time.Now()
+	st.DeletedAt = &now
+	g.reg.streams["cam1-main"] = st
+	if _, err := r.Announce(ctx, "br1", "cam1-main", []rtsp.Media{h264Media}); !errors.Is(err, rtsp.ErrNotFound) {
+		t.Errorf("deleted stream: %v", err)
+	}
+}
+
+func TestMalformedNALEndsSession(t *testing.T) {
+	g := newRig(t, time.Second)
+	sink, err := g.rec.Announce(context.Background(), "br1", "cam1-main", []rtsp.Media{h264Media})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 1, Marker: true}, Payload: []byte{0xe5, 1, 2, 3}}
+	if err := sink.WriteRTP(0, pkt, time.Now()); err == nil {
+		t.Fatal("a NAL unit with the forbidden bit was accepted")
+	}
+	pkt.SequenceNumber++
+	if err := sink.WriteRTP(0, pkt, time.Now()); err == nil {
+		t.Fatal("the session went on after an error")
+	}
+	sink.Close(err)
+	if _, err := g.rec.Announce(context.Background(), "br1", "cam1-main", []rtsp.Media{h264Media}); err != nil {
+		t.Fatalf("stream still reserved after the failed session: %v", err)
+	}
+}
+
+// TestCrashRecovery: a process dies mid-segment (torn last fragment); the
+// next one stores the segment up to its last complete fragment.
+func TestCrashRecovery(t *testing.T) {
+	src := makeSource(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25")
+	g := newRig(t, time.Minute)
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	publish(t, g, "cam1-main", src, t0, src.packets()) // never closed: the "crash"
+	paths, _ := filepath.Glob(filepath.Join(g.rec.cfg.SpoolDir, "cam1-main", "*.mp4"))
+	if len(paths) != 1 {
+		t.Fatalf("spool: %v", paths)
+	}
+	f, err := os.OpenFile(paths[0], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("\x00\x00\x10\x00moof torn")) // a fragment cut short
+	f.Close()
+	_, wantMS, _, _, err := readJournal(paths[0])
+	if err != nil || wantMS < 2000 {
+		t.Fatalf("journal: %d ms, %v", wantMS, err)
+	}
+
+	rec2, err := New(Config{SpoolDir: g.rec.cfg.SpoolDir, Logger: testLogger(t)}, g.reg, g.ing, g.idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rec2.Run(ctx); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	var segs []index.Segment
+	for len(segs) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		segs = g.segments(t, "cam1-main")
+	}
+	cancel()
+	<-done
+	if len(segs) != 1 || segs[0].DurationMS != wantMS || segs[0].Start < t0.UnixMilli()-100 {
+		t.Fatalf("recovered %+v, want one segment of %d ms", segs, wantMS)
+	}
+	probe(t, g.segmentFile(t, "cam1-main", segs[0]))
+	if left, _ := filepath.Glob(filepath.Join(g.rec.cfg.SpoolDir, "cam1-main", "*")); len(left) != 0 {
+		t.Errorf("spool after recovery: %v", left)
+	}
+}
+
+// flakyStorer fails the first n stores (storage down), then stores.
+type flakyStorer struct {
+	Storer
+	mu    sync.Mutex
+	fails int
+	calls int
+}
+
+func (f *flakyStorer) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader) (index.Segment, bool, error) {
+	f.mu.Lock()
+	f.calls++
+	fail := f.calls <= f.fails
+	f.mu.Unlock()
+	if fail {
+		return index.Segment{}, false, errors.New("storage down")
+	}
+	return f.Storer.Store(ctx, st, seg, body)
+}
+
+func TestStoreRetriedWhileStorageIsDown(t *testing.T) {
+	src := makeSource(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25")
+	g := newRig(t, time.Second)
+	fl := &flakyStorer{Storer: g.ing, fails: 5}
+	g.rec.store = fl
+	publish(t, g, "cam1-main", src, time.Now().Add(-time.Minute), src.packets()).Close(nil)
+	g.rec.uploads.Wait()
+	segs := g.segments(t, "cam1-main")
+	if len(segs) < 2 {
+		t.Fatalf("%d segments stored after the outage", len(segs))
+	}
+	checkContiguous(t, segs)
+	if value(g.rec.m.retries) < 5 {
+		t.Errorf("retries %v", value(g.rec.m.retries))
+	}
+}
+
+// nopIndex and discardStorer keep the fuzz target in memory.
+type nopIndex struct{}
+
+func (nopIndex) Segments(context.Context, storage.StreamRef, int64, int64) ([]index.Segment, error) {
+	return nil, nil
+}
+
+type discardStorer struct{}
+
+func (discardStorer) Store(_ context.Context, _ meter.Stream, seg index.Segment, body io.Reader) (index.Segment, bool, error) {
+	_, err := io.Copy(io.Discard, body)
+	return seg, true, err
+}
+
+// FuzzSegmenter feeds arbitrary RTP payload sequences (H.264 video and AAC
+// audio) through depacketising, DTS and segmenting: never a panic.
+func FuzzSegmenter(f *testing.F) {
+	sps := []byte{0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x47, 0xfe, 0xc8}
+	pps := []byte{0x68, 0xce, 0x3c, 0x80}
+	idr := []byte{0x65, 0x88, 0x84, 0x00, 0x33, 0xff}
+	p := []byte{0x41, 0x9a, 0x02, 0x04}
+	seed := func(pkts ...[]byte) []byte {
+		var b []byte
+		for i, pk := range pkts {
+			b = append(b, byte(i%3&^1), 0x81, byte(len(pk)))
+			b = append(b, pk...)
+		}
+		return b
+	}
+	stapA := append([]byte{0x18, 0, byte(len(sps))}, sps...)
+	stapA = append(append(stapA, 0, byte(len(pps))), pps...)
+	f.Add(seed(stapA, idr, p, p, idr, p))
+	f.Add(seed([]byte{0x7c, 0x85, 1, 2}, []byte{0x7c, 0x05, 3}, []byte{0x7c, 0x45, 4}))             // FU-A
+	f.Add(seed([]byte{0, 16, 0, 8, 1, 2}, stapA, idr, []byte{0, 16, 0xff, 0xf8, 1}, idr, p, p, idr)) // AAC headers
+	f.Add([]byte{1, 0, 0, 0, 0xff, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rec, err := New(Config{SpoolDir: t.TempDir(), SegmentDuration: 50 * time.Millisecond, FragmentDuration: 20 * time.Millisecond}, newRegistry(), discardStorer{}, nopIndex{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink, err := rec.Announce(context.Background(), "br1", "cam1-main", []rtsp.Media{
+			{Type: "video", Codec: "H264", ClockRate: 90000, Fmtp: map[string]string{"sprop-parameter-sets": "Z0LAHtkAoEf+yA==,aM48gA=="}},
+			{Type: "audio", Codec: "MPEG4-GENERIC", ClockRate: 48000, Channels: 2, Fmtp: map[string]string{"config": "1190", "sizelength": "13", "indexlength": "3", "indexdeltalength": "3"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Unix(1_800_000_000, 0)
+		seq := [2]uint16{}
+		ts := [2]uint32{}
+		var werr error
+		for len(data) >= 3 && werr == nil {
+			m, flags, n := int(data[0]&1), data[1], int(data[2])
+			data = data[3:]
+			n = min(n, len(data))
+			payload := data[:n]
+			data = data[n:]
+			if flags&0x40 == 0 {
+				seq[m]++
+			}
+			ts[m] += uint32(flags&0x0f) * 1800
+			now = now.Add(time.Duration(flags&0x0f) * 20 * time.Millisecond)
+			werr = sink.WriteRTP(m, &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq[m], Timestamp: ts[m], Marker: flags&0x80 != 0}, Payload: payload}, now)
+		}
+		sink.Close(werr)
+		rec.Drain(context.Background())
+	})
+}
