@@ -507,14 +507,18 @@ func startRecordingTarget(ctx context.Context, cfg RTSPConfig, dir string, n int
 		return fail(errors.New("bench rtsp: bridge created without a token"))
 	}
 	t := &rtspTarget{proc: p, rtspAddr: rtspAddr, httpBase: node.base, token: benchToken, user: "bench-bridge", pass: br.Token}
-	streams := make([]map[string]any, n)
-	for i := range n {
-		id := fmt.Sprintf("cam-s%d", i)
-		t.streams = append(t.streams, id)
-		streams[i] = map[string]any{"id": id, "width": 1280, "height": 720, "retention_days": 30}
-	}
-	if err := node.call(ctx, "POST", "/v1/bridges/bench-bridge/cameras", map[string]any{"id": "cam", "name": "cam", "streams": streams}); err != nil {
-		return fail(err)
+	// A camera has at most 64 streams.
+	for cam := 0; cam*64 < n; cam++ {
+		var streams []map[string]any
+		for i := cam * 64; i < min(n, (cam+1)*64); i++ {
+			id := fmt.Sprintf("cam%d-s%d", cam, i)
+			t.streams = append(t.streams, id)
+			streams = append(streams, map[string]any{"id": id, "width": 1280, "height": 720, "retention_days": 30})
+		}
+		camID := fmt.Sprintf("cam%d", cam)
+		if err := node.call(ctx, "POST", "/v1/bridges/bench-bridge/cameras", map[string]any{"id": camID, "name": camID, "streams": streams}); err != nil {
+			return fail(err)
+		}
 	}
 	return t, nil
 }
