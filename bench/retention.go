@@ -95,8 +95,9 @@ const seedChunk, seedWorkers = 5000, 2
 type RetentionConfig struct {
 	WorkDir string
 	// DeleteSegments is how many expired segments each side of the delete
-	// rate comparison deletes.
+	// rate comparison deletes, in DeleteRounds rounds (default 1).
 	DeleteSegments int
+	DeleteRounds   int
 	// PurgeSegments is the size of the purged camera.
 	PurgeSegments int
 	// Idle are the stores the idle sweep is measured on.
@@ -138,19 +139,24 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 	step := 10 * time.Second
 
 	// 1. Delete rate: the sweeper (its default of two delete requests at
-	// once, and one at a time) vs RemoveObjects on the same layout, in a
-	// symmetric order (direct, sweeper, one at a time ×2, sweeper,
-	// direct), each run on its own stream.
+	// once, and one at a time) vs RemoveObjects on the same layout. Each
+	// round runs in a symmetric order (direct, sweeper, one at a time ×2,
+	// sweeper, direct), each run on its own stream, so that a load that
+	// drifts during the round weighs on both sides alike; several short
+	// rounds rather than one long one for the same reason.
 	idx := embedded.New(store, embedded.Options{})
 	now := from.Add(400 * 24 * time.Hour)
-	half := cfg.DeleteSegments / 2
+	rounds := max(cfg.DeleteRounds, 1)
+	per := cfg.DeleteSegments / (2 * rounds)
 	var refs []storage.StreamRef
-	for _, name := range []string{"direct1", "sweep1", "serial1", "serial2", "sweep2", "direct2"} {
-		refs = append(refs, storage.StreamRef{Account: "acct", Camera: "cam", Stream: name})
+	for r := range rounds {
+		for _, name := range []string{"direct-a", "sweep-a", "serial-a", "serial-b", "sweep-b", "direct-b"} {
+			refs = append(refs, storage.StreamRef{Account: "acct", Camera: "cam", Stream: fmt.Sprintf("%s%d", name, r)})
+		}
 	}
-	log.Info("bench retention: seeding", "segments", len(refs)*half)
+	log.Info("bench retention: seeding", "segments", len(refs)*per)
 	for _, ref := range refs {
-		if _, err := SeedSegments(ctx, mc, bucket, store, ref, from, step, half, 1024); err != nil {
+		if _, err := SeedSegments(ctx, mc, bucket, store, ref, from, step, per, 1024); err != nil {
 			return nil, err
 		}
 	}
@@ -159,12 +165,12 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 		return nil, err
 	}
 	var directTook, sweepTook, serialTook time.Duration
-	directDelete := func(ref storage.StreamRef) error {
+	directDelete := func(ref storage.StreamRef, took *time.Duration) error {
 		began := time.Now()
 		ch := make(chan minio.ObjectInfo, 1000)
 		go func() {
 			defer close(ch)
-			for i := range half {
+			for i := range per {
 				ch <- minio.ObjectInfo{Key: ref.SegmentKey(from.Add(time.Duration(i) * step).UnixMilli())}
 			}
 		}()
@@ -173,7 +179,7 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 				return fmt.Errorf("bench: direct delete: %w", rerr.Err)
 			}
 		}
-		directTook += time.Since(began)
+		*took += time.Since(began)
 		return nil
 	}
 	// sweep runs the sweeper with conc delete requests at once.
@@ -186,27 +192,34 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 			return err
 		}
 		*took += time.Since(began)
-		if st.Objects != int64(half) {
-			return fmt.Errorf("bench: sweeper deleted %d of %d", st.Objects, half)
+		if st.Objects != int64(per) {
+			return fmt.Errorf("bench: sweeper deleted %d of %d", st.Objects, per)
 		}
 		return nil
 	}
-	for _, run := range []func() error{
-		func() error { return directDelete(refs[0]) },
-		func() error { return sweep(refs[1], 0, &sweepTook) },
-		func() error { return sweep(refs[2], 1, &serialTook) },
-		func() error { return sweep(refs[3], 1, &serialTook) },
-		func() error { return sweep(refs[4], 0, &sweepTook) },
-		func() error { return directDelete(refs[5]) },
-	} {
-		if err := run(); err != nil {
-			return nil, err
+	for r := range rounds {
+		rr := refs[6*r : 6*r+6]
+		var d, sw, se time.Duration
+		for _, run := range []func() error{
+			func() error { return directDelete(rr[0], &d) },
+			func() error { return sweep(rr[1], 0, &sw) },
+			func() error { return sweep(rr[2], 1, &se) },
+			func() error { return sweep(rr[3], 1, &se) },
+			func() error { return sweep(rr[4], 0, &sw) },
+			func() error { return directDelete(rr[5], &d) },
+		} {
+			if err := run(); err != nil {
+				return nil, err
+			}
 		}
+		log.Info("bench retention: delete round", "round", r, "direct_objects_per_s", float64(2*per)/d.Seconds(),
+			"sweeper_ratio", d.Seconds()/sw.Seconds(), "one_at_a_time_ratio", d.Seconds()/se.Seconds())
+		directTook, sweepTook, serialTook = directTook+d, sweepTook+sw, serialTook+se
 	}
-	direct := float64(2*half) / directTook.Seconds()
-	sweepRate := float64(2*half) / sweepTook.Seconds()
-	out = append(out, retentionRatio(fmt.Sprintf("sweeper delete rate (%d segs)", 2*half), "objects/s", sweepRate, direct, 0.9),
-		retentionRatio("sweeper delete rate, one request at a time", "objects/s", float64(2*half)/serialTook.Seconds(), direct, 0))
+	n := float64(2 * per * rounds)
+	direct := n / directTook.Seconds()
+	out = append(out, retentionRatio(fmt.Sprintf("sweeper delete rate (%d segs, %d rounds)", int(n), rounds), "objects/s", n/sweepTook.Seconds(), direct, 0.9),
+		retentionRatio("sweeper delete rate, one request at a time", "objects/s", n/serialTook.Seconds(), direct, 0))
 
 	// 2. Purge time of a camera.
 	m, err := meter.Open(ctx, meter.Config{Dir: mkdir(cfg.WorkDir, "meter"), NodeID: "bench", RaftAddr: mustPort()})

@@ -126,15 +126,15 @@ func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Wri
 	// Seeding MinIO goes at 300–800 objects/s here, so the full run
 	// deletes 20,000 segments per side and its idle stores are sparse (see
 	// bench.IdleStore); quick mode's idle stores hold every object.
-	cfg := bench.RetentionConfig{WorkDir: dir, DeleteSegments: 20_000, PurgeSegments: 100_000,
+	cfg := bench.RetentionConfig{WorkDir: dir, DeleteSegments: 20_000, DeleteRounds: 4, PurgeSegments: 100_000,
 		Idle: []bench.IdleStore{{Streams: 1000, Segments: 100_000, Sparse: true}, {Streams: 1000, Segments: 1_000_000, Sparse: true}},
 		Log:  newLogger(stderr, "info")}
 	if *quick {
-		cfg.DeleteSegments, cfg.PurgeSegments = 10_000, 10_000
+		cfg.DeleteSegments, cfg.DeleteRounds, cfg.PurgeSegments = 10_000, 2, 10_000
 		cfg.Idle = []bench.IdleStore{{Streams: 200, Segments: 2_000}, {Streams: 200, Segments: 20_000}}
-		fmt.Fprintln(stdout, "quick mode: 10,000 segments per delete side, a 10,000-segment camera purged, idle store of 200 streams with 2,000 and 20,000 segments")
+		fmt.Fprintln(stdout, "quick mode: 10,000 segments per delete side in 2 rounds, a 10,000-segment camera purged, idle store of 200 streams with 2,000 and 20,000 segments")
 	} else {
-		fmt.Fprintln(stdout, "full mode: 20,000 segments per delete side, a 100,000-segment camera purged, idle stores of 1,000 streams with 100,000 and 1,000,000 segments (sparse: every hour manifest, the first segment object of each hour)")
+		fmt.Fprintln(stdout, "full mode: 20,000 segments per delete side in 4 rounds, a 100,000-segment camera purged, idle stores of 1,000 streams with 100,000 and 1,000,000 segments (sparse: every hour manifest, the first segment object of each hour)")
 	}
 	res, err := bench.RunRetention(ctx, cfg)
 	if err != nil {
