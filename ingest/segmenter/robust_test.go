@@ -212,7 +212,7 @@ func FuzzSegmenter(f *testing.F) {
 	stapA := append([]byte{0x18, 0, byte(len(sps))}, sps...)
 	stapA = append(append(stapA, 0, byte(len(pps))), pps...)
 	f.Add(seed(stapA, idr, p, p, idr, p))
-	f.Add(seed([]byte{0x7c, 0x85, 1, 2}, []byte{0x7c, 0x05, 3}, []byte{0x7c, 0x45, 4}))             // FU-A
+	f.Add(seed([]byte{0x7c, 0x85, 1, 2}, []byte{0x7c, 0x05, 3}, []byte{0x7c, 0x45, 4}))              // FU-A
 	f.Add(seed([]byte{0, 16, 0, 8, 1, 2}, stapA, idr, []byte{0, 16, 0xff, 0xf8, 1}, idr, p, p, idr)) // AAC headers
 	f.Add([]byte{1, 0, 0, 0, 0xff, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -68,7 +68,6 @@ type openSegment struct {
 	fragStart     int64 // DTS where the open fragment starts
 	seq           uint32
 	video         []fmp4.Sample
-	videoBase     uint64
 	audio         map[int]*audioFrag
 	ids           map[int]uint32 // media index → track id
 	width, height int
