@@ -68,6 +68,10 @@ func (s signer) verify(path, exp, sig string, now time.Time) error {
 	if err != nil {
 		return errSigInvalid
 	}
+	// One spelling per signature: the decoder would skip CR and LF.
+	if len(sig) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
+		return errSigInvalid
+	}
 	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || !hmac.Equal(got, s.sum(path, e)) {
 		return errSigInvalid
