@@ -337,7 +337,7 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 	cur, err := h.idx.Lookup(ctx, ref, seg.Start)
 	switch {
 	case err == nil && cur.SHA256 != "":
-		return h.exists(ctx, ref, key, b, seg)
+		return h.exists(ctx, st, ref, key, b, seg)
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		h.log.WarnContext(ctx, "ingest: index lookup failed", "key", key, "err", err)
 		return index.Segment{}, false, fmt.Errorf("%w: lookup %s: %w", ErrIndexUnavailable, key, err)
@@ -375,13 +375,16 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 		if !added && existing.SHA256 != "" && existing.SHA256 != seg.SHA256 {
 			h.log.WarnContext(ctx, "ingest: index held another segment at this start", "key", key, "indexed_sha256", existing.SHA256, "stored_sha256", seg.SHA256)
 		}
-		if h.cfg.OnStored != nil {
+		// Usage is counted by whoever indexes the object first: here, unless
+		// a concurrent retry (exists below) indexed this very object and
+		// counted it already.
+		if h.cfg.OnStored != nil && (added || existing.SHA256 != seg.SHA256) {
 			h.cfg.OnStored(ctx, st, seg)
 		}
 		h.log.DebugContext(ctx, "ingest: segment stored", "key", key, "size", seg.Size)
 		return seg, true, nil
 	case errors.Is(perr, storage.ErrExists):
-		return h.exists(ctx, ref, key, b, seg)
+		return h.exists(ctx, st, ref, key, b, seg)
 	case b.err != nil:
 		return index.Segment{}, false, &BodyError{b.err}
 	case ctx.Err() != nil:
@@ -395,7 +398,7 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 
 // exists handles a segment whose start already holds an object: no error
 // when it is this very segment (a retry), ErrConflict when it is another.
-func (h *Handler) exists(ctx context.Context, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment) (index.Segment, bool, error) {
+func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment) (index.Segment, bool, error) {
 	// Hash what the backend did not read; this also validates it.
 	if _, err := io.Copy(io.Discard, body); err != nil || body.err != nil {
 		return index.Segment{}, false, &BodyError{cmpErr(body.err, err)}
@@ -417,9 +420,15 @@ func (h *Handler) exists(ctx context.Context, ref storage.StreamRef, key string,
 		return stored, false, ErrConflict
 	}
 	if !indexed {
-		if _, _, err := h.idx.Add(ctx, ref, stored); err != nil {
+		_, added, err := h.idx.Add(ctx, ref, stored)
+		if err != nil {
 			h.log.WarnContext(ctx, "ingest: indexing existing segment failed", "key", key, "err", err)
 			return index.Segment{}, false, fmt.Errorf("%w: index %s: %w", ErrIndexUnavailable, key, err)
+		}
+		// The upload that stored it failed to index it, so it never counted
+		// its usage: this retry does, once.
+		if added && h.cfg.OnStored != nil {
+			h.cfg.OnStored(ctx, st, stored)
 		}
 	}
 	return stored, false, nil

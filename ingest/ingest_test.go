@@ -559,7 +559,11 @@ func TestRegistryUnavailableIs503(t *testing.T) {
 // Stored but not indexed is a 503; the retry finds the object and indexes it.
 func TestIndexUnavailableThenRetryIndexes(t *testing.T) {
 	var fidx *failingIndex
-	e := newEnv(t, func(_ *Config, _ *storage.Backend, i *Index) {
+	var counted []index.Segment
+	e := newEnv(t, func(c *Config, _ *storage.Backend, i *Index) {
+		c.OnStored = func(_ context.Context, _ meter.Stream, seg index.Segment) {
+			counted = append(counted, seg) // requests are sequential here
+		}
 		fidx = &failingIndex{Index: *i}
 		fidx.fail.Store(true)
 		*i = fidx
@@ -579,10 +583,17 @@ func TestIndexUnavailableThenRetryIndexes(t *testing.T) {
 	require.Len(t, segs, 1)
 	assert.Equal(t, sum(body), segs[0].SHA256)
 	assert.Equal(t, int64(2000), segs[0].DurationMS)
+	// The failed upload never counted its usage; the retry that indexed
+	// the object counts it once.
+	require.Len(t, counted, 1)
+	assert.Equal(t, segs[0].SHA256, counted[0].SHA256)
 
 	// And a different body at that start is still a conflict.
 	r = e.do(t, put{start: start, body: segment(t, 100)})
 	assert.Equal(t, http.StatusConflict, r.status, r.body)
+	r = e.do(t, put{start: start, body: body})
+	assert.Equal(t, http.StatusOK, r.status, r.body)
+	assert.Len(t, counted, 1, "a later retry counts nothing")
 }
 
 // blockingStore holds every Put of a segment whose start is in block until
