@@ -18,13 +18,26 @@ var tierTable = [...]struct {
 
 // Tier returns the resolution tier of a width × height picture.
 func Tier(width, height int) string {
-	px := int64(width) * int64(height)
-	for _, t := range tierTable {
-		if px <= t.max {
-			return t.name
-		}
+	if i := tierRank(width, height); i < len(tierTable) {
+		return tierTable[i].name
 	}
 	return "HD10"
+}
+
+// TierAbove reports whether a picture of w × h is in a higher tier than
+// one of cw × ch: the media shows more than is billed.
+func TierAbove(w, h, cw, ch int) bool {
+	return tierRank(w, h) > tierRank(cw, ch)
+}
+
+func tierRank(width, height int) int {
+	px := int64(width) * int64(height)
+	for i, t := range tierTable {
+		if px <= t.max {
+			return i
+		}
+	}
+	return len(tierTable)
 }
 
 // SKU returns the subscription code `<TIER>-D<days>` of settings, e.g.

@@ -41,3 +41,12 @@ func TestSKU(t *testing.T) {
 	require.Equal(t, "HD1-D30", SKU(StreamSettings{Width: 1280, Height: 720, RetentionDays: 30}))
 	require.Equal(t, "HD10-D3650", SKU(StreamSettings{Width: 3840, Height: 2160, RetentionDays: 3650}))
 }
+
+func TestTierAbove(t *testing.T) {
+	require.True(t, TierAbove(1920, 1080, 1280, 720))   // HD2 over HD1
+	require.False(t, TierAbove(1280, 720, 1280, 720))   // same
+	require.False(t, TierAbove(1280, 720, 1920, 1080))  // below
+	require.False(t, TierAbove(1280, 800, 1280, 720))   // still HD1
+	require.True(t, TierAbove(3840, 2160, 2560, 1440))  // HD10 over HD4
+	require.False(t, TierAbove(7680, 4320, 3840, 2160)) // both HD10
+}

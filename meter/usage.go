@@ -453,15 +453,18 @@ func (m *Meter) proposeAt(ctx context.Context, at time.Time, typ, requestID stri
 
 // StreamUsage is a stream's usage as the meter knows it.
 type StreamUsage struct {
-	StorageBytes   int64                `json:"storage_bytes"`
-	StoredObjects  int64                `json:"stored_objects"`
-	SegmentCount   int64                `json:"segment_count"` // segments ingested
-	IngestedBytes  int64                `json:"ingested_bytes"`
-	UpdatedAt      *time.Time           `json:"usage_updated_at,omitempty"`
-	ObservedWidth  int                  `json:"observed_width,omitempty"`
-	ObservedHeight int                  `json:"observed_height,omitempty"`
-	ObservedTier   string               `json:"observed_tier,omitempty"`
-	Observed       []ObservedResolution `json:"observed_history,omitempty"`
+	StorageBytes   int64      `json:"storage_bytes"`
+	StoredObjects  int64      `json:"stored_objects"`
+	SegmentCount   int64      `json:"segment_count"` // segments ingested
+	IngestedBytes  int64      `json:"ingested_bytes"`
+	UpdatedAt      *time.Time `json:"usage_updated_at,omitempty"`
+	ObservedWidth  int        `json:"observed_width,omitempty"`
+	ObservedHeight int        `json:"observed_height,omitempty"`
+	ObservedTier   string     `json:"observed_tier,omitempty"`
+	// ObservedAboveConfigured: the media's tier is higher than the
+	// configured one, which billing keeps using.
+	ObservedAboveConfigured bool                 `json:"observed_above_configured"`
+	Observed                []ObservedResolution `json:"observed_history,omitempty"`
 }
 
 // StreamUsage returns a stream's usage (zero if none was reported);
@@ -486,6 +489,7 @@ func (m *Meter) StreamUsage(ctx context.Context, id string) (StreamUsage, error)
 	if n := len(u.Observed); n > 0 {
 		o := u.Observed[n-1]
 		out.ObservedWidth, out.ObservedHeight, out.ObservedTier = o.Width, o.Height, Tier(o.Width, o.Height)
+		out.ObservedAboveConfigured = TierAbove(o.Width, o.Height, s.Stream.Width, s.Stream.Height)
 	}
 	return out, nil
 }

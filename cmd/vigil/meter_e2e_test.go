@@ -47,6 +47,7 @@ func TestMeterBillingE2E(t *testing.T) {
 		SegmentCount  int64  `json:"segment_count"`
 		ObservedTier  string `json:"observed_tier"`
 		ObservedWidth int    `json:"observed_width"`
+		Above         bool   `json:"observed_above_configured"`
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -56,7 +57,7 @@ func TestMeterBillingE2E(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if view.SegmentCount != 3 || view.StorageBytes != 3*int64(len(seg)) || view.ObservedTier != "HD2" || view.SKU != "HD1-D30" {
+	if view.SegmentCount != 3 || view.StorageBytes != 3*int64(len(seg)) || view.ObservedTier != "HD2" || view.SKU != "HD1-D30" || !view.Above {
 		t.Fatalf("meter stream view: %+v", view)
 	}
 
