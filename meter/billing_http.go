@@ -145,64 +145,74 @@ func RenderBillingRun(run *BillingRun, format, part string) ([]byte, string, err
 	return append(b, '\n'), "application/json", nil
 }
 
-// renderRunJSON is json.Marshal(run) plus a newline, built from one
-// encoding per account: a run of 100,000 streams is tens of MB, and one
-// json.Marshal of it spends more time growing its buffer than encoding.
+// renderRunJSON is json.Marshal(run) plus a newline, written one account
+// at a time into a buffer sized for the run: a run of 100,000 streams is
+// tens of MB, and one json.Marshal of it spends more time growing and
+// copying its buffer than encoding.
 func renderRunJSON(run *BillingRun) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(400 * (run.Summary.Streams + 1)) // a line item is ~330 bytes
+	enc := json.NewEncoder(&buf)
+	// Encode ends each value with a newline, which Marshal does not.
+	put := func(v any) error {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		buf.Truncate(buf.Len() - 1)
+		return nil
+	}
 	// The run and each reseller without their lists end in `:null}` (the
-	// lists are their last fields); the lists are spliced in there.
-	shell := func(v any) ([]byte, error) {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
+	// lists are their last fields); the lists are written in their place.
+	shell := func(v any) error {
+		if err := put(v); err != nil {
+			return err
 		}
-		if !bytes.HasSuffix(b, []byte(":null}")) {
-			return nil, errors.New("unexpected JSON shape")
+		if !bytes.HasSuffix(buf.Bytes(), []byte(":null}")) {
+			return errors.New("unexpected JSON shape")
 		}
-		return b[:len(b)-len("null}")], nil
+		buf.Truncate(buf.Len() - len("null}"))
+		return nil
+	}
+	list := func(n int, isNil bool, item func(i int) error) error {
+		if isNil {
+			buf.WriteString("null")
+			return nil
+		}
+		buf.WriteByte('[')
+		for i := range n {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			if err := item(i); err != nil {
+				return err
+			}
+		}
+		buf.WriteByte(']')
+		return nil
 	}
 	top := *run
 	top.Resellers = nil
-	head, err := shell(&top)
+	if err := shell(&top); err != nil {
+		return nil, err
+	}
+	err := list(len(run.Resellers), run.Resellers == nil, func(i int) error {
+		r := run.Resellers[i]
+		r.Accounts = nil
+		if err := shell(&r); err != nil {
+			return err
+		}
+		accts := run.Resellers[i].Accounts
+		if err := list(len(accts), accts == nil, func(j int) error { return put(&accts[j]) }); err != nil {
+			return err
+		}
+		buf.WriteByte('}')
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	pieces := [][]byte{head, []byte("[")}
-	for i := range run.Resellers {
-		r := run.Resellers[i]
-		r.Accounts = nil
-		rh, err := shell(&r)
-		if err != nil {
-			return nil, err
-		}
-		if i > 0 {
-			pieces = append(pieces, []byte(","))
-		}
-		pieces = append(pieces, rh, []byte("["))
-		for j := range run.Resellers[i].Accounts {
-			a, err := json.Marshal(&run.Resellers[i].Accounts[j])
-			if err != nil {
-				return nil, err
-			}
-			if j > 0 {
-				pieces = append(pieces, []byte(","))
-			}
-			pieces = append(pieces, a)
-		}
-		if run.Resellers[i].Accounts == nil {
-			pieces[len(pieces)-1] = []byte("null")
-		} else {
-			pieces = append(pieces, []byte("]"))
-		}
-		pieces = append(pieces, []byte("}"))
-	}
-	if run.Resellers == nil {
-		pieces[1] = []byte("null")
-	} else {
-		pieces = append(pieces, []byte("]"))
-	}
-	pieces = append(pieces, []byte("}\n"))
-	return bytes.Join(pieces, nil), nil
+	buf.WriteString("}\n")
+	return buf.Bytes(), nil
 }
 
 var itemsHeader = []string{"month", "final", "reseller", "account", "bridge", "camera", "stream", "sku", "analytics",
