@@ -86,11 +86,11 @@ func FuzzReadInterleaved(f *testing.F) {
 	f.Add([]byte("\x00\x00\x04abcd"))
 	f.Add([]byte("\x01\x00\x00"))
 	f.Add([]byte("\x02\xff\xffshort"))
-	buf := make([]byte, maxInterleavedSize)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		br := bufio.NewReader(bytes.NewReader(b))
+		var buf []byte
 		for {
-			_, p, err := readInterleaved(br, buf)
+			_, p, err := readInterleaved(br, &buf)
 			if err != nil {
 				return
 			}

@@ -215,9 +215,10 @@ func statusText(code int) string {
 }
 
 // readInterleaved reads one "$" frame after the '$' has been consumed: the
-// channel, a 16-bit length and that many bytes into buf (which must hold
-// 65535 bytes). A short read is io.ErrUnexpectedEOF.
-func readInterleaved(br *bufio.Reader, buf []byte) (channel byte, payload []byte, err error) {
+// channel, a 16-bit length and that many bytes into *buf, which grows to the
+// largest frame seen (RTP packets are usually under 1500 bytes, so sessions
+// do not each hold 64 KiB). A short read is io.ErrUnexpectedEOF.
+func readInterleaved(br *bufio.Reader, buf *[]byte) (channel byte, payload []byte, err error) {
 	var hdr [3]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
 		if err == io.EOF {
@@ -229,13 +230,17 @@ func readInterleaved(br *bufio.Reader, buf []byte) (channel byte, payload []byte
 	if n == 0 {
 		return 0, nil, fmt.Errorf("%w: empty interleaved frame on channel %d", errMalformed, hdr[0])
 	}
-	if _, err := io.ReadFull(br, buf[:n]); err != nil {
+	if cap(*buf) < n {
+		*buf = make([]byte, max(n, 2048))
+	}
+	p := (*buf)[:n]
+	if _, err := io.ReadFull(br, p); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, fmt.Errorf("rtsp: interleaved frame of %d bytes on channel %d: %w", n, hdr[0], err)
 	}
-	return hdr[0], buf[:n], nil
+	return hdr[0], p, nil
 }
 
 // parseTransport parses one transport spec of a Transport header.
