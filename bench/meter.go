@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -100,7 +101,7 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 			return nil, err
 		}
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	run, err := sm.BillingRun("2026-03", true, at.AddDate(0, 2, 0))
 	if err != nil {
 		return nil, err
@@ -113,17 +114,20 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	billing := time.Since(start)
+	billing, billingCPU := time.Since(start), processCPU()-cpu0
 	if run.Summary.Streams != len(big) {
 		return nil, fmt.Errorf("bench meter: billing run has %d streams, want %d", run.Summary.Streams, len(big))
 	}
 	cfg.Log.Info("bench meter: billing", "streams", len(big), "took", billing, "json_bytes", len(js), "csv_bytes", len(csvb))
 	okB := billing < 2*time.Second
-	out = append(out, Metric{Metric: "billing_run_100k_streams", Unit: "s", Value: billing.Seconds(), Goal: "< 2 s (evaluate + JSON + CSV)", Met: &okB})
+	out = append(out, Metric{Metric: "billing_run_100k_streams", Unit: "s", Value: billing.Seconds(), Goal: "< 2 s (evaluate + JSON + CSV)", Met: &okB},
+		// CPU time of this process over the same span: on a shared machine
+		// the wall time above mostly measures the other processes.
+		Metric{Metric: "billing_run_100k_streams_cpu", Unit: "s", Value: billingCPU.Seconds()})
 
 	// Snapshot (encode + write + fsync) and restore at that size.
 	snapPath := filepath.Join(cfg.WorkDir, "meter.snap")
-	start = time.Now()
+	start, cpu0 = time.Now(), processCPU()
 	snap, err := sm.FSM().Snapshot()
 	if err != nil {
 		return nil, err
@@ -135,22 +139,24 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 	if err := snap.Persist(sink); err != nil {
 		return nil, err
 	}
-	snapTook := time.Since(start)
+	snapTook, snapCPU := time.Since(start), processCPU()-cpu0
 	st, _ := os.Stat(snapPath)
 	f, err := os.Open(snapPath)
 	if err != nil {
 		return nil, err
 	}
-	start = time.Now()
+	start, cpu0 = time.Now(), processCPU()
 	sm2 := meter.NewStateMachine(cfg.Log)
 	if err := sm2.FSM().Restore(f); err != nil {
 		return nil, err
 	}
-	restoreTook := time.Since(start)
+	restoreTook, restoreCPU := time.Since(start), processCPU()-cpu0
 	out = append(out,
 		Metric{Metric: "snapshot_100k_streams", Unit: "s", Value: snapTook.Seconds()},
+		Metric{Metric: "snapshot_100k_streams_cpu", Unit: "s", Value: snapCPU.Seconds()},
 		Metric{Metric: "snapshot_size_100k_streams", Unit: "MB", Value: float64(st.Size()) / 1e6},
-		Metric{Metric: "restore_100k_streams", Unit: "s", Value: restoreTook.Seconds()})
+		Metric{Metric: "restore_100k_streams", Unit: "s", Value: restoreTook.Seconds()},
+		Metric{Metric: "restore_100k_streams_cpu", Unit: "s", Value: restoreCPU.Seconds()})
 	return out, nil
 }
 
@@ -272,6 +278,15 @@ func usageRate(ctx context.Context, r *raft.Raft, streams []string, clk *clock, 
 		return 0, fmt.Errorf("bench meter: usage apply: %w", firstErr)
 	}
 	return float64(applied.Load()) / time.Since(start).Seconds(), ctx.Err()
+}
+
+// processCPU is the CPU time (user + system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func applyOn(r *raft.Raft, cmd []byte) error {
