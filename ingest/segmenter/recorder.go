@@ -72,6 +72,10 @@ type Config struct {
 	// LeaseTTL is the publisher lease's time to live, renewed at a third
 	// of it (default 15 s).
 	LeaseTTL time.Duration
+	// DeletedCheck is how often a live session asks the registry whether
+	// its stream was deleted; a deleted stream's session ends (default 1 s,
+	// so a deletion stops recording within the 2 s the contract allows).
+	DeletedCheck time.Duration
 	// RetryMin and RetryMax bound the store retry backoff (250 ms, 10 s).
 	RetryMin, RetryMax time.Duration
 	// Now is the clock (default time.Now).
@@ -96,6 +100,7 @@ func (c Config) withDefaults() Config {
 		c.MaxBacklog = 20
 	}
 	def(&c.LeaseTTL, 15*time.Second)
+	def(&c.DeletedCheck, time.Second)
 	def(&c.RetryMin, 250*time.Millisecond)
 	def(&c.RetryMax, 10*time.Second)
 	if c.Now == nil {

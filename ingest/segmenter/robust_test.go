@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -247,4 +248,39 @@ func FuzzSegmenter(f *testing.F) {
 		sink.Close(werr)
 		rec.Drain(context.Background())
 	})
+}
+
+// Deleting a camera ends its live sessions: the next packet after the
+// registry says so is refused, and a new ANNOUNCE is not found.
+func TestDeletedStreamEndsSession(t *testing.T) {
+	g := newRig(t, time.Second)
+	ctx := context.Background()
+	sink, err := g.rec.Announce(ctx, "br1", "cam1-main", []rtsp.Media{h264Media})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close(nil)
+	if err := sink.WriteRTP(99, &rtp.Packet{}, time.Now()); err != nil {
+		t.Fatalf("live stream: %v", err)
+	}
+	g.reg.mu.Lock()
+	st := g.reg.streams["cam1-main"]
+	now := time.Now()
+	st.DeletedAt = &now
+	g.reg.streams["cam1-main"] = st
+	g.reg.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err = sink.WriteRTP(99, &rtp.Packet{}, time.Now())
+		if err != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "deleted") {
+		t.Fatalf("session of a deleted stream goes on: %v", err)
+	}
+	if _, err := g.rec.Announce(ctx, "br1", "cam1-main", []rtsp.Media{h264Media}); !errors.Is(err, rtsp.ErrNotFound) {
+		t.Errorf("announce after deletion: %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package segmenter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -30,7 +31,7 @@ type session struct {
 	held      retention.Held
 	stopRenew context.CancelFunc
 	renewDone chan struct{}
-	leaseErr  atomic.Pointer[error]
+	leaseErr  atomic.Pointer[error] // why the session must stop: lease lost, stream deleted
 	backlog   atomic.Int32
 	closeOnce sync.Once
 
@@ -103,10 +104,21 @@ func (s *session) start(held retention.Held) {
 		defer close(s.renewDone)
 		t := time.NewTicker(s.r.cfg.LeaseTTL / 3)
 		defer t.Stop()
+		check := time.NewTicker(s.r.cfg.DeletedCheck)
+		defer check.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-check.C:
+				// A registry outage is no reason to stop recording; only a
+				// deletion is.
+				st, err := s.r.reg.Stream(ctx, s.st.ID)
+				if errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil {
+					err = fmt.Errorf("segmenter: stream %s was deleted", s.st.ID)
+					s.leaseErr.Store(&err)
+					return
+				}
 			case <-t.C:
 				if err := held.Extend(ctx, s.r.cfg.LeaseTTL); err != nil && ctx.Err() == nil {
 					// Another node may take the stream now: stop recording.
