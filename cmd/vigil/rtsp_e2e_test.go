@@ -85,15 +85,9 @@ var (
 	}
 )
 
-// segments waits until stream's recordings stop changing and returns them
-// after checking each with ffprobe (and a full decode).
+// checkedSegments waits until stream's recordings stop changing and returns
+// them after checking each with ffprobe and a clean full decode.
 func (n *rtspNode) checkedSegments(t *testing.T, stream string, minMS int64) recordings {
-	return n.checkSegments(t, stream, minMS, true)
-}
-
-// checkSegments is checkedSegments; decode false only logs what a full
-// decode reports.
-func (n *rtspNode) checkSegments(t *testing.T, stream string, minMS int64, decode bool) recordings {
 	t.Helper()
 	now := time.Now().UnixMilli()
 	var rec recordings
@@ -124,10 +118,6 @@ func (n *rtspNode) checkSegments(t *testing.T, stream string, minMS int64, decod
 			t.Errorf("%s segment %d: ffprobe %.2f s, index %d ms", stream, i, d, s.DurationMS)
 		}
 		if out, err := exec.Command("ffmpeg", "-v", "error", "-i", f, "-f", "null", "-").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
-			if !decode {
-				t.Logf("KNOWN ISSUE %s segment %d decode reports: %v %s", stream, i, err, out)
-				continue
-			}
 			t.Errorf("%s segment %d does not decode alone: %v %s", stream, i, err, out)
 		}
 		if i > 0 && s.Start < rec.Segments[i-1].Start+rec.Segments[i-1].DurationMS {
@@ -194,10 +184,9 @@ func TestRTSPPublish(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("ffmpeg: %v", err)
 		}
-		// ffprobe accepts the H.265 segments; a full decode of ffmpeg's
-		// own RTSP H.265 still reports slice errors (pion's payloader in the
-		// segmenter's unit test decodes cleanly): logged, not failed.
-		rec := n.checkSegments(t, "h265", 8_000, false)
+		// Every segment decodes cleanly (ffmpeg fragments most H.265
+		// pictures into FUs: see ingest/segmenter/h265rtp.go).
+		rec := n.checkedSegments(t, "h265", 8_000)
 		resp, err := authGet(n.base+rec.Segments[0].URL, e2eToken, "")
 		must(t, err)
 		b, _ := io.ReadAll(resp.Body)
@@ -222,7 +211,7 @@ func TestRTSPPublish(t *testing.T) {
 		cmd := n.publish(t, "br", n.token, "killed", h264Args("320x240", 60, 25)...)
 		// Kill ~3 s into the second segment: the first one is stored by
 		// then, the second only in complete fragments.
-		first := n.checkSegments(t, "killed", 5_000, true)
+		first := n.checkedSegments(t, "killed", 5_000)
 		time.Sleep(3 * time.Second)
 		must(t, cmd.Process.Signal(syscall.SIGKILL))
 		_ = cmd.Wait()

@@ -176,7 +176,7 @@ type accessUnit struct {
 type videoTrack struct {
 	codec fmp4.Codec
 	h264  *codecs.H264Packet
-	h265  *codecs.H265Depacketizer
+	h265  h265Depacketizer
 
 	vps, sps, pps []byte // current parameter sets
 	changed       bool   // a parameter set changed since the last access unit
@@ -194,7 +194,7 @@ type videoTrack struct {
 
 func (v *videoTrack) reset() {
 	v.h264 = &codecs.H264Packet{}
-	v.h265 = &codecs.H265Depacketizer{}
+	v.h265.reset()
 }
 
 // isParam reports whether nalu is a parameter set, and stores it.
@@ -263,20 +263,23 @@ func (v *videoTrack) push(pkt *rtp.Packet, ts int64) ([]timedAU, error) {
 	if !v.auStarted {
 		v.auStarted, v.auTS = true, ts
 	}
-	var out []byte
+	var nalus [][]byte
 	var err error
 	if v.codec == fmp4.H264 {
-		out, err = v.h264.Unmarshal(pkt.Payload)
+		var out []byte
+		if out, err = v.h264.Unmarshal(pkt.Payload); err == nil {
+			nalus = splitAnnexB(out)
+		}
 	} else {
-		out, err = v.h265.Unmarshal(pkt.Payload)
+		nalus, err = v.h265.unmarshal(pkt.Payload)
 	}
 	if err != nil {
 		if !v.damaged {
 			return nil, fmt.Errorf("%w: %s RTP payload (seq %d): %w", errMalformed, v.codec, pkt.SequenceNumber, err)
 		}
-		out = nil // a fragment whose start was lost
+		nalus = nil // a fragment whose start was lost
 	}
-	for _, n := range splitAnnexB(out) {
+	for _, n := range nalus {
 		if err := v.checkNALU(n); err != nil {
 			return nil, err
 		}
