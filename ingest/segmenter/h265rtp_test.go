@@ -20,6 +20,7 @@ import (
 // fragmentation units from slices of that buffer decoded as "PPS id out of
 // range" slice garbage.
 func TestFFmpegH265CaptureReplay(t *testing.T) {
+	t.Parallel() // mostly waiting for ffprobe and ffmpeg
 	vtestutil.RequireBinary(t, "ffmpeg")
 	vtestutil.RequireBinary(t, "ffprobe")
 	c := readCapture(t, "testdata/ffmpeg-h265-aac.rtp.gz")
@@ -81,6 +82,7 @@ func TestFFmpegH265CaptureReplay(t *testing.T) {
 // units (each fragment delivered in the same, then overwritten, buffer),
 // PACI, and the malformed cases.
 func TestH265Depacketizer(t *testing.T) {
+	t.Parallel()
 	var d h265Depacketizer
 	buf := make([]byte, 64)
 	feed := func(p []byte) ([][]byte, error) {
