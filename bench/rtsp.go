@@ -39,6 +39,8 @@ type RTSPConfig struct {
 	Duration time.Duration // measured window per case (after a warm-up)
 	Runs     int           // repetitions; medians are reported
 	Log      *slog.Logger
+	// ServeArgs are extra `vigil serve` flags (e.g. --debug-addr to profile the recording node).
+	ServeArgs []string
 }
 
 // rtspStats is one measured side of one case.
@@ -506,9 +508,10 @@ func startRecordingTarget(ctx context.Context, cfg RTSPConfig, dir string, n int
 		addrs[i] = a
 	}
 	httpAddr, raftAddr, rtspAddr := addrs[0], addrs[1], addrs[2]
-	p, err := servers.Start(cfg.VigilBin, dir, httpAddr, []string{"VIGIL_ADMIN_TOKEN=" + benchToken}, "serve",
-		"--data", filepath.Join(dir, "data"), "--http-addr", httpAddr, "--raft-addr", raftAddr,
-		"--rtsp-addr", rtspAddr, "--rtsp-udp-addr", "off", "--rtsp-max-sessions", strconv.Itoa(n+10), "--log-level", "warn")
+	args := append([]string{"serve", "--data", filepath.Join(dir, "data"), "--http-addr", httpAddr, "--raft-addr", raftAddr,
+		"--rtsp-addr", rtspAddr, "--rtsp-udp-addr", "off", "--rtsp-max-sessions", strconv.Itoa(n + 10), "--log-level", "warn"},
+		cfg.ServeArgs...)
+	p, err := servers.Start(cfg.VigilBin, dir, httpAddr, []string{"VIGIL_ADMIN_TOKEN=" + benchToken}, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ func runBenchRTSP(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	runs := fset.Int("runs", 3, "repetitions of every case; medians are reported")
 	streams := fset.String("streams", "50,200,500", "concurrent publishers per case")
 	duration := fset.Duration("duration", 30*time.Second, "measured window per case (after a 3 s warm-up)")
+	serveArgs := fset.String("serve-args", "", "extra space-separated `vigil serve` flags for the recording node (e.g. --debug-addr 127.0.0.1:6060)")
 	work := fset.String("work-dir", "", "where the nodes keep data and the recorded source is cached (default: a temp dir, removed after)")
 	if err := fset.Parse(args); err != nil {
 		return err
@@ -37,7 +39,8 @@ func runBenchRTSP(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer cleanup()
-	cfg := bench.RTSPConfig{VigilBin: self, WorkDir: dir, Duration: *duration, Runs: *runs, Log: newLogger(stderr, "info")}
+	cfg := bench.RTSPConfig{VigilBin: self, WorkDir: dir, Duration: *duration, Runs: *runs, Log: newLogger(stderr, "info"),
+		ServeArgs: strings.Fields(*serveArgs)}
 	if cfg.Streams, err = parseList(*streams, strconv.Atoi); err != nil {
 		return fmt.Errorf("--streams: %w", err)
 	}
