@@ -27,6 +27,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchRetention(ctx, args[1:], stdout, stderr) // retention.go
 	case "rtsp":
 		return runBenchRTSP(ctx, args[1:], stdout, stderr) // benchrtsp.go
+	case "playback":
+		return runBenchPlayback(ctx, args[1:], stdout, stderr)
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
@@ -138,4 +140,38 @@ func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
 		b, _ := json.Marshal(map[string]any{"bench": name, "results": res})
 		fmt.Fprintln(w, string(b))
 	}
+}
+
+// runBenchPlayback is `vigil bench playback`: recordings-list latency,
+// segment and clip.mp4 time to first byte and throughput on a seeded stream.
+func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("bench playback", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	quick := fset.Bool("quick", false, "a short run: one uploaded hour, once")
+	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
+	runs := fset.Int("runs", 3, "repetitions of every measurement; medians are reported")
+	hours := fset.Int("hours", 3, "hours of real 6-s 2 Mbit/s segments uploaded over HTTP")
+	days := fset.Int("list-days", 30, "length of the long recordings window (earlier days seeded as hour manifests)")
+	work := fset.String("work-dir", "", "where the node keeps data (default: a temp dir, removed after)")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	self, dir, cleanup, err := benchSetup(*work)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	cfg := bench.PlaybackConfig{VigilBin: self, WorkDir: dir, Hours: *hours, ListDays: *days, Runs: *runs, Log: newLogger(stderr, "info")}
+	if *quick {
+		cfg.Hours, cfg.Runs = 1, 1
+	}
+	if cfg.Hours < 1 || cfg.ListDays < 1 || cfg.ListDays*24 < cfg.Hours {
+		return errors.New("bench playback: --hours must be at least 1 and within --list-days")
+	}
+	res, err := bench.RunPlayback(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	printBench(stdout, "playback", res, *asJSON)
+	return nil
 }
