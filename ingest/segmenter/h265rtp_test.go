@@ -27,7 +27,7 @@ func TestFFmpegH265CaptureReplay(t *testing.T) {
 	if len(c.medias) != 2 || c.medias[0].Codec != "H265" || c.medias[1].Codec != "MPEG4-GENERIC" {
 		t.Fatalf("capture media %+v", c.medias)
 	}
-	g := newRig(t, time.Second)
+	g := newRig(t, 2*time.Second)
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	sink, err := g.rec.Announce(context.Background(), "br1", "cam1-main", c.medias)
 	if err != nil {
