@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -240,46 +239,38 @@ func seedManifests(ctx context.Context, root string, seg []byte, from, to int64)
 // workers, and returns how many it uploaded.
 func (n *benchNode) seedSegments(ctx context.Context, seg []byte, from, to int64) (int, error) {
 	count := int((to - from) / pbSegMS)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if int(i) >= count || ctx.Err() != nil {
-					return
-				}
-				url := fmt.Sprintf("%s/v1/streams/%s/segments/%d?duration_ms=%d", n.base, pbStream, from+i*pbSegMS, pbSegMS)
-				req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(seg))
-				if err != nil {
-					errs <- err
-					return
-				}
-				req.Header.Set("Authorization", "Bearer "+n.token)
-				req.Header.Set("Content-Type", "video/mp4")
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					errs <- err
-					return
-				}
-				msg, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-					errs <- fmt.Errorf("bench playback: PUT %s: %d %s", url, resp.StatusCode, msg)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return 0, err
+	var firstErr atomic.Value
+	st := measure(ctx, 8, count, len(seg), func(ctx context.Context, i int) error {
+		url := fmt.Sprintf("%s/v1/streams/%s/segments/%d?duration_ms=%d", n.base, pbStream, from+int64(i)*pbSegMS, pbSegMS)
+		err := n.put(ctx, url, seg)
+		if err != nil {
+			firstErr.CompareAndSwap(nil, err)
+		}
+		return err
+	})
+	if st.errors > 0 {
+		return 0, fmt.Errorf("bench playback: %d of %d uploads failed, first: %v", st.errors, count, firstErr.Load())
 	}
 	return count, ctx.Err()
+}
+
+func (n *benchNode) put(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+n.token)
+	req.Header.Set("Content-Type", "video/mp4")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("PUT %s: %d %s", url, resp.StatusCode, msg)
+	}
+	return nil
 }
 
 func (n *benchNode) recordingsURL(from, to int64) string {
