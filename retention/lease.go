@@ -200,3 +200,29 @@ func (h *meterHeld) Release(ctx context.Context) error {
 	}
 	return nil
 }
+
+// keepLease renews held every ttl/3 until stop is called. The returned
+// context ends when a renewal fails (the lease may be someone else's by
+// then), so that the work under it stops; its cause says why.
+func keepLease(ctx context.Context, held Held, ttl time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := held.Extend(ctx, ttl); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
+}

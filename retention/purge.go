@@ -147,8 +147,15 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 		return err // another worker has it
 	}
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
+	// Renewed in the background: a page delete may take longer than the
+	// TTL on a slow store.
+	ctx, stop := keepLease(ctx, held, p.cfg.LeaseTTL)
+	defer stop()
 	for {
-		empty, err := p.deleteAll(ctx, &j, held)
+		empty, err := p.deleteAll(ctx, &j)
+		if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause // the lease was lost
+		}
 		if err != nil {
 			return err
 		}
@@ -200,7 +207,7 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 // bytes go to usage at most every UsageEvery and at the end (the job
 // zeroes the streams' stored bytes when done anyway). empty says the pass
 // found nothing.
-func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob, held Held) (empty bool, err error) {
+func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob) (empty bool, err error) {
 	// Only the lister is cancelled on the way out: recorded pages being
 	// deleted finish.
 	listCtx, cancel := context.WithCancel(ctx)
@@ -274,7 +281,7 @@ func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob, held Held) (e
 	}
 
 	found := false
-	renewed, flushed := time.Now(), time.Now()
+	flushed := time.Now()
 	for {
 		// Group commit: the first page blocks, the others are taken as
 		// far as already listed.
@@ -298,12 +305,6 @@ func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob, held Held) (e
 		}
 		if err := deleteErr(); err != nil {
 			return false, errors.Join(err, finish())
-		}
-		if time.Since(renewed) > p.cfg.LeaseTTL/3 {
-			if err := held.Extend(ctx, p.cfg.LeaseTTL); err != nil {
-				return false, errors.Join(err, finish())
-			}
-			renewed = time.Now()
 		}
 		type page struct {
 			keys    []string

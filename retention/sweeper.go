@@ -274,8 +274,14 @@ func (s *Sweeper) sweepStream(ctx context.Context, ref storage.StreamRef, pol Po
 		return 0, 0, false, nil // another node sweeps it
 	}
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
+	// Renewed in the background: a long backlog outlasts the TTL.
+	lctx, stop := keepLease(ctx, held, s.cfg.LeaseTTL)
+	defer stop()
 	ss := s.stateOf(ref) // only the lease holder of this node touches it
-	objs, bytes, err = s.sweepLocked(ctx, ref, pol, ss, held)
+	objs, bytes, err = s.sweepLocked(lctx, ref, pol, ss)
+	if cause := context.Cause(lctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause // the lease was lost
+	}
 	if err != nil {
 		s.met.sweeps.WithLabelValues("error").Inc()
 	} else {
@@ -284,7 +290,7 @@ func (s *Sweeper) sweepStream(ctx context.Context, ref storage.StreamRef, pol Po
 	return objs, bytes, true, err
 }
 
-func (s *Sweeper) sweepLocked(ctx context.Context, ref storage.StreamRef, pol Policy, ss *streamState, held Held) (objs, bytes int64, err error) {
+func (s *Sweeper) sweepLocked(ctx context.Context, ref storage.StreamRef, pol Policy, ss *streamState) (objs, bytes int64, err error) {
 	// First settle a delete that failed half-way: count what is gone.
 	if len(ss.pending) > 0 {
 		o, b, err := s.settlePending(ctx, ref, ss)
@@ -299,14 +305,7 @@ func (s *Sweeper) sweepLocked(ctx context.Context, ref storage.StreamRef, pol Po
 	if err != nil {
 		return objs, bytes, err
 	}
-	renewed := time.Now()
 	for {
-		if time.Since(renewed) > s.cfg.LeaseTTL/3 {
-			if err := held.Extend(ctx, s.cfg.LeaseTTL); err != nil {
-				return objs, bytes, err
-			}
-			renewed = time.Now()
-		}
 		hour, found, err := s.oldestHour(ctx, ref)
 		if err != nil {
 			return objs, bytes, err
