@@ -15,14 +15,15 @@ import (
 )
 
 // TestPlaybackOfRTSPRecording publishes 20 s of H.264 with ffmpeg over RTSP
-// into a real vigil (fs backend, 4 s segments) and plays the recording back
+// into a real vigil (storage in a real MinIO, 4 s segments) and plays the recording back
 // the ways a viewer does: ffmpeg remuxes the HLS VOD playlist, live.m3u8
 // lists the newest segments, and a 10 s clip.mp4 decodes cleanly.
 func TestPlaybackOfRTSPRecording(t *testing.T) {
 	testutil.RequireBinary(t, "ffmpeg")
 	testutil.RequireBinary(t, "ffprobe")
+	mio := testutil.StartMinIO(t)
 	addr := testutil.FreePort(t)
-	v := startVigil(t, nil, "--rtsp-addr", addr, "--rtsp-udp-addr", freeUDPPair(t), "--segment-duration", "4s")
+	v := startVigil(t, mio.Env(mio.Bucket(t)), "--rtsp-addr", addr, "--rtsp-udp-addr", freeUDPPair(t), "--segment-duration", "4s")
 	n := &rtspNode{vigilNode: v, rtsp: addr, token: v.provision("pb")}
 
 	const published = 20.0 // seconds
