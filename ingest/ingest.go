@@ -323,11 +323,20 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // and no error; different content at the same start is ErrConflict. Other
 // errors are *BodyError, ErrIndexUnavailable or ErrStorageUnavailable
 // (wrapped). Callers do the authorisation and time checks.
-func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader) (stored index.Segment, created bool, err error) {
+func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...StoreOption) (stored index.Segment, created bool, err error) {
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
 	key := ref.SegmentKey(seg.Start)
-	b, err := newBody(body, seg.ContentType, seg.SHA256, h.m.bytesIn)
-	if err != nil {
+	var o storeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var b *bodyReader
+	if o.selfRecorded {
+		if len(seg.SHA256) != sha256.Size*2 {
+			return index.Segment{}, false, &BodyError{errors.New("a self-recorded segment needs its SHA-256")}
+		}
+		b = &bodyReader{r: body, known: seg.SHA256}
+	} else if b, err = newBody(body, seg.ContentType, seg.SHA256, h.m.bytesIn); err != nil {
 		return index.Segment{}, false, &BodyError{err}
 	}
 	// Ask the index first: a retry of an indexed segment needs no write, and
@@ -345,10 +354,21 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 	// The metadata sha256 is only the client's claim, which the body reader
 	// verifies before the object can complete.
 	g := &gate{r: b}
-	_, perr := h.store.Put(ctx, key, g, seg.Size, storage.PutOptions{
+	var putBody io.Reader = g
+	if b.known != "" {
+		// The caller owns the body and nothing reads it after Put: hand it
+		// over bare, so that a backend can copy an *os.File in the kernel.
+		putBody = body
+	}
+	_, perr := h.store.Put(ctx, key, putBody, seg.Size, storage.PutOptions{
 		IfAbsent: true, ContentType: seg.ContentType, Metadata: index.SegmentMetadata(seg),
 	})
 	g.detach()
+	if b.known != "" && perr == nil {
+		// A conforming backend completes a Put only with size bytes read.
+		b.done = true
+		h.m.bytesIn.Add(float64(seg.Size))
+	}
 
 	switch {
 	case perr == nil && b.err != nil:
@@ -400,8 +420,10 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 // when it is this very segment (a retry), ErrConflict when it is another.
 func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment) (index.Segment, bool, error) {
 	// Hash what the backend did not read; this also validates it.
-	if _, err := io.Copy(io.Discard, body); err != nil || body.err != nil {
-		return index.Segment{}, false, &BodyError{cmpErr(body.err, err)}
+	if body.known == "" {
+		if _, err := io.Copy(io.Discard, body); err != nil || body.err != nil {
+			return index.Segment{}, false, &BodyError{cmpErr(body.err, err)}
+		}
 	}
 	seg.SHA256 = body.sum()
 	stored, indexed, err := h.storedSegment(ctx, ref, key, seg)
@@ -506,8 +528,22 @@ type bodyReader struct {
 	h     hash.Hash
 	want  string
 	bytes prometheus.Counter
-	done  bool  // the whole body was read
-	err   error // first error returned (not io.EOF)
+	done  bool   // the whole body was read
+	err   error  // first error returned (not io.EOF)
+	known string // SelfRecorded: the SHA-256 the caller computed; r is read by storage directly
+}
+
+// StoreOption adjusts Store.
+type StoreOption func(*storeOptions)
+
+type storeOptions struct{ selfRecorded bool }
+
+// SelfRecorded is for a body this process wrote itself (the RTSP
+// recorder's spooled fMP4) with seg.SHA256 computed as it wrote it and
+// seg.Size its exact length: Store then neither validates nor hashes it
+// again. Never for a body from a client, which must stay validated.
+func SelfRecorded() StoreOption {
+	return func(o *storeOptions) { o.selfRecorded = true }
 }
 
 func newBody(r io.Reader, contentType, wantSHA string, bytesIn prometheus.Counter) (*bodyReader, error) {
@@ -543,7 +579,12 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (b *bodyReader) sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
+func (b *bodyReader) sum() string {
+	if b.known != "" {
+		return b.known
+	}
+	return hex.EncodeToString(b.h.Sum(nil))
+}
 
 type countReader struct {
 	r io.Reader

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
+	"github.com/vigilcloud/vigil/media"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 	fsstore "github.com/vigilcloud/vigil/storage/fs"
@@ -686,4 +688,47 @@ func TestMetricsCountRequests(t *testing.T) {
 	assert.Equal(t, 1.0, metricValue(t, e.prom, "vigil_ingest_requests_total", map[string]string{"code": "201"}))
 	assert.Equal(t, 1.0, metricValue(t, e.prom, "vigil_ingest_requests_total", map[string]string{"code": "415"}))
 	assert.Equal(t, float64(len(body)), metricValue(t, e.prom, "vigil_ingest_bytes_total", nil))
+}
+
+// TestStoreSelfRecorded: a body the recorder wrote itself is stored from
+// the bare file with the SHA-256 it gives, unvalidated; a retry of it is a
+// duplicate, other content at its start a conflict; without a SHA-256 it
+// is refused. The HTTP path keeps validating (TestPutStatusCodes).
+func TestStoreSelfRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	st := e.reg.streams["s1"]
+	body := []byte("not even fMP4: the option skips validation")
+	path := filepath.Join(t.TempDir(), "seg.mp4")
+	require.NoError(t, os.WriteFile(path, body, 0o644))
+	store := func(start int64, b []byte, sha string) (index.Segment, bool, error) {
+		require.NoError(t, os.WriteFile(path, b, 0o644))
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		defer f.Close()
+		seg := index.Segment{Start: start, DurationMS: 2000, Size: int64(len(b)), ContentType: media.ContentTypeMP4, SHA256: sha}
+		return e.h.Store(ctx, st, seg, f, SelfRecorded())
+	}
+	start := now.Add(-time.Minute).UnixMilli()
+	seg, created, err := store(start, body, sum(body))
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, sum(body), seg.SHA256)
+	got, _ := readObject(t, e.store, ref1.SegmentKey(start))
+	require.Equal(t, body, got)
+	segs := indexed(t, e.idx, ref1)
+	require.Len(t, segs, 1)
+	require.Equal(t, sum(body), segs[0].SHA256)
+
+	_, created, err = store(start, body, sum(body))
+	require.NoError(t, err)
+	require.False(t, created, "a retry is a duplicate")
+	other := []byte("other content")
+	_, _, err = store(start, other, sum(other))
+	require.ErrorIs(t, err, ErrConflict)
+
+	var be *BodyError
+	_, _, err = store(start+10000, body, "")
+	require.ErrorAs(t, err, &be)
 }

@@ -1,7 +1,6 @@
 package segmenter
 
 import (
-	"encoding/binary"
 	"errors"
 )
 
@@ -15,17 +14,13 @@ import (
 // was reassembled from bytes already overwritten by later packets: ffprobe
 // still accepted the segments, but decoding reported "PPS id out of range"
 // and other slice header garbage. Here fragments are copied as they arrive.
-type h265Depacketizer struct {
-	fu   []byte // the NAL unit being reassembled from fragmentation units
-	inFU bool
-	out  [][]byte
-}
+type h265Depacketizer struct{ depacketizer }
 
 var (
 	errH265Short   = errors.New("H.265 RTP payload too short")
 	errH265AP      = errors.New("H.265 aggregation packet with a bad NAL unit size")
-	errH265FUStart = errors.New("H.265 fragmentation unit without its start")
-	errH265FUBoth  = errors.New("H.265 fragmentation unit with both start and end set")
+	errH265FUStart = errFUStart
+	errH265FUBoth  = errFUBoth
 )
 
 // H.265 RTP payload types (RFC 7798 section 4.4).
@@ -34,10 +29,6 @@ const (
 	h265TypeFU   = 49
 	h265TypePACI = 50
 )
-
-func (d *h265Depacketizer) reset() {
-	d.fu, d.inFU = d.fu[:0], false
-}
 
 // unmarshal returns the complete NAL units in payload. They may alias
 // payload or the depacketizer's buffer: valid until the next call.
@@ -55,41 +46,20 @@ func (d *h265Depacketizer) payload(p []byte, depth int) error {
 	}
 	switch typ := (p[0] >> 1) & 0x3f; {
 	case typ < h265TypeAP: // a single NAL unit
-		d.inFU = false
+		d.fu.reset()
 		d.out = append(d.out, p)
 	case typ == h265TypeAP:
-		d.inFU = false
-		for b := p[2:]; len(b) > 0; {
-			if len(b) < 2 {
-				return errH265AP
-			}
-			n := int(binary.BigEndian.Uint16(b))
-			if n < 2 || n > len(b)-2 {
-				return errH265AP
-			}
-			d.out = append(d.out, b[2:2+n])
-			b = b[2+n:]
-		}
+		return d.aggregate(p[2:], 2, errH265AP)
 	case typ == h265TypeFU:
 		fuh := p[2]
-		start, end := fuh&0x80 != 0, fuh&0x40 != 0
-		switch {
-		case start && end:
-			return errH265FUBoth
-		case start:
-			// The NAL header: F, layer and TID from the payload header,
-			// the type from the FU header.
-			d.fu = append(d.fu[:0], p[0]&0x81|(fuh&0x3f)<<1, p[1])
-			d.inFU = true
-		case !d.inFU && end:
-			return nil // the tail of a unit whose start was lost: nothing to keep
-		case !d.inFU:
-			return errH265FUStart
+		// The NAL header: F, layer and TID from the payload header, the
+		// type from the FU header.
+		nalu, err := d.fu.add(fuh&0x80 != 0, fuh&0x40 != 0, [2]byte{p[0]&0x81 | (fuh&0x3f)<<1, p[1]}, 2, p[3:])
+		if err != nil {
+			return err
 		}
-		d.fu = append(d.fu, p[3:]...)
-		if end {
-			d.inFU = false
-			d.out = append(d.out, d.fu)
+		if nalu != nil {
+			d.out = append(d.out, nalu)
 		}
 	case typ == h265TypePACI && depth == 0:
 		// PayloadHdr, then A, cType, PHSsize, F0-2, Y; then PHES and the

@@ -84,19 +84,7 @@ func TestFFmpegH265CaptureReplay(t *testing.T) {
 func TestH265Depacketizer(t *testing.T) {
 	t.Parallel()
 	var d h265Depacketizer
-	buf := make([]byte, 64)
-	feed := func(p []byte) ([][]byte, error) {
-		n := copy(buf, p)
-		nalus, err := d.unmarshal(buf[:n])
-		var out [][]byte
-		for _, x := range nalus {
-			out = append(out, bytes.Clone(x))
-		}
-		for i := range buf { // the server reuses its buffer
-			buf[i] = 0xee
-		}
-		return out, err
-	}
+	feed := reusedBuffer(d.unmarshal)
 	idr := []byte{0x26, 0x01, 0xaf, 0x01, 0x02, 0x03, 0x04, 0x05}
 	vps, pps := []byte{0x40, 0x01, 0x0c, 0x01}, []byte{0x44, 0x01, 0xc0, 0x73}
 
@@ -147,22 +135,46 @@ func TestH265Depacketizer(t *testing.T) {
 	}
 }
 
+// reusedBuffer feeds payloads to unmarshal as the RTSP server does: in one
+// buffer, overwritten after each call. It returns copies of the NAL units.
+func reusedBuffer(unmarshal func([]byte) ([][]byte, error)) func([]byte) ([][]byte, error) {
+	buf := make([]byte, 64)
+	return func(p []byte) ([][]byte, error) {
+		n := copy(buf, p)
+		nalus, err := unmarshal(buf[:n])
+		var out [][]byte
+		for _, x := range nalus {
+			out = append(out, bytes.Clone(x))
+		}
+		for i := range buf {
+			buf[i] = 0xee
+		}
+		return out, err
+	}
+}
+
 func FuzzH265Depacketizer(f *testing.F) {
 	f.Add([]byte{0x26, 0x01, 0xaf, 0x01}, []byte{0x62, 0x01, 0x93, 1, 2}, []byte{0x62, 0x01, 0x53, 3})
 	f.Add([]byte{0x60, 0x01, 0, 4, 0x40, 0x01, 0x0c, 0x01, 0, 2, 0x44, 0x01}, []byte{0x62, 0x01, 0x13, 3}, []byte{0x64, 0x01, 0x26, 0x10, 0x99, 0xaf})
 	f.Fuzz(func(t *testing.T, a, b, c []byte) {
 		var d h265Depacketizer
-		buf := make([]byte, 1500)
-		for _, p := range [][]byte{a, b, c} {
-			nalus, err := d.unmarshal(buf[:copy(buf, p)])
-			if err != nil {
-				continue
-			}
-			for _, n := range nalus {
-				if len(n) < 2 {
-					t.Fatalf("NAL unit of %d bytes from %x", len(n), p)
-				}
+		checkNALUs(t, d.unmarshal, 2, a, b, c)
+	})
+}
+
+// checkNALUs feeds payloads in one reused buffer: every NAL unit returned
+// has at least minLen bytes.
+func checkNALUs(t *testing.T, unmarshal func([]byte) ([][]byte, error), minLen int, payloads ...[]byte) {
+	buf := make([]byte, 1500)
+	for _, p := range payloads {
+		nalus, err := unmarshal(buf[:copy(buf, p)])
+		if err != nil {
+			continue
+		}
+		for _, n := range nalus {
+			if len(n) < minLen {
+				t.Fatalf("NAL unit of %d bytes from %x", len(n), p)
 			}
 		}
-	})
+	}
 }

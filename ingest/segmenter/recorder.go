@@ -25,6 +25,7 @@ import (
 
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/retention"
@@ -41,7 +42,7 @@ type Registry interface {
 // Storer stores a closed segment exactly like an HTTP upload
 // (ingest.Handler.Store).
 type Storer interface {
-	Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader) (index.Segment, bool, error)
+	Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error)
 }
 
 // Index tells where a stream's recording ends, so that a reconnect never
@@ -123,6 +124,7 @@ type Recorder struct {
 	log   *slog.Logger
 	m     *metrics
 
+	aus     auPool // access-unit buffers, shared by the sessions
 	mu      sync.Mutex
 	live    map[string]*session // stream id → publishing session on this node
 	lastEnd map[string]int64    // stream id → end (Unix ms) of the last segment cut here
@@ -260,6 +262,7 @@ func (r *Recorder) plan(ctx context.Context, stream string, medias []rtsp.Media)
 			return nil, fmt.Errorf("%w: %w", rtsp.ErrUnsupported, err)
 		}
 		if t.video != nil {
+			t.video.pool = &r.aus
 			if video {
 				r.log.InfoContext(ctx, "segmenter: second video media not recorded", "stream", stream, "codec", m.Codec)
 				continue

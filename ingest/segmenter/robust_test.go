@@ -14,6 +14,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
@@ -153,7 +154,7 @@ type flakyStorer struct {
 	calls int
 }
 
-func (f *flakyStorer) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader) (index.Segment, bool, error) {
+func (f *flakyStorer) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error) {
 	f.mu.Lock()
 	f.calls++
 	fail := f.calls <= f.fails
@@ -161,7 +162,7 @@ func (f *flakyStorer) Store(ctx context.Context, st meter.Stream, seg index.Segm
 	if fail {
 		return index.Segment{}, false, errors.New("storage down")
 	}
-	return f.Storer.Store(ctx, st, seg, body)
+	return f.Storer.Store(ctx, st, seg, body, opts...)
 }
 
 func TestStoreRetriedWhileStorageIsDown(t *testing.T) {
@@ -190,7 +191,7 @@ func (nopIndex) Segments(context.Context, storage.StreamRef, int64, int64) ([]in
 
 type discardStorer struct{}
 
-func (discardStorer) Store(_ context.Context, _ meter.Stream, seg index.Segment, body io.Reader) (index.Segment, bool, error) {
+func (discardStorer) Store(_ context.Context, _ meter.Stream, seg index.Segment, body io.Reader, _ ...ingest.StoreOption) (index.Segment, bool, error) {
 	_, err := io.Copy(io.Discard, body)
 	return seg, true, err
 }

@@ -42,6 +42,7 @@ type session struct {
 	endMS       int64 // end of the last segment cut
 	seg         *openSegment
 	last        *pendingVideo // newest picture, waiting for its duration
+	lastBuf     pendingVideo  // what last points to: one per session, not per picture
 	lastDur     int64
 	dropToKey   bool                  // a forced cut: skip pictures until a keyframe
 	audioQ      map[int][]queuedAudio // by media index
@@ -69,6 +70,7 @@ type openSegment struct {
 	fragStart     int64 // DTS where the open fragment starts
 	seq           uint32
 	video         []fmp4.Sample
+	videoAUs      []*accessUnit // the pictures whose data video holds, recycled once written
 	audio         map[int]*audioFrag
 	ids           map[int]uint32 // media index → track id
 	width, height int
@@ -246,15 +248,17 @@ func ntpToUnixNS(ntp uint64) int64 {
 func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 	if s.dropToKey {
 		if !f.V.key {
+			s.r.aus.put(f.V)
 			return nil
 		}
 		s.dropToKey = false
 	}
 	if s.seg == nil {
 		if !f.V.key {
+			s.r.aus.put(f.V)
 			return nil
 		}
-		s.last = &pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
+		s.last = s.setLast(f)
 		return s.openSegment(media, f.DTS)
 	}
 	if err := s.appendLast(f.DTS - s.last.dts); err != nil {
@@ -270,12 +274,13 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 		if err := s.closeSegment(f.DTS); err != nil {
 			return err
 		}
-		s.last = &pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
+		s.last = s.setLast(f)
 		return s.openSegment(media, f.DTS)
 	case elapsed >= maxTicks:
 		// No keyframe for too long: close what is there and wait for one,
 		// as a segment must start with a keyframe to play alone.
 		s.log.Warn("segmenter: no keyframe within the longest segment; waiting for one", "max", s.r.cfg.MaxSegmentDuration)
+		s.r.aus.put(f.V)
 		s.last = nil
 		s.dropToKey = true
 		return s.closeSegment(f.DTS)
@@ -288,8 +293,14 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 		f.V.paramsChanged = false // cut at the next keyframe instead
 		s.pendingParamCut()
 	}
-	s.last = &pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
+	s.last = s.setLast(f)
 	return nil
+}
+
+// setLast makes f the pending picture.
+func (s *session) setLast(f avc.Frame[*accessUnit]) *pendingVideo {
+	s.lastBuf = pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
+	return &s.lastBuf
 }
 
 // pendingParamCut makes the next keyframe start a segment.
@@ -311,24 +322,12 @@ func (s *session) appendLast(dur int64) error {
 		dur = defaultFrameTicks
 	}
 	s.lastDur = dur
-	data := avccOf(l.au.nalus)
+	data := l.au.data // already length-prefixed: the sample as it is
 	s.seg.video = append(s.seg.video, fmp4.Sample{Duration: uint32(dur), PTSOffset: int32(l.pts - l.dts), Keyframe: l.au.key, Data: data})
+	s.seg.videoAUs = append(s.seg.videoAUs, l.au)
 	s.seg.bufferedBytes += len(data)
 	s.last = nil
 	return nil
-}
-
-func avccOf(nalus [][]byte) []byte {
-	n := 0
-	for _, u := range nalus {
-		n += 4 + len(u)
-	}
-	b := make([]byte, 0, n)
-	for _, u := range nalus {
-		b = append(b, byte(len(u)>>24), byte(len(u)>>16), byte(len(u)>>8), byte(len(u)))
-		b = append(b, u...)
-	}
-	return b
 }
 
 func (s *session) openSegment(media int, d0 int64) error {
@@ -438,7 +437,13 @@ func (s *session) flushFragment(end int64) error {
 		return err
 	}
 	seg.seq++
-	seg.video, seg.fragStart, seg.bufferedBytes = nil, end, 0
+	// Written: the pictures' buffers serve the next ones.
+	for i, au := range seg.videoAUs {
+		s.r.aus.put(au)
+		seg.videoAUs[i] = nil
+	}
+	clear(seg.video)
+	seg.video, seg.videoAUs, seg.fragStart, seg.bufferedBytes = seg.video[:0], seg.videoAUs[:0], end, 0
 	for _, af := range seg.audio {
 		af.samples = nil
 	}
@@ -473,7 +478,8 @@ func (s *session) closeSegment(end int64) error {
 	}
 	s.backlog.Add(1)
 	s.r.enqueue(uploadJob{path: seg.sp.path, stream: s.st.ID,
-		seg:  index.Segment{Start: seg.startMS, DurationMS: endMS - seg.startMS, Width: seg.width, Height: seg.height},
+		seg:    index.Segment{Start: seg.startMS, DurationMS: endMS - seg.startMS, Width: seg.width, Height: seg.height},
+		sha256: seg.sp.sum(), size: seg.sp.size,
 		done: func() { s.backlog.Add(-1) }})
 	return nil
 }
@@ -504,9 +510,13 @@ func (s *session) close(reason error) {
 			if jerr == nil && size > 0 && dur > 0 {
 				s.backlog.Add(1)
 				s.endMS = seg.startMS + dur
-				s.r.enqueue(uploadJob{path: seg.sp.path, stream: s.st.ID,
+				job := uploadJob{path: seg.sp.path, stream: s.st.ID,
 					seg:  index.Segment{Start: seg.startMS, DurationMS: dur, Width: seg.width, Height: seg.height},
-					done: func() { s.backlog.Add(-1) }})
+					done: func() { s.backlog.Add(-1) }}
+				if size == seg.sp.size {
+					job.sha256, job.size = seg.sp.sum(), size
+				}
+				s.r.enqueue(job)
 			}
 		} else {
 			removeSpool(seg.sp.path)

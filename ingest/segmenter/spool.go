@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -28,6 +32,13 @@ import (
 // crash the segment is cut back to the last journalled size and uploaded
 // with that duration, so what a reader finds is always a complete
 // fragment sequence.
+//
+// Nothing here calls fsync: a fragment is one write(2) of the whole
+// fragment followed by its journal line, so a killed process (SIGKILL, a
+// crash) leaves both in the page cache and the next start uploads them.
+// Power-loss durability begins when storage acknowledges the segment
+// (the fs backend syncs it before publishing it); a power cut loses the
+// open segment and any not yet stored, as a camera's buffer would.
 const journalSuffix = ".frags"
 
 type spoolFile struct {
@@ -35,8 +46,22 @@ type spoolFile struct {
 	f       *os.File
 	journal *os.File
 	w       *bufio.Writer
+	hash    hash.Hash // SHA-256 of what was written to f, so that storing need not read it back
 	size    int64
 	frags   int
+	line    []byte // the journal line, reused
+}
+
+// hashingWriter writes to w and hashes what w took.
+type hashingWriter struct {
+	w io.Writer
+	h hash.Hash
+}
+
+func (hw hashingWriter) Write(p []byte) (int, error) {
+	n, err := hw.w.Write(p)
+	hw.h.Write(p[:n])
+	return n, err
 }
 
 func createSpool(path string, tracks []fmp4.Track, width, height int) (*spoolFile, error) {
@@ -53,7 +78,8 @@ func createSpool(path string, tracks []fmp4.Track, width, height int) (*spoolFil
 		os.Remove(path)
 		return nil, fmt.Errorf("segmenter: spool journal: %w", err)
 	}
-	s := &spoolFile{path: path, f: f, journal: j, w: bufio.NewWriterSize(f, 64<<10)}
+	h := sha256.New()
+	s := &spoolFile{path: path, f: f, journal: j, hash: h, w: bufio.NewWriterSize(hashingWriter{f, h}, 64<<10)}
 	if _, err := fmt.Fprintf(j, "vigil-spool 1 %d %d\n", width, height); err != nil {
 		s.abort()
 		return nil, fmt.Errorf("segmenter: spool journal: %w", err)
@@ -79,7 +105,11 @@ func (s *spoolFile) writeFragment(frag fmp4.Fragment, durationMS int64) error {
 	}
 	s.size += n
 	s.frags++
-	if _, err := fmt.Fprintf(s.journal, "%d %d\n", s.size, durationMS); err != nil {
+	s.line = strconv.AppendInt(s.line[:0], s.size, 10)
+	s.line = append(s.line, ' ')
+	s.line = strconv.AppendInt(s.line, durationMS, 10)
+	s.line = append(s.line, '\n')
+	if _, err := s.journal.Write(s.line); err != nil {
 		return fmt.Errorf("segmenter: spool journal: %w", err)
 	}
 	return nil
@@ -88,6 +118,9 @@ func (s *spoolFile) writeFragment(frag fmp4.Fragment, durationMS int64) error {
 func (s *spoolFile) close() error {
 	return errors.Join(s.w.Flush(), s.f.Close(), s.journal.Close())
 }
+
+// sum is the SHA-256 of the spooled bytes (after close).
+func (s *spoolFile) sum() string { return hex.EncodeToString(s.hash.Sum(nil)) }
 
 func (s *spoolFile) abort() {
 	s.f.Close()
@@ -105,7 +138,12 @@ type uploadJob struct {
 	path   string
 	stream string
 	seg    index.Segment // Start, DurationMS, Width, Height
-	done   func()        // called once the job ended either way
+	// sha256 and size describe the file as this process spooled it; empty
+	// for a file of an earlier run, which is validated and hashed as any
+	// upload.
+	sha256 string
+	size   int64
+	done   func() // called once the job ended either way
 }
 
 // readJournal returns the spooled segment's last complete size and
@@ -280,7 +318,14 @@ func (r *Recorder) storeFile(ctx context.Context, st meter.Stream, job uploadJob
 	}
 	seg := job.seg
 	seg.Size, seg.ContentType = fi.Size(), media.ContentTypeMP4
-	_, created, err := r.store.Store(ctx, st, seg, f)
+	var opts []ingest.StoreOption
+	if job.sha256 != "" && job.size == fi.Size() {
+		// This process wrote and hashed the file: no second validation or
+		// hash, and the bare *os.File lets storage copy it in the kernel.
+		seg.SHA256 = job.sha256
+		opts = append(opts, ingest.SelfRecorded())
+	}
+	_, created, err := r.store.Store(ctx, st, seg, f, opts...)
 	if err != nil {
 		return "", err
 	}

@@ -3,14 +3,15 @@ package segmenter
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pion/rtp"
-	"github.com/pion/rtp/codecs"
 
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/media/aac"
@@ -165,23 +166,53 @@ func (c *clockMap) wall(rtpTS int64) int64 {
 	return c.wallNS + (rtpTS-c.rtp)*1e9/c.rate
 }
 
-// accessUnit is one video picture.
+// accessUnit is one video picture. Its buffers are reused (auPool) once
+// the fragment holding it is written.
 type accessUnit struct {
-	nalus         [][]byte // without parameter sets and delimiters
+	data          []byte   // the NAL units, each with a 4-byte length: the MP4 sample
+	nalus         [][]byte // the NAL units in data, without their lengths
 	key           bool
 	paramsChanged bool
+}
+
+// auPool recycles access units between the sessions of a recorder, so
+// that steady recording does not allocate per picture.
+type auPool struct{ p sync.Pool }
+
+// maxPooledAU bounds the buffer a recycled access unit keeps.
+const maxPooledAU = 1 << 20
+
+func (p *auPool) get() *accessUnit {
+	if p != nil {
+		if au, ok := p.p.Get().(*accessUnit); ok {
+			return au
+		}
+	}
+	return &accessUnit{}
+}
+
+func (p *auPool) put(au *accessUnit) {
+	if p == nil || au == nil || cap(au.data) > maxPooledAU {
+		return
+	}
+	clear(au.nalus) // drop the views before the slice is reused
+	*au = accessUnit{data: au.data[:0], nalus: au.nalus[:0]}
+	p.p.Put(au)
 }
 
 // videoTrack depacketises H.264/H.265 into access units.
 type videoTrack struct {
 	codec fmp4.Codec
-	h264  *codecs.H264Packet
+	h264  h264Depacketizer
 	h265  h265Depacketizer
+	pool  *auPool
+	done  []timedAU // push's result, reused
 
 	vps, sps, pps []byte // current parameter sets
 	changed       bool   // a parameter set changed since the last access unit
 
-	au        [][]byte
+	au        *accessUnit // the open picture; nil until a NAL unit arrives
+	auNALUs   int
 	auTS      int64
 	auStarted bool
 	auPkts    int
@@ -193,7 +224,7 @@ type videoTrack struct {
 }
 
 func (v *videoTrack) reset() {
-	v.h264 = &codecs.H264Packet{}
+	v.h264.reset()
 	v.h265.reset()
 }
 
@@ -243,7 +274,8 @@ type timedAU struct {
 func (v *videoTrack) push(pkt *rtp.Packet, ts int64) ([]timedAU, error) {
 	lost := v.seqKnown && pkt.SequenceNumber != v.lastSeq+1
 	v.lastSeq, v.seqKnown = pkt.SequenceNumber, true
-	var done []timedAU
+	done := v.done[:0]
+	defer func() { v.done = done[:0] }()
 	if v.auPkts++; v.auPkts > maxPacketsPerAU {
 		return nil, fmt.Errorf("%w: more than %d RTP packets in one access unit", errMalformed, maxPacketsPerAU)
 	}
@@ -266,10 +298,7 @@ func (v *videoTrack) push(pkt *rtp.Packet, ts int64) ([]timedAU, error) {
 	var nalus [][]byte
 	var err error
 	if v.codec == fmp4.H264 {
-		var out []byte
-		if out, err = v.h264.Unmarshal(pkt.Payload); err == nil {
-			nalus = splitAnnexB(out)
-		}
+		nalus, err = v.h264.unmarshal(pkt.Payload)
 	} else {
 		nalus, err = v.h265.unmarshal(pkt.Payload)
 	}
@@ -286,10 +315,15 @@ func (v *videoTrack) push(pkt *rtp.Packet, ts int64) ([]timedAU, error) {
 		if v.setParam(n) || v.isDelimiter(n) {
 			continue
 		}
-		if len(v.au) >= maxNALUsPerAU {
+		if v.auNALUs >= maxNALUsPerAU {
 			return nil, fmt.Errorf("%w: more than %d NAL units in one access unit", errMalformed, maxNALUsPerAU)
 		}
-		v.au = append(v.au, bytes.Clone(n))
+		if v.au == nil {
+			v.au = v.pool.get()
+		}
+		v.auNALUs++
+		v.au.data = binary.BigEndian.AppendUint32(v.au.data, uint32(len(n)))
+		v.au.data = append(v.au.data, n...)
 	}
 	if pkt.Marker {
 		if au := v.finish(); au != nil {
@@ -330,8 +364,18 @@ func (v *videoTrack) isVCL(n []byte) bool {
 
 // finish closes the open access unit; nil when it is dropped.
 func (v *videoTrack) finish() *accessUnit {
-	nalus, damaged := v.au, v.damaged
-	v.au, v.auStarted, v.damaged, v.auPkts = nil, false, false, 0
+	au, damaged := v.au, v.damaged
+	v.au, v.auNALUs, v.auStarted, v.damaged, v.auPkts = nil, 0, false, false, 0
+	if au == nil {
+		return nil
+	}
+	au.nalus = au.nalus[:0]
+	for b := au.data; len(b) >= 4; {
+		n := int(binary.BigEndian.Uint32(b))
+		au.nalus = append(au.nalus, b[4:4+n])
+		b = b[4+n:]
+	}
+	nalus := au.nalus
 	vcl := false
 	for _, n := range nalus {
 		if v.isVCL(n) {
@@ -340,6 +384,7 @@ func (v *videoTrack) finish() *accessUnit {
 		}
 	}
 	if damaged || !vcl {
+		v.drop(au)
 		return nil
 	}
 	var key bool
@@ -350,35 +395,18 @@ func (v *videoTrack) finish() *accessUnit {
 	}
 	if v.needKey || !v.ready() {
 		if !key || !v.ready() {
+			v.drop(au)
 			return nil
 		}
 		v.needKey = false
 	}
-	au := &accessUnit{nalus: nalus, key: key, paramsChanged: v.changed}
+	au.key, au.paramsChanged = key, v.changed
 	v.changed = false
 	return au
 }
 
-// splitAnnexB splits a byte stream at 3- and 4-byte start codes.
-func splitAnnexB(b []byte) [][]byte {
-	var out [][]byte
-	start := -1
-	for i := 0; i+2 < len(b); {
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			if start >= 0 {
-				out = append(out, bytes.TrimRight(b[start:i], "\x00"))
-			}
-			i += 3
-			start = i
-			continue
-		}
-		i++
-	}
-	if start >= 0 && start < len(b) {
-		out = append(out, b[start:])
-	}
-	return out
-}
+// drop recycles a picture that is not recorded.
+func (v *videoTrack) drop(au *accessUnit) { v.pool.put(au) }
 
 // audioTrack holds an AAC or Opus track's parameters.
 type audioTrack struct {

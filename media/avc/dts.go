@@ -14,6 +14,7 @@ import (
 type DTSExtractor[T any] struct {
 	depth   int
 	pending []Frame[T] // decode order, DTS not yet known
+	out     []Frame[T] // emit's result, reused
 	ptss    []int64    // PTS not yet used as a DTS, sorted
 	shift   int64
 	shifted bool  // shift is known
@@ -42,6 +43,7 @@ func NewDTSExtractor[T any](depth int) *DTSExtractor[T] {
 
 // Push adds the next access unit in decode order and returns the frames
 // whose DTS became known, in decode order, with strictly increasing DTS.
+// The result is valid until the next Push or Flush.
 func (e *DTSExtractor[T]) Push(pts int64, v T) []Frame[T] {
 	e.pending = append(e.pending, Frame[T]{PTS: pts, V: v})
 	i, _ := slices.BinarySearch(e.ptss, pts)
@@ -52,7 +54,8 @@ func (e *DTSExtractor[T]) Push(pts int64, v T) []Frame[T] {
 	return e.emit(len(e.pending) - e.depth)
 }
 
-// Flush returns every buffered frame (end of stream). The extractor keeps
+// Flush returns every buffered frame (end of stream), valid until the
+// next Push or Flush. The extractor keeps
 // its timeline: later pushes continue after the last DTS.
 func (e *DTSExtractor[T]) Flush() []Frame[T] {
 	return e.emit(len(e.pending))
@@ -72,7 +75,7 @@ func (e *DTSExtractor[T]) emit(n int) []Frame[T] {
 		}
 		e.shifted = true
 	}
-	out := make([]Frame[T], n)
+	out := slices.Grow(e.out[:0], n)[:n]
 	for i := range n {
 		f := e.pending[i]
 		dts := e.ptss[i] - e.shift
@@ -85,5 +88,6 @@ func (e *DTSExtractor[T]) emit(n int) []Frame[T] {
 	}
 	e.pending = slices.Delete(e.pending, 0, n)
 	e.ptss = slices.Delete(e.ptss, 0, n)
+	e.out = out
 	return out
 }

@@ -212,8 +212,16 @@ func writeTemp(ctx context.Context, f *os.File, hdr []byte, r io.Reader, size in
 	if _, err := f.Write(hdr); err != nil {
 		return nil, wrapDisk(err)
 	}
-	buf := make([]byte, copyBuf)
-	n, err := io.CopyBuffer(onlyWriter{f}, io.LimitReader(ctxReader{ctx, r}, size), buf)
+	var n int64
+	var err error
+	if src, ok := r.(*os.File); ok {
+		// A file (the recorder's spool): os.File.ReadFrom copies it in the
+		// kernel (copy_file_range) where it can. Not cancellable midway,
+		// but its size is bounded and ctx is checked before publishing.
+		n, err = f.ReadFrom(io.LimitReader(src, size))
+	} else {
+		n, err = io.CopyBuffer(onlyWriter{f}, io.LimitReader(ctxReader{ctx, r}, size), make([]byte, copyBuf))
+	}
 	if err != nil {
 		return nil, wrapDisk(err)
 	}

@@ -247,3 +247,36 @@ func TestCorruptObjectIsAnError(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, errors.Is(err, iofs.ErrNotExist))
 }
+
+// TestPutFromFile: a body that is an *os.File (copied in the kernel where
+// possible) stores exactly size bytes from the file's offset, with
+// metadata; a file shorter than size stores nothing.
+func TestPutFromFile(t *testing.T) {
+	t.Parallel()
+	b := newFS(t)
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 40000) // 640 KB
+	path := filepath.Join(t.TempDir(), "src")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = f.Seek(16, io.SeekStart)
+	require.NoError(t, err)
+	_, err = b.Put(ctx, "a/file", f, int64(len(data)-32), storage.PutOptions{IfAbsent: true, Metadata: map[string]string{"k": "v"}})
+	require.NoError(t, err)
+	rc, info, err := b.Get(ctx, "a/file", 0, -1)
+	require.NoError(t, err)
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	require.NoError(t, err)
+	require.Equal(t, data[16:len(data)-16], got)
+	require.Equal(t, "v", info.Metadata["k"])
+
+	_, err = f.Seek(0, io.SeekStart)
+	require.NoError(t, err)
+	_, err = b.Put(ctx, "a/short", f, int64(len(data)+1), storage.PutOptions{})
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	_, _, err = b.Get(ctx, "a/short", 0, -1)
+	require.ErrorIs(t, err, iofs.ErrNotExist)
+}
