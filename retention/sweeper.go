@@ -264,6 +264,10 @@ func (s *Sweeper) stateOf(ref storage.StreamRef) *streamState {
 // sweepStream deletes ref's expired segments, oldest hour first, under the
 // stream's lease.
 func (s *Sweeper) sweepStream(ctx context.Context, ref storage.StreamRef, pol Policy) (objs, bytes int64, touched bool, err error) {
+	if s.nothingExpired(ctx, ref, pol) {
+		s.met.sweeps.WithLabelValues("idle").Inc()
+		return 0, 0, false, nil
+	}
 	held, ok, err := s.lease.TryAcquire(ctx, "sweep/"+ref.StreamPrefix(), s.cfg.LeaseTTL)
 	if err != nil {
 		s.met.sweeps.WithLabelValues("error").Inc()
@@ -288,6 +292,36 @@ func (s *Sweeper) sweepStream(ctx context.Context, ref storage.StreamRef, pol Po
 		s.met.sweeps.WithLabelValues("swept").Inc()
 	}
 	return objs, bytes, true, err
+}
+
+// nothingExpired looks, without the lease, at a stream whose watermark
+// this node does not know (after a start, a plan change, an empty stream):
+// when its oldest hour cannot hold anything expired, it sets the watermark
+// and says so. Taking the lease only to find that out costs a write to the
+// lease holder per stream (a raft apply with the meter lease) on every
+// start, and changes the meter's state for nothing.
+func (s *Sweeper) nothingExpired(ctx context.Context, ref storage.StreamRef, pol Policy) bool {
+	s.mu.Lock()
+	ss := s.state[ref]
+	pending := ss != nil && len(ss.pending) > 0
+	s.mu.Unlock()
+	if pending {
+		return false
+	}
+	now := s.cfg.Now()
+	hour, found, err := s.oldestHour(ctx, ref)
+	if err != nil || found && pol.HourMayHoldExpired(hour, now) {
+		return false // the sweep under the lease looks again
+	}
+	next := now.Add(max(pol.Margin, time.Second)) // empty, as in sweepLocked
+	if found {
+		next = time.UnixMilli(hour).Add(pol.Keep())
+	}
+	ss = s.stateOf(ref)
+	s.mu.Lock()
+	ss.days, ss.next = pol.Days, next
+	s.mu.Unlock()
+	return true
 }
 
 func (s *Sweeper) sweepLocked(ctx context.Context, ref storage.StreamRef, pol Policy, ss *streamState) (objs, bytes int64, err error) {

@@ -286,6 +286,18 @@ func testSweep(t *testing.T, withRedis bool) {
 	require.NoError(t, err)
 	require.Zero(t, cs.calls.Load(), "idle sweeps made storage calls")
 
+	// A node that starts afresh finds out that nothing has expired without
+	// taking a lease (with the meter lease, a raft write per stream).
+	cl := &countingLease{Lease: lease}
+	fresh := NewSweeper(SweeperConfig{Margin: margin, Now: clk.Now}, f.store, f.idx, streams, usage, cl)
+	st, err = fresh.Sweep(ctx)
+	require.NoError(t, err)
+	require.Zero(t, st.Objects)
+	// s1's oldest hour straddles the expiry instant, which only the sweep
+	// under the lease can tell apart; s2's oldest hour cannot hold
+	// anything expired.
+	require.Equal(t, []string{"sweep/" + r1.StreamPrefix()}, cl.keys, "leases taken")
+
 	// At its expiry instant the oldest kept segment goes, alone.
 	clk.Set(pol.ExpiresAt(firstKept))
 	st, err = sw.Sweep(ctx)
@@ -478,4 +490,18 @@ func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float6
 		}
 	}
 	return 0
+}
+
+// countingLease records the keys it is asked for.
+type countingLease struct {
+	Lease
+	mu   sync.Mutex
+	keys []string
+}
+
+func (c *countingLease) TryAcquire(ctx context.Context, key string, ttl time.Duration) (Held, bool, error) {
+	c.mu.Lock()
+	c.keys = append(c.keys, key)
+	c.mu.Unlock()
+	return c.Lease.TryAcquire(ctx, key, ttl)
 }
