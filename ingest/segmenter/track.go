@@ -179,8 +179,14 @@ type accessUnit struct {
 // that steady recording does not allocate per picture.
 type auPool struct{ p sync.Pool }
 
-// maxPooledAU bounds the buffer a recycled access unit keeps.
-const maxPooledAU = 1 << 20
+// maxPooledAU bounds the buffer a recycled access unit keeps; a buffer
+// more than 4 times larger than the picture it held (a keyframe's, then
+// reused for a small one) above poolSlack is dropped too, so that pooled
+// buffers do not all grow to keyframe size and hold on to memory.
+const (
+	maxPooledAU = 1 << 20
+	poolSlack   = 64 << 10
+)
 
 func (p *auPool) get() *accessUnit {
 	if p != nil {
@@ -192,7 +198,7 @@ func (p *auPool) get() *accessUnit {
 }
 
 func (p *auPool) put(au *accessUnit) {
-	if p == nil || au == nil || cap(au.data) > maxPooledAU {
+	if p == nil || au == nil || cap(au.data) > maxPooledAU || cap(au.data) > poolSlack && cap(au.data) > 4*len(au.data) {
 		return
 	}
 	clear(au.nalus) // drop the views before the slice is reused
