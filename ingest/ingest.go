@@ -322,7 +322,8 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // hashed while it streams. A retry of stored content returns created=false
 // and no error; different content at the same start is ErrConflict. Other
 // errors are *BodyError, ErrIndexUnavailable or ErrStorageUnavailable
-// (wrapped). Callers do the authorisation and time checks.
+// (wrapped). Callers do the authorisation and time checks. SelfRecorded
+// (the recorder's own spool files only) skips validating and hashing.
 func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...StoreOption) (stored index.Segment, created bool, err error) {
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
 	key := ref.SegmentKey(seg.Start)
