@@ -3,6 +3,7 @@ package segmenter
 import (
 	"encoding/binary"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -181,6 +182,48 @@ func TestWallClockFromSenderReport(t *testing.T) {
 			}
 			if segs[0].DurationMS != 2000 {
 				t.Errorf("segment of %d ms, want 2000", segs[0].DurationMS)
+			}
+		})
+	}
+}
+
+// TestSenderReportStep: a later sender report that moves the clock by more
+// than maxClockStep re-anchors the recording at the next segment boundary:
+// forward leaves a gap, backward cannot go back over what is stored (the
+// recording stays contiguous), and jitter below the step changes nothing.
+func TestSenderReportStep(t *testing.T) {
+	vtestutil.RequireBinary(t, "ffprobe")
+	src := h264Source(t, "320x240", 4)
+	pkts := src.packets()
+	k := 0 // the first packet 1.5 s in, inside the second segment
+	for pkts[k].at < 1.5 {
+		k++
+	}
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	camera := t0.Add(-30 * time.Minute)
+	at := func(sec float64) int64 { return camera.Add(time.Duration(sec * float64(time.Second))).UnixMilli() }
+	for _, c := range []struct {
+		name   string
+		step   time.Duration
+		starts []int64
+	}{
+		{"forward", 500 * time.Millisecond, []int64{at(0), at(1), at(2.5), at(3.5)}},
+		{"backward", -300 * time.Millisecond, []int64{at(0), at(1), at(2), at(3)}},
+		{"jitter", 50 * time.Millisecond, []int64{at(0), at(1), at(2), at(3)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := newRig(t, time.Second)
+			later := camera.Add(time.Duration(pkts[k].at*float64(time.Second)) + c.step)
+			segs := publishWithSR(t, g, src, t0, map[int]sr{0: {0, camera}, k: {0, later}})
+			var starts []int64
+			for _, s := range segs {
+				starts = append(starts, s.Start)
+				if s.DurationMS != 1000 {
+					t.Errorf("segment at %d: %d ms, want 1000", s.Start, s.DurationMS)
+				}
+			}
+			if !slices.Equal(starts, c.starts) {
+				t.Errorf("segments start at %v, want %v", starts, c.starts)
 			}
 		})
 	}

@@ -7,6 +7,13 @@
 // memory) and, once closed, stored and indexed through the same Store as
 // an HTTP upload, retried with backoff while storage or the index is down.
 // Spool files a crash left behind are uploaded on the next start.
+//
+// Wall-clock time comes from the tracks' RTCP sender reports, else from the
+// receive time of the first packet; segments follow on one another in RTP
+// time. A later sender report that moves the clock by more than 100 ms
+// re-anchors the next segment: forward, after a gap; backward, it cannot
+// (the recording never overlaps what is stored), so the segments keep
+// following on and stay ahead of the publisher's clock by that step.
 package segmenter
 
 import (

@@ -215,8 +215,13 @@ func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error
 	return nil
 }
 
+// maxClockStep is how far a later sender report must move a track's clock
+// to replace it: below that it is jitter.
+const maxClockStep = 100 * time.Millisecond
+
 // WriteRTCP implements rtsp.Sink: the first sender report of a track fixes
-// its wall clock.
+// its wall clock; a later one that moves it by more than maxClockStep
+// replaces it, which places the next segment (openSegment).
 func (s *session) WriteRTCP(media int, pkts []rtcp.Packet) {
 	if media < 0 || media >= len(s.tracks) || s.tracks[media] == nil {
 		return
@@ -224,16 +229,24 @@ func (s *session) WriteRTCP(media int, pkts []rtcp.Packet) {
 	t := s.tracks[media]
 	for _, p := range pkts {
 		sr, ok := p.(*rtcp.SenderReport)
-		if !ok || t.clock.fromSR {
+		if !ok || t.clock.noSR {
 			continue
 		}
 		wall := ntpToUnixNS(sr.NTPTime)
 		if d := time.Duration(wall - s.r.cfg.Now().UnixNano()); d > time.Hour || d < -time.Hour {
 			s.log.Warn("segmenter: sender report clock is off by more than an hour; using the receive clock", "offset", d)
-			t.clock.fromSR = true // do not ask again
+			t.clock.noSR = true // do not ask again
 			continue
 		}
-		t.clock = clockMap{set: true, fromSR: true, rtp: t.ts.extend(sr.RTPTime), wallNS: wall, rate: int64(t.rate())}
+		m := clockMap{set: true, fromSR: true, rtp: t.ts.extend(sr.RTPTime), wallNS: wall, rate: int64(t.rate())}
+		if t.clock.fromSR {
+			step := time.Duration(wall - t.clock.wall(m.rtp))
+			if step.Abs() <= maxClockStep {
+				continue
+			}
+			s.log.Info("segmenter: sender report moves the clock", "step", step)
+		}
+		t.clock = m
 	}
 }
 
@@ -333,6 +346,11 @@ func (s *session) appendLast(dur int64) error {
 func (s *session) openSegment(media int, d0 int64) error {
 	vt := s.tracks[media]
 	startNS := s.nextStartNS
+	if w := vt.clock.wall(d0); startNS != 0 && vt.clock.fromSR && w-startNS > int64(maxClockStep) {
+		// A sender report moved the clock ahead: a gap. One that moved it
+		// back cannot place this segment over the stored one: it follows on.
+		startNS = w
+	}
 	if startNS == 0 {
 		startNS = vt.clock.wall(d0)
 		if !s.floorKnown {

@@ -153,10 +153,11 @@ func (u *unwrapper) extend(ts uint32) int64 {
 }
 
 // clockMap maps a track's extended RTP time to wall-clock nanoseconds:
-// from the first RTCP sender report when there is one, else from the
-// receive time of the first packet.
+// from the RTCP sender reports when there are, else from the receive time
+// of the first packet.
 type clockMap struct {
 	set, fromSR bool
+	noSR        bool // a sender report was off by more than an hour: ignore them
 	rtp         int64
 	wallNS      int64
 	rate        int64
