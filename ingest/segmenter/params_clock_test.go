@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigilcloud/vigil/index"
 	vtestutil "github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/media/fmp4"
 )
 
 // h264Source encodes seconds of testsrc2 at size with libx264, one
@@ -33,16 +34,21 @@ func concatWithNewParams(a, b *source) *source {
 	for i, s := range b.samples[0] {
 		s.dts, s.pts = s.dts+off, s.pts+off
 		if i == 0 {
-			var d []byte
-			for _, ps := range [][]byte{b.tracks[0].SPS, b.tracks[0].PPS} {
-				d = binary.BigEndian.AppendUint32(d, uint32(len(ps)))
-				d = append(d, ps...)
-			}
-			s.data = append(d, s.data...)
+			s.data = withParams(b.tracks[0], s.data)
 		}
 		out.samples[0] = append(out.samples[0], s)
 	}
 	return out
+}
+
+// withParams is the picture data with tr's SPS and PPS before it.
+func withParams(tr fmp4.Track, data []byte) []byte {
+	var d []byte
+	for _, ps := range [][]byte{tr.SPS, tr.PPS} {
+		d = binary.BigEndian.AppendUint32(d, uint32(len(ps)))
+		d = append(d, ps...)
+	}
+	return append(d, data...)
 }
 
 // packetCount is the number of video packets ffprobe reads in path.
@@ -101,6 +107,26 @@ func TestParameterChangeStartsSegment(t *testing.T) {
 			t.Errorf("segment %d holds %d pictures, want %d", i, n, want.frames)
 		}
 	}
+}
+
+// TestRepeatedParamsDoNotCut: cameras resend the same SPS/PPS in band
+// before every keyframe; that is no change and cuts nothing.
+func TestRepeatedParamsDoNotCut(t *testing.T) {
+	vtestutil.RequireBinary(t, "ffprobe")
+	src := h264Source(t, "320x240", 3)
+	for i, s := range src.samples[0] {
+		if s.key {
+			src.samples[0][i].data = withParams(src.tracks[0], s.data)
+		}
+	}
+	g := newRig(t, time.Minute)
+	publish(t, g, "cam1-main", src, time.Now().Add(-time.Minute), src.packets()).Close(nil)
+	g.rec.uploads.Wait()
+	segs := g.segments(t, "cam1-main")
+	if len(segs) != 1 || segs[0].DurationMS != 3000 {
+		t.Fatalf("segments %+v, want one of 3000 ms", segs)
+	}
+	probe(t, g.segmentFile(t, "cam1-main", segs[0]))
 }
 
 // unixToNTP is t as a 64-bit NTP timestamp.
@@ -202,19 +228,28 @@ func TestSenderReportStep(t *testing.T) {
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	camera := t0.Add(-30 * time.Minute)
 	at := func(sec float64) int64 { return camera.Add(time.Duration(sec * float64(time.Second))).UnixMilli() }
+	rx := func(sec float64) int64 { return t0.Add(time.Duration(sec * float64(time.Second))).UnixMilli() }
 	for _, c := range []struct {
 		name   string
+		first  bool // a sender report before the first packet
 		step   time.Duration
 		starts []int64
 	}{
-		{"forward", 500 * time.Millisecond, []int64{at(0), at(1), at(2.5), at(3.5)}},
-		{"backward", -300 * time.Millisecond, []int64{at(0), at(1), at(2), at(3)}},
-		{"jitter", 50 * time.Millisecond, []int64{at(0), at(1), at(2), at(3)}},
+		{"forward", true, 500 * time.Millisecond, []int64{at(0), at(1), at(2.5), at(3.5)}},
+		{"backward", true, -300 * time.Millisecond, []int64{at(0), at(1), at(2), at(3)}},
+		{"jitter", true, 50 * time.Millisecond, []int64{at(0), at(1), at(2), at(3)}},
+		// The first report comes after recording began on the receive
+		// clock, and the camera's clock is ahead of it.
+		{"late first report ahead", false, 30*time.Minute + 700*time.Millisecond, []int64{rx(0), rx(1), rx(2.7), rx(3.7)}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g := newRig(t, time.Second)
 			later := camera.Add(time.Duration(pkts[k].at*float64(time.Second)) + c.step)
-			segs := publishWithSR(t, g, src, t0, map[int]sr{0: {0, camera}, k: {0, later}})
+			srs := map[int]sr{k: {0, later}}
+			if c.first {
+				srs[0] = sr{0, camera}
+			}
+			segs := publishWithSR(t, g, src, t0, srs)
 			var starts []int64
 			for _, s := range segs {
 				starts = append(starts, s.Start)
