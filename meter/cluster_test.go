@@ -166,14 +166,24 @@ func TestClusterJoinForwardStatusAndIngestReplica(t *testing.T) {
 	}
 	converged(t, all...)
 
-	leader := leaderOf(t, nodes)
-	var follower *tnode
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
+	// On a loaded machine a follower may briefly know no leader (or an
+	// election may move it): look until its view agrees with the cluster's.
+	var (
+		leader, follower *tnode
+		r                resp
+	)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		leader = leaderOf(t, nodes)
+		for _, n := range nodes {
+			if n != leader {
+				follower = n
+			}
+		}
+		r = follower.c.op("GET", "/v1/cluster", "")
+		if l, _ := r.body["leader"].(map[string]any); l != nil && l["id"] == leader.id || time.Now().After(deadline) {
+			break
 		}
 	}
-	r := follower.c.op("GET", "/v1/cluster", "")
 	require.Equal(t, 200, r.status)
 	require.Equal(t, follower.id, r.body["node_id"])
 	require.Equal(t, "follower", r.body["role"])
