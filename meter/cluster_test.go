@@ -242,7 +242,10 @@ func (l *lossyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func TestForwardRetryAfterLostAnswerIsAppliedOnce(t *testing.T) {
-	nodes := startCluster(t, 2)
+	// Three voters: the leader keeps its quorum while the follower is
+	// reopened, so it stays the leader (with two it stepped down, and the
+	// reopened node could win: nothing would be forwarded).
+	nodes := startCluster(t, 3)
 	leader := leaderOf(t, nodes)
 	follower := nodes[0]
 	if follower == leader {
