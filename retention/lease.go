@@ -201,19 +201,19 @@ func (h *meterHeld) Release(ctx context.Context) error {
 	return nil
 }
 
-// keepLease renews held every ttl/3 until stop is called. The returned
-// context ends when a renewal fails (the lease may be someone else's by
-// then), so that the work under it stops; its cause says why.
-func keepLease(ctx context.Context, held Held, ttl time.Duration) (context.Context, func()) {
+// KeepLease renews held every ttl/3 until stop is called; stop returns
+// once no renewal is in flight, so a Release after it is the last word.
+// The returned context ends when a renewal fails (the lease may be someone
+// else's by then), so that the work under it stops; its cause says why.
+func KeepLease(ctx context.Context, held Held, ttl time.Duration) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
+	exited := make(chan struct{})
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(ttl / 3)
 		defer t.Stop()
 		for {
 			select {
-			case <-done:
-				return
 			case <-ctx.Done():
 				return
 			case <-t.C:
@@ -224,5 +224,5 @@ func keepLease(ctx context.Context, held Held, ttl time.Duration) (context.Conte
 			}
 		}
 	}()
-	return ctx, func() { close(done); cancel(nil) }
+	return ctx, func() { cancel(nil); <-exited }
 }

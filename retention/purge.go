@@ -149,7 +149,7 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
 	// Renewed in the background: a page delete may take longer than the
 	// TTL on a slow store.
-	ctx, stop := keepLease(ctx, held, p.cfg.LeaseTTL)
+	ctx, stop := KeepLease(ctx, held, p.cfg.LeaseTTL)
 	defer stop()
 	for {
 		empty, err := p.deleteAll(ctx, &j)

@@ -219,7 +219,7 @@ func (f *fakeHeld) Release(ctx context.Context) error { return nil }
 // a renewal fails.
 func TestKeepLease(t *testing.T) {
 	h := &fakeHeld{}
-	ctx, stop := keepLease(context.Background(), h, 30*time.Millisecond)
+	ctx, stop := KeepLease(context.Background(), h, 30*time.Millisecond)
 	defer stop()
 	require.Eventually(t, func() bool { return h.extends.Load() >= 3 }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, ctx.Err())

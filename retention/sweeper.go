@@ -279,7 +279,7 @@ func (s *Sweeper) sweepStream(ctx context.Context, ref storage.StreamRef, pol Po
 	}
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
 	// Renewed in the background: a long backlog outlasts the TTL.
-	lctx, stop := keepLease(ctx, held, s.cfg.LeaseTTL)
+	lctx, stop := KeepLease(ctx, held, s.cfg.LeaseTTL)
 	defer stop()
 	ss := s.stateOf(ref) // only the lease holder of this node touches it
 	objs, bytes, err = s.sweepLocked(lctx, ref, pol, ss)

@@ -20,8 +20,8 @@ import (
 )
 
 // session records one publishing session (an rtsp.Sink). Its calls never
-// overlap (the rtsp contract); the lease renewal runs beside them and only
-// touches leaseErr.
+// overlap (the rtsp contract); the lease renewal and the deletion watch
+// run beside them and only end live.
 type session struct {
 	r      *Recorder
 	st     meter.Stream
@@ -29,9 +29,8 @@ type session struct {
 	log    *slog.Logger
 
 	held      retention.Held
-	stopRenew context.CancelFunc
-	renewDone chan struct{}
-	leaseErr  atomic.Pointer[error] // why the session must stop: lease lost, stream deleted
+	live      context.Context // ends when the lease is lost or the stream deleted
+	stopLive  func()
 	backlog   atomic.Int32
 	closeOnce sync.Once
 
@@ -97,40 +96,37 @@ func newSession(r *Recorder, st meter.Stream, tracks []*track) *session {
 	return &session{r: r, st: st, tracks: tracks, log: r.log.With("stream", st.ID), audioQ: map[int][]queuedAudio{}}
 }
 
-// start begins renewing the publisher lease.
+// errStreamDeleted ends the session of a stream deleted while it records.
+var errStreamDeleted = errors.New("segmenter: the stream was deleted")
+
+// start begins renewing the publisher lease and watching for the stream's
+// deletion; live ends, with the cause, when either stops the recording.
 func (s *session) start(held retention.Held) {
 	s.held = held
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stopRenew, s.renewDone = cancel, make(chan struct{})
+	live, stopRenew := retention.KeepLease(context.Background(), held, s.r.cfg.LeaseTTL)
+	live, stopWatch := context.WithCancelCause(live)
+	exited := make(chan struct{})
 	go func() {
-		defer close(s.renewDone)
-		t := time.NewTicker(s.r.cfg.LeaseTTL / 3)
-		defer t.Stop()
+		defer close(exited)
 		check := time.NewTicker(s.r.cfg.DeletedCheck)
 		defer check.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-live.Done():
 				return
 			case <-check.C:
 				// A registry outage is no reason to stop recording; only a
 				// deletion is.
-				st, err := s.r.reg.Stream(ctx, s.st.ID)
+				st, err := s.r.reg.Stream(live, s.st.ID)
 				if errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil {
-					err = fmt.Errorf("segmenter: stream %s was deleted", s.st.ID)
-					s.leaseErr.Store(&err)
-					return
-				}
-			case <-t.C:
-				if err := held.Extend(ctx, s.r.cfg.LeaseTTL); err != nil && ctx.Err() == nil {
-					// Another node may take the stream now: stop recording.
-					err = fmt.Errorf("segmenter: publisher lease lost: %w", err)
-					s.leaseErr.Store(&err)
+					stopWatch(errStreamDeleted)
 					return
 				}
 			}
 		}
 	}()
+	s.live = live
+	s.stopLive = func() { stopWatch(nil); <-exited; stopRenew() }
 }
 
 // WriteRTP implements rtsp.Sink.
@@ -138,8 +134,12 @@ func (s *session) WriteRTP(media int, pkt *rtp.Packet, received time.Time) error
 	if s.err != nil {
 		return s.err
 	}
-	if e := s.leaseErr.Load(); e != nil {
-		s.err = *e
+	if s.live != nil && s.live.Err() != nil {
+		s.err = context.Cause(s.live)
+		if !errors.Is(s.err, errStreamDeleted) {
+			// Another node may take the stream now: stop recording.
+			s.err = fmt.Errorf("segmenter: publisher lease lost: %w", s.err)
+		}
 		return s.err
 	}
 	if int(s.backlog.Load()) > s.r.cfg.MaxBacklog {
@@ -509,9 +509,8 @@ func (s *session) Close(reason error) {
 }
 
 func (s *session) close(reason error) {
-	if s.stopRenew != nil {
-		s.stopRenew()
-		<-s.renewDone
+	if s.stopLive != nil {
+		s.stopLive()
 	}
 	if s.err == nil {
 		s.finish()
