@@ -36,9 +36,14 @@ type RTSPConfig struct {
 	VigilBin string // runs `vigil serve` (recording) and `vigil bench rtsp-sink` (baseline)
 	WorkDir  string
 	Streams  []int         // concurrent publishers per case
-	Duration time.Duration // measured window per case (after a warm-up)
-	Runs     int           // repetitions; medians are reported
-	Log      *slog.Logger
+	Duration time.Duration // measured window per case (after Warmup)
+	// Warmup precedes the window: long enough (segment duration plus the
+	// publishers' 2-s start spread) that every stream's first segment, and
+	// with it the one-off creation of its directories, is stored before
+	// the window opens, so the window shows steady recording. 0: 10 s.
+	Warmup time.Duration
+	Runs   int // repetitions; medians are reported
+	Log    *slog.Logger
 	// ServeArgs are extra `vigil serve` flags (e.g. --debug-addr to profile the recording node).
 	ServeArgs []string
 }
@@ -329,7 +334,10 @@ func runRTSPCase(ctx context.Context, cfg RTSPConfig, src *benchH264, n int, rec
 	}
 	_ = g.Wait()
 
-	const warmup = 3 * time.Second
+	warmup := cfg.Warmup
+	if warmup <= 0 {
+		warmup = 10 * time.Second
+	}
 	start := time.Now().Add(100 * time.Millisecond)
 	end := start.Add(warmup + cfg.Duration)
 	var sent atomic.Int64

@@ -28,7 +28,8 @@ func runBenchRTSP(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
 	runs := fset.Int("runs", 3, "repetitions of every case; medians are reported")
 	streams := fset.String("streams", "50,200,500", "concurrent publishers per case")
-	duration := fset.Duration("duration", 30*time.Second, "measured window per case (after a 3 s warm-up)")
+	duration := fset.Duration("duration", 30*time.Second, "measured window per case (after the warm-up)")
+	warmup := fset.Duration("warmup", 10*time.Second, "publishing before the window opens: at least the segment duration plus 2 s, so the first segments (and their directories) are stored before it")
 	serveArgs := fset.String("serve-args", "", "extra space-separated `vigil serve` flags for the recording node (e.g. --debug-addr 127.0.0.1:6060)")
 	work := fset.String("work-dir", "", "where the nodes keep data and the recorded source is cached (default: a temp dir, removed after)")
 	if err := fset.Parse(args); err != nil {
@@ -39,7 +40,7 @@ func runBenchRTSP(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer cleanup()
-	cfg := bench.RTSPConfig{VigilBin: self, WorkDir: dir, Duration: *duration, Runs: *runs, Log: newLogger(stderr, "info"),
+	cfg := bench.RTSPConfig{VigilBin: self, WorkDir: dir, Duration: *duration, Warmup: *warmup, Runs: *runs, Log: newLogger(stderr, "info"),
 		ServeArgs: strings.Fields(*serveArgs)}
 	if cfg.Streams, err = parseList(*streams, strconv.Atoi); err != nil {
 		return fmt.Errorf("--streams: %w", err)

@@ -230,11 +230,13 @@ func TestIdleTimeout(t *testing.T) {
 // a session past the idle timeout.
 func TestKeepaliveHoldsIdle(t *testing.T) {
 	h := newTestHandler()
-	ts := startServer(t, Config{IdleTimeout: 400 * time.Millisecond}, h)
+	// Keepalives span well past the timeout, each far inside it, so that a
+	// loaded machine's scheduling delays cannot pass for idleness.
+	ts := startServer(t, Config{IdleTimeout: 1500 * time.Millisecond}, h)
 	c := dial(t, ts.url("br", "token", "cam1"))
 	recordSession(t, c, true)
 	for i := 0; i < 8; i++ {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 		r, err := c.Do(context.Background(), "GET_PARAMETER", c.URL(), nil, nil)
 		if err != nil || r.Status != 200 {
 			t.Fatalf("keepalive %d: %v %+v", i, err, r)

@@ -1,8 +1,12 @@
 package segmenter
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -101,48 +105,81 @@ func TestMalformedNALEndsSession(t *testing.T) {
 }
 
 // TestCrashRecovery: a process dies mid-segment (torn last fragment); the
-// next one stores the segment up to its last complete fragment.
+// next one stores the segment up to its last complete fragment. A spool
+// file of the format before the headroom (version 1) is recovered too.
 func TestCrashRecovery(t *testing.T) {
 	src := makeSource(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25")
-	g := newRig(t, time.Minute)
-	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
-	publish(t, g, "cam1-main", src, t0, src.packets()) // never closed: the "crash"
-	paths, _ := filepath.Glob(filepath.Join(g.rec.cfg.SpoolDir, "cam1-main", "*.mp4"))
-	if len(paths) != 1 {
-		t.Fatalf("spool: %v", paths)
-	}
-	f, err := os.OpenFile(paths[0], os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte("\x00\x00\x10\x00moof torn")) // a fragment cut short
-	f.Close()
-	_, wantMS, _, _, err := readJournal(paths[0])
-	if err != nil || wantMS < 2000 {
-		t.Fatalf("journal: %d ms, %v", wantMS, err)
-	}
+	for _, version := range []int{journalVersion, 1} {
+		t.Run(fmt.Sprintf("version%d", version), func(t *testing.T) {
+			g := newRig(t, time.Minute)
+			t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+			publish(t, g, "cam1-main", src, t0, src.packets()) // never closed: the "crash"
+			paths, _ := filepath.Glob(filepath.Join(g.rec.cfg.SpoolDir, "cam1-main", "*.mp4"))
+			if len(paths) != 1 {
+				t.Fatalf("spool: %v", paths)
+			}
+			if version == 1 {
+				toVersion1(t, paths[0])
+			}
+			f, err := os.OpenFile(paths[0], os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte("\x00\x00\x10\x00moof torn")) // a fragment cut short
+			f.Close()
+			j, err := readJournal(paths[0])
+			wantMS := j.durationMS
+			if err != nil || wantMS < 2000 {
+				t.Fatalf("journal: %d ms, %v", wantMS, err)
+			}
 
-	rec2, err := New(Config{SpoolDir: g.rec.cfg.SpoolDir, Logger: testLogger(t)}, g.reg, g.ing, g.idx)
+			rec2, err := New(Config{SpoolDir: g.rec.cfg.SpoolDir, Logger: testLogger(t)}, g.reg, g.ing, g.idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { rec2.Run(ctx); close(done) }()
+			deadline := time.Now().Add(20 * time.Second)
+			var segs []index.Segment
+			for len(segs) == 0 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+				segs = g.segments(t, "cam1-main")
+			}
+			cancel()
+			<-done
+			if len(segs) != 1 || segs[0].DurationMS != wantMS || segs[0].Start < t0.UnixMilli()-100 || segs[0].SHA256 == "" {
+				t.Fatalf("recovered %+v, want one segment of %d ms", segs, wantMS)
+			}
+			probe(t, g.segmentFile(t, "cam1-main", segs[0]))
+			if left, _ := filepath.Glob(filepath.Join(g.rec.cfg.SpoolDir, "cam1-main", "*")); len(left) != 0 {
+				t.Errorf("spool after recovery: %v", left)
+			}
+		})
+	}
+}
+
+// toVersion1 rewrites a spooled segment in the format before the headroom.
+func toVersion1(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { rec2.Run(ctx); close(done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	var segs []index.Segment
-	for len(segs) == 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		segs = g.segments(t, "cam1-main")
+	if err := os.WriteFile(path, b[storage.SpoolHeadroom:], 0o600); err != nil {
+		t.Fatal(err)
 	}
-	cancel()
-	<-done
-	if len(segs) != 1 || segs[0].DurationMS != wantMS || segs[0].Start < t0.UnixMilli()-100 {
-		t.Fatalf("recovered %+v, want one segment of %d ms", segs, wantMS)
+	jb, err := os.ReadFile(path + journalSuffix)
+	if err != nil {
+		t.Fatal(err)
 	}
-	probe(t, g.segmentFile(t, "cam1-main", segs[0]))
-	if left, _ := filepath.Glob(filepath.Join(g.rec.cfg.SpoolDir, "cam1-main", "*")); len(left) != 0 {
-		t.Errorf("spool after recovery: %v", left)
+	header := fmt.Sprintf("vigil-spool %d ", journalVersion)
+	if !bytes.HasPrefix(jb, []byte(header)) {
+		t.Fatalf("journal %q", jb)
+	}
+	jb = append([]byte("vigil-spool 1 "), jb[len(header):]...)
+	if err := os.WriteFile(path+journalSuffix, jb, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -179,6 +216,56 @@ func TestStoreRetriedWhileStorageIsDown(t *testing.T) {
 	checkContiguous(t, segs)
 	if value(g.rec.m.retries) < 5 {
 		t.Errorf("retries %v", value(g.rec.m.retries))
+	}
+}
+
+// flakyIndex fails the first n Adds (the index down after the object was
+// stored).
+type flakyIndex struct {
+	ingest.Index
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyIndex) Add(ctx context.Context, ref storage.StreamRef, seg index.Segment) (index.Segment, bool, error) {
+	f.mu.Lock()
+	fail := f.fails > 0
+	f.fails--
+	f.mu.Unlock()
+	if fail {
+		return index.Segment{}, false, errors.New("index down")
+	}
+	return f.Index.Add(ctx, ref, seg)
+}
+
+// TestStoredButNotIndexedRetried: the fs backend adopted the spool file as
+// the object, then indexing failed. The retry must neither write into
+// that file (it is the object now) nor store a second copy: it finds the
+// object, checks its SHA-256 and indexes it.
+func TestStoredButNotIndexedRetried(t *testing.T) {
+	src := makeSource(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25")
+	g := newRig(t, time.Minute)
+	g.rec.store = ingest.New(ingest.Config{}, g.store, &flakyIndex{Index: g.idx, fails: 1}, g.reg)
+	publish(t, g, "cam1-main", src, time.Now().Add(-time.Minute), src.packets()).Close(nil)
+	g.rec.uploads.Wait()
+	segs := g.segments(t, "cam1-main")
+	if len(segs) != 1 {
+		t.Fatalf("%d segments indexed, want 1", len(segs))
+	}
+	path := g.segmentFile(t, "cam1-main", segs[0])
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != segs[0].SHA256 || int64(len(b)) != segs[0].Size {
+		t.Fatalf("indexed %d bytes sha256 %s; the object has %d bytes sha256 %x", segs[0].Size, segs[0].SHA256, len(b), sum)
+	}
+	probe(t, path)
+	if value(g.rec.m.retries) < 1 {
+		t.Errorf("retries %v", value(g.rec.m.retries))
+	}
+	if left, _ := filepath.Glob(filepath.Join(g.rec.cfg.SpoolDir, "cam1-main", "*")); len(left) != 0 {
+		t.Errorf("spool after the retry: %v", left)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/vigilcloud/vigil/media/fmp4"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/retention"
+	"github.com/vigilcloud/vigil/storage"
 )
 
 // session records one publishing session (an rtsp.Sink). Its calls never
@@ -477,12 +478,13 @@ func (s *session) closeSegment(end int64) error {
 	}
 	err := s.flushFragment(end)
 	s.seg = nil
-	if cerr := seg.sp.close(); err == nil {
+	if cerr := seg.sp.finish(); err == nil {
 		err = cerr
 	}
 	endNS := seg.wallOf(end)
 	endMS := endNS / 1e6
 	if err != nil || seg.sp.frags == 0 || endMS <= seg.startMS {
+		seg.sp.f.Close()
 		removeSpool(seg.sp.path)
 		s.r.setOwned(seg.sp.path, false)
 		if err != nil {
@@ -495,9 +497,9 @@ func (s *session) closeSegment(end int64) error {
 		s.r.m.aboveTierSegs.Inc()
 	}
 	s.backlog.Add(1)
-	s.r.enqueue(uploadJob{path: seg.sp.path, stream: s.st.ID,
+	s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID,
 		seg:    index.Segment{Start: seg.startMS, DurationMS: endMS - seg.startMS, Width: seg.width, Height: seg.height},
-		sha256: seg.sp.sum(), size: seg.sp.size,
+		offset: storage.SpoolHeadroom, size: seg.sp.size, sha256: seg.sp.sum(),
 		done: func() { s.backlog.Add(-1) }})
 	return nil
 }
@@ -521,21 +523,32 @@ func (s *session) close(reason error) {
 			af.samples = nil
 		}
 		seg := s.seg
-		if err := seg.sp.close(); err == nil && seg.sp.frags > 0 {
-			s.seg = nil
-			size, dur, _, _, jerr := readJournal(seg.sp.path)
-			if jerr == nil && size > 0 && dur > 0 {
-				s.backlog.Add(1)
-				s.endMS = seg.startMS + dur
-				job := uploadJob{path: seg.sp.path, stream: s.st.ID,
-					seg:  index.Segment{Start: seg.startMS, DurationMS: dur, Width: seg.width, Height: seg.height},
-					done: func() { s.backlog.Add(-1) }}
-				if size == seg.sp.size {
-					job.sha256, job.size = seg.sp.sum(), size
-				}
-				s.r.enqueue(job)
+		s.seg = nil
+		j, err := journal{}, seg.sp.finish()
+		if err == nil {
+			j, err = readJournal(seg.sp.path)
+		}
+		if err == nil && j.size > 0 && j.durationMS > 0 {
+			err = cutSpool(seg.sp.path, j) // a torn last fragment goes
+		} else if err == nil {
+			err = errNoFragment
+		}
+		if err == nil {
+			s.backlog.Add(1)
+			s.endMS = seg.startMS + j.durationMS
+			job := uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID,
+				seg:    index.Segment{Start: seg.startMS, DurationMS: j.durationMS, Width: seg.width, Height: seg.height},
+				offset: j.offset, size: j.size,
+				done: func() { s.backlog.Add(-1) }}
+			if j.size == seg.sp.size {
+				job.sha256 = seg.sp.sum()
 			}
+			s.r.enqueue(job)
 		} else {
+			if !errors.Is(err, errNoFragment) {
+				s.log.Warn("segmenter: failed session's segment not kept", "err", err)
+			}
+			seg.sp.f.Close()
 			removeSpool(seg.sp.path)
 			s.r.setOwned(seg.sp.path, false)
 		}

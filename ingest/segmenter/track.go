@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -177,13 +178,14 @@ type accessUnit struct {
 }
 
 // auPool recycles access units between the sessions of a recorder, so
-// that steady recording does not allocate per picture.
-type auPool struct{ p sync.Pool }
+// that steady recording does not allocate per picture. Buffers up to
+// poolSlack (most pictures) and larger ones (keyframes) are kept apart: a
+// picture starts in a small buffer and moves to a large one only when it
+// outgrows it, so small pictures never hold keyframe-sized memory and a
+// keyframe is not grown step by step from a small buffer.
+type auPool struct{ small, large sync.Pool }
 
-// maxPooledAU bounds the buffer a recycled access unit keeps; a buffer
-// more than 4 times larger than the picture it held (a keyframe's, then
-// reused for a small one) above poolSlack is dropped too, so that pooled
-// buffers do not all grow to keyframe size and hold on to memory.
+// maxPooledAU bounds the buffer a recycled access unit keeps.
 const (
 	maxPooledAU = 1 << 20
 	poolSlack   = 64 << 10
@@ -191,7 +193,7 @@ const (
 
 func (p *auPool) get() *accessUnit {
 	if p != nil {
-		if au, ok := p.p.Get().(*accessUnit); ok {
+		if au, ok := p.small.Get().(*accessUnit); ok {
 			return au
 		}
 	}
@@ -199,12 +201,35 @@ func (p *auPool) get() *accessUnit {
 }
 
 func (p *auPool) put(au *accessUnit) {
-	if p == nil || au == nil || cap(au.data) > maxPooledAU || cap(au.data) > poolSlack && cap(au.data) > 4*len(au.data) {
+	if p == nil || au == nil || cap(au.data) > maxPooledAU {
 		return
 	}
 	clear(au.nalus) // drop the views before the slice is reused
 	*au = accessUnit{data: au.data[:0], nalus: au.nalus[:0]}
-	p.p.Put(au)
+	if cap(au.data) > poolSlack {
+		p.large.Put(au)
+	} else {
+		p.small.Put(au)
+	}
+}
+
+// grow makes room for n more bytes in au.data, moving a picture that
+// outgrows a small buffer into a recycled large one when there is one.
+func (p *auPool) grow(au *accessUnit, n int) {
+	need := len(au.data) + n
+	if need <= cap(au.data) {
+		return
+	}
+	if p != nil && cap(au.data) <= poolSlack {
+		if l, ok := p.large.Get().(*accessUnit); ok {
+			// Swap buffers: au takes the large one, the small one goes back.
+			big := append(l.data[:0], au.data...)
+			l.data = au.data[:0]
+			au.data = big
+			p.small.Put(l)
+		}
+	}
+	au.data = slices.Grow(au.data, n)
 }
 
 // videoTrack depacketises H.264/H.265 into access units.
@@ -329,6 +354,7 @@ func (v *videoTrack) push(pkt *rtp.Packet, ts int64) ([]timedAU, error) {
 			v.au = v.pool.get()
 		}
 		v.auNALUs++
+		v.pool.grow(v.au, 4+len(n))
 		v.au.data = binary.BigEndian.AppendUint32(v.au.data, uint32(len(n)))
 		v.au.data = append(v.au.data, n...)
 	}

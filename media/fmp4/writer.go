@@ -373,10 +373,36 @@ func descriptor(w *bytes.Buffer, tag byte, body []byte) {
 // filled in). It returns the number of bytes written. Sample data is written
 // straight from the samples, not copied.
 func WriteFragment(w io.Writer, f Fragment) (int64, error) {
-	if len(f.Tracks) == 0 {
-		return 0, fmt.Errorf("fmp4: write fragment %d: no tracks", f.SequenceNumber)
+	hdr, err := AppendFragmentHeader(nil, f)
+	if err != nil {
+		return 0, err
 	}
-	var b builder
+	written, err := w.Write(hdr)
+	n := int64(written)
+	if err != nil {
+		return n, fmt.Errorf("fmp4: write fragment %d: %w", f.SequenceNumber, err)
+	}
+	for _, tf := range f.Tracks {
+		for _, s := range tf.Samples {
+			written, err := w.Write(s.Data)
+			n += int64(written)
+			if err != nil {
+				return n, fmt.Errorf("fmp4: write fragment %d: %w", f.SequenceNumber, err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// AppendFragmentHeader appends f's moof and mdat box header to dst: the
+// fragment is that followed by every sample's Data, track by track, which
+// lets a caller write it with one writev instead of copying the samples.
+func AppendFragmentHeader(dst []byte, f Fragment) ([]byte, error) {
+	if len(f.Tracks) == 0 {
+		return dst, fmt.Errorf("fmp4: write fragment %d: no tracks", f.SequenceNumber)
+	}
+	b := builder{b: dst}
+	base := len(dst)
 	moof := b.start("moof")
 	mfhd := b.fullStart("mfhd", 0, 0)
 	b.u32(f.SequenceNumber)
@@ -385,7 +411,7 @@ func WriteFragment(w io.Writer, f Fragment) (int64, error) {
 	dataSize := make([]uint64, len(f.Tracks))
 	for i, tf := range f.Tracks {
 		if len(tf.Samples) == 0 {
-			return 0, fmt.Errorf("fmp4: write fragment %d: track %d has no samples", f.SequenceNumber, tf.TrackID)
+			return dst, fmt.Errorf("fmp4: write fragment %d: track %d has no samples", f.SequenceNumber, tf.TrackID)
 		}
 		traf := b.start("traf")
 		tfhd := b.fullStart("tfhd", 0, tfhdDefaultBaseIsMoof)
@@ -422,34 +448,20 @@ func WriteFragment(w io.Writer, f Fragment) (int64, error) {
 		b.end(traf)
 	}
 	b.end(moof)
-	off := uint64(len(b.b)) + 8
+	off := uint64(len(b.b)-base) + 8
 	var total uint64
 	for i := range f.Tracks {
 		if off > math.MaxInt32 {
-			return 0, fmt.Errorf("fmp4: write fragment %d: data offset %d too large", f.SequenceNumber, off)
+			return dst, fmt.Errorf("fmp4: write fragment %d: data offset %d too large", f.SequenceNumber, off)
 		}
 		binary.BigEndian.PutUint32(b.b[offsetAt[i]:], uint32(off))
 		off += dataSize[i]
 		total += dataSize[i]
 	}
 	if total+8 > math.MaxUint32 {
-		return 0, fmt.Errorf("fmp4: write fragment %d: mdat of %d bytes too large", f.SequenceNumber, total)
+		return dst, fmt.Errorf("fmp4: write fragment %d: mdat of %d bytes too large", f.SequenceNumber, total)
 	}
 	b.u32(uint32(total + 8))
 	b.str("mdat")
-	written, err := w.Write(b.b)
-	n := int64(written)
-	if err != nil {
-		return n, fmt.Errorf("fmp4: write fragment %d: %w", f.SequenceNumber, err)
-	}
-	for _, tf := range f.Tracks {
-		for _, s := range tf.Samples {
-			written, err := w.Write(s.Data)
-			n += int64(written)
-			if err != nil {
-				return n, fmt.Errorf("fmp4: write fragment %d: %w", f.SequenceNumber, err)
-			}
-		}
-	}
-	return n, nil
+	return b.b, nil
 }

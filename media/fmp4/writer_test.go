@@ -169,3 +169,36 @@ func TestWriteVideoFFprobe(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendFragmentHeader: the header appended after other bytes, followed
+// by the samples, is exactly what WriteFragment writes.
+func TestAppendFragmentHeader(t *testing.T) {
+	f := Fragment{SequenceNumber: 7, Tracks: []TrackFragment{
+		{TrackID: 1, BaseDecodeTime: 9000, Samples: []Sample{{Duration: 3600, Keyframe: true, Data: []byte("key picture")}, {Duration: 3600, PTSOffset: 3600, Data: []byte("p")}}},
+		{TrackID: 2, BaseDecodeTime: 480, Samples: []Sample{{Duration: 1024, Keyframe: true, Data: []byte("aac")}}},
+	}}
+	var want bytes.Buffer
+	if _, err := WriteFragment(&want, f); err != nil {
+		t.Fatal(err)
+	}
+	prefix := []byte("earlier bytes")
+	got, err := AppendFragmentHeader(append([]byte{}, prefix...), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(prefix)], prefix) {
+		t.Fatalf("prefix overwritten: %q", got[:len(prefix)])
+	}
+	got = got[len(prefix):]
+	for _, tf := range f.Tracks {
+		for _, s := range tf.Samples {
+			got = append(got, s.Data...)
+		}
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("header+samples differ from WriteFragment:\n%x\n%x", got, want.Bytes())
+	}
+	if _, err := AppendFragmentHeader(prefix, Fragment{SequenceNumber: 1}); err == nil {
+		t.Fatal("a fragment without tracks was accepted")
+	}
+}

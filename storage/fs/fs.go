@@ -11,7 +11,10 @@
 //
 // Writes stream into root/.tmp, are fsynced, then linked (IfAbsent) or
 // renamed into place, and the parent directory is fsynced. Leftovers in
-// .tmp from a crash are removed by New. Key segments may not begin with
+// .tmp from a crash are removed by New. A storage.Spooled body is not
+// copied: its file already has the header's room in front of the body, so
+// the header is written there and that file is synced and linked in its
+// place (falling back to a copy when it is on another file system). Key segments may not begin with
 // "." so that backend bookkeeping (.tmp) never collides with a key. Unlike
 // S3, a key cannot also be the prefix of another key ("a" and "a/b"): one
 // is a file, the other needs a directory of that name; such a Put fails.
@@ -41,7 +44,9 @@ var _ storage.Backend = (*Backend)(nil)
 
 const (
 	tmpDirName = ".tmp"
-	headerSize = 4096
+	// headerSize is storage.SpoolHeadroom, so that a spooled file can
+	// become an object where it lies.
+	headerSize = storage.SpoolHeadroom
 	magic      = "VIGILFS1"
 	// copyBuf bounds the memory of one Put.
 	copyBuf = 256 << 10
@@ -175,6 +180,12 @@ func (b *Backend) put(ctx context.Context, key string, r io.Reader, size int64, 
 	if err := ctx.Err(); err != nil {
 		return storage.ObjectInfo{}, err
 	}
+	if sp, ok := r.(*storage.Spooled); ok && sp.Size() == size {
+		info, adopted, err := b.adopt(ctx, key, sp, hdr, opts)
+		if adopted || err != nil {
+			return info, err
+		}
+	}
 	f, err := os.CreateTemp(b.tmp, "put-*")
 	if err != nil {
 		return storage.ObjectInfo{}, wrapDisk(err)
@@ -205,6 +216,49 @@ func (b *Backend) put(ctx context.Context, key string, r io.Reader, size int64, 
 		ContentType: contentType(opts),
 		Metadata:    maps.Clone(opts.Metadata),
 	}, nil
+}
+
+// adopt makes sp's file the object: the header goes into its headroom, the
+// file is synced and linked (or renamed) to key. adopted is false, with no
+// error, when the file cannot be linked from where it is (another file
+// system); the caller copies it then.
+func (b *Backend) adopt(ctx context.Context, key string, sp *storage.Spooled, hdr []byte, opts storage.PutOptions) (info storage.ObjectInfo, adopted bool, err error) {
+	f := sp.File
+	st, err := f.Stat()
+	if err != nil {
+		return storage.ObjectInfo{}, false, wrapDisk(err)
+	}
+	if st.Size() != headerSize+sp.Size() {
+		// Bytes after the body would become part of the object.
+		return storage.ObjectInfo{}, false, nil
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || sys.Nlink != 1 {
+		// It has another name already, perhaps as an object (a retry
+		// after a Put whose caller failed later): never write into it.
+		return storage.ObjectInfo{}, false, nil
+	}
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		return storage.ObjectInfo{}, false, wrapDisk(err)
+	}
+	if err := f.Sync(); err != nil {
+		return storage.ObjectInfo{}, false, wrapDisk(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return storage.ObjectInfo{}, false, err
+	}
+	if err := b.publish(f.Name(), b.path(key), opts.IfAbsent); err != nil {
+		if errors.Is(err, syscall.EXDEV) {
+			return storage.ObjectInfo{}, false, nil
+		}
+		return storage.ObjectInfo{}, true, err
+	}
+	return storage.ObjectInfo{
+		Key:         key,
+		Size:        sp.Size(),
+		ModTime:     st.ModTime(),
+		ContentType: contentType(opts),
+		Metadata:    maps.Clone(opts.Metadata),
+	}, true, nil
 }
 
 // writeTemp writes the header and exactly size bytes of r to f and syncs it.

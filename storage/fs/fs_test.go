@@ -280,3 +280,117 @@ func TestPutFromFile(t *testing.T) {
 	_, _, err = b.Get(ctx, "a/short", 0, -1)
 	require.ErrorIs(t, err, iofs.ErrNotExist)
 }
+
+// spoolFile writes body after storage.SpoolHeadroom free bytes, plus tail.
+func spoolFile(t *testing.T, dir string, body, tail []byte) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "spool-*")
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	_, err = f.WriteAt(append(append([]byte{}, body...), tail...), storage.SpoolHeadroom)
+	require.NoError(t, err)
+	return f
+}
+
+func readObject(t *testing.T, b *Backend, key string) ([]byte, storage.ObjectInfo) {
+	t.Helper()
+	rc, info, err := b.Get(context.Background(), key, 0, -1)
+	require.NoError(t, err)
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	return got, info
+}
+
+func sameFile(t *testing.T, a, b string) bool {
+	t.Helper()
+	sa, err := os.Stat(a)
+	require.NoError(t, err)
+	sb, err := os.Stat(b)
+	require.NoError(t, err)
+	return os.SameFile(sa, sb)
+}
+
+// TestPutAdoptsSpooledFile: a storage.Spooled body becomes the object
+// without a copy when it can, and is copied (or refused) when it cannot.
+func TestPutAdoptsSpooledFile(t *testing.T) {
+	t.Parallel()
+	b := newFS(t)
+	ctx := context.Background()
+	spoolDir := t.TempDir()
+	body := bytes.Repeat([]byte("segment "), 50000)
+	meta := storage.PutOptions{IfAbsent: true, ContentType: "video/mp4", Metadata: map[string]string{"sha256": "abc"}}
+
+	f := spoolFile(t, spoolDir, body, nil)
+	_, err := b.Put(ctx, "a/1", storage.NewSpooled(f, int64(len(body))), int64(len(body)), meta)
+	require.NoError(t, err)
+	got, info := readObject(t, b, "a/1")
+	require.Equal(t, body, got)
+	require.Equal(t, "abc", info.Metadata["sha256"])
+	require.Equal(t, "video/mp4", info.ContentType)
+	require.True(t, sameFile(t, f.Name(), b.path("a/1")), "the spooled file itself is the object")
+	left, err := os.ReadDir(b.tmp)
+	require.NoError(t, err)
+	require.Empty(t, left, "no temp copy")
+
+	// The same file again, under another key: it is an object already
+	// (two names), so it is copied and the first object is untouched.
+	_, err = b.Put(ctx, "a/2", storage.NewSpooled(f, int64(len(body))), int64(len(body)), storage.PutOptions{IfAbsent: true, Metadata: map[string]string{"sha256": "other"}})
+	require.NoError(t, err)
+	require.False(t, sameFile(t, b.path("a/1"), b.path("a/2")))
+	_, info = readObject(t, b, "a/1")
+	require.Equal(t, "abc", info.Metadata["sha256"])
+	got, info = readObject(t, b, "a/2")
+	require.Equal(t, body, got)
+	require.Equal(t, "other", info.Metadata["sha256"])
+
+	// Another file at a taken key: ErrExists, the object stays as it was.
+	other := spoolFile(t, spoolDir, []byte("different"), nil)
+	_, err = b.Put(ctx, "a/1", storage.NewSpooled(other, 9), 9, storage.PutOptions{IfAbsent: true, Metadata: map[string]string{"sha256": "x"}})
+	require.ErrorIs(t, err, storage.ErrExists)
+	got, info = readObject(t, b, "a/1")
+	require.Equal(t, body, got)
+	require.Equal(t, "abc", info.Metadata["sha256"])
+
+	// Bytes after the body (a torn fragment) never become part of an
+	// object: the body alone is copied.
+	torn := spoolFile(t, spoolDir, body[:1000], []byte("torn tail"))
+	_, err = b.Put(ctx, "a/3", storage.NewSpooled(torn, 1000), 1000, meta)
+	require.NoError(t, err)
+	got, _ = readObject(t, b, "a/3")
+	require.Equal(t, body[:1000], got)
+	require.False(t, sameFile(t, torn.Name(), b.path("a/3")))
+
+	// A cancelled Put publishes nothing.
+	cf := spoolFile(t, spoolDir, body[:10], nil)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = b.Put(cctx, "a/4", storage.NewSpooled(cf, 10), 10, meta)
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = b.Stat(ctx, "a/4")
+	require.ErrorIs(t, err, iofs.ErrNotExist)
+}
+
+// TestPutSpooledAcrossFileSystems: a spooled file on another file system
+// cannot be linked, so it is copied.
+func TestPutSpooledAcrossFileSystems(t *testing.T) {
+	t.Parallel()
+	b := newFS(t)
+	shm, err := os.MkdirTemp("/dev/shm", "vigil-fs-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	var a, c syscall.Stat_t
+	require.NoError(t, syscall.Stat(shm, &a))
+	require.NoError(t, syscall.Stat(b.root, &c))
+	if a.Dev == c.Dev {
+		t.Skip("/dev/shm is on the same file system as the test's temp dir")
+	}
+	body := []byte("across devices")
+	f := spoolFile(t, shm, body, nil)
+	_, err = b.Put(context.Background(), "x/1", storage.NewSpooled(f, int64(len(body))), int64(len(body)), storage.PutOptions{IfAbsent: true})
+	require.NoError(t, err)
+	got, _ := readObject(t, b, "x/1")
+	require.Equal(t, body, got)
+}
