@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -298,13 +297,13 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		cpu0, alloc0 := cpuTime(), totalAlloc()
+		cpu0, alloc0 := processCPU(), totalAlloc()
 		for range sweeps {
 			if _, err := sw.Sweep(ctx); err != nil {
 				return nil, err
 			}
 		}
-		cpu := (cpuTime() - cpu0) / sweeps
+		cpu := (processCPU() - cpu0) / sweeps
 		alloc := float64(totalAlloc()-alloc0) / sweeps
 		name := fmt.Sprintf("idle sweep, %d streams, %d segs", is.Streams, per*is.Streams)
 		if is.Sparse {
@@ -360,12 +359,6 @@ func (c *countingStore) Stat(ctx context.Context, k string) (storage.ObjectInfo,
 func (c *countingStore) Delete(ctx context.Context, keys []string) error {
 	c.calls++
 	return c.Backend.Delete(ctx, keys)
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func totalAlloc() uint64 {
