@@ -187,7 +187,13 @@ func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error
 		}
 		return nil
 	}
-	frames, err := t.audio.frames(pkt.Payload)
+	frames, lost, err := t.audio.frames(pkt, ts)
+	if lost > 0 {
+		// Packet loss (UDP) cost fragmented AUs: a short silence, not an
+		// error.
+		s.r.m.audioLost.Add(float64(lost))
+		s.log.Info("segmenter: audio frames lost with their packets", "frames", lost, "seq", pkt.SequenceNumber)
+	}
 	if err != nil {
 		return err
 	}
@@ -201,11 +207,10 @@ func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error
 			}
 			q[n-1].dur = d
 		}
-		dur := int64(0)
-		if t.audio.codec == fmp4.AAC {
-			dur = int64(t.audio.frameDur)
-		}
-		q = append(q, queuedAudio{wallNS: t.clock.wall(at), dur: dur, ts: at, data: append([]byte(nil), f...)})
+		// The length comes from the next frame's time, so that a frame
+		// lost with its packets leaves a gap rather than pulling what
+		// follows early (out of sync with the video).
+		q = append(q, queuedAudio{wallNS: t.clock.wall(at), ts: at, data: append([]byte(nil), f...)})
 	}
 	if len(q) > maxAudioQueue {
 		// Audio without video to place it against: keep the newest.
