@@ -9,6 +9,7 @@ type metrics struct {
 	retries       prometheus.Counter
 	backlog       prometheus.Gauge
 	lost          prometheus.Counter
+	audioLost     prometheus.Counter
 	aboveTier     prometheus.Gauge
 	aboveTierSegs prometheus.Counter
 }
@@ -27,13 +28,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Closed segments spooled on disk waiting to be stored."}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_rtp_gaps_total",
 			Help: "RTP sequence gaps (lost packets) in recorded video."}),
+		audioLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_audio_frames_lost_total",
+			Help: "Fragmented audio frames (RFC 3640 AUs) given up because packets of them were lost."}),
 		aboveTier: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_recorder_observed_tier_above_configured",
 			Help: "Live sessions whose observed resolution tier (from the SPS) is above the stream's configured tier."}),
 		aboveTierSegs: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_segments_above_configured_tier_total",
 			Help: "Recorded segments whose observed resolution tier is above the stream's configured tier."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.aboveTier, m.aboveTierSegs)
+		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.audioLost, m.aboveTier, m.aboveTierSegs)
 	}
 	return m
 }

@@ -303,6 +303,18 @@ func FuzzSegmenter(f *testing.F) {
 	f.Add(seed(stapA, idr, p, p, idr, p))
 	f.Add(seed([]byte{0x7c, 0x85, 1, 2}, []byte{0x7c, 0x05, 3}, []byte{0x7c, 0x45, 4}))              // FU-A
 	f.Add(seed([]byte{0, 16, 0, 8, 1, 2}, stapA, idr, []byte{0, 16, 0xff, 0xf8, 1}, idr, p, p, idr)) // AAC headers
+	// A fragmented AAC frame (RFC 3640 3.2.3) on media 1: three packets
+	// of one timestamp, the marker on the last; then one with its middle
+	// fragment lost, then a whole one.
+	audio := func(flags byte, from, to int) []byte {
+		return append([]byte{1, flags, byte(4 + to - from), 0, 16, 300 >> 5, 300 << 3 & 0xff}, make([]byte, to-from)...)
+	}
+	frags := seed(stapA, idr)
+	for _, a := range [][]byte{audio(0x01, 0, 100), audio(0, 100, 200), audio(0x80, 200, 300),
+		audio(0x01, 0, 100), audio(0x40, 200, 300), {1, 0x81, 7, 0, 16, 0, 3 << 3, 1, 2, 3}} {
+		frags = append(frags, a...)
+	}
+	f.Add(append(frags, seed(p, idr)...))
 	f.Add([]byte{1, 0, 0, 0, 0xff, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rec, err := New(Config{SpoolDir: t.TempDir(), SegmentDuration: 50 * time.Millisecond, FragmentDuration: 20 * time.Millisecond}, newRegistry(), discardStorer{}, nopIndex{})

@@ -54,11 +54,13 @@ type pendingVideo struct {
 	au       *accessUnit
 }
 
+// queuedAudio is an audio frame waiting for the video it is placed
+// against. It keeps its RTP time, not a wall time: the segment it lands in
+// maps that with the clock in force when the segment opened (audioFrag).
 type queuedAudio struct {
-	wallNS int64
-	dur    int64 // in the track's samples; 0 while unknown
-	ts     int64
-	data   []byte
+	dur  int64 // in the track's samples; 0 while unknown
+	ts   int64
+	data []byte
 }
 
 // openSegment is the segment being written.
@@ -84,6 +86,12 @@ type audioFrag struct {
 	next    uint64 // decode time of the next sample, track timescale
 	base    uint64
 	samples []fmp4.Sample
+	// The track's clock and the wall time of the first picture on the
+	// video's, both as they were when the segment opened: a sender report
+	// that moves the clocks later places the next segment, as it does for
+	// video, so audio queued across it is neither dropped nor placed twice.
+	clock  clockMap
+	zeroNS int64
 }
 
 const (
@@ -188,7 +196,13 @@ func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error
 		}
 		return nil
 	}
-	frames, err := t.audio.frames(pkt.Payload)
+	frames, lost, err := t.audio.frames(pkt, ts)
+	if lost > 0 {
+		// Packet loss (UDP) cost fragmented AUs: a short silence, not an
+		// error.
+		s.r.m.audioLost.Add(float64(lost))
+		s.log.Info("segmenter: audio frames lost with their packets", "frames", lost, "seq", pkt.SequenceNumber)
+	}
 	if err != nil {
 		return err
 	}
@@ -202,11 +216,10 @@ func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error
 			}
 			q[n-1].dur = d
 		}
-		dur := int64(0)
-		if t.audio.codec == fmp4.AAC {
-			dur = int64(t.audio.frameDur)
-		}
-		q = append(q, queuedAudio{wallNS: t.clock.wall(at), dur: dur, ts: at, data: append([]byte(nil), f...)})
+		// The length comes from the next frame's time, so that a frame
+		// lost with its packets leaves a gap rather than pulling what
+		// follows early (out of sync with the video).
+		q = append(q, queuedAudio{ts: at, data: append([]byte(nil), f...)})
 	}
 	if len(q) > maxAudioQueue {
 		// Audio without video to place it against: keep the newest.
@@ -381,7 +394,7 @@ func (s *session) openSegment(media int, d0 int64) error {
 		}
 		id++
 		seg.ids[i] = id
-		seg.audio[i] = &audioFrag{}
+		seg.audio[i] = &audioFrag{clock: t.clock, zeroNS: vt.clock.wall(d0)}
 		tracks = append(tracks, t.fmp4Track(id))
 	}
 	path := s.r.spoolPath(s.st.ID, seg.startMS)
@@ -426,15 +439,20 @@ func (s *session) flushFragment(end int64) error {
 	}
 	frag := fmp4.Fragment{SequenceNumber: seg.seq + 1}
 	frag.Tracks = append(frag.Tracks, fmp4.TrackFragment{TrackID: seg.videoID, BaseDecodeTime: uint64(seg.fragStart - seg.d0), Samples: seg.video})
-	endWall := seg.wallOf(end)
 	for i, af := range seg.audio {
 		t := s.tracks[i].audio
 		q := s.audioQ[i]
+		if !af.clock.set { // no audio had come when the segment opened
+			af.clock = s.tracks[i].clock
+		}
+		// Audio goes with the video up to end, measured from the first
+		// picture on the same clocks.
+		endWall := af.zeroNS + (end-seg.d0)*1e9/videoRate
 		n := 0
-		for ; n < len(q) && q[n].wallNS < endWall && q[n].dur > 0; n++ {
+		for ; n < len(q) && af.clock.wall(q[n].ts) < endWall && q[n].dur > 0; n++ {
 			a := q[n]
 			if !af.started {
-				off := (a.wallNS - seg.startNS) * int64(t.rate) / 1e9
+				off := (af.clock.wall(a.ts) - af.zeroNS) * int64(t.rate) / 1e9
 				if off < 0 {
 					continue // before the segment's first picture
 				}

@@ -121,16 +121,16 @@ func newAACTrack(m rtsp.Media) (*audioTrack, error) {
 		}
 		return n, nil
 	}
-	if a.sizeLen, err = num("sizelength", 13); err != nil {
+	if a.aac.SizeLength, err = num("sizelength", 13); err != nil {
 		return nil, err
 	}
-	if a.indexLen, err = num("indexlength", 3); err != nil {
+	if a.aac.IndexLength, err = num("indexlength", 3); err != nil {
 		return nil, err
 	}
-	if a.indexDeltaLen, err = num("indexdeltalength", 3); err != nil {
+	if a.aac.IndexDeltaLength, err = num("indexdeltalength", 3); err != nil {
 		return nil, err
 	}
-	if a.sizeLen == 0 {
+	if a.aac.SizeLength == 0 {
 		return nil, errors.New("mpeg4-generic without sizelength")
 	}
 	return a, nil
@@ -443,30 +443,29 @@ func (v *videoTrack) drop(au *accessUnit) { v.pool.put(au) }
 
 // audioTrack holds an AAC or Opus track's parameters.
 type audioTrack struct {
-	codec         fmp4.Codec
-	asc           []byte
-	rate          int
-	channels      int
-	frameDur      int // samples per frame (AAC 1024; Opus default 960)
-	sizeLen       int
-	indexLen      int
-	indexDeltaLen int
+	codec    fmp4.Codec
+	asc      []byte
+	rate     int
+	channels int
+	frameDur int // samples per frame (AAC 1024; Opus default 960)
+	aac      aac.Depacketizer
 }
 
-// frames returns the audio frames of one RTP payload with their RTP
-// time offsets.
-func (a *audioTrack) frames(payload []byte) ([][]byte, error) {
+// frames returns the audio frames one RTP packet completes, which start
+// at its timestamp ts, one frame apart, and alias the packet or the AAC
+// reassembly buffer; and how many frames packet loss cost.
+func (a *audioTrack) frames(pkt *rtp.Packet, ts int64) ([][]byte, int, error) {
 	if a.codec == fmp4.Opus {
-		if len(payload) == 0 {
-			return nil, fmt.Errorf("%w: empty Opus packet", errMalformed)
+		if len(pkt.Payload) == 0 {
+			return nil, 0, fmt.Errorf("%w: empty Opus packet", errMalformed)
 		}
-		return [][]byte{payload}, nil
+		return [][]byte{pkt.Payload}, 0, nil
 	}
-	aus, err := aac.SplitAUs(payload, a.sizeLen, a.indexLen, a.indexDeltaLen)
+	aus, lost, err := a.aac.Push(pkt.Payload, ts, pkt.SequenceNumber, pkt.Marker)
 	if err != nil {
-		return nil, fmt.Errorf("%w: AAC payload: %w", errMalformed, err)
+		return nil, lost, fmt.Errorf("%w: AAC payload (seq %d): %w", errMalformed, pkt.SequenceNumber, err)
 	}
-	return aus, nil
+	return aus, lost, nil
 }
 
 func (t *track) fmp4Track(id uint32) fmp4.Track {

@@ -81,45 +81,20 @@ func sampleRate(r *bitio.Reader) int {
 // SplitAUs splits an RFC 3640 payload (16-bit AU-headers-length in bits, AU
 // headers, padding to a byte, AUs) into its access units, which alias
 // payload. sizeLength, indexLength and indexDeltaLength come from the fmtp
-// line (13, 3, 3 for AAC-hbr). A payload holding the first part of one
-// fragmented AU returns that part and an error wrapping ErrFragmented.
+// line (13, 3, 3 for AAC-hbr). A payload holding a part of one fragmented
+// AU (RFC 3640 3.2.3) returns that part and an error wrapping
+// ErrFragmented; Depacketizer reassembles those.
 func SplitAUs(payload []byte, sizeLength, indexLength, indexDeltaLength int) ([][]byte, error) {
-	if sizeLength <= 0 || sizeLength > 32 || indexLength < 0 || indexLength > 32 || indexDeltaLength < 0 || indexDeltaLength > 32 {
-		return nil, fmt.Errorf("aac: %w: AU header lengths %d/%d/%d", ErrMalformed, sizeLength, indexLength, indexDeltaLength)
+	sizes, data, err := parseHeaders(payload, sizeLength, indexLength, indexDeltaLength)
+	if err != nil {
+		return nil, err
 	}
-	if len(payload) < 2 {
-		return nil, fmt.Errorf("aac: %w: payload of %d bytes", ErrMalformed, len(payload))
+	if isFragment(sizes, data) {
+		return [][]byte{data}, fmt.Errorf("aac: AU of %d bytes, %d here: %w", sizes[0], len(data), ErrFragmented)
 	}
-	headerBits := int(payload[0])<<8 | int(payload[1])
-	headerBytes := (headerBits + 7) / 8
-	if headerBits == 0 || 2+headerBytes > len(payload) {
-		return nil, fmt.Errorf("aac: %w: AU-headers-length %d bits in a payload of %d bytes", ErrMalformed, headerBits, len(payload))
-	}
-	r := bitio.NewReader(payload[2 : 2+headerBytes])
-	var sizes []int
-	for used := 0; used < headerBits; {
-		idx := indexDeltaLength
-		if len(sizes) == 0 {
-			idx = indexLength
-		}
-		if headerBits-used < sizeLength+idx {
-			return nil, fmt.Errorf("aac: %w: %d bits left over in the AU headers", ErrMalformed, headerBits-used)
-		}
-		sizes = append(sizes, int(r.U(sizeLength)))
-		// The index (delta) must be 0: vigil refuses interleaving, which
-		// would reorder AUs across packets.
-		if r.U(idx) != 0 {
-			return nil, fmt.Errorf("aac: %w: interleaved AUs (non-zero AU-index)", ErrMalformed)
-		}
-		used += sizeLength + idx
-	}
-	data := payload[2+headerBytes:]
 	aus := make([][]byte, 0, len(sizes))
 	for i, n := range sizes {
 		if n > len(data) {
-			if len(sizes) == 1 {
-				return [][]byte{data}, fmt.Errorf("aac: AU of %d bytes, %d here: %w", n, len(data), ErrFragmented)
-			}
 			return nil, fmt.Errorf("aac: %w: AU %d of %d bytes, %d left", ErrMalformed, i, n, len(data))
 		}
 		aus = append(aus, data[:n])
@@ -129,4 +104,45 @@ func SplitAUs(payload []byte, sizeLength, indexLength, indexDeltaLength int) ([]
 		return nil, fmt.Errorf("aac: %w: %d bytes after the last AU", ErrMalformed, len(data))
 	}
 	return aus, nil
+}
+
+// isFragment reports whether a payload's AU headers and data are a part of
+// one larger AU: a single header whose AU-size exceeds the data.
+func isFragment(sizes []int, data []byte) bool {
+	return len(sizes) == 1 && sizes[0] > len(data)
+}
+
+// parseHeaders reads the AU headers of payload: the AU sizes they declare
+// and the data after them.
+func parseHeaders(payload []byte, sizeLength, indexLength, indexDeltaLength int) ([]int, []byte, error) {
+	if sizeLength <= 0 || sizeLength > 32 || indexLength < 0 || indexLength > 32 || indexDeltaLength < 0 || indexDeltaLength > 32 {
+		return nil, nil, fmt.Errorf("aac: %w: AU header lengths %d/%d/%d", ErrMalformed, sizeLength, indexLength, indexDeltaLength)
+	}
+	if len(payload) < 2 {
+		return nil, nil, fmt.Errorf("aac: %w: payload of %d bytes", ErrMalformed, len(payload))
+	}
+	headerBits := int(payload[0])<<8 | int(payload[1])
+	headerBytes := (headerBits + 7) / 8
+	if headerBits == 0 || 2+headerBytes > len(payload) {
+		return nil, nil, fmt.Errorf("aac: %w: AU-headers-length %d bits in a payload of %d bytes", ErrMalformed, headerBits, len(payload))
+	}
+	r := bitio.NewReader(payload[2 : 2+headerBytes])
+	var sizes []int
+	for used := 0; used < headerBits; {
+		idx := indexDeltaLength
+		if len(sizes) == 0 {
+			idx = indexLength
+		}
+		if headerBits-used < sizeLength+idx {
+			return nil, nil, fmt.Errorf("aac: %w: %d bits left over in the AU headers", ErrMalformed, headerBits-used)
+		}
+		sizes = append(sizes, int(r.U(sizeLength)))
+		// The index (delta) must be 0: vigil refuses interleaving, which
+		// would reorder AUs across packets.
+		if r.U(idx) != 0 {
+			return nil, nil, fmt.Errorf("aac: %w: interleaved AUs (non-zero AU-index)", ErrMalformed)
+		}
+		used += sizeLength + idx
+	}
+	return sizes, payload[2+headerBytes:], nil
 }
