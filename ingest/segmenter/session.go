@@ -399,7 +399,7 @@ func (s *session) openSegment(media int, d0 int64) error {
 	}
 	path := s.r.spoolPath(s.st.ID, seg.startMS)
 	s.r.setOwned(path, true)
-	sp, err := createSpool(path, tracks, seg.width, seg.height)
+	sp, err := createSpool(path, tracks)
 	if err != nil {
 		s.r.setOwned(path, false)
 		return err
@@ -496,9 +496,6 @@ func (s *session) closeSegment(end int64) error {
 	}
 	err := s.flushFragment(end)
 	s.seg = nil
-	if cerr := seg.sp.finish(); err == nil {
-		err = cerr
-	}
 	endNS := seg.wallOf(end)
 	endMS := endNS / 1e6
 	if err != nil || seg.sp.frags == 0 || endMS <= seg.startMS {
@@ -542,26 +539,18 @@ func (s *session) close(reason error) {
 		}
 		seg := s.seg
 		s.seg = nil
-		j, err := journal{}, seg.sp.finish()
-		if err == nil {
-			j, err = readJournal(seg.sp.path)
-		}
-		if err == nil && j.size > 0 && j.durationMS > 0 {
-			err = cutSpool(seg.sp.path, j) // a torn last fragment goes
-		} else if err == nil {
-			err = errNoFragment
+		sp := spooled{offset: storage.SpoolHeadroom, size: seg.sp.size, durationMS: seg.sp.durationMS}
+		err := errNoFragment
+		if seg.sp.frags > 0 && sp.durationMS > 0 {
+			err = cutSpool(seg.sp.path, sp) // a torn last fragment goes
 		}
 		if err == nil {
 			s.backlog.Add(1)
-			s.endMS = seg.startMS + j.durationMS
-			job := uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID,
-				seg:    index.Segment{Start: seg.startMS, DurationMS: j.durationMS, Width: seg.width, Height: seg.height},
-				offset: j.offset, size: j.size,
-				done: func() { s.backlog.Add(-1) }}
-			if j.size == seg.sp.size {
-				job.sha256 = seg.sp.sum()
-			}
-			s.r.enqueue(job)
+			s.endMS = seg.startMS + sp.durationMS
+			s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID,
+				seg:    index.Segment{Start: seg.startMS, DurationMS: sp.durationMS, Width: seg.width, Height: seg.height},
+				offset: sp.offset, size: sp.size, sha256: seg.sp.sum(),
+				done: func() { s.backlog.Add(-1) }})
 		} else {
 			if !errors.Is(err, errNoFragment) {
 				s.log.Warn("segmenter: failed session's segment not kept", "err", err)

@@ -1,6 +1,7 @@
 package segmenter
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -29,42 +31,41 @@ import (
 
 // A spooled segment is DIR/<stream>/<start ms>.mp4: storage.SpoolHeadroom
 // free bytes, then the fMP4 (init and fragments), so that a file-backed
-// store can adopt the file as the object instead of copying it. Beside it
-// is a journal <start ms>.mp4.frags: a header line "vigil-spool 2 W H",
-// then one line "<size> <duration ms>" after each complete fragment, size
-// counting the fMP4's bytes. After a crash the segment is cut back to the
-// last journalled size and uploaded with that duration, so what a reader
-// finds is always a complete fragment sequence. Version 1 files (no
-// headroom) are still recovered.
+// store can adopt the file as the object instead of copying it.
 //
-// Nothing here calls fsync: a fragment is one writev(2) of the whole
-// fragment followed by its journal line, so a killed process (SIGKILL, a
-// crash) leaves both in the page cache and the next start uploads them.
+// The fMP4 is its own journal: each fragment is one writev(2) of a moof
+// and its mdat, both sized. After a crash the file is read from the
+// headroom on; the init and every complete fragment are kept and anything
+// after them cut off, and the segment's duration is where the video's last
+// complete fragment ends. Files of earlier versions keep a journal beside
+// them (<start ms>.mp4.frags: "vigil-spool V W H", then "<size> <duration
+// ms>" per fragment; version 1 has no headroom) and are recovered by it.
+//
+// Nothing here calls fsync: a killed process (SIGKILL, a crash) leaves
+// what it wrote in the page cache, and the next start uploads it.
 // Power-loss durability begins when storage acknowledges the segment
 // (the fs backend syncs it before publishing it); a power cut loses the
 // open segment and any not yet stored, as a camera's buffer would.
+
 // errNoFragment: a segment ended before its first fragment was complete.
 var errNoFragment = errors.New("segmenter: no complete fragment")
 
-const (
-	journalSuffix  = ".frags"
-	journalVersion = 2
-)
+// journalSuffix names the journal of a spool file from an earlier version.
+const journalSuffix = ".frags"
 
 type spoolFile struct {
-	path    string
-	f       *os.File // open for reading and writing: storing may adopt it
-	journal *os.File
-	hash    hash.Hash // SHA-256 of the fMP4 written, so that storing need not read it back
-	broken  bool      // a write failed: hash no longer matches the file
-	size    int64     // fMP4 bytes written (complete fragments only)
-	frags   int
-	line    []byte   // the journal line, reused
-	hdr     []byte   // fragment header, reused
-	iov     [][]byte // one fragment's pieces, reused
+	path       string
+	f          *os.File  // open for reading and writing: storing may adopt it
+	hash       hash.Hash // SHA-256 of the fMP4 written, so that storing need not read it back
+	broken     bool      // a write failed: hash no longer matches the file
+	size       int64     // fMP4 bytes written (complete fragments only)
+	frags      int
+	durationMS int64    // where the last complete fragment ends
+	hdr        []byte   // fragment header, reused
+	iov        [][]byte // one fragment's pieces, reused
 }
 
-func createSpool(path string, tracks []fmp4.Track, width, height int) (*spoolFile, error) {
+func createSpool(path string, tracks []fmp4.Track) (*spoolFile, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("segmenter: spool dir: %w", err)
 	}
@@ -72,17 +73,7 @@ func createSpool(path string, tracks []fmp4.Track, width, height int) (*spoolFil
 	if err != nil {
 		return nil, fmt.Errorf("segmenter: spool: %w", err)
 	}
-	j, err := os.OpenFile(path+journalSuffix, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("segmenter: spool journal: %w", err)
-	}
-	s := &spoolFile{path: path, f: f, journal: j, hash: sha256.New()}
-	if _, err := fmt.Fprintf(j, "vigil-spool %d %d %d\n", journalVersion, width, height); err != nil {
-		s.abort()
-		return nil, fmt.Errorf("segmenter: spool journal: %w", err)
-	}
+	s := &spoolFile{path: path, f: f, hash: sha256.New()}
 	var init bytes.Buffer
 	if _, err := fmp4.WriteInit(&init, tracks, fmp4.InitOptions{}); err != nil {
 		s.abort()
@@ -114,8 +105,8 @@ func (s *spoolFile) write(bufs [][]byte) error {
 	return nil
 }
 
-// writeFragment appends one fragment and journals it once it is written
-// through to the file.
+// writeFragment appends one fragment, which ends durationMS into the
+// segment.
 func (s *spoolFile) writeFragment(frag fmp4.Fragment, durationMS int64) error {
 	hdr, err := fmp4.AppendFragmentHeader(s.hdr[:0], frag)
 	if err != nil {
@@ -135,13 +126,7 @@ func (s *spoolFile) writeFragment(frag fmp4.Fragment, durationMS int64) error {
 		return err
 	}
 	s.frags++
-	s.line = strconv.AppendInt(s.line[:0], s.size, 10)
-	s.line = append(s.line, ' ')
-	s.line = strconv.AppendInt(s.line, durationMS, 10)
-	s.line = append(s.line, '\n')
-	if _, err := s.journal.Write(s.line); err != nil {
-		return fmt.Errorf("segmenter: spool journal: %w", err)
-	}
+	s.durationMS = durationMS
 	return nil
 }
 
@@ -195,11 +180,6 @@ func writev(f *os.File, bufs [][]byte) (int64, error) {
 // iovMax is Linux's IOV_MAX.
 const iovMax = 1024
 
-// finish closes the journal; the file stays open for storing.
-func (s *spoolFile) finish() error {
-	return s.journal.Close()
-}
-
 // sum is the SHA-256 of the spooled fMP4, or "" when a failed write left
 // the file and the hash apart.
 func (s *spoolFile) sum() string {
@@ -211,10 +191,10 @@ func (s *spoolFile) sum() string {
 
 func (s *spoolFile) abort() {
 	s.f.Close()
-	s.journal.Close()
 	removeSpool(s.path)
 }
 
+// removeSpool removes a spool file and the journal an earlier version kept.
 func removeSpool(path string) {
 	os.Remove(path)
 	os.Remove(path + journalSuffix)
@@ -234,8 +214,9 @@ type uploadJob struct {
 	done   func() // called once the job ended either way
 }
 
-// journal is what a spool journal says.
-type journal struct {
+// spooled describes a spool file found at start: where its fMP4 lies
+// and what it holds up to its last complete fragment.
+type spooled struct {
 	offset     int64 // where the fMP4 starts in the spool file
 	size       int64 // its bytes up to the last complete fragment
 	durationMS int64
@@ -243,44 +224,107 @@ type journal struct {
 	height     int
 }
 
-// readJournal reads the journal of the segment spooled at path.
-func readJournal(path string) (journal, error) {
+// readSpool describes the segment spooled at path: from its journal when
+// an earlier version left one, else by reading the fMP4 itself.
+func readSpool(path string) (spooled, error) {
 	b, err := os.ReadFile(path + journalSuffix)
-	if err != nil {
-		return journal{}, err
+	switch {
+	case err == nil:
+		return parseJournal(b)
+	case !errors.Is(err, fs.ErrNotExist):
+		return spooled{}, err
 	}
+	return scanSpool(path)
+}
+
+// scanSpool reads the fMP4 after the headroom up to its last complete
+// fragment; the duration is where the video's last fragment ends.
+func scanSpool(path string) (spooled, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return spooled{}, err
+	}
+	defer f.Close()
+	return scanFMP4(bufio.NewReaderSize(io.NewSectionReader(f, storage.SpoolHeadroom, math.MaxInt64-storage.SpoolHeadroom), 64<<10))
+}
+
+// scanFMP4 reads a spooled fMP4 up to its last complete fragment.
+func scanFMP4(r io.Reader) (spooled, error) {
+	rd := fmp4.NewReader(r)
+	tracks, initSize, err := rd.ReadInit()
+	if err != nil {
+		return spooled{}, fmt.Errorf("segmenter: spool init: %w", err)
+	}
+	var video *fmp4.Track
+	for i := range tracks {
+		if c := tracks[i].Codec; (c == fmp4.H264 || c == fmp4.H265) && tracks[i].TimeScale > 0 {
+			video = &tracks[i]
+			break
+		}
+	}
+	if video == nil {
+		return spooled{}, errors.New("segmenter: spool without a video track")
+	}
+	sp := spooled{offset: storage.SpoolHeadroom, size: initSize, width: video.Width, height: video.Height}
+	var end uint64
+	for {
+		// A torn last fragment ends the scan: what came before stands.
+		frag, err := rd.NextFragment()
+		if err != nil {
+			break
+		}
+		for _, tf := range frag.Tracks {
+			if tf.TrackID != video.ID {
+				continue
+			}
+			end = tf.BaseDecodeTime
+			for _, smp := range tf.Samples {
+				end += uint64(smp.Duration)
+			}
+		}
+		sp.size = rd.Offset()
+	}
+	sp.durationMS = int64(end * 1000 / uint64(video.TimeScale))
+	if sp.size == initSize {
+		sp.size = 0 // no fragment: nothing to store
+	}
+	return sp, nil
+}
+
+// parseJournal reads the journal of an earlier version's spool file.
+func parseJournal(b []byte) (spooled, error) {
 	lines := bytes.Split(b, []byte("\n"))
 	lines = lines[:len(lines)-1] // a line without its newline is incomplete
 	if len(lines) == 0 {
-		return journal{}, errors.New("segmenter: spool journal without header")
+		return spooled{}, errors.New("segmenter: spool journal without header")
 	}
-	var j journal
+	var sp spooled
 	h := strings.Fields(string(lines[0]))
 	switch {
 	case len(h) != 4 || h[0] != "vigil-spool":
-		return journal{}, fmt.Errorf("segmenter: spool journal header %q", lines[0])
+		return spooled{}, fmt.Errorf("segmenter: spool journal header %q", lines[0])
 	case h[1] == "1": // before the headroom
-	case h[1] == strconv.Itoa(journalVersion):
-		j.offset = storage.SpoolHeadroom
+	case h[1] == "2":
+		sp.offset = storage.SpoolHeadroom
 	default:
-		return journal{}, fmt.Errorf("segmenter: spool journal version %q", h[1])
+		return spooled{}, fmt.Errorf("segmenter: spool journal version %q", h[1])
 	}
-	j.width, _ = strconv.Atoi(h[2])
-	j.height, _ = strconv.Atoi(h[3])
+	sp.width, _ = strconv.Atoi(h[2])
+	sp.height, _ = strconv.Atoi(h[3])
 	if len(lines) == 1 {
-		return j, nil
+		return sp, nil
 	}
 	f := strings.Fields(string(lines[len(lines)-1]))
 	if len(f) != 2 {
-		return journal{}, fmt.Errorf("segmenter: spool journal line %q", lines[len(lines)-1])
+		return spooled{}, fmt.Errorf("segmenter: spool journal line %q", lines[len(lines)-1])
 	}
 	size, err1 := strconv.ParseInt(f[0], 10, 64)
 	durationMS, err2 := strconv.ParseInt(f[1], 10, 64)
 	if err1 != nil || err2 != nil || size <= 0 || durationMS < 0 {
-		return journal{}, fmt.Errorf("segmenter: spool journal line %q", lines[len(lines)-1])
+		return spooled{}, fmt.Errorf("segmenter: spool journal line %q", lines[len(lines)-1])
 	}
-	j.size, j.durationMS = size, durationMS
-	return j, nil
+	sp.size, sp.durationMS = size, durationMS
+	return sp, nil
 }
 
 // recoverSpool uploads the segments a previous process left in the spool,
@@ -300,28 +344,28 @@ func (r *Recorder) recoverSpool(ctx context.Context) error {
 			r.log.WarnContext(ctx, "segmenter: foreign file in spool left alone", "path", p)
 			continue
 		}
-		j, err := readJournal(p)
-		if err == nil && (j.size == 0 || j.durationMS <= 0) {
+		sp, err := readSpool(p)
+		if err == nil && (sp.size == 0 || sp.durationMS <= 0) {
 			err = errNoFragment
 		}
 		if err == nil {
-			err = cutSpool(p, j)
+			err = cutSpool(p, sp)
 		}
 		if err != nil {
 			r.log.WarnContext(ctx, "segmenter: spooled segment unusable, removed", "path", p, "err", err)
 			removeSpool(p)
 			continue
 		}
-		r.log.InfoContext(ctx, "segmenter: uploading spooled segment from an earlier run", "stream", stream, "start", start, "duration_ms", j.durationMS, "bytes", j.size)
-		r.enqueue(uploadJob{path: p, stream: stream, offset: j.offset, size: j.size,
-			seg: index.Segment{Start: start, DurationMS: j.durationMS, Width: j.width, Height: j.height}})
+		r.log.InfoContext(ctx, "segmenter: uploading spooled segment from an earlier run", "stream", stream, "start", start, "duration_ms", sp.durationMS, "bytes", sp.size)
+		r.enqueue(uploadJob{path: p, stream: stream, offset: sp.offset, size: sp.size,
+			seg: index.Segment{Start: start, DurationMS: sp.durationMS, Width: sp.width, Height: sp.height}})
 	}
 	return nil
 }
 
-// cutSpool truncates a spool file to its journalled fragments. A file that
+// cutSpool truncates a spool file to its complete fragments. A file that
 // has another name already became an object and is left as it is.
-func cutSpool(path string, j journal) error {
+func cutSpool(path string, j spooled) error {
 	st, err := os.Stat(path)
 	if err != nil {
 		return err
@@ -329,7 +373,7 @@ func cutSpool(path string, j journal) error {
 	want := j.offset + j.size
 	switch sys, ok := st.Sys().(*syscall.Stat_t); {
 	case st.Size() < want:
-		return fmt.Errorf("spool file of %d bytes, journal says %d", st.Size(), want)
+		return fmt.Errorf("spool file of %d bytes, %d expected", st.Size(), want)
 	case st.Size() == want || ok && sys.Nlink > 1:
 		return nil
 	}

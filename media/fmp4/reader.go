@@ -46,6 +46,11 @@ type trackState struct {
 // NewReader returns a Reader over r.
 func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
 
+// Offset is how many bytes of the stream have been read: after ReadInit
+// or NextFragment returned without an error, where the init or that
+// fragment ends.
+func (r *Reader) Offset() int64 { return r.off }
+
 type header struct {
 	typ   string
 	start int64 // offset of the box in the stream
