@@ -86,6 +86,19 @@ func fragmentedAudioPackets(src *source, maxPayload int, skip map[int]bool) []rt
 	return out
 }
 
+// recordPackets publishes pkts of src as one session of 1-s segments,
+// tears it down and waits until its segments are stored.
+func recordPackets(t *testing.T, src *source, pkts []rtpPkt) *rig {
+	t.Helper()
+	g := newRig(t, time.Second)
+	publish(t, g, "cam1-main", src, time.Now().Add(-time.Minute), pkts).Close(nil)
+	g.rec.uploads.Wait()
+	if n := value(g.rec.m.closed.WithLabelValues("teardown")); n != 1 {
+		t.Fatalf("sessions torn down cleanly: %v", n)
+	}
+	return g
+}
+
 // checkStoredAudio reads every stored segment with ffprobe and checks its
 // audio against src: the frames are src's frames from the one at the
 // first picture on, in order, each once, byte for byte, except those in
@@ -180,12 +193,7 @@ func TestRecordFragmentedAAC(t *testing.T) {
 	if frags < 50 {
 		t.Fatalf("only %d fragments other than last: the source's frames are too small", frags)
 	}
-	g := newRig(t, time.Second)
-	publish(t, g, "cam1-main", src, time.Now().Add(-time.Minute), pkts).Close(nil)
-	g.rec.uploads.Wait()
-	if n := value(g.rec.m.closed.WithLabelValues("teardown")); n != 1 {
-		t.Fatalf("sessions torn down cleanly: %v", n)
-	}
+	g := recordPackets(t, src, pkts)
 	if n := checkStoredAudio(t, g, src, nil); n < 130 {
 		t.Errorf("%d audio frames stored of 3 s", n)
 	}
@@ -225,12 +233,7 @@ func TestRecordFragmentedAACWithLoss(t *testing.T) {
 	if len(missing) != 2 {
 		t.Fatalf("lost frames %v", missing)
 	}
-	g := newRig(t, time.Second)
-	publish(t, g, "cam1-main", src, time.Now().Add(-time.Minute), fragmentedAudioPackets(src, 200, skip)).Close(nil)
-	g.rec.uploads.Wait()
-	if n := value(g.rec.m.closed.WithLabelValues("teardown")); n != 1 {
-		t.Fatalf("sessions torn down cleanly: %v", n)
-	}
+	g := recordPackets(t, src, fragmentedAudioPackets(src, 200, skip))
 	checkStoredAudio(t, g, src, missing)
 	if n := value(g.rec.m.audioLost); n != 2 {
 		t.Errorf("audio frames lost: %v, want 2", n)

@@ -10,6 +10,7 @@ type metrics struct {
 	backlog       prometheus.Gauge
 	lost          prometheus.Counter
 	audioLost     prometheus.Counter
+	audioDropped  prometheus.Counter
 	aboveTier     prometheus.Gauge
 	aboveTierSegs prometheus.Counter
 }
@@ -30,13 +31,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "RTP sequence gaps (lost packets) in recorded video."}),
 		audioLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_audio_frames_lost_total",
 			Help: "Fragmented audio frames (RFC 3640 AUs) given up because packets of them were lost."}),
+		audioDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_audio_frames_dropped_total",
+			Help: "Audio frames not recorded because they repeat or precede one already received (duplicated or reordered packets)."}),
 		aboveTier: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_recorder_observed_tier_above_configured",
 			Help: "Live sessions whose observed resolution tier (from the SPS) is above the stream's configured tier."}),
 		aboveTierSegs: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_segments_above_configured_tier_total",
 			Help: "Recorded segments whose observed resolution tier is above the stream's configured tier."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.audioLost, m.aboveTier, m.aboveTierSegs)
+		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.audioLost, m.audioDropped, m.aboveTier, m.aboveTierSegs)
 	}
 	return m
 }

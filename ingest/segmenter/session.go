@@ -46,6 +46,7 @@ type session struct {
 	lastDur     int64
 	dropToKey   bool                  // a forced cut: skip pictures until a keyframe
 	audioQ      map[int][]queuedAudio // by media index
+	audioLast   map[int]int64         // RTP time of the newest audio frame queued, by media index
 	aboveTier   bool
 }
 
@@ -102,7 +103,7 @@ const (
 )
 
 func newSession(r *Recorder, st meter.Stream, tracks []*track) *session {
-	return &session{r: r, st: st, tracks: tracks, log: r.log.With("stream", st.ID), audioQ: map[int][]queuedAudio{}}
+	return &session{r: r, st: st, tracks: tracks, log: r.log.With("stream", st.ID), audioQ: map[int][]queuedAudio{}, audioLast: map[int]int64{}}
 }
 
 // errStreamDeleted ends the session of a stream deleted while it records.
@@ -209,6 +210,14 @@ func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error
 	q := s.audioQ[media]
 	for i, f := range frames {
 		at := ts + int64(i*t.audio.frameDur)
+		if last, ok := s.audioLast[media]; ok && at <= last && last-at <= int64(t.audio.rate) {
+			// A duplicated or reordered packet (UDP): its frame is there
+			// already, or its place has passed. (A jump back of more than
+			// a second is the sender's clock, not the network: kept.)
+			s.r.m.audioDropped.Inc()
+			continue
+		}
+		s.audioLast[media] = at
 		if n := len(q); n > 0 && q[n-1].dur == 0 {
 			d := at - q[n-1].ts
 			if d <= 0 || d > int64(t.audio.rate) {
