@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -127,6 +128,36 @@ func (n *rtspNode) checkedSegments(t *testing.T, stream string, minMS int64) rec
 	return rec
 }
 
+// packetSpan is when one stream type ("a", "v") of path starts and ends in
+// decode time: its first packet's start and its last one's end (a packet
+// without a duration lasts as long as the one before it). Decode time,
+// because a segment's timeline starts at its first picture's decode time
+// (its presentation comes later by the reordering delay) and audio is
+// placed on the same wall clock.
+func packetSpan(t *testing.T, path, typ string) (first, end float64) {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", typ, "-show_entries", "packet=dts_time,duration_time", "-of", "csv=p=0", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", path, err)
+	}
+	first, end = math.Inf(1), math.Inf(-1)
+	dur := 0.0
+	for _, l := range strings.Fields(string(out)) {
+		f := strings.Split(strings.TrimSuffix(l, ","), ",")
+		dts, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			t.Fatalf("ffprobe dts %q: %v", l, err)
+		}
+		if len(f) > 1 {
+			if d, err := strconv.ParseFloat(f[1], 64); err == nil {
+				dur = d
+			}
+		}
+		first, end = min(first, dts), max(end, dts+dur)
+	}
+	return first, end
+}
+
 // TestRTSPPublish publishes with ffmpeg to one vigil: H.264 over TCP (30 s),
 // H.265 + AAC, UDP, a kill mid-stream, a reconnect, and the refusals, in
 // parallel on different streams.
@@ -180,7 +211,7 @@ func TestRTSPPublish(t *testing.T) {
 	t.Run("H265_AAC", func(t *testing.T) {
 		t.Parallel()
 		cmd := n.publish(t, "br", n.token, "h265", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-			"-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-g", "25", "-c:a", "aac", "-t", "9")
+			"-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-g", "25", "-c:a", "aac", "-t", "13")
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("ffmpeg: %v", err)
 		}
@@ -196,6 +227,27 @@ func TestRTSPPublish(t *testing.T) {
 		out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", f).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "hevc") || !strings.Contains(string(out), "aac") {
 			t.Errorf("segment streams %q (%v), want hevc and aac", out, err)
+		}
+		// Audio is not lost at the cuts: each segment's audio reaches to
+		// its video's end (but the last, where the publisher stops) and
+		// starts with it (but the first, where the encoders start), to
+		// about two AAC frames.
+		for i, s := range rec.Segments {
+			resp, err := authGet(n.base+s.URL, e2eToken, "")
+			must(t, err)
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			f := filepath.Join(t.TempDir(), fmt.Sprintf("seg%d.mp4", i))
+			must(t, os.WriteFile(f, b, 0o644))
+			a0, a1 := packetSpan(t, f, "a")
+			v0, v1 := packetSpan(t, f, "v")
+			t.Logf("segment %d: audio %.3f-%.3f s, video %.3f-%.3f s", i, a0, a1, v0, v1)
+			if d := a1 - v1; i < len(rec.Segments)-1 && (d < -0.05 || d > 0.05) {
+				t.Errorf("segment %d: audio ends at %.3f s, video at %.3f s", i, a1, v1)
+			}
+			if d := a0 - v0; i > 0 && (d < -0.05 || d > 0.05) {
+				t.Errorf("segment %d: audio starts at %.3f s, video at %.3f s", i, a0, v0)
+			}
 		}
 	})
 	t.Run("H264_UDP", func(t *testing.T) {
