@@ -235,7 +235,11 @@ func ReadManifests(ctx context.Context, store storage.Backend, ref storage.Strea
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	var all []Segment
+	n := 0
+	for _, r := range results {
+		n += len(r)
+	}
+	all := make([]Segment, 0, n) // a month is some 430,000 segments: grow once
 	for _, r := range results {
 		all = append(all, r...)
 	}
