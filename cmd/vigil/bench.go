@@ -16,7 +16,7 @@ import (
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vigil bench ingest [--quick] [--json]")
+		return errors.New("usage: vigil bench ingest|meter|retention|rtsp|playback [--quick] [--json]")
 	}
 	switch args[0] {
 	case "ingest":
@@ -32,23 +32,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
-		return fmt.Errorf("bench %q: only ingest is built so far", args[0])
+		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback)", args[0])
 	}
 }
 
 func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("bench ingest", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	quick := fset.Bool("quick", false, "a short run (a couple of minutes)")
-	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
-	runs := fset.Int("runs", 3, "repetitions of every case; medians are reported")
-	work := fset.String("work-dir", "", "where MinIO and the nodes keep data (default: a temp dir, removed after)")
-	sizes := fset.String("sizes", "256KiB,1MiB,4MiB", "segment sizes")
-	concs := fset.String("concurrency", "16,64", "concurrent uploads")
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	self, dir, cleanup, err := benchSetup(*work)
+	f := newBenchFlags("ingest", "a short run (a couple of minutes)", "where MinIO and the nodes keep data", stderr)
+	runs := f.fs.Int("runs", 3, "repetitions of every case; medians are reported")
+	sizes := f.fs.String("sizes", "256KiB,1MiB,4MiB", "segment sizes")
+	concs := f.fs.String("concurrency", "16,64", "concurrent uploads")
+	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
@@ -65,7 +58,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if cfg.Concurrency, err = parseList(*concs, strconv.Atoi); err != nil {
 		return fmt.Errorf("--concurrency: %w", err)
 	}
-	if *quick {
+	if *f.quick {
 		cfg.BytesPerRun = 96 << 20
 		cfg.Runs = 1
 	}
@@ -73,7 +66,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	printBench(stdout, "ingest", res, *asJSON)
+	printBench(stdout, "ingest", res, *f.asJSON)
 	return nil
 }
 
@@ -103,6 +96,33 @@ func parseSize(s string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	return n * mult, err
+}
+
+// benchFlags are the flags every bench subcommand has; a subcommand adds
+// its own to fs before parse.
+type benchFlags struct {
+	fs     *flag.FlagSet
+	quick  *bool
+	asJSON *bool
+	work   *string
+}
+
+func newBenchFlags(name, quickUsage, workUsage string, stderr io.Writer) *benchFlags {
+	fs := flag.NewFlagSet("bench "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &benchFlags{fs: fs,
+		quick:  fs.Bool("quick", false, quickUsage),
+		asJSON: fs.Bool("json", false, "print the results as one JSON object on the last line"),
+		work:   fs.String("work-dir", "", workUsage+" (default: a temp dir, removed after)")}
+}
+
+// parse parses args and returns the vigil binary running the benchmark and
+// its work directory: --work-dir, or a temp dir that cleanup removes.
+func (b *benchFlags) parse(args []string) (self, dir string, cleanup func(), err error) {
+	if err := b.fs.Parse(args); err != nil {
+		return "", "", nil, err
+	}
+	return benchSetup(*b.work)
 }
 
 // benchSetup returns the vigil binary running the benchmark and its work
@@ -145,24 +165,17 @@ func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
 // runBenchPlayback is `vigil bench playback`: recordings-list latency,
 // segment and clip.mp4 time to first byte and throughput on a seeded stream.
 func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("bench playback", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	quick := fset.Bool("quick", false, "a short run: one uploaded hour, once")
-	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
-	runs := fset.Int("runs", 3, "repetitions of every measurement; medians are reported")
-	hours := fset.Int("hours", 3, "hours of real 6-s 2 Mbit/s segments uploaded over HTTP")
-	days := fset.Int("list-days", 30, "length of the long recordings window (earlier days seeded as hour manifests)")
-	work := fset.String("work-dir", "", "where the node keeps data (default: a temp dir, removed after)")
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	self, dir, cleanup, err := benchSetup(*work)
+	f := newBenchFlags("playback", "a short run: one uploaded hour, once", "where the node keeps data", stderr)
+	runs := f.fs.Int("runs", 3, "repetitions of every measurement; medians are reported")
+	hours := f.fs.Int("hours", 3, "hours of real 6-s 2 Mbit/s segments uploaded over HTTP")
+	days := f.fs.Int("list-days", 30, "length of the long recordings window (earlier days seeded as hour manifests)")
+	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	cfg := bench.PlaybackConfig{VigilBin: self, WorkDir: dir, Hours: *hours, ListDays: *days, Runs: *runs, Log: newLogger(stderr, "info")}
-	if *quick {
+	if *f.quick {
 		cfg.Hours, cfg.Runs = 1, 1
 	}
 	if cfg.Hours < 1 || cfg.ListDays < 1 || cfg.ListDays*24 < cfg.Hours {
@@ -172,6 +185,6 @@ func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	printBench(stdout, "playback", res, *asJSON)
+	printBench(stdout, "playback", res, *f.asJSON)
 	return nil
 }

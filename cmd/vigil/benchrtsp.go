@@ -22,20 +22,13 @@ import (
 // runBenchRTSP is `vigil bench rtsp`: N concurrent 2 Mbit/s H.264
 // publishers into a recording `vigil serve` vs a packet-counting baseline.
 func runBenchRTSP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("bench rtsp", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	quick := fset.Bool("quick", false, "a short run: 20 streams for 10 s, once")
-	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
-	runs := fset.Int("runs", 3, "repetitions of every case; medians are reported")
-	streams := fset.String("streams", "50,200,500", "concurrent publishers per case")
-	duration := fset.Duration("duration", 30*time.Second, "measured window per case (after the warm-up)")
-	warmup := fset.Duration("warmup", 10*time.Second, "publishing before the window opens: at least the segment duration plus 2 s, so the first segments (and their directories) are stored before it")
-	serveArgs := fset.String("serve-args", "", "extra space-separated `vigil serve` flags for the recording node (e.g. --debug-addr 127.0.0.1:6060)")
-	work := fset.String("work-dir", "", "where the nodes keep data and the recorded source is cached (default: a temp dir, removed after)")
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	self, dir, cleanup, err := benchSetup(*work)
+	f := newBenchFlags("rtsp", "a short run: 20 streams for 10 s, once", "where the nodes keep data and the recorded source is cached", stderr)
+	runs := f.fs.Int("runs", 3, "repetitions of every case; medians are reported")
+	streams := f.fs.String("streams", "50,200,500", "concurrent publishers per case")
+	duration := f.fs.Duration("duration", 30*time.Second, "measured window per case (after the warm-up)")
+	warmup := f.fs.Duration("warmup", 10*time.Second, "publishing before the window opens: at least the segment duration plus 2 s, so the first segments (and their directories) are stored before it")
+	serveArgs := f.fs.String("serve-args", "", "extra space-separated `vigil serve` flags for the recording node (e.g. --debug-addr 127.0.0.1:6060)")
+	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
@@ -45,14 +38,14 @@ func runBenchRTSP(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if cfg.Streams, err = parseList(*streams, strconv.Atoi); err != nil {
 		return fmt.Errorf("--streams: %w", err)
 	}
-	if *quick {
+	if *f.quick {
 		cfg.Streams, cfg.Duration, cfg.Runs = []int{20}, 10*time.Second, 1
 	}
 	res, err := bench.RunRTSP(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	printBench(stdout, "rtsp", res, *asJSON)
+	printBench(stdout, "rtsp", res, *f.asJSON)
 	return nil
 }
 

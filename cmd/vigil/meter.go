@@ -177,26 +177,16 @@ func writeFileAtomic(path string, b []byte) error {
 }
 
 func runBenchMeter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("bench meter", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	quick := fset.Bool("quick", false, "a short run")
-	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
-	work := fset.String("work-dir", "", "where the raft nodes keep data (default: a temp dir, removed after)")
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	dir := *work
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "vigil-bench-meter-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	}
-	res, err := bench.RunMeter(ctx, bench.MeterConfig{WorkDir: dir, Quick: *quick, Log: newLogger(stderr, "info")})
+	f := newBenchFlags("meter", "a short run", "where the raft nodes keep data", stderr)
+	_, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
-	printBench(stdout, "meter", res, *asJSON)
+	defer cleanup()
+	res, err := bench.RunMeter(ctx, bench.MeterConfig{WorkDir: dir, Quick: *f.quick, Log: newLogger(stderr, "info")})
+	if err != nil {
+		return err
+	}
+	printBench(stdout, "meter", res, *f.asJSON)
 	return nil
 }

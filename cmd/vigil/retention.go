@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -107,29 +106,19 @@ func setLifecycle(ctx context.Context, cfg nodeConfig, days int) error {
 }
 
 func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("bench retention", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	quick := fset.Bool("quick", false, "a short run (a couple of minutes) on smaller stores")
-	asJSON := fset.Bool("json", false, "print the results as one JSON object on the last line")
-	work := fset.String("work-dir", "", "where MinIO and the meter keep data (default: a temp dir, removed after)")
-	if err := fset.Parse(args); err != nil {
+	f := newBenchFlags("retention", "a short run (a couple of minutes) on smaller stores", "where MinIO and the meter keep data", stderr)
+	_, dir, cleanup, err := f.parse(args)
+	if err != nil {
 		return err
 	}
-	dir := *work
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "vigil-bench-retention-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	}
+	defer cleanup()
 	// Seeding MinIO goes at 300–800 objects/s here, so the full run
 	// deletes 20,000 segments per side and its idle stores are sparse (see
 	// bench.IdleStore); quick mode's idle stores hold every object.
 	cfg := bench.RetentionConfig{WorkDir: dir, DeleteSegments: 20_000, DeleteRounds: 4, PurgeSegments: 100_000,
 		Idle: []bench.IdleStore{{Streams: 1000, Segments: 100_000, Sparse: true}, {Streams: 1000, Segments: 1_000_000, Sparse: true}},
 		Log:  newLogger(stderr, "info")}
-	if *quick {
+	if *f.quick {
 		cfg.DeleteSegments, cfg.DeleteRounds, cfg.PurgeSegments = 10_000, 2, 10_000
 		cfg.Idle = []bench.IdleStore{{Streams: 200, Segments: 2_000}, {Streams: 200, Segments: 20_000}}
 		fmt.Fprintln(stdout, "quick mode: 10,000 segments per delete side in 2 rounds, a 10,000-segment camera purged, idle store of 200 streams with 2,000 and 20,000 segments")
@@ -140,7 +129,7 @@ func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	printBench(stdout, "retention", res, *asJSON)
+	printBench(stdout, "retention", res, *f.asJSON)
 	return nil
 }
 

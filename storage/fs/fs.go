@@ -209,13 +209,18 @@ func (b *Backend) put(ctx context.Context, key string, r io.Reader, size int64, 
 	if err := b.publish(tmp, final, opts.IfAbsent); err != nil {
 		return storage.ObjectInfo{}, err
 	}
+	return putInfo(key, size, st, opts), nil
+}
+
+// putInfo describes the object a Put just published from file st.
+func putInfo(key string, size int64, st os.FileInfo, opts storage.PutOptions) storage.ObjectInfo {
 	return storage.ObjectInfo{
 		Key:         key,
 		Size:        size,
 		ModTime:     st.ModTime(),
 		ContentType: contentType(opts),
 		Metadata:    maps.Clone(opts.Metadata),
-	}, nil
+	}
 }
 
 // adopt makes sp's file the object: the header goes into its headroom, the
@@ -252,13 +257,7 @@ func (b *Backend) adopt(ctx context.Context, key string, sp *storage.Spooled, hd
 		}
 		return storage.ObjectInfo{}, true, err
 	}
-	return storage.ObjectInfo{
-		Key:         key,
-		Size:        sp.Size(),
-		ModTime:     st.ModTime(),
-		ContentType: contentType(opts),
-		Metadata:    maps.Clone(opts.Metadata),
-	}, true, nil
+	return putInfo(key, sp.Size(), st, opts), true, nil
 }
 
 // writeTemp writes the header and exactly size bytes of r to f and syncs it.
