@@ -1,0 +1,244 @@
+// Package vigiltest builds the vigil binary and runs it as a child process on
+// free loopback ports, for tests that drive the real binary from outside.
+package vigiltest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigilcloud/vigil/internal/servers"
+	"github.com/vigilcloud/vigil/internal/testutil"
+)
+
+// Token is the operator token every node started here uses.
+const Token = "vigiltest-operator-token"
+
+// Build compiles ./cmd/vigil (found from the module root above dir) into a
+// temp dir and returns the binary's path and a cleanup. For TestMain.
+func Build() (bin string, cleanup func(), err error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "vigiltest-")
+	if err != nil {
+		return "", nil, err
+	}
+	bin = filepath.Join(dir, "vigil")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/vigil")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("build vigil: %v\n%s", err, out)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+func moduleRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		p := filepath.Dir(d)
+		if p == d {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		d = p
+	}
+}
+
+// Node is a running `vigil serve`.
+type Node struct {
+	*servers.Process
+	T        testing.TB
+	Base     string // http://host:port
+	HTTPAddr string
+	RTSPAddr string // empty unless started with WithRTSP
+	Data     string
+	API      *Client
+}
+
+// Options for Start. Args are appended to serve's flags.
+type Options struct {
+	Env  []string
+	Args []string
+	RTSP bool // listen for RTSP on a free port (UDP off)
+}
+
+// Start runs `vigil serve` with its data in a test temp dir and waits for /readyz.
+func Start(t testing.TB, bin string, o Options) *Node {
+	t.Helper()
+	dir := t.TempDir()
+	n := &Node{T: t, HTTPAddr: testutil.FreePort(t), Data: filepath.Join(dir, "data")}
+	n.Base = "http://" + n.HTTPAddr
+	rtsp := ""
+	args := []string{"serve", "--data", n.Data, "--http-addr", n.HTTPAddr,
+		"--raft-addr", testutil.FreePort(t), "--log-level", "debug"}
+	if o.RTSP {
+		rtsp = testutil.FreePort(t)
+		n.RTSPAddr = rtsp
+		args = append(args, "--rtsp-udp-addr", "off")
+	}
+	args = append(args, "--rtsp-addr", rtsp)
+	args = append(args, o.Args...)
+	env := append([]string{"VIGIL_ADMIN_TOKEN=" + Token}, o.Env...)
+	p, err := servers.Start(bin, dir, n.HTTPAddr, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Process = p
+	n.API = &Client{Base: n.Base, Token: Token}
+	t.Cleanup(func() {
+		p.Close()
+		if t.Failed() {
+			t.Logf("vigil log:\n%s", Tail(p.Logs(), 60))
+		}
+	})
+	n.WaitReady()
+	return n
+}
+
+// WaitReady waits up to a minute for /readyz to answer 200.
+func (n *Node) WaitReady() {
+	n.T.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(n.Base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			n.T.Fatalf("vigil not ready: %v\n%s", err, Tail(n.Logs(), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Restart SIGKILLs the node and starts it again on the same data.
+func (n *Node) Restart() {
+	n.T.Helper()
+	n.Kill()
+	if err := n.Process.Restart(); err != nil {
+		n.T.Fatal(err)
+	}
+	n.WaitReady()
+}
+
+// Provision creates account acct, bridge br and camera cam with the streams
+// (1280x720, 30 days) and returns the bridge token.
+func (n *Node) Provision(streams ...string) string {
+	n.T.Helper()
+	ctx := context.Background()
+	n.Must(n.API.Do(ctx, "POST", "/v1/accounts", map[string]any{"id": "acct", "name": "Account"}, nil))
+	var br struct{ Token string }
+	n.Must(n.API.Do(ctx, "POST", "/v1/accounts/acct/bridges", map[string]any{"id": "br", "name": "Bridge"}, &br))
+	var ss []map[string]any
+	for _, s := range streams {
+		ss = append(ss, map[string]any{"id": s, "width": 1280, "height": 720, "retention_days": 30})
+	}
+	n.Must(n.API.Do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam", "name": "Cam", "streams": ss}, nil))
+	if br.Token == "" {
+		n.T.Fatal("no bridge token returned")
+	}
+	return br.Token
+}
+
+// Must fails the test on err.
+func (n *Node) Must(err error) {
+	n.T.Helper()
+	if err != nil {
+		n.T.Fatal(err)
+	}
+}
+
+// Put uploads one segment of 2 s and returns the status and body.
+func (n *Node) Put(token, stream string, start int64, body []byte, ctype string) (int, string) {
+	n.T.Helper()
+	req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("%s/v1/streams/%s/segments/%d?duration_ms=2000", n.Base, stream, start), bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", ctype)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.T.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Client calls a node's JSON API with a bearer token.
+type Client struct {
+	Base, Token string
+	HTTP        http.Client
+}
+
+// Do sends in as JSON and decodes a 2xx answer into out; any other status is an error.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return &StatusError{Method: method, Path: path, Status: resp.StatusCode, Body: string(bytes.TrimSpace(b))}
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// StatusError is a non-2xx answer.
+type StatusError struct {
+	Method, Path string
+	Status       int
+	Body         string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, e.Body)
+}
+
+// Tail returns the last lines of s.
+func Tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
