@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/internal/vigiltest"
 )
 
@@ -22,7 +23,19 @@ import (
 // count exactly what is stored: nothing lost with the killed process's
 // unflushed usage, nothing counted twice by the retries' 200s.
 func TestUsageSurvivesSIGKILL(t *testing.T) {
-	n := vigiltest.Start(t, vigilBin, vigiltest.Options{})
+	usageKillLoop(t, vigiltest.Options{})
+}
+
+// TestUsageSurvivesSIGKILLS3Redis is the same on MinIO and redis-server.
+func TestUsageSurvivesSIGKILLS3Redis(t *testing.T) {
+	mio := testutil.StartMinIO(t)
+	rds := testutil.StartRedis(t)
+	env := append(mio.Env(mio.Bucket(t)), "VIGIL_REDIS_ADDR="+rds.Addr)
+	usageKillLoop(t, vigiltest.Options{Env: env})
+}
+
+func usageKillLoop(t *testing.T, o vigiltest.Options) {
+	n := vigiltest.Start(t, vigilBin, o)
 	streams := []string{"u1", "u2"}
 	tok := n.Provision(streams...)
 	month := time.Now().UTC().Format("2006-01")
