@@ -81,7 +81,7 @@ type journalRec struct {
 	Bytes   int64       `json:"b,omitempty"`
 	Objects int64       `json:"o,omitempty"`
 	Batch   *UsageBatch `json:"batch,omitempty"`
-	Ords    []uint64    `json:"ords,omitempty"`
+	Ords    [][2]uint64 `json:"ords,omitempty"` // b: the records it counts, as ranges [first, last]
 }
 
 const (
@@ -180,10 +180,12 @@ func (j *Journal) read(rec *journalRecovery) error {
 			if r.Batch == nil {
 				continue
 			}
-			for _, o := range r.Ords {
-				delete(intents, o)
-				delete(frees, o)
-				delete(j.live, o)
+			for _, rg := range r.Ords {
+				for o := rg[0]; o <= rg[1]; o++ {
+					delete(intents, o)
+					delete(frees, o)
+					delete(j.live, o)
+				}
 			}
 			batches[r.Q] = r.Batch
 			j.batches[r.Q] = slices.Clone(line)
@@ -348,7 +350,7 @@ func (j *Journal) nextBatch() (uint64, string) {
 // batch durably records batch seq and the records it counts, before it is
 // submitted.
 func (j *Journal) batch(seq uint64, b *UsageBatch, ords []uint64) error {
-	line, err := encodeJournalLine(journalRec{T: "b", Q: seq, Batch: b, Ords: ords})
+	line, err := encodeJournalLine(journalRec{T: "b", Q: seq, Batch: b, Ords: ordRanges(ords)})
 	if err != nil {
 		return err
 	}
@@ -365,6 +367,22 @@ func (j *Journal) batch(seq uint64, b *UsageBatch, ords []uint64) error {
 		return err
 	}
 	return j.sync(off)
+}
+
+// ordRanges sorts ords into ranges: records settle about in the order
+// they were written, so a batch's list stays short.
+func ordRanges(ords []uint64) [][2]uint64 {
+	ords = slices.Clone(ords)
+	slices.Sort(ords)
+	var out [][2]uint64
+	for _, o := range ords {
+		if n := len(out); n > 0 && out[n-1][1]+1 >= o {
+			out[n-1][1] = max(out[n-1][1], o)
+			continue
+		}
+		out = append(out, [2]uint64{o, o})
+	}
+	return out
 }
 
 // committed records that the meter applied batch seq; the file is rewritten
