@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,6 +100,7 @@ func usageKillLoop(t *testing.T, o vigiltest.Options) {
 		return
 	}
 
+	t.Logf("%d segments acknowledged; journal replays at start: %d", acked.Load(), strings.Count(n.Logs(), "usage: replaying the journal"))
 	ctx := context.Background()
 	for _, s := range streams {
 		var rec struct {
