@@ -52,6 +52,10 @@ type state struct {
 	Usage       map[string]*usageRec    `json:"usage"`           // by stream id
 	AccountHist map[string]*accountHist `json:"account_history"` // by account id
 	UsageStats  usageStats              `json:"usage_stats"`
+	// UsageJournals is the last batch seq applied per ingest journal
+	// (usage.go): a journal's batches apply once, in order, however late
+	// a replay comes. One entry per ingest data directory, never per segment.
+	UsageJournals map[string]uint64 `json:"usage_journals,omitempty"`
 	// Nodes maps raft node id → HTTP address, so any node can forward a
 	// write to the leader (forward.go).
 	Nodes map[string]string `json:"nodes,omitempty"`
