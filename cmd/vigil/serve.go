@@ -71,7 +71,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data", "./vigil-data", "data directory (meter raft log, fs objects, admin token)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address for publishing Bridges; empty disables RTSP")
-	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp-addr", "", "UDP RTP listen address of the RTSP UDP transport (even port; RTCP on the next); default port 8000 on the RTSP host, off disables UDP")
+	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp-addr", "", "UDP RTP listen address of the RTSP UDP transport (even port; RTCP on the next); default 2×RTSP port−9108 (8000 for 8554) on the RTSP host, a free pair if that is out of range; off disables UDP")
 	fs.IntVar(&c.RTSPMaxSessions, "rtsp-max-sessions", 1000, "concurrent RTSP sessions; more are answered 503")
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "raft listen address of the meter")
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
@@ -175,10 +175,13 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	n = &node{log: log, done: make(chan struct{})}
+	// The deferred cleanup holds its own reference: every error return
+	// below sets the named result n to nil.
+	nd := &node{log: log, done: make(chan struct{})}
+	n = nd
 	defer func() {
 		if err != nil {
-			n.closeAll()
+			_ = nd.Close()
 		}
 	}()
 	n.adminToken, n.tokenSource, err = adminToken(cfg.DataDir)
