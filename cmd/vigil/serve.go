@@ -309,9 +309,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	handle(root, "GET /readyz", http.HandlerFunc(n.ready))
-	root.Handle("/v1/", authn.Middleware(api, playback.HasURLSignature))
+	// Unknown routes and methods answer the contract's JSON error too.
+	root.Handle("/v1/", authn.Middleware(httpx.JSONMux(api), playback.HasURLSignature))
 
-	n.srv = &http.Server{Handler: root, ReadHeaderTimeout: 10 * time.Second}
+	n.srv = &http.Server{Handler: httpx.JSONMux(root), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
