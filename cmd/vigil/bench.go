@@ -14,9 +14,25 @@ import (
 	"github.com/vigilcloud/vigil/bench"
 )
 
+// benchUsage lists the benchmarks; each one's --help gives its flags.
+const benchUsage = `usage: vigil bench <benchmark> [--quick] [--json] [--work-dir DIR] [flags]
+
+  ingest     HTTP segment uploads into vigil on MinIO vs direct PUTs to MinIO
+  meter      usage updates/s batched vs one per raft Apply; billing run; snapshot/restore
+  retention  sweeper delete rate vs minio-go RemoveObjects; purge time; idle sweep cost
+  rtsp       N RTSP publishers into vigil serve vs a packet-counting RTSP server
+  playback   recordings-list latency, segment and clip.mp4 TTFB vs per-segment fetches
+
+` + "`vigil bench <benchmark> --help` lists its flags. Results and goals: bench/RESULTS.md."
+
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vigil bench ingest|meter|retention|rtsp|playback [--quick] [--json]")
+		fmt.Fprintln(stderr, benchUsage)
+		return errors.New("bench: name a benchmark")
+	}
+	if isHelp(args[0]) || args[0] == "help" {
+		fmt.Fprintln(stdout, benchUsage)
+		return flag.ErrHelp
 	}
 	switch args[0] {
 	case "ingest":
@@ -32,22 +48,24 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
+		fmt.Fprintln(stderr, benchUsage)
 		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback)", args[0])
 	}
 }
 
 func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("ingest", "a short run (a couple of minutes)", "where MinIO and the nodes keep data", stderr)
+	f := newBenchFlags("ingest", "HTTP segment uploads through vigil (MinIO storage, Redis index) against the baseline of\nthe same bodies PUT straight to MinIO, per size and concurrency. Needs minio and\nredis-server (see --minio).", "a short run (a couple of minutes)", "where MinIO and the nodes keep data", stdout, stderr)
 	runs := f.fs.Int("runs", 3, "repetitions of every case; medians are reported")
 	sizes := f.fs.String("sizes", "256KiB,1MiB,4MiB", "segment sizes")
 	concs := f.fs.String("concurrency", "16,64", "concurrent uploads")
+	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built under ~/.cache/vigil-tools)")
 	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	cfg := bench.IngestConfig{
-		VigilBin: self, WorkDir: dir,
+		VigilBin: self, WorkDir: dir, MinIOBin: *minioBin,
 		BytesPerRun: 512 << 20,
 		Runs:        *runs,
 		Log:         newLogger(stderr, "info"),
@@ -107,9 +125,8 @@ type benchFlags struct {
 	work   *string
 }
 
-func newBenchFlags(name, quickUsage, workUsage string, stderr io.Writer) *benchFlags {
-	fs := flag.NewFlagSet("bench "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newBenchFlags(name, about, quickUsage, workUsage string, stdout, stderr io.Writer) *benchFlags {
+	fs := newFlagSet("bench "+name, "bench "+name+" [flags]", about, stdout, stderr)
 	return &benchFlags{fs: fs,
 		quick:  fs.Bool("quick", false, quickUsage),
 		asJSON: fs.Bool("json", false, "print the results as one JSON object on the last line"),
@@ -119,7 +136,7 @@ func newBenchFlags(name, quickUsage, workUsage string, stderr io.Writer) *benchF
 // parse parses args and returns the vigil binary running the benchmark and
 // its work directory: --work-dir, or a temp dir that cleanup removes.
 func (b *benchFlags) parse(args []string) (self, dir string, cleanup func(), err error) {
-	if err := b.fs.Parse(args); err != nil {
+	if err := parseFlags(b.fs, args); err != nil {
 		return "", "", nil, err
 	}
 	return benchSetup(*b.work)
@@ -165,7 +182,7 @@ func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
 // runBenchPlayback is `vigil bench playback`: recordings-list latency,
 // segment and clip.mp4 time to first byte and throughput on a seeded stream.
 func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("playback", "a short run: one uploaded hour, once", "where the node keeps data", stderr)
+	f := newBenchFlags("playback", "Recordings-list latency over 1 h and --list-days, segment time to first byte, and\nclip.mp4 over one hour against the baseline of the same segments fetched one by one.", "a short run: one uploaded hour, once", "where the node keeps data", stdout, stderr)
 	runs := f.fs.Int("runs", 3, "repetitions of every measurement; medians are reported")
 	hours := f.fs.Int("hours", 3, "hours of real 6-s 2 Mbit/s segments uploaded over HTTP")
 	days := f.fs.Int("list-days", 30, "length of the long recordings window (earlier days seeded as hour manifests)")

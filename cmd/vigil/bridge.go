@@ -80,8 +80,9 @@ func (f *bridgeFlags) config(ctx context.Context) (bench.BridgeConfig, error) {
 }
 
 func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("bridge", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("bridge", "bridge --token TOKEN --streams ID[,ID…] [flags]", `A simulated Bridge: uploads segments of its streams to a node over HTTP PUT,
+live, and the backlog of a simulated outage drained while live continues; it
+retries with backoff on 503 and network errors, and prints what it uploaded.`, stdout, stderr)
 	var f bridgeFlags
 	f.register(fset)
 	if err := parseFlags(fset, args); err != nil {

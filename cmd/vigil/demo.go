@@ -16,10 +16,25 @@ import (
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("demo", "demo [flags]", `The guided tour: starts a node in a temp dir (removed at the end unless --data
+or --keep), provisions a reseller, an account, a bridge and cameras, simulates
+the bridge through an outage whose backlog drains while live video continues,
+and prints the recordings, the meter and the month's billing preview. Real
+video payloads need ffmpeg (made once, cached under ~/.cache/vigil/payloads);
+--payload synthetic needs nothing. The node flags are those of vigil serve.`, stdout, stderr)
 	var cfg nodeConfig
 	cfg.register(fset)
+	// The demo picks its own data dir and ports: say so instead of serve's defaults.
+	for name, usage := range map[string]string{
+		"data":      "data directory (default: a temp dir, removed at the end)",
+		"http-addr": "HTTP listen address (default: a free port on 127.0.0.1)",
+		"raft-addr": "raft listen address (default: a free port on 127.0.0.1)",
+		"rtsp-addr": "RTSP listen address (default: RTSP off; the demo's bridge uploads over HTTP)",
+	} {
+		f := fset.Lookup(name)
+		f.DefValue, f.Usage = "", usage
+		_ = f.Value.Set("")
+	}
 	var bf bridgeFlags
 	bf.register(flag.NewFlagSet("", flag.ContinueOnError)) // defaults only
 	fset.DurationVar(&bf.Live, "live", 12*time.Second, "how long the simulated bridge records live")

@@ -134,8 +134,14 @@ func (c *nodeConfig) hasRole(role string) bool {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("serve", "serve [flags]", `Runs one vigil node: Bridge uploads (HTTP PUT) and RTSP publishing, playback
+(recordings, HLS, clips), and the meter (a raft voter replicating accounts,
+bridges, cameras, streams and usage). With no flags it keeps everything under
+./vigil-data (fs storage, embedded index, a single-voter meter), serves HTTP on
+127.0.0.1:8080 and RTSP on 127.0.0.1:8554, and writes a generated operator token
+to ./vigil-data/admin-token unless VIGIL_ADMIN_TOKEN is set. --s3-endpoint and
+--redis-addr switch storage to S3/MinIO and the index to Redis; --join adds the
+node to a cluster.`, stdout, stderr)
 	var cfg nodeConfig
 	cfg.register(fset)
 	if err := parseFlags(fset, args); err != nil {
