@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -68,7 +69,7 @@ func firstElection(msg string, args []any) bool {
 	}
 	for i := 0; i+1 < len(args); i += 2 {
 		if args[i] == "last-leader-id" {
-			return args[i+1] == ""
+			return fmt.Sprint(args[i+1]) == "" // a raft.ServerID
 		}
 	}
 	return false
