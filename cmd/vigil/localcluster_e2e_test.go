@@ -159,4 +159,3 @@ func processesUnder(dir string) []int {
 	}
 	return pids
 }
-

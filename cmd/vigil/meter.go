@@ -55,7 +55,7 @@ func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		part = fset.String("part", "", "summary or items (default: everything in JSON, items in CSV)")
 		out = fset.String("o", "", "write the run to this file instead of stdout")
 	case "reconcile":
-		stream = fset.String("stream", "", "only this stream")                  // retention.go
+		stream = fset.String("stream", "", "only this stream")                 // retention.go
 		dryRun = fset.Bool("dry-run", false, "report drift without fixing it") // retention.go
 	}
 	// The positional argument may come before or after the flags.
