@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -157,9 +158,20 @@ func benchSetup(work string) (self, dir string, cleanup func(), err error) {
 	return self, dir, func() { os.RemoveAll(dir) }, nil
 }
 
-// printBench prints one line per metric and, with asJSON, the contract's
-// JSON object as the last line.
+// benchBaselines names what each benchmark's "baseline" column measured.
+var benchBaselines = map[string]string{
+	"ingest":    "the same bodies PUT straight to MinIO with minio-go (S3 cases) and raw temp-file+fsync+rename writes (fs cases), same run, same machine",
+	"meter":     "one usage update per raft Apply on the same 3 voters",
+	"retention": "minio-go RemoveObjects on the same layout in the same MinIO",
+	"rtsp":      "a packet-counting RTSP server (bench rtsp-sink: same RTSP stack, no recording) with the same publishers",
+	"playback":  "the same segments fetched one by one over HTTP",
+}
+
+// printBench prints what the run compares with, one line per metric, one
+// line per goal (met or not, and by how much) and, with asJSON, the
+// contract's JSON object as the last line.
 func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
+	fmt.Fprintf(w, "bench %s — baseline: %s\n", name, benchBaselines[name])
 	for _, m := range res {
 		line := fmt.Sprintf("%-44s %12.2f %-12s", m.Metric, m.Value, m.Unit)
 		if m.Baseline != 0 {
@@ -172,6 +184,11 @@ func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
 			line += fmt.Sprintf("  goal %s met=%v", m.Goal, *m.Met)
 		}
 		fmt.Fprintln(w, line)
+	}
+	for _, m := range res {
+		if m.Met != nil {
+			fmt.Fprintln(w, goalLine(m))
+		}
 	}
 	if asJSON {
 		b, _ := json.Marshal(map[string]any{"bench": name, "results": res})
@@ -204,4 +221,55 @@ func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	printBench(stdout, "playback", res, *f.asJSON)
 	return nil
+}
+
+// goalLine says whether m met its goal and by how much: the goal's bound
+// (">= 2.0x", "< 200", "<= 1.5x", "0") is compared with the ratio when it
+// ends in x, else with the value.
+func goalLine(m bench.Metric) string {
+	verdict := "NOT MET"
+	if *m.Met {
+		verdict = "met"
+	}
+	line := fmt.Sprintf("goal %-36s %s: %s", m.Metric, m.Goal, verdict)
+	op, bound, ratio, ok := parseGoal(m.Goal)
+	if !ok {
+		return line + fmt.Sprintf(" (%.2f %s)", m.Value, m.Unit)
+	}
+	got, unit := m.Value, " "+m.Unit
+	if ratio {
+		got, unit = m.Ratio, "x"
+	}
+	switch {
+	case bound == 0:
+		return line + fmt.Sprintf(" (%.2f%s)", got, unit)
+	case op == ">" || op == ">=":
+		return line + fmt.Sprintf(" (%.2f%s, %+.0f%% against the bound %.2f%s)", got, unit, (got/bound-1)*100, bound, unit)
+	default: // < or <=: positive headroom is good
+		return line + fmt.Sprintf(" (%.2f%s, %.0f%% %s the bound %.2f%s)", got, unit, math.Abs(1-got/bound)*100, map[bool]string{true: "under", false: "over"}[got <= bound], bound, unit)
+	}
+}
+
+// parseGoal reads a goal's leading comparison: "≥ 100000 updates/s …"
+// gives (">=", 100000, false).
+func parseGoal(goal string) (op string, bound float64, ratio, ok bool) {
+	g := strings.NewReplacer("≥", ">=", "≤", "<=").Replace(strings.TrimSpace(goal))
+	for _, o := range []string{">=", "<=", ">", "<", ""} {
+		if strings.HasPrefix(g, o) {
+			op, g = o, strings.TrimSpace(g[len(o):])
+			break
+		}
+	}
+	end := 0
+	for end < len(g) && (g[end] == '.' || g[end] >= '0' && g[end] <= '9') {
+		end++
+	}
+	v, err := strconv.ParseFloat(g[:end], 64)
+	if err != nil {
+		return "", 0, false, false
+	}
+	if op == "" {
+		op = "<=" // "0": at most
+	}
+	return op, v, strings.HasPrefix(g[end:], "x"), true
 }
