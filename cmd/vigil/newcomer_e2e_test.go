@@ -214,3 +214,18 @@ func TestUnknownRouteJSON(t *testing.T) {
 func testEnviron() []string { return os.Environ() }
 
 func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+
+// Without ffmpeg, the demo says so and offers the synthetic payloads; with
+// them it runs.
+func TestDemoWithoutFFmpeg(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"PATH=" + t.TempDir(), "TMPDIR=" + dir}
+	code, _, stderr := runVigil(t, dir, env, "demo", "--live", "2s", "--outage", "10s")
+	if code == 0 || !strings.Contains(stderr, "ffmpeg, which is not on PATH") || !strings.Contains(stderr, "--payload synthetic") {
+		t.Fatalf("demo without ffmpeg: exit %d, stderr:\n%s", code, stderr)
+	}
+	code, stdout, stderr := runVigil(t, dir, env, "demo", "--live", "2s", "--outage", "10s", "--payload", "synthetic")
+	if code != 0 || !strings.Contains(stdout, "removed the demo's data") {
+		t.Fatalf("demo --payload synthetic without ffmpeg: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
