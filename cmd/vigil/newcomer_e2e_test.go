@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +123,25 @@ func TestStartupErrorIsReported(t *testing.T) {
 	if code == 0 || strings.Contains(stderr, "panic") || !strings.Contains(stderr, "vigil: listen tcp "+l.Addr().String()) ||
 		!strings.Contains(stderr, "address already in use") {
 		t.Fatalf("serve on a taken port: exit %d, stderr:\n%s", code, stderr)
+	}
+	// A late error, once HTTP serves and the meter runs: the RTSP UDP port
+	// is taken.
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	udpAddr := udp.LocalAddr().String()
+	if udp.LocalAddr().(*net.UDPAddr).Port%2 != 0 { // the RTCP half is taken: name the pair's RTP port
+		udpAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port-1))
+	}
+	for i := range 3 { // the panic this replaced depended on timing
+		code, _, stderr = runVigil(t, dir, nil, "serve", "--data", filepath.Join(dir, "data"+strconv.Itoa(i)),
+			"--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--rtsp-addr", "127.0.0.1:0", "--rtsp-udp-addr", udpAddr)
+		if code != 1 || strings.Contains(stderr, "panic") || !strings.Contains(stderr, "vigil: rtsp: udp") ||
+			!strings.Contains(stderr, "address already in use") {
+			t.Fatalf("serve with its RTSP UDP port taken: exit %d, stderr:\n%s", code, stderr)
+		}
 	}
 }
 

@@ -119,8 +119,8 @@ func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node,
 	}
 	srv, err := rtsp.NewServer(rtsp.Config{Addr: cfg.RTSPAddr, UDPRTPAddr: rtpAddr, UDPRTCPAddr: rtcpAddr,
 		MaxSessions: cfg.RTSPMaxSessions, Realm: meter.DigestRealm, Logger: log, Registerer: reg}, rec)
-	if err != nil {
-		return fmt.Errorf("rtsp: %w", err)
+	if err != nil { // already "rtsp: …"; say which flags choose the ports
+		return fmt.Errorf("%w (ports from --rtsp-addr %s and --rtsp-udp-addr %s; --rtsp-udp-addr off disables UDP)", err, cfg.RTSPAddr, rtpAddr)
 	}
 	log.Info("rtsp: listening", "addr", srv.Addr().String(), "udp_rtp", rtpAddr, "udp_rtcp", rtcpAddr)
 	// The recorder outlives the server: sessions closed at shutdown still

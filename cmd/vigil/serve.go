@@ -174,20 +174,19 @@ type node struct {
 }
 
 // startNode opens storage, index and meter, and serves HTTP on cfg.HTTPAddr.
-func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, err error) {
+func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	// The deferred cleanup holds its own reference: every error return
-	// below sets the named result n to nil.
-	nd := &node{log: log, done: make(chan struct{})}
-	n = nd
+	// n is not the named result: every error return below sets that to
+	// nil, and the cleanup and the serving goroutine still need the node.
+	n := &node{log: log, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			_ = nd.Close()
+			_ = n.Close()
 		}
 	}()
 	n.adminToken, n.tokenSource, err = adminToken(cfg.DataDir)
