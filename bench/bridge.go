@@ -3,7 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +20,9 @@ type BridgeConfig struct {
 	Body            []byte // one segment's payload, reused for every segment
 	ContentType     string
 	Width, Height   int
+	// Payloads override Body, ContentType, Width and Height per stream
+	// (each camera stream uploads video of its own size).
+	Payloads map[string]Payload
 	// Live is how long live recording runs (in real time). Every stream
 	// uploads one segment per SegmentDuration.
 	Live time.Duration
@@ -27,6 +33,13 @@ type BridgeConfig struct {
 	BacklogWorkers int
 	// Now is the simulation's clock (the start of the live phase).
 	Now func() time.Time
+}
+
+// Payload is what one stream uploads for every segment.
+type Payload struct {
+	Body          []byte
+	ContentType   string
+	Width, Height int
 }
 
 // Report sums up a simulation.
@@ -80,9 +93,20 @@ func (t *Tally) String() string {
 	if t.Elapsed > 0 {
 		rate = float64(t.Stored()) / t.Elapsed.Seconds()
 	}
-	return fmt.Sprintf("%d segments, %d stored (%d new, %d retried), %d failed, statuses %v, %.1f MB, %.1f segments/s, p50 %v, p99 %v",
-		t.Segments, t.Stored(), t.Statuses[201], t.Statuses[200], t.Failures, t.Statuses,
-		float64(t.Bytes)/1e6, rate, t.Percentile(50).Round(time.Microsecond), t.Percentile(99).Round(time.Microsecond))
+	s := fmt.Sprintf("%d segments, %d stored (%d new, %d already stored), %d without an answer",
+		t.Segments, t.Stored(), t.Statuses[201], t.Statuses[200], t.Failures)
+	// Other final answers (409, 404, …) are worth a line of their own.
+	var other []string
+	for _, code := range slices.Sorted(maps.Keys(t.Statuses)) {
+		if code != 200 && code != 201 {
+			other = append(other, fmt.Sprintf("%d %s ×%d", code, http.StatusText(code), t.Statuses[code]))
+		}
+	}
+	if len(other) > 0 {
+		s += ", refused: " + strings.Join(other, ", ")
+	}
+	return s + fmt.Sprintf("; %.1f MB at %.1f segments/s, latency p50 %v, p99 %v",
+		float64(t.Bytes)/1e6, rate, t.Percentile(50).Round(time.Millisecond/10), t.Percentile(99).Round(time.Millisecond/10))
 }
 
 // RunBridge simulates a Bridge: the backlog of an Outage is drained by
@@ -102,8 +126,12 @@ func RunBridge(ctx context.Context, up *Uploader, cfg BridgeConfig) (Report, err
 		rep Report
 	)
 	seg := func(stream string, start time.Time, backlog bool) Segment {
-		return Segment{Stream: stream, Start: start, Duration: cfg.SegmentDuration, Body: cfg.Body,
-			ContentType: cfg.ContentType, Width: cfg.Width, Height: cfg.Height, Backlog: backlog}
+		p, ok := cfg.Payloads[stream]
+		if !ok {
+			p = Payload{Body: cfg.Body, ContentType: cfg.ContentType, Width: cfg.Width, Height: cfg.Height}
+		}
+		return Segment{Stream: stream, Start: start, Duration: cfg.SegmentDuration, Body: p.Body,
+			ContentType: p.ContentType, Width: p.Width, Height: p.Height, Backlog: backlog}
 	}
 	g, ctx := errgroup.WithContext(ctx)
 

@@ -35,6 +35,7 @@ type Metric struct {
 // IngestConfig sets up `vigil bench ingest`.
 type IngestConfig struct {
 	VigilBin    string // the vigil binary that runs the node under test
+	MinIOBin    string // the minio binary; empty: servers.FindMinIO
 	WorkDir     string
 	Sizes       []int // segment sizes in bytes
 	Concurrency []int
@@ -56,7 +57,7 @@ type caseStats struct {
 // temp-file, fsync and rename writes, at every size and concurrency.
 func RunIngest(ctx context.Context, cfg IngestConfig) ([]Metric, error) {
 	log := cfg.Log
-	mio, mc, err := startMinIO(ctx, cfg.WorkDir)
+	mio, mc, err := startMinIO(ctx, cfg.WorkDir, cfg.MinIOBin)
 	if err != nil {
 		return nil, err
 	}
@@ -150,10 +151,10 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]Metric, error) {
 }
 
 // startMinIO starts the benchmarks' MinIO under dir, with a client for it.
-func startMinIO(ctx context.Context, dir string) (*servers.MinIO, *minio.Client, error) {
-	mio, err := servers.StartMinIO(ctx, mkdir(dir, "minio"))
+func startMinIO(ctx context.Context, dir, bin string) (*servers.MinIO, *minio.Client, error) {
+	mio, err := servers.StartMinIOBin(ctx, bin, mkdir(dir, "minio"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("bench: start minio (is `minio` on PATH?): %w", err)
+		return nil, nil, fmt.Errorf("bench: start minio: %w", err)
 	}
 	mc, err := mio.Client()
 	if err != nil {
@@ -290,7 +291,7 @@ func startBenchNode(ctx context.Context, cfg IngestConfig, name string, env []st
 	env = append(env, "VIGIL_ADMIN_TOKEN="+benchToken)
 	p, err := servers.Start(cfg.VigilBin, dir, httpAddr, env, "serve",
 		"--data", filepath.Join(dir, "data"), "--http-addr", httpAddr, "--raft-addr", raftAddr,
-		"--live-threshold", "100000h", "--log-level", "warn")
+		"--live-threshold", "100000h", "--log-level", "warn", "--rtsp-addr", "") // HTTP only: nodes share the host
 	if err != nil {
 		return nil, err
 	}

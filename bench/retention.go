@@ -92,7 +92,8 @@ const seedChunk, seedWorkers = 5000, 2
 
 // RetentionConfig sets up `vigil bench retention`.
 type RetentionConfig struct {
-	WorkDir string
+	WorkDir  string
+	MinIOBin string // the minio binary; empty: servers.FindMinIO
 	// DeleteSegments is how many expired segments each side of the delete
 	// rate comparison deletes, in DeleteRounds rounds (default 1).
 	DeleteSegments int
@@ -120,7 +121,7 @@ type IdleStore struct {
 // camera, and the idle sweep's cost.
 func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 	log := cfg.Log
-	mio, mc, err := startMinIO(ctx, cfg.WorkDir)
+	mio, mc, err := startMinIO(ctx, cfg.WorkDir, cfg.MinIOBin)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -36,6 +37,8 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...an
 	switch {
 	case level >= hclog.Error:
 		lvl = slog.LevelError
+	case level == hclog.Warn && firstElection(msg, args):
+		lvl = slog.LevelInfo
 	case level == hclog.Warn:
 		lvl = slog.LevelWarn
 	case level == hclog.Info:
@@ -54,4 +57,20 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...an
 		attrs = append(attrs, k, args[i+1])
 	}
 	s.l.Log(context.Background(), lvl, msg, attrs...)
+}
+
+// firstElection reports raft's election warning from a node that has never
+// seen a leader: every fresh start (a single voter bootstrapping, a new
+// cluster) logs it, so it is no cause for an operator's attention. After a
+// leader was known it still is a warning.
+func firstElection(msg string, args []any) bool {
+	if msg != "heartbeat timeout reached, starting election" {
+		return false
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		if args[i] == "last-leader-id" {
+			return fmt.Sprint(args[i+1]) == "" // a raft.ServerID
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ set -euo pipefail
 
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
+STATICCHECK_VERSION=v0.8.2
 CACHE=${VIGIL_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vigil-tools}
 
 cd "$(dirname "$0")/.."
@@ -32,11 +33,15 @@ install_go_tool() { # name module version
 }
 install_go_tool minio github.com/minio/minio "$MINIO_VERSION"
 install_go_tool mc github.com/minio/mc "$MC_VERSION"
+# staticcheck is installed like MinIO: `go run pkg@version` inside this module
+# would resolve it against (and rewrite) go.mod.
+install_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck "$STATICCHECK_VERSION"
 export PATH
 
 export VIGIL_REQUIRE_INTEGRATION=1
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt wants to change: $unformatted" >&2; exit 1; fi
+if ! go mod tidy -diff; then echo "go.mod/go.sum are not tidy: run go mod tidy" >&2; exit 1; fi
 go vet ./...
-GOFLAGS=-mod=mod go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+staticcheck ./...
 go test -race -timeout 40m "$@" ./...

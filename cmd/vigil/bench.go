@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -14,9 +15,25 @@ import (
 	"github.com/vigilcloud/vigil/bench"
 )
 
+// benchUsage lists the benchmarks; each one's --help gives its flags.
+const benchUsage = `usage: vigil bench <benchmark> [--quick] [--json] [--work-dir DIR] [flags]
+
+  ingest     HTTP segment uploads into vigil on MinIO vs direct PUTs to MinIO
+  meter      usage updates/s batched vs one per raft Apply; billing run; snapshot/restore
+  retention  sweeper delete rate vs minio-go RemoveObjects; purge time; idle sweep cost
+  rtsp       N RTSP publishers into vigil serve vs a packet-counting RTSP server
+  playback   recordings-list latency, segment and clip.mp4 TTFB vs per-segment fetches
+
+` + "`vigil bench <benchmark> --help` lists its flags. Results and goals: bench/RESULTS.md."
+
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: vigil bench ingest|meter|retention|rtsp|playback [--quick] [--json]")
+		fmt.Fprintln(stderr, benchUsage)
+		return errors.New("bench: name a benchmark")
+	}
+	if isHelp(args[0]) || args[0] == "help" {
+		fmt.Fprintln(stdout, benchUsage)
+		return flag.ErrHelp
 	}
 	switch args[0] {
 	case "ingest":
@@ -32,22 +49,24 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
+		fmt.Fprintln(stderr, benchUsage)
 		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback)", args[0])
 	}
 }
 
 func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("ingest", "a short run (a couple of minutes)", "where MinIO and the nodes keep data", stderr)
+	f := newBenchFlags("ingest", "HTTP segment uploads through vigil (MinIO storage, Redis index) against the baseline of\nthe same bodies PUT straight to MinIO, per size and concurrency. Needs minio and\nredis-server (see --minio).", "a short run (a couple of minutes)", "where MinIO and the nodes keep data", stdout, stderr)
 	runs := f.fs.Int("runs", 3, "repetitions of every case; medians are reported")
 	sizes := f.fs.String("sizes", "256KiB,1MiB,4MiB", "segment sizes")
 	concs := f.fs.String("concurrency", "16,64", "concurrent uploads")
+	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built under ~/.cache/vigil-tools)")
 	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	cfg := bench.IngestConfig{
-		VigilBin: self, WorkDir: dir,
+		VigilBin: self, WorkDir: dir, MinIOBin: *minioBin,
 		BytesPerRun: 512 << 20,
 		Runs:        *runs,
 		Log:         newLogger(stderr, "info"),
@@ -107,9 +126,8 @@ type benchFlags struct {
 	work   *string
 }
 
-func newBenchFlags(name, quickUsage, workUsage string, stderr io.Writer) *benchFlags {
-	fs := flag.NewFlagSet("bench "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newBenchFlags(name, about, quickUsage, workUsage string, stdout, stderr io.Writer) *benchFlags {
+	fs := newFlagSet("bench "+name, "bench "+name+" [flags]", about, stdout, stderr)
 	return &benchFlags{fs: fs,
 		quick:  fs.Bool("quick", false, quickUsage),
 		asJSON: fs.Bool("json", false, "print the results as one JSON object on the last line"),
@@ -119,7 +137,7 @@ func newBenchFlags(name, quickUsage, workUsage string, stderr io.Writer) *benchF
 // parse parses args and returns the vigil binary running the benchmark and
 // its work directory: --work-dir, or a temp dir that cleanup removes.
 func (b *benchFlags) parse(args []string) (self, dir string, cleanup func(), err error) {
-	if err := b.fs.Parse(args); err != nil {
+	if err := parseFlags(b.fs, args); err != nil {
 		return "", "", nil, err
 	}
 	return benchSetup(*b.work)
@@ -140,9 +158,20 @@ func benchSetup(work string) (self, dir string, cleanup func(), err error) {
 	return self, dir, func() { os.RemoveAll(dir) }, nil
 }
 
-// printBench prints one line per metric and, with asJSON, the contract's
-// JSON object as the last line.
+// benchBaselines names what each benchmark's "baseline" column measured.
+var benchBaselines = map[string]string{
+	"ingest":    "the same bodies PUT straight to MinIO with minio-go (S3 cases) and raw temp-file+fsync+rename writes (fs cases), same run, same machine",
+	"meter":     "one usage update per raft Apply on the same 3 voters",
+	"retention": "minio-go RemoveObjects on the same layout in the same MinIO",
+	"rtsp":      "a packet-counting RTSP server (bench rtsp-sink: same RTSP stack, no recording) with the same publishers",
+	"playback":  "the same segments fetched one by one over HTTP",
+}
+
+// printBench prints what the run compares with, one line per metric, one
+// line per goal (met or not, and by how much) and, with asJSON, the
+// contract's JSON object as the last line.
 func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
+	fmt.Fprintf(w, "bench %s — baseline: %s\n", name, benchBaselines[name])
 	for _, m := range res {
 		line := fmt.Sprintf("%-44s %12.2f %-12s", m.Metric, m.Value, m.Unit)
 		if m.Baseline != 0 {
@@ -156,6 +185,11 @@ func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
 		}
 		fmt.Fprintln(w, line)
 	}
+	for _, m := range res {
+		if m.Met != nil {
+			fmt.Fprintln(w, goalLine(m))
+		}
+	}
 	if asJSON {
 		b, _ := json.Marshal(map[string]any{"bench": name, "results": res})
 		fmt.Fprintln(w, string(b))
@@ -165,7 +199,7 @@ func printBench(w io.Writer, name string, res []bench.Metric, asJSON bool) {
 // runBenchPlayback is `vigil bench playback`: recordings-list latency,
 // segment and clip.mp4 time to first byte and throughput on a seeded stream.
 func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("playback", "a short run: one uploaded hour, once", "where the node keeps data", stderr)
+	f := newBenchFlags("playback", "Recordings-list latency over 1 h and --list-days, segment time to first byte, and\nclip.mp4 over one hour against the baseline of the same segments fetched one by one.", "a short run: one uploaded hour, once", "where the node keeps data", stdout, stderr)
 	runs := f.fs.Int("runs", 3, "repetitions of every measurement; medians are reported")
 	hours := f.fs.Int("hours", 3, "hours of real 6-s 2 Mbit/s segments uploaded over HTTP")
 	days := f.fs.Int("list-days", 30, "length of the long recordings window (earlier days seeded as hour manifests)")
@@ -187,4 +221,55 @@ func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	printBench(stdout, "playback", res, *f.asJSON)
 	return nil
+}
+
+// goalLine says whether m met its goal and by how much: the goal's bound
+// (">= 2.0x", "< 200", "<= 1.5x", "0") is compared with the ratio when it
+// ends in x, else with the value.
+func goalLine(m bench.Metric) string {
+	verdict := "NOT MET"
+	if *m.Met {
+		verdict = "met"
+	}
+	line := fmt.Sprintf("goal %-36s %s: %s", m.Metric, m.Goal, verdict)
+	op, bound, ratio, ok := parseGoal(m.Goal)
+	if !ok {
+		return line + fmt.Sprintf(" (%.2f %s)", m.Value, m.Unit)
+	}
+	got, unit := m.Value, " "+m.Unit
+	if ratio {
+		got, unit = m.Ratio, "x"
+	}
+	switch {
+	case bound == 0:
+		return line + fmt.Sprintf(" (%.2f%s)", got, unit)
+	case op == ">" || op == ">=":
+		return line + fmt.Sprintf(" (%.2f%s, %+.0f%% against the bound %.2f%s)", got, unit, (got/bound-1)*100, bound, unit)
+	default: // < or <=: positive headroom is good
+		return line + fmt.Sprintf(" (%.2f%s, %.0f%% %s the bound %.2f%s)", got, unit, math.Abs(1-got/bound)*100, map[bool]string{true: "under", false: "over"}[got <= bound], bound, unit)
+	}
+}
+
+// parseGoal reads a goal's leading comparison: "≥ 100000 updates/s …"
+// gives (">=", 100000, false).
+func parseGoal(goal string) (op string, bound float64, ratio, ok bool) {
+	g := strings.NewReplacer("≥", ">=", "≤", "<=").Replace(strings.TrimSpace(goal))
+	for _, o := range []string{">=", "<=", ">", "<", ""} {
+		if strings.HasPrefix(g, o) {
+			op, g = o, strings.TrimSpace(g[len(o):])
+			break
+		}
+	}
+	end := 0
+	for end < len(g) && (g[end] == '.' || g[end] >= '0' && g[end] <= '9') {
+		end++
+	}
+	v, err := strconv.ParseFloat(g[:end], 64)
+	if err != nil {
+		return "", 0, false, false
+	}
+	if op == "" {
+		op = "<=" // "0": at most
+	}
+	return op, v, strings.HasPrefix(g[end:], "x"), true
 }

@@ -22,7 +22,7 @@ import (
 // runBenchRTSP is `vigil bench rtsp`: N concurrent 2 Mbit/s H.264
 // publishers into a recording `vigil serve` vs a packet-counting baseline.
 func runBenchRTSP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("rtsp", "a short run: 20 streams for 10 s, once", "where the nodes keep data and the recorded source is cached", stderr)
+	f := newBenchFlags("rtsp", "N concurrent 2 Mbit/s H.264 RTSP publishers into a recording vigil serve (fs) against\nthe baseline of a packet-counting RTSP server: CPU per packet and session, RSS,\nloss, and the recording floor. Needs ffmpeg.", "a short run: 20 streams for 10 s, once", "where the nodes keep data and the recorded source is cached", stdout, stderr)
 	runs := f.fs.Int("runs", 3, "repetitions of every case; medians are reported")
 	streams := f.fs.String("streams", "50,200,500", "concurrent publishers per case")
 	duration := f.fs.Duration("duration", 30*time.Second, "measured window per case (after the warm-up)")

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -38,8 +40,8 @@ func (f *bridgeFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.SegmentDuration, "segment-duration", 6*time.Second, "segment duration")
 	fs.IntVar(&f.Bitrate, "bitrate", 2_000_000, "bits per second of synthetic payloads")
 	fs.StringVar(&f.Payload, "payload", bench.PayloadFMP4, "payload: fmp4 or ts (real, made by ffmpeg once), or synthetic")
-	fs.IntVar(&f.Width, "width", 1280, "picture width")
-	fs.IntVar(&f.Height, "height", 720, "picture height")
+	fs.IntVar(&f.Width, "width", 0, "picture width (default: each stream's registered size, looked up with VIGIL_ADMIN_TOKEN when set, else 1280x720)")
+	fs.IntVar(&f.Height, "height", 0, "picture height (default: as --width)")
 	fs.DurationVar(&f.Live, "live", 30*time.Second, "how long live recording runs")
 	fs.DurationVar(&f.Outage, "outage", 0, "simulated internet outage before the live phase; its backlog drains while live continues")
 	fs.IntVar(&f.BacklogWorkers, "backlog-workers", 4, "concurrent backlog uploads")
@@ -47,10 +49,18 @@ func (f *bridgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
 
-func (f *bridgeFlags) config(ctx context.Context) (bench.BridgeConfig, error) {
+// defaultBridgeSize is the picture size of a stream whose registered size
+// is unknown to the simulator.
+var defaultBridgeSize = [2]int{1280, 720}
+
+// config builds the simulation. Each stream uploads video of the size given
+// by --width/--height, else of its registered size in sizes, else
+// defaultBridgeSize: a bridge sends what its camera was registered with.
+func (f *bridgeFlags) config(ctx context.Context, sizes map[string][2]int) (bench.BridgeConfig, error) {
 	cfg := bench.BridgeConfig{
-		SegmentDuration: f.SegmentDuration, Width: f.Width, Height: f.Height,
-		Live: f.Live, Outage: f.Outage, BacklogWorkers: f.BacklogWorkers,
+		SegmentDuration: f.SegmentDuration,
+		Live:            f.Live, Outage: f.Outage, BacklogWorkers: f.BacklogWorkers,
+		Payloads: map[string]bench.Payload{},
 	}
 	for _, s := range strings.Split(f.Streams, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -63,25 +73,62 @@ func (f *bridgeFlags) config(ctx context.Context) (bench.BridgeConfig, error) {
 	if f.SegmentDuration <= 0 {
 		return cfg, errors.New("--segment-duration must be positive")
 	}
-	switch f.Payload {
-	case bench.PayloadSynthetic:
-		cfg.Body = bench.SyntheticFMP4(int(int64(f.Bitrate) * f.SegmentDuration.Milliseconds() / 8000))
-		cfg.ContentType = "video/mp4"
-	case bench.PayloadFMP4, bench.PayloadTS:
-		var err error
-		cfg.Body, cfg.ContentType, err = bench.FFmpegSegment(ctx, f.CacheDir, f.Payload, f.SegmentDuration, f.Width, f.Height)
-		if err != nil {
-			return cfg, err
-		}
-	default:
+	if f.Payload != bench.PayloadSynthetic && f.Payload != bench.PayloadFMP4 && f.Payload != bench.PayloadTS {
 		return cfg, fmt.Errorf("--payload %q: want fmp4, ts or synthetic", f.Payload)
+	}
+	made := map[[2]int]bench.Payload{} // one ffmpeg run per size
+	for _, s := range cfg.Streams {
+		size := defaultBridgeSize
+		if sz, ok := sizes[s]; ok {
+			size = sz
+		}
+		if f.Width > 0 && f.Height > 0 {
+			size = [2]int{f.Width, f.Height}
+		}
+		p, ok := made[size]
+		if !ok {
+			p = bench.Payload{Width: size[0], Height: size[1]}
+			switch f.Payload {
+			case bench.PayloadSynthetic:
+				p.Body, p.ContentType = bench.SyntheticFMP4(int(int64(f.Bitrate)*f.SegmentDuration.Milliseconds()/8000)), "video/mp4"
+			default:
+				var err error
+				if _, err := exec.LookPath("ffmpeg"); err != nil {
+					return cfg, fmt.Errorf("--payload %s makes real video with ffmpeg, which is not on PATH: install it (apt-get install ffmpeg) or use --payload synthetic", f.Payload)
+				}
+				if p.Body, p.ContentType, err = bench.FFmpegSegment(ctx, f.CacheDir, f.Payload, f.SegmentDuration, size[0], size[1]); err != nil {
+					return cfg, err
+				}
+			}
+			made[size] = p
+		}
+		cfg.Payloads[s] = p
 	}
 	return cfg, nil
 }
 
+// registeredSizes looks up the registered picture size of each stream with
+// the operator token; without one (a bridge's token cannot read the
+// registry) it returns nothing.
+func registeredSizes(ctx context.Context, server, operatorToken string, streams []string) map[string][2]int {
+	sizes := map[string][2]int{}
+	if operatorToken == "" {
+		return sizes
+	}
+	c := &apiClient{base: strings.TrimRight(server, "/"), token: operatorToken}
+	for _, s := range streams {
+		var st struct{ Width, Height int }
+		if err := c.do(ctx, "GET", "/v1/meter/streams/"+url.PathEscape(s), nil, &st); err == nil && st.Width > 0 && st.Height > 0 {
+			sizes[s] = [2]int{st.Width, st.Height}
+		}
+	}
+	return sizes
+}
+
 func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("bridge", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("bridge", "bridge --token TOKEN --streams ID[,ID…] [flags]", `A simulated Bridge: uploads segments of its streams to a node over HTTP PUT,
+live, and the backlog of a simulated outage drained while live continues; it
+retries with backoff on 503 and network errors, and prints what it uploaded.`, stdout, stderr)
 	var f bridgeFlags
 	f.register(fset)
 	if err := parseFlags(fset, args); err != nil {
@@ -90,7 +137,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if f.Token == "" {
 		return errors.New("--token (VIGIL_TOKEN) is required")
 	}
-	cfg, err := f.config(ctx)
+	cfg, err := f.config(ctx, registeredSizes(ctx, f.Server, os.Getenv("VIGIL_ADMIN_TOKEN"), strings.Split(f.Streams, ",")))
 	if err != nil {
 		return err
 	}
@@ -109,7 +156,12 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // simulate runs the bridge and prints what happened.
 func simulate(ctx context.Context, up *bench.Uploader, cfg bench.BridgeConfig, stdout io.Writer, log *slog.Logger) (bench.Report, error) {
 	log.Info("bridge: starting", "streams", len(cfg.Streams), "segment", cfg.SegmentDuration,
-		"bytes_per_segment", len(cfg.Body), "live", cfg.Live, "outage", cfg.Outage)
+		"live", cfg.Live, "outage", cfg.Outage)
+	for _, s := range cfg.Streams {
+		if p, ok := cfg.Payloads[s]; ok {
+			fmt.Fprintf(stdout, "%s: %dx%d, %d bytes per %v segment\n", s, p.Width, p.Height, len(p.Body), cfg.SegmentDuration)
+		}
+	}
 	rep, err := bench.RunBridge(ctx, up, cfg)
 	fmt.Fprintf(stdout, "live:    %s\n", rep.Live.String())
 	if cfg.Outage > 0 {

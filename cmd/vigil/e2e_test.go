@@ -509,18 +509,33 @@ func TestBridgeCommand(t *testing.T) {
 	}
 }
 
-// TestDemo runs the guided demo end to end.
+// TestDemo runs the guided demo end to end: each simulated camera sends
+// video of its stream's registered size, the output is for people, and
+// the demo leaves nothing in the temp dir.
 func TestDemo(t *testing.T) {
 	testutil.RequireBinary(t, "ffmpeg")
+	tmp := t.TempDir()
 	cmd := exec.Command(vigilBin, "demo", "--live", "4s", "--outage", "1m")
-	cmd.Env = append(os.Environ(), "VIGIL_ADMIN_TOKEN=")
+	cmd.Env = append(os.Environ(), "VIGIL_ADMIN_TOKEN=", "TMPDIR="+tmp)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("vigil demo: %v\n%s", err, out)
 	}
-	for _, want := range []string{"front-door-main", "till-main", "segments in 1 span", "sku HD2-D30"} {
+	for _, want := range []string{"front-door-main", "till-main", "segments in 1 span", "sku HD2-D30",
+		"registered 1920x1080, retention 30 days, analytics none; video received 1920x1080\n",
+		"registered 640x480, retention 7 days, analytics none; video received 640x480\n",
+		"registered 1280x720, retention 7 days, analytics people_counting; video received 1280x720\n",
+		"removed the demo's data"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	for _, raw := range []string{"<nil>", "map[", "final=", "ABOVE"} {
+		if strings.Contains(string(out), raw) {
+			t.Errorf("demo output has %q:\n%s", raw, out)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("the demo left %v in its temp dir", left)
 	}
 }

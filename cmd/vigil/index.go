@@ -13,11 +13,17 @@ import (
 )
 
 func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rebuild" {
-		return errors.New("usage: vigil index rebuild [--server URL] [--stream ID]")
+	const synopsis = "index rebuild [--server URL] [--stream ID] [--data DIR]"
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintf(stdout, "usage: vigil %s\n\nAsks a running node to rebuild its recording index from storage alone.\n`vigil index rebuild --help` lists the flags.\n", synopsis)
+		return flag.ErrHelp
 	}
-	fset := flag.NewFlagSet("index rebuild", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	if len(args) == 0 || args[0] != "rebuild" {
+		return errors.New("usage: vigil " + synopsis)
+	}
+	fset := newFlagSet("index rebuild", synopsis, `Asks the node at --server to rebuild its recording index (every stream, or
+--stream) from the manifests and segment objects in storage. The operator token
+comes from VIGIL_ADMIN_TOKEN or DATA/admin-token.`, stdout, stderr)
 	server := fset.String("server", "http://127.0.0.1:8080", "the node whose index to rebuild")
 	stream := fset.String("stream", "", "rebuild only this stream")
 	data := fset.String("data", "./vigil-data", "data directory of the node (for its admin token)")

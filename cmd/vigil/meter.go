@@ -23,24 +23,45 @@ const meterUsage = `usage:
   vigil meter reconcile [--stream ID] [--dry-run] [--server URL]
 The operator token comes from VIGIL_ADMIN_TOKEN or DATA/admin-token (--data).`
 
+// meterSubcommands describe each `vigil meter` subcommand for its --help.
+var meterSubcommands = map[string]struct{ synopsis, about string }{
+	"status":    {"meter status [--server URL] [--data DIR]", "Prints the meter's raft and replication status as JSON."},
+	"billing":   {"meter billing YYYY-MM [--format json|csv] [--part summary|items] [-o FILE] [--server URL] [--data DIR]", "Prints (or writes to -o) the month's billing run (docs/billing.md)."},
+	"history":   {"meter history STREAM [--server URL] [--data DIR]", "Prints a stream's registration, usage and its history of changes and observed resolutions."},
+	"reconcile": {"meter reconcile [--stream ID] [--dry-run] [--server URL] [--data DIR]", "Compares the meter's stored bytes with storage and fixes drift (docs/retention.md)."},
+}
+
 func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%s", strings.TrimSpace(meterUsage))
 	}
 	sub, args := args[0], args[1:]
-	fset := flag.NewFlagSet("meter "+sub, flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	if isHelp(sub) || sub == "help" {
+		fmt.Fprintln(stdout, meterUsage)
+		return flag.ErrHelp
+	}
+	desc, ok := meterSubcommands[sub]
+	if !ok {
+		return fmt.Errorf("%s", strings.TrimSpace(meterUsage))
+	}
+	fset := newFlagSet("meter "+sub, desc.synopsis, desc.about+"\nThe operator token comes from VIGIL_ADMIN_TOKEN or DATA/admin-token (--data).", stdout, stderr)
 	server := fset.String("server", "http://127.0.0.1:8080", "a node's HTTP address")
 	data := fset.String("data", "./vigil-data", "data directory of the node (for its admin token)")
-	format := fset.String("format", "json", "billing: json or csv")
-	part := fset.String("part", "", "billing: summary or items (default: everything in JSON, items in CSV)")
-	out := fset.String("o", "", "billing: write the run to this file instead of stdout")
-	stream := fset.String("stream", "", "reconcile: only this stream")                 // retention.go
-	dryRun := fset.Bool("dry-run", false, "reconcile: report drift without fixing it") // retention.go
+	var format, part, out, stream *string
+	var dryRun *bool
+	switch sub {
+	case "billing":
+		format = fset.String("format", "json", "json or csv")
+		part = fset.String("part", "", "summary or items (default: everything in JSON, items in CSV)")
+		out = fset.String("o", "", "write the run to this file instead of stdout")
+	case "reconcile":
+		stream = fset.String("stream", "", "only this stream")                 // retention.go
+		dryRun = fset.Bool("dry-run", false, "report drift without fixing it") // retention.go
+	}
 	// The positional argument may come before or after the flags.
 	var pos []string
 	for len(args) > 0 {
-		if err := fset.Parse(args); err != nil {
+		if err := parseArgs(fset, args); err != nil {
 			return err
 		}
 		args = fset.Args()
@@ -48,6 +69,9 @@ func runMeter(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			pos = append(pos, args[0])
 			args = args[1:]
 		}
+	}
+	if err := fillFromEnv(fset); err != nil {
+		return err
 	}
 	token := os.Getenv("VIGIL_ADMIN_TOKEN")
 	if token == "" {
@@ -177,7 +201,7 @@ func writeFileAtomic(path string, b []byte) error {
 }
 
 func runBenchMeter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("meter", "a short run", "where the raft nodes keep data", stderr)
+	f := newBenchFlags("meter", "Usage updates/s on 3 raft voters, batched against the baseline of one update per\nApply; the billing run, snapshot and restore at 100,000 streams.", "a short run", "where the raft nodes keep data", stdout, stderr)
 	_, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err

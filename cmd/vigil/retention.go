@@ -106,7 +106,8 @@ func setLifecycle(ctx context.Context, cfg nodeConfig, days int) error {
 }
 
 func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("retention", "a short run (a couple of minutes) on smaller stores", "where MinIO and the meter keep data", stderr)
+	f := newBenchFlags("retention", "The retention sweeper's delete rate against the baseline of minio-go RemoveObjects,\ncamera purge time, and the cost of an idle sweep. Needs minio (see --minio).", "a short run (a couple of minutes) on smaller stores", "where MinIO and the meter keep data", stdout, stderr)
+	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built under ~/.cache/vigil-tools)")
 	_, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
@@ -115,7 +116,7 @@ func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Wri
 	// Seeding MinIO goes at 300–800 objects/s here, so the full run
 	// deletes 20,000 segments per side and its idle stores are sparse (see
 	// bench.IdleStore); quick mode's idle stores hold every object.
-	cfg := bench.RetentionConfig{WorkDir: dir, DeleteSegments: 20_000, DeleteRounds: 4, PurgeSegments: 100_000,
+	cfg := bench.RetentionConfig{WorkDir: dir, MinIOBin: *minioBin, DeleteSegments: 20_000, DeleteRounds: 4, PurgeSegments: 100_000,
 		Idle: []bench.IdleStore{{Streams: 1000, Segments: 100_000, Sparse: true}, {Streams: 1000, Segments: 1_000_000, Sparse: true}},
 		Log:  newLogger(stderr, "info")}
 	if *f.quick {

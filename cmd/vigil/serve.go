@@ -71,7 +71,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data", "./vigil-data", "data directory (meter raft log, fs objects, admin token)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address for publishing Bridges; empty disables RTSP")
-	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp-addr", "", "UDP RTP listen address of the RTSP UDP transport (even port; RTCP on the next); default port 8000 on the RTSP host, off disables UDP")
+	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp-addr", "", "UDP RTP listen address of the RTSP UDP transport (even port; RTCP on the next); default 2×RTSP port−9108 (8000 for 8554) on the RTSP host, a free pair if that is out of range; off disables UDP")
 	fs.IntVar(&c.RTSPMaxSessions, "rtsp-max-sessions", 1000, "concurrent RTSP sessions; more are answered 503")
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "raft listen address of the meter")
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
@@ -134,8 +134,14 @@ func (c *nodeConfig) hasRole(role string) bool {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("serve", "serve [flags]", `Runs one vigil node: Bridge uploads (HTTP PUT) and RTSP publishing, playback
+(recordings, HLS, clips), and the meter (a raft voter replicating accounts,
+bridges, cameras, streams and usage). With no flags it keeps everything under
+./vigil-data (fs storage, embedded index, a single-voter meter), serves HTTP on
+127.0.0.1:8080 and RTSP on 127.0.0.1:8554, and writes a generated operator token
+to ./vigil-data/admin-token unless VIGIL_ADMIN_TOKEN is set. --s3-endpoint and
+--redis-addr switch storage to S3/MinIO and the index to Redis; --join adds the
+node to a cluster.`, stdout, stderr)
 	var cfg nodeConfig
 	cfg.register(fset)
 	if err := parseFlags(fset, args); err != nil {
@@ -168,17 +174,19 @@ type node struct {
 }
 
 // startNode opens storage, index and meter, and serves HTTP on cfg.HTTPAddr.
-func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, err error) {
+func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	n = &node{log: log, done: make(chan struct{})}
+	// n is not the named result: every error return below sets that to
+	// nil, and the cleanup and the serving goroutine still need the node.
+	n := &node{log: log, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			n.closeAll()
+			_ = n.Close()
 		}
 	}()
 	n.adminToken, n.tokenSource, err = adminToken(cfg.DataDir)
@@ -314,9 +322,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	handle(root, "GET /readyz", http.HandlerFunc(n.ready))
-	root.Handle("/v1/", authn.Middleware(api, playback.HasURLSignature))
+	// Unknown routes and methods answer the contract's JSON error too.
+	root.Handle("/v1/", authn.Middleware(httpx.JSONMux(api), playback.HasURLSignature))
 
-	n.srv = &http.Server{Handler: root, ReadHeaderTimeout: 10 * time.Second}
+	n.srv = &http.Server{Handler: httpx.JSONMux(root), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

@@ -187,9 +187,60 @@ type MinIO struct {
 	SecretKey string
 }
 
-// StartMinIO starts MinIO on a free loopback port with its data under dir.
+// StartMinIO starts MinIO (FindMinIO) on a free loopback port with its
+// data under dir.
 func StartMinIO(ctx context.Context, dir string) (*MinIO, error) {
-	bin, err := exec.LookPath("minio")
+	return StartMinIOBin(ctx, "", dir)
+}
+
+// ToolsCache is where scripts/test.sh builds MinIO and mc:
+// $VIGIL_TOOLS_CACHE, else $XDG_CACHE_HOME/vigil-tools, else
+// ~/.cache/vigil-tools.
+func ToolsCache() string {
+	if d := os.Getenv("VIGIL_TOOLS_CACHE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "vigil-tools")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".cache", "vigil-tools")
+}
+
+// FindMinIO returns the minio binary: bin if given, else `minio` on PATH,
+// else the newest one scripts/test.sh built into ToolsCache. The error
+// says how to get one.
+func FindMinIO(bin string) (string, error) {
+	if bin != "" {
+		if _, err := exec.LookPath(bin); err != nil {
+			return "", fmt.Errorf("minio %s: %w", bin, err)
+		}
+		return bin, nil
+	}
+	if p, err := exec.LookPath("minio"); err == nil {
+		return p, nil
+	}
+	cache := ToolsCache()
+	if cache != "" {
+		// minio-<pseudo-version>: the lexically last is the newest build.
+		found, _ := filepath.Glob(filepath.Join(cache, "minio-*", "minio"))
+		for i := len(found) - 1; i >= 0; i-- {
+			if p, err := exec.LookPath(found[i]); err == nil {
+				return p, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no minio binary: not on PATH nor in %s/minio-*/; "+
+		"run scripts/test.sh once (it builds MinIO there), put a minio binary on PATH, or pass its path (--minio)", cache)
+}
+
+// StartMinIOBin starts the MinIO binary bin (FindMinIO(bin)) on a free
+// loopback port with its data under dir.
+func StartMinIOBin(ctx context.Context, bin, dir string) (*MinIO, error) {
+	bin, err := FindMinIO(bin)
 	if err != nil {
 		return nil, err
 	}
