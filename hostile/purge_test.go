@@ -1,6 +1,7 @@
 package hostile
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -392,4 +394,56 @@ func redisKeys(t *testing.T, rdb *redis.Client, prefix string) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// A camera deleted while it publishes over RTSP: its session ends, the
+// segments the recorder still holds are dropped or taken back, and once the
+// purge is done nothing of it is left; re-created, it starts empty.
+func TestPurgeDuringRTSPRecording(t *testing.T) {
+	ffmpeg := testutil.RequireBinary(t, "ffmpeg")
+	n := vigiltest.Start(t, vigilBin, vigiltest.Options{RTSP: true, Args: []string{"--segment-duration", "1s"}})
+	tok := n.Provision("s1")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	pub := exec.CommandContext(ctx, ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+		"-t", "30", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://br:"+tok+"@"+n.RTSPAddr+"/s1")
+	var stderr bytes.Buffer
+	pub.Stderr = &stderr
+	if err := pub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = pub.Wait(); close(exited) }()
+	defer func() {
+		cancel()
+		<-exited
+	}()
+	now := time.Now()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(recordings(t, n, "s1", now)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no segments recorded within 20 s; ffmpeg: %s", stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	var del struct{ Purge string }
+	n.Must(n.API.Do(ctx, "DELETE", "/v1/cameras/cam", nil, &del))
+	waitPurgeDone(t, n, del.Purge)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the RTSP session of the deleted stream still runs 10 s after its purge")
+	}
+	if l := fsObjects(t, n, "acct/cam/"); len(l) > 0 {
+		t.Errorf("purge done, but left: %v", l)
+	}
+	recreateCamera(t, n, "s1")
+	if segs := recordings(t, n, "s1", now); len(segs) != 0 {
+		t.Errorf("re-created s1 lists %v", segs)
+	}
+	if l := fsObjects(t, n, "acct/cam/"); len(l) > 0 {
+		t.Errorf("re-created camera holds: %v", l)
+	}
 }
