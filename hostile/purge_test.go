@@ -78,6 +78,8 @@ func TestDeleteStreamPurgesInFlightUpload(t *testing.T) {
 	res := late.wait(t)
 	if res.code/100 == 2 && res.at.After(deleted) {
 		t.Errorf("in-flight PUT answered %d after the DELETE answered: %s", res.code, res.body)
+	} else if res.code != http.StatusNotFound {
+		t.Errorf("in-flight PUT of a deleted stream: %d %s %v, want 404", res.code, res.body, res.err)
 	}
 	if l := fsObjects(t, n, "acct/cam/s1/"); len(l) > 0 {
 		t.Errorf("stream purge done, but its objects are left: %v", l)
@@ -137,6 +139,8 @@ func testPurgeInFlight(t *testing.T, n *vigiltest.Node, left func(t *testing.T, 
 		res := p.wait(t)
 		if res.code/100 == 2 && res.at.After(deleted) {
 			t.Errorf("in-flight PUT %s/%d answered %d after the DELETE answered: %s", p.stream, p.start, res.code, res.body)
+		} else if res.code != http.StatusNotFound {
+			t.Errorf("in-flight PUT %s/%d of a deleted stream: %d %s %v, want 404", p.stream, p.start, res.code, res.body, res.err)
 		}
 	}
 	if l := left(t, "acct/cam/"); len(l) > 0 {
