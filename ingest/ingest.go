@@ -39,6 +39,10 @@ type Registry interface {
 type Index interface {
 	Add(ctx context.Context, ref storage.StreamRef, seg index.Segment) (existing index.Segment, added bool, err error)
 	Lookup(ctx context.Context, ref storage.StreamRef, start int64) (index.Segment, error)
+	// DropStream and Rebuild take back an entry Add made for a stream
+	// deleted meanwhile (there is no per-segment removal).
+	DropStream(ctx context.Context, ref storage.StreamRef) error
+	Rebuild(ctx context.Context, ref storage.StreamRef) error
 }
 
 // Config tunes the handler. Zero values take the defaults.
@@ -303,6 +307,8 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream
 		h.bodyError(w, r, be.Err)
 	case errors.Is(err, ErrConflict):
 		httpx.WriteError(w, http.StatusConflict, "conflict", "a different segment is already stored at this start")
+	case errors.Is(err, ErrStreamDeleted):
+		httpx.WriteError(w, http.StatusNotFound, "stream_not_found", "stream "+st.ID+" was deleted during the upload")
 	case errors.Is(err, ErrIndexUnavailable):
 		h.unavailable(w, "index_unavailable", "index unavailable, retry")
 	default:
@@ -320,6 +326,10 @@ var (
 	// ErrStorageUnavailable: storage failed, or the object changed
 	// concurrently (a purge); retry.
 	ErrStorageUnavailable = errors.New("ingest: storage unavailable")
+	// ErrStreamDeleted: the stream was deleted (or deleted and created
+	// again) while the segment was being stored; what this call wrote was
+	// taken back. Stop sending the stream's segments.
+	ErrStreamDeleted = errors.New("ingest: stream deleted during the upload")
 )
 
 // BodyError is a segment body Store refused: malformed media, a SHA-256
@@ -423,6 +433,21 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 			return index.Segment{}, false, fmt.Errorf("%w: storage did not consume %s", ErrStorageUnavailable, key)
 		}
 		seg.SHA256 = b.sum()
+		// The registry check before the body may be long past: a deletion
+		// whose purge already listed this stream must not find the object
+		// surviving it (see deleted). Checked before usage is counted, so a
+		// taken-back object is never metered.
+		if gone := h.deleted(ctx, st); gone != nil {
+			taken := h.undo(ctx, st, ref, key, false, gone)
+			if u != nil {
+				if taken {
+					u.NotCreated(putID)
+				} else {
+					u.Unsure(putID) // storage decides; the meter refuses a deleted stream's usage
+				}
+			}
+			return index.Segment{}, false, gone
+		}
 		if u != nil {
 			// Counted by the Put that created it, indexed or not yet.
 			u.Created(putID, st.ID, seg.Size, seg.Width, seg.Height)
@@ -431,6 +456,13 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 		if err != nil {
 			h.log.WarnContext(ctx, "ingest: stored but not indexed; the retry will index it", "key", key, "err", err)
 			return index.Segment{}, false, fmt.Errorf("%w: stored %s but not indexed: %w", ErrIndexUnavailable, key, err)
+		}
+		// Once more after the index entry exists: a deletion applied
+		// before this check is undone here, one applied after it finds
+		// the object and the entry (the purge lists, then drops the index).
+		if gone := h.deleted(ctx, st); gone != nil {
+			h.undo(ctx, st, ref, key, added, gone)
+			return index.Segment{}, false, gone
 		}
 		if !added && existing.SHA256 != "" && existing.SHA256 != seg.SHA256 {
 			h.log.WarnContext(ctx, "ingest: index held another segment at this start", "key", key, "indexed_sha256", existing.SHA256, "stored_sha256", seg.SHA256)
@@ -498,6 +530,15 @@ func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.Strea
 			h.log.WarnContext(ctx, "ingest: indexing existing segment failed", "key", key, "err", err)
 			return index.Segment{}, false, fmt.Errorf("%w: index %s: %w", ErrIndexUnavailable, key, err)
 		}
+		// The object is not this call's to delete (it may belong to a
+		// stream created again with the same ids), but the entry it just
+		// added is.
+		if gone := h.deleted(ctx, st); gone != nil {
+			if added {
+				h.undoIndex(ctx, st, ref, gone)
+			}
+			return index.Segment{}, false, gone
+		}
 		// The upload that stored it failed to index it, so OnStored never
 		// heard of it: this retry tells it, once. (Usage counted it at the
 		// Put that created it.)
@@ -505,7 +546,82 @@ func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.Strea
 			h.cfg.OnStored(ctx, st, stored)
 		}
 	}
+	// No 2xx for a stream deleted meanwhile, not even for a retry.
+	if gone := h.deleted(ctx, st); gone != nil {
+		return index.Segment{}, false, gone
+	}
 	return stored, false, nil
+}
+
+// deleted re-checks the registry for st after its segment was written:
+// nil when st is still the live stream, ErrStreamDeleted when it was
+// deleted or deleted and created again (another incarnation, same ids and
+// keys), ErrStorageUnavailable wrapping the error when the registry cannot
+// say. The purge of a deletion lists storage only after the deletion is
+// applied, so a write that this check finds live is one the purge finds.
+func (h *Handler) deleted(ctx context.Context, st meter.Stream) error {
+	cur, err := h.reg.Stream(ctx, st.ID)
+	switch {
+	case errors.Is(err, meter.ErrNotFound) || err == nil && cur.DeletedAt != nil:
+		return fmt.Errorf("%w: %s", ErrStreamDeleted, st.ID)
+	case err != nil:
+		return fmt.Errorf("%w: registry re-check of %s: %w", ErrStorageUnavailable, st.ID, err)
+	case !sameIncarnation(cur, st):
+		return fmt.Errorf("%w: %s was created again", ErrStreamDeleted, st.ID)
+	}
+	return nil
+}
+
+func sameIncarnation(a, b meter.Stream) bool {
+	return a.Account == b.Account && a.Camera == b.Camera && a.RegisteredAt.Equal(b.RegisteredAt)
+}
+
+// undoAttempts bounds the tries of taking a write back.
+const undoAttempts = 3
+
+// undo takes back the object this call stored at key (a conditional Put,
+// so it is this call's) and, when indexed, its index entry. It runs
+// detached from the request: a client that hangs up must not leave video
+// of a deleted stream behind.
+func (h *Handler) undo(ctx context.Context, st meter.Stream, ref storage.StreamRef, key string, indexed bool, why error) (taken bool) {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	for i := 0; i < undoAttempts; i++ {
+		if err = h.store.Delete(ctx, []string{key}); err == nil {
+			break
+		}
+		time.Sleep(time.Duration(i+1) * 100 * time.Millisecond)
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "ingest: segment of a deleted stream could not be taken back; it stays in storage", "key", key, "err", err)
+	} else {
+		h.log.InfoContext(ctx, "ingest: segment stored during its stream's deletion taken back", "key", key, "why", why)
+	}
+	if indexed {
+		h.undoIndex(ctx, st, ref, why)
+	}
+	return err == nil
+}
+
+// undoIndex takes back an index entry this call added. The index has no
+// per-segment removal: a deleted stream's index is dropped whole (its purge
+// drops it anyway), anything else is rebuilt from storage.
+func (h *Handler) undoIndex(ctx context.Context, st meter.Stream, ref storage.StreamRef, why error) {
+	ctx = context.WithoutCancel(ctx)
+	cur, err := h.reg.Stream(ctx, st.ID)
+	recreated := err == nil && cur.DeletedAt == nil || err != nil && !errors.Is(err, meter.ErrNotFound)
+	for i := 0; i < undoAttempts; i++ {
+		if recreated {
+			err = h.idx.Rebuild(ctx, ref)
+		} else {
+			err = h.idx.DropStream(ctx, ref)
+		}
+		if err == nil {
+			return
+		}
+		time.Sleep(time.Duration(i+1) * 100 * time.Millisecond)
+	}
+	h.log.ErrorContext(ctx, "ingest: index entry of a deleted stream could not be taken back", "stream", st.ID, "why", why, "err", err)
 }
 
 // storedSegment describes the object at key: from the index when it holds

@@ -93,6 +93,7 @@ type streamRec struct {
 	Stream  Stream           `json:"stream"`
 	Own     ownSettings      `json:"own"`
 	History []SettingsChange `json:"history"`
+	PurgeID string           `json:"purge_id,omitempty"` // set when deleted on its own (purge.go)
 
 	usage *usageRec // st.Usage's record of this incarnation, once looked up (usageRecFor)
 }
@@ -615,7 +616,9 @@ func (st *state) deleteCamera(at time.Time, id, purgeID string) (any, error) {
 	t := at
 	c.DeletedAt, c.PurgeID = &t, purgeID
 	for _, sid := range c.Streams {
-		st.Streams[sid].Stream.DeletedAt = &t
+		if s := st.Streams[sid]; s.Stream.DeletedAt == nil { // a stream deleted earlier keeps its time
+			s.Stream.DeletedAt = &t
+		}
 	}
 	st.newPurge(at, c, purgeID) // purge.go
 	return DeleteResult{Camera: id, PurgeID: purgeID, DeletedAt: t}, nil

@@ -32,6 +32,7 @@ func HandlerPatterns() []string {
 		"GET /v1/meter/streams/{id}",
 		"GET /v1/purges/{id}",
 		"DELETE /v1/accounts/{id}",
+		"DELETE /v1/streams/{id}",
 	}
 }
 
@@ -57,6 +58,7 @@ func (m *Meter) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/meter/streams/{id}", m.operator(m.withID(m.handleGetStream)))
 	mux.HandleFunc("GET /v1/purges/{id}", m.operator(m.withID(m.handleGetPurge)))           // purge.go
 	mux.HandleFunc("DELETE /v1/accounts/{id}", m.operator(m.withID(m.handleDeleteAccount))) // purge.go
+	mux.HandleFunc("DELETE /v1/streams/{id}", m.operator(m.withID(m.handleDeleteStream)))   // purge.go
 	return mux
 }
 

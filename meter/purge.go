@@ -25,6 +25,7 @@ const (
 	cmdPurgeProgress = "purge_progress"
 	cmdPurgeDone     = "purge_done"
 	cmdDeleteAccount = "delete_account"
+	cmdDeleteStream  = "delete_stream"
 )
 
 // PurgeJob is the durable record of freeing everything a deleted camera
@@ -36,10 +37,13 @@ const (
 // it, so after a crash the objects at or before the cursor that still exist
 // were already counted and are deleted without being counted again.
 type PurgeJob struct {
-	ID             string     `json:"id"`
-	Camera         string     `json:"camera"`
-	Account        string     `json:"account"`
-	Streams        []string   `json:"streams"`
+	ID      string   `json:"id"`
+	Camera  string   `json:"camera"`
+	Account string   `json:"account"`
+	Streams []string `json:"streams"`
+	// Stream is set when one stream was deleted (DELETE /v1/streams/{id}),
+	// not its camera: only that stream's prefix is purged.
+	Stream         string     `json:"stream,omitempty"`
 	State          string     `json:"state"`
 	ObjectsDeleted int64      `json:"objects_deleted"`
 	BytesFreed     int64      `json:"bytes_freed"`
@@ -50,8 +54,14 @@ type PurgeJob struct {
 	DoneAt         *time.Time `json:"done_at,omitempty"`
 }
 
-// Prefix is the storage prefix holding everything of the purged camera.
-func (p PurgeJob) Prefix() string { return storage.CameraPrefix(p.Account, p.Camera) }
+// Prefix is the storage prefix holding everything the job purges: the
+// camera's, or the one stream's.
+func (p PurgeJob) Prefix() string {
+	if p.Stream != "" {
+		return storage.StreamRef{Account: p.Account, Camera: p.Camera, Stream: p.Stream}.StreamPrefix()
+	}
+	return storage.CameraPrefix(p.Account, p.Camera)
+}
 
 // Refs are the purged camera's streams in the key space.
 func (p PurgeJob) Refs() []storage.StreamRef {
@@ -95,6 +105,10 @@ type deleteAccount struct {
 	ID string `json:"id"`
 }
 
+type deleteStream struct {
+	ID string `json:"id"`
+}
+
 // newPurge records the purge job of camera c, deleted at at.
 func (st *state) newPurge(at time.Time, c *cameraRec, id string) {
 	st.Purges[id] = &PurgeJob{
@@ -126,6 +140,13 @@ func (st *state) applyPurge(c *Command, dec func(any) error) (res any, ok bool, 
 			return nil, true, err
 		}
 		res, err := st.deleteAccount(c.Time, p.ID, c.Nonce)
+		return res, true, err
+	case cmdDeleteStream:
+		var p deleteStream
+		if err := dec(&p); err != nil {
+			return nil, true, err
+		}
+		res, err := st.deleteStream(c.Time, p.ID, c.Nonce)
 		return res, true, err
 	}
 	return st.applyLease(c, dec) // lease.go
@@ -173,6 +194,15 @@ func (st *state) purgeDone(at time.Time, id string) (any, error) {
 func (st *state) reuseCamera(c *cameraRec) error {
 	if j := st.Purges[c.PurgeID]; j == nil || j.State != PurgeDone {
 		return conflict("deleted_id", "camera %s was deleted and its purge is not done yet; retry once GET /v1/purges/%s says done", c.ID, c.PurgeID)
+	}
+	// A stream deleted on its own before the camera has its own job, which
+	// must not purge the new camera's video.
+	for _, sid := range c.Streams {
+		if s := st.Streams[sid]; s != nil && s.PurgeID != "" {
+			if j := st.Purges[s.PurgeID]; j != nil && j.State != PurgeDone {
+				return conflict("deleted_id", "stream %s of camera %s is still being purged; retry once GET /v1/purges/%s says done", sid, c.ID, j.ID)
+			}
+		}
 	}
 	r := &retiredCamera{Camera: c.Camera}
 	r.Camera.Streams = slices.Clone(c.Streams)
@@ -236,6 +266,41 @@ func (st *state) deleteAccount(at time.Time, id, nonce string) (any, error) {
 	return res, nil
 }
 
+// StreamDeleteResult is the result of DeleteStream.
+type StreamDeleteResult struct {
+	Stream    string    `json:"stream"`
+	Camera    string    `json:"camera"`
+	PurgeID   string    `json:"purge"`
+	DeletedAt time.Time `json:"deleted_at"`
+}
+
+// deleteStream deletes one stream of a live camera, with a purge job for
+// that stream alone. Deleting it again, or a stream whose camera was
+// deleted, returns the purge that frees it.
+func (st *state) deleteStream(at time.Time, id, purgeID string) (any, error) {
+	s := st.Streams[id]
+	if s == nil {
+		return nil, notFound("stream %s not found", id)
+	}
+	if s.Stream.DeletedAt != nil {
+		pid := s.PurgeID
+		if c := st.Cameras[s.Stream.Camera]; pid == "" && c != nil {
+			pid = c.PurgeID
+		}
+		return StreamDeleteResult{Stream: id, Camera: s.Stream.Camera, PurgeID: pid, DeletedAt: *s.Stream.DeletedAt}, nil
+	}
+	if !storage.ValidID(purgeID) {
+		return nil, invalid("malformed_command", "delete_stream without a purge id")
+	}
+	t := at
+	s.Stream.DeletedAt, s.PurgeID = &t, purgeID
+	st.Purges[purgeID] = &PurgeJob{
+		ID: purgeID, Camera: s.Stream.Camera, Account: s.Stream.Account, Streams: []string{id}, Stream: id,
+		State: PurgePending, CreatedAt: at, UpdatedAt: at,
+	}
+	return StreamDeleteResult{Stream: id, Camera: s.Stream.Camera, PurgeID: purgeID, DeletedAt: t}, nil
+}
+
 // --- reads and writes ---
 
 // Purge returns a purge job; ErrNotFound when unknown.
@@ -292,6 +357,13 @@ func (m *Meter) PurgeDone(ctx context.Context, id string) (PurgeJob, error) {
 	return r, m.propose(ctx, cmdPurgeDone, "purge-done/"+id, "", purgeDone{ID: id}, &r)
 }
 
+// DeleteStream marks one stream deleted at the proposer's time (it stays
+// in the meter for billing) and names the purge job that frees its video.
+func (m *Meter) DeleteStream(ctx context.Context, requestID, id string) (StreamDeleteResult, error) {
+	var r StreamDeleteResult
+	return r, m.propose(ctx, cmdDeleteStream, requestID, "purge-"+randomID(), deleteStream{ID: id}, &r)
+}
+
 // DeleteAccount deletes a sub-account and every camera in it; each camera
 // gets a purge job.
 func (m *Meter) DeleteAccount(ctx context.Context, requestID, id string) (AccountDeleteResult, error) {
@@ -312,6 +384,19 @@ func (m *Meter) handleGetPurge(w http.ResponseWriter, r *http.Request, id string
 		"objects_deleted": j.ObjectsDeleted, "bytes_freed": j.BytesFreed,
 		"error": j.Error, "created_at": j.CreatedAt, "done_at": j.DoneAt,
 	})
+}
+
+func (m *Meter) handleDeleteStream(w http.ResponseWriter, r *http.Request, id string) {
+	_, rid, ok := readBody(w, r, true)
+	if !ok {
+		return
+	}
+	res, err := m.DeleteStream(r.Context(), rid, id)
+	if err != nil {
+		m.writeErr(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusAccepted, res)
 }
 
 func (m *Meter) handleDeleteAccount(w http.ResponseWriter, r *http.Request, id string) {

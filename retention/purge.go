@@ -29,11 +29,14 @@ type UsageZeroer interface {
 // PurgerConfig configures a Purger.
 type PurgerConfig struct {
 	Interval time.Duration // how often open jobs are looked for (default 1s)
-	// Straggle is how long after the deletion uploads that passed the
-	// registry check before it may still land; a job is done only after
-	// a listing this long after the deletion finds nothing (default 2s:
-	// ingest checks the registry right before it writes, so an in-flight
-	// upload lands within its own body transfer of the deletion).
+	// Straggle is how long after the deletion an upload that re-checked
+	// the registry before it may still be writing its index entry; a job
+	// is done only after a listing this long after the deletion finds
+	// nothing and the index is dropped once more (default 2s: ingest
+	// re-checks the registry after the object is stored and after it is
+	// indexed, and takes back a write that lands after the deletion, so
+	// only the few milliseconds between its re-check and its answer
+	// straggle, not a body transfer).
 	Straggle time.Duration
 	LeaseTTL time.Duration // default 1 min, renewed while purging
 	PageSize int           // objects listed and deleted per request (default 1000)
@@ -163,15 +166,18 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 			continue
 		}
 		// Objects first, then the index: a lookup in between rebuilds
-		// from whatever storage still holds, which is nothing.
+		// from whatever storage still holds, which is nothing. Dropped
+		// again after the last listing: an upload that re-checked the
+		// registry before the deletion may have added its entry after the
+		// first drop (ingest.Handler.Store).
 		for _, ref := range j.Refs() {
 			if err := p.idx.DropStream(ctx, ref); err != nil {
 				return fmt.Errorf("drop index of %s: %w", ref.Stream, err)
 			}
 		}
 		if wait := j.CreatedAt.Add(p.cfg.Straggle).Sub(p.cfg.Now()); wait > 0 {
-			// An upload that passed the registry check just before the
-			// deletion may still land: look again once it cannot.
+			// An upload that re-checked the registry just before the
+			// deletion may still be writing: look again once it is done.
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

@@ -521,7 +521,7 @@ func (s *session) closeSegment(end int64) error {
 		s.r.m.aboveTierSegs.Inc()
 	}
 	s.backlog.Add(1)
-	s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID,
+	s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID, registered: s.st.RegisteredAt,
 		seg:    index.Segment{Start: seg.startMS, DurationMS: endMS - seg.startMS, Width: seg.width, Height: seg.height},
 		offset: storage.SpoolHeadroom, size: seg.sp.size, sha256: seg.sp.sum(),
 		done: func() { s.backlog.Add(-1) }})
@@ -556,7 +556,7 @@ func (s *session) close(reason error) {
 		if err == nil {
 			s.backlog.Add(1)
 			s.endMS = seg.startMS + sp.durationMS
-			s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID,
+			s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID, registered: s.st.RegisteredAt,
 				seg:    index.Segment{Start: seg.startMS, DurationMS: sp.durationMS, Width: seg.width, Height: seg.height},
 				offset: sp.offset, size: sp.size, sha256: seg.sp.sum(),
 				done: func() { s.backlog.Add(-1) }})

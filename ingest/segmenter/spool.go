@@ -205,7 +205,10 @@ type uploadJob struct {
 	path   string
 	f      *os.File // the spool file, open for reading and writing; nil: open path
 	stream string
-	seg    index.Segment // Start, DurationMS, Width, Height
+	// registered is the RegisteredAt of the stream incarnation the segment
+	// was recorded for; zero for a file of an earlier run.
+	registered time.Time
+	seg        index.Segment // Start, DurationMS, Width, Height
 	// offset and size place the fMP4 in the file.
 	offset, size int64
 	// sha256 is the fMP4's hash as this process spooled it; empty for a file
@@ -438,8 +441,9 @@ func (r *Recorder) upload(ctx context.Context, job uploadJob) {
 		}
 		st, err := r.reg.Stream(ctx, job.stream)
 		switch {
-		case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
-			// The camera was deleted: its video must go, not be stored.
+		case errors.Is(err, meter.ErrNotFound) || err == nil && (st.DeletedAt != nil || !job.incarnationOf(st)):
+			// The camera was deleted (and maybe created again with the
+			// same ids): its video must go, not be stored.
 			log.WarnContext(ctx, "segmenter: stream deleted; recorded segment discarded")
 			r.m.segments.WithLabelValues("dropped_deleted_stream").Inc()
 			removeSpool(job.path)
@@ -451,6 +455,11 @@ func (r *Recorder) upload(ctx context.Context, job uploadJob) {
 		res, err := r.storeFile(ctx, st, job)
 		var be *ingest.BodyError
 		switch {
+		case errors.Is(err, ingest.ErrStreamDeleted):
+			log.WarnContext(ctx, "segmenter: stream deleted while storing; recorded segment discarded")
+			r.m.segments.WithLabelValues("dropped_deleted_stream").Inc()
+			removeSpool(job.path)
+			return
 		case err == nil:
 			r.m.segments.WithLabelValues(res).Inc()
 			log.DebugContext(ctx, "segmenter: segment stored", "result", res, "duration_ms", job.seg.DurationMS)
@@ -473,6 +482,17 @@ func (r *Recorder) upload(ctx context.Context, job uploadJob) {
 			log.WarnContext(ctx, "segmenter: store failed; retrying", "attempt", attempt+1, "err", err)
 		}
 	}
+}
+
+// incarnationOf reports whether the job was recorded for st and not for an
+// earlier stream of the same id, deleted since. A file of an earlier run
+// does not know its incarnation; it was recorded after its stream was
+// registered, so one that starts before st's registration is older.
+func (j uploadJob) incarnationOf(st meter.Stream) bool {
+	if !j.registered.IsZero() {
+		return j.registered.Equal(st.RegisteredAt)
+	}
+	return j.seg.Start >= st.RegisteredAt.UnixMilli()
 }
 
 func (r *Recorder) storeFile(ctx context.Context, st meter.Stream, job uploadJob) (string, error) {
