@@ -624,7 +624,7 @@ func TestBacklogIsShedWhileLiveIsAdmitted(t *testing.T) {
 		c.BacklogConcurrency = 1
 		c.BacklogQueue = 1
 		c.BacklogWait = time.Minute // only a full queue sheds in this test
-		c.BridgeShare = 1 // one bridge may take the whole pool here
+		c.BridgeShare = 1           // one bridge may take the whole pool here
 		blocked.Backend = *s
 		*s = blocked
 	})
