@@ -321,7 +321,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 	root.Handle("/v1/", authn.Middleware(api, playback.HasURLSignature))
 
 	cl := connlimit.New(l, connlimit.Config{MaxConns: cfg.Guard.maxConns(), MaxConnsPerIP: cfg.Guard.MaxConnsPerIP, Logger: log, Registerer: reg})
-	n.srv = &http.Server{Handler: root, ReadHeaderTimeout: cfg.Guard.HeaderTimeout, IdleTimeout: cfg.Guard.IdleTimeout, ConnState: cl.ConnState}
+	n.srv = &http.Server{Handler: httpx.CloseUnread(root), ReadHeaderTimeout: cfg.Guard.HeaderTimeout, IdleTimeout: cfg.Guard.IdleTimeout, ConnState: cl.ConnState}
 	go func() {
 		if err := n.srv.Serve(cl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
