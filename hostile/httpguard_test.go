@@ -171,7 +171,7 @@ func TestStalledUploadsDoNotBlockOtherBridges(t *testing.T) {
 // and from the flooding one, and closes the idle rest after the idle timeout.
 func TestIdleConnectionsAreCappedAndExpire(t *testing.T) {
 	n := vigiltest.Start(t, vigilBin, vigiltest.Options{Args: []string{
-		"--http-max-conns-per-ip", "50", "--http-idle-timeout", "3s",
+		"--http-max-conns-per-ip", "50", "--http-idle-timeout", "5s",
 	}})
 	const flood = 200
 	var conns []net.Conn
@@ -199,6 +199,26 @@ func TestIdleConnectionsAreCappedAndExpire(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	// The node closed all but the newest 50 (the older ones to make room).
+	var closed sync.WaitGroup
+	var mu sync.Mutex
+	gone := 0
+	for _, c := range conns {
+		closed.Go(func() {
+			// A connection the node closed has its EOF waiting already;
+			// an open one times out here.
+			_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				mu.Lock()
+				gone++
+				mu.Unlock()
+			}
+		})
+	}
+	closed.Wait()
+	if gone < flood-50 {
+		t.Fatalf("node closed %d of %d idle connections from one source, want at least %d (cap 50)", gone, flood, flood-50)
+	}
 	if v, ok := gauge(t, n, "vigil_http_connections"); !ok || v > 50+1 {
 		t.Fatalf("node holds %v connections (found %v), want at most 50 of the flood and this one", v, ok)
 	}
@@ -218,7 +238,6 @@ func TestIdleConnectionsAreCappedAndExpire(t *testing.T) {
 	// Every flood connection is closed by the node: the older ones to make
 	// room, the rest once idle for the idle timeout.
 	var wg sync.WaitGroup
-	var mu sync.Mutex
 	open := 0
 	for _, c := range conns {
 		wg.Go(func() {
@@ -234,7 +253,10 @@ func TestIdleConnectionsAreCappedAndExpire(t *testing.T) {
 	}
 	wg.Wait()
 	if open > 0 {
-		t.Fatalf("%d idle connections still open after 20 s (idle timeout 3 s)", open)
+		t.Fatalf("%d idle connections still open after 20 s (idle timeout 5 s)", open)
+	}
+	if v, ok := gauge(t, n, "vigil_http_connections"); !ok || v > 1 {
+		t.Fatalf("node holds %v connections (found %v), want only this one", v, ok)
 	}
 }
 
@@ -253,7 +275,7 @@ func TestFrozenBackendsAnswer503(t *testing.T) {
 	tok := n.Provision("s1")
 	start := time.Now().Add(-time.Minute).UnixMilli()
 	next := func() int64 { start += 2000; return start }
-	mustPut := func(want int) {
+	mustPut := func(t *testing.T, want int) {
 		t.Helper()
 		resp, msg, err := put(n, tok, "s1", next(), fmp4(8192), 15*time.Second)
 		if err != nil {
@@ -266,7 +288,7 @@ func TestFrozenBackendsAnswer503(t *testing.T) {
 			t.Fatalf("503 without Retry-After: %s", msg)
 		}
 	}
-	readyz := func() (int, map[string]string) {
+	readyz := func(t *testing.T) (int, map[string]string) {
 		t.Helper()
 		c := &http.Client{Timeout: 10 * time.Second}
 		resp, err := c.Get(n.Base + "/readyz")
@@ -280,11 +302,11 @@ func TestFrozenBackendsAnswer503(t *testing.T) {
 		}
 		return resp.StatusCode, checks
 	}
-	waitReady := func() {
+	waitReady := func(t *testing.T) {
 		t.Helper()
-		eventually(t, 30*time.Second, "readyz 200", func() bool { s, _ := readyz(); return s == http.StatusOK })
+		eventually(t, 30*time.Second, "readyz 200", func() bool { s, _ := readyz(t); return s == http.StatusOK })
 	}
-	mustPut(http.StatusCreated)
+	mustPut(t, http.StatusCreated)
 
 	for _, frozen := range []struct {
 		name, check string
@@ -301,8 +323,8 @@ func TestFrozenBackendsAnswer503(t *testing.T) {
 			}
 			defer thaw()
 
-			mustPut(http.StatusServiceUnavailable)
-			status, checks := readyz()
+			mustPut(t, http.StatusServiceUnavailable)
+			status, checks := readyz(t)
 			if status != http.StatusServiceUnavailable {
 				t.Fatalf("readyz with %s frozen: %d %v", frozen.name, status, checks)
 			}
@@ -313,8 +335,8 @@ func TestFrozenBackendsAnswer503(t *testing.T) {
 			}
 
 			thaw()
-			waitReady()
-			mustPut(http.StatusCreated)
+			waitReady(t)
+			mustPut(t, http.StatusCreated)
 		})
 	}
 }
