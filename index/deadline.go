@@ -9,12 +9,13 @@ import (
 	"github.com/vigilcloud/vigil/storage"
 )
 
-// WithDeadline bounds the request-path calls of ix (Add, Lookup, Segments,
-// Spans, DropStream, Ping) by d each, so that an index whose store stops
+// WithDeadline bounds the point calls of ix (Add, Lookup, DropStream,
+// Ping) by d each, so that an index whose store stops
 // answering fails them with ErrUnavailable (an upload answers 503) instead
-// of holding the request. Compact and Rebuild are background work over
-// many streams and pass through; their single store calls carry their own
-// bounds (storage.WithDeadline, the Redis client's timeouts).
+// of holding the request. Range scans (Segments, Spans) and background
+// work over many streams (Compact, Rebuild) pass through; their single
+// store calls carry their own bounds (storage.WithDeadline, the Redis
+// client's socket timeouts).
 func WithDeadline(ix Index, d time.Duration) Index {
 	if d <= 0 {
 		return ix
@@ -56,18 +57,14 @@ func (x *deadlined) Lookup(ctx context.Context, ref storage.StreamRef, start int
 	return s, x.wrap(ctx, err)
 }
 
+// Segments and Spans scan a range (a 30-day list reads hundreds of hour
+// manifests), so they are bounded per store call, not as a whole.
 func (x *deadlined) Segments(ctx context.Context, ref storage.StreamRef, from, to int64) ([]Segment, error) {
-	ctx, cancel := x.ctx(ctx)
-	defer cancel()
-	s, err := x.ix.Segments(ctx, ref, from, to)
-	return s, x.wrap(ctx, err)
+	return x.ix.Segments(ctx, ref, from, to)
 }
 
 func (x *deadlined) Spans(ctx context.Context, ref storage.StreamRef, from, to int64) ([]Span, error) {
-	ctx, cancel := x.ctx(ctx)
-	defer cancel()
-	s, err := x.ix.Spans(ctx, ref, from, to)
-	return s, x.wrap(ctx, err)
+	return x.ix.Spans(ctx, ref, from, to)
 }
 
 func (x *deadlined) Compact(ctx context.Context, cutoff int64) error {
