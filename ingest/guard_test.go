@@ -87,3 +87,49 @@ func TestStalledBodyIs408AndFreesSlot(t *testing.T) {
 	assert.Equal(t, http.StatusCreated, r.status, r.body)
 	assert.Len(t, objects(t, e.store), 1)
 }
+
+// TestTricklingBodyIs408: a client that keeps sending, but slower than the
+// minimum rate, is ended by the whole-body deadline although it is never
+// idle for the idle timeout.
+func TestTricklingBodyIs408(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *storage.Backend, _ *Index) {
+		c.BodyIdleTimeout = 300 * time.Millisecond
+		c.BodyMinRate = 1000 // the ~560-byte body gets about 0.9 s in all
+	})
+	addr := strings.TrimPrefix(e.srv.URL, "http://")
+	full := segment(t, 500)
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = fmt.Fprintf(c, "PUT /v1/streams/s1/segments/%s?duration_ms=1000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer b1-token\r\n"+
+		"Content-Type: video/mp4\r\nContent-Length: %d\r\n\r\n", nowMS(-time.Second), len(full))
+	require.NoError(t, err)
+	answered := make(chan reply, 1)
+	go func() {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			answered <- reply{}
+			return
+		}
+		answered <- readReply(t, resp)
+	}()
+	// 10 bytes every 100 ms: 100 bytes/s, never idle for 300 ms.
+	for rest := full; len(rest) > 0; rest = rest[min(10, len(rest)):] {
+		select {
+		case r := <-answered:
+			assert.Equal(t, http.StatusRequestTimeout, r.status, r.body)
+			assert.Equal(t, "body_timeout", r.code)
+			assert.Empty(t, objects(t, e.store))
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if _, err := c.Write(rest[:min(10, len(rest))]); err != nil {
+			break // the node closed the connection; its answer is read below
+		}
+	}
+	r := <-answered
+	assert.Equal(t, http.StatusRequestTimeout, r.status, r.body)
+	assert.Equal(t, "body_timeout", r.code)
+	assert.Empty(t, objects(t, e.store))
+}

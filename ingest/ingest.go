@@ -239,7 +239,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	defer func() { h.m.latency.WithLabelValues(class).Observe(time.Since(began).Seconds()) }()
 	// The body is read only now, holding a slot: a client that stops
 	// sending must give the slot back soon.
-	body := newDeadlineBody(w, r.Body, h.cfg.BodyIdleTimeout, began.Add(h.cfg.BodyIdleTimeout+time.Duration(up.size*int64(time.Second)/h.cfg.BodyMinRate)))
+	transfer := time.Duration(float64(up.size) / float64(h.cfg.BodyMinRate) * float64(time.Second))
+	body := newDeadlineBody(w, r.Body, h.cfg.BodyIdleTimeout, began.Add(h.cfg.BodyIdleTimeout+transfer))
 	defer body.clear()
 	r.Body = body
 	h.upload(w, r, st, up)
