@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/fs"
+	"github.com/vigilcloud/vigil/storage/storagetest"
 )
 
 // frozen is a backend that never answers: every call blocks until its
@@ -96,4 +97,13 @@ func TestWithDeadlineDoesNotCountTheCallersReads(t *testing.T) {
 
 	_, err = b.Stat(ctx, "a/missing")
 	require.True(t, errors.Is(err, storage.ErrUnavailable) == false && err != nil)
+}
+
+// TestWithDeadlineConformance: the wrapper keeps every Backend guarantee.
+func TestWithDeadlineConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Backend {
+		b, err := fs.New(t.TempDir())
+		require.NoError(t, err)
+		return storage.WithDeadline(b, 10*time.Second)
+	})
 }
