@@ -63,27 +63,34 @@ func TestTotalCapEvictsIdleThenRejects(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	a, b := dial(), dial()
-	for _, c := range []net.Conn{a, b} {
-		if code, err := get(c, "/"); err != nil || code != 200 {
-			t.Fatalf("get: %d %v", code, err)
+	// a goes idle before b does (the server marks a connection so just
+	// after answering on it): a third connection then closes a.
+	waiting := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			cl.mu.Lock()
+			got := len(cl.waiting)
+			cl.mu.Unlock()
+			if got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections waiting, want %d", got, n)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
-	// a and b idle (the server marks them so just after answering): a
-	// third connection closes a, the longest idle.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cl.mu.Lock()
-		n := len(cl.waiting)
-		cl.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("connections never idle")
-		}
-		time.Sleep(time.Millisecond)
+	a := dial()
+	if code, err := get(a, "/"); err != nil || code != 200 {
+		t.Fatalf("get: %d %v", code, err)
 	}
+	waiting(1)
+	b := dial()
+	if code, err := get(b, "/"); err != nil || code != 200 {
+		t.Fatalf("get: %d %v", code, err)
+	}
+	waiting(2)
 	c := dial()
 	if code, err := get(c, "/"); err != nil || code != 200 {
 		t.Fatalf("get over the cap with idle connections: %d %v", code, err)
