@@ -66,6 +66,17 @@ type Config struct {
 	// before it is shed (defaults 2 s and 30 s).
 	BacklogWait time.Duration
 	LiveWait    time.Duration
+	// BridgeShare is the largest fraction of each class's slots that one
+	// bridge may hold (default 0.25, at least one slot); an upload beyond
+	// it is shed at once, so that other bridges always find slots. 1 or
+	// more turns the share off.
+	BridgeShare float64
+	// BodyIdleTimeout ends an upload whose body sends nothing for this
+	// long (default 10 s); BodyMinRate (bytes/s, default 32 KiB/s) bounds
+	// the whole body to BodyIdleTimeout + size/BodyMinRate. Either answers
+	// 408 and frees the upload's slot.
+	BodyIdleTimeout time.Duration
+	BodyMinRate     int64
 	// RetryAfter is the Retry-After sent with 503 (default 2 s).
 	RetryAfter time.Duration
 	// Now is the clock (default time.Now).
@@ -121,6 +132,13 @@ func (c Config) withDefaults() Config {
 	def(&c.BacklogWait, 2*time.Second)
 	def(&c.LiveWait, 30*time.Second)
 	def(&c.RetryAfter, 2*time.Second)
+	if c.BridgeShare <= 0 {
+		c.BridgeShare = 0.25
+	}
+	def(&c.BodyIdleTimeout, 10*time.Second)
+	if c.BodyMinRate <= 0 {
+		c.BodyMinRate = 32 << 10
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -221,8 +239,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("X-Vigil-Backlog") == "1" || now.UnixMilli()-up.start > h.cfg.LiveThreshold.Milliseconds() {
 		class = classBacklog
 	}
-	release, err := h.admit.acquire(ctx, class)
+	release, err := h.admit.acquire(ctx, class, bridgeOf(p))
 	if err != nil {
+		if errors.Is(err, errBridgeShare) {
+			h.unavailable(w, "bridge_overloaded", "this bridge holds its share of "+class+" upload slots, retry later")
+			return
+		}
 		if errors.Is(err, errShed) {
 			h.unavailable(w, "overloaded", class+" uploads are saturated, retry later")
 			return
@@ -234,7 +256,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	began := time.Now()
 	defer func() { h.m.latency.WithLabelValues(class).Observe(time.Since(began).Seconds()) }()
+	// The body is read only now, holding a slot: a client that stops
+	// sending must give the slot back soon.
+	transfer := time.Duration(float64(up.size) / float64(h.cfg.BodyMinRate) * float64(time.Second))
+	body := newDeadlineBody(w, r.Body, h.cfg.BodyIdleTimeout, began.Add(h.cfg.BodyIdleTimeout+transfer))
+	defer body.clear()
+	r.Body = body
 	h.upload(w, r, st, up)
+}
+
+// bridgeOf is the admission share key: the bridge, or "" for the operator
+// (whose uploads are tools and tests, not a tenant's).
+func bridgeOf(p auth.Principal) string {
+	if p.Kind == auth.Bridge {
+		return p.ID
+	}
+	return ""
 }
 
 // parse validates everything the request says about itself.
@@ -675,6 +712,10 @@ func (h *Handler) bodyError(w http.ResponseWriter, r *http.Request, err error) {
 		httpx.WriteError(w, http.StatusBadRequest, "malformed", err.Error())
 	case errors.Is(err, errSHAMismatch):
 		httpx.WriteError(w, http.StatusBadRequest, "sha256_mismatch", err.Error())
+	case errors.Is(err, errBodyTimeout):
+		h.log.InfoContext(r.Context(), "ingest: upload body too slow", "path", r.URL.Path, "err", err)
+		w.Header().Set("Connection", "close")
+		httpx.WriteError(w, http.StatusRequestTimeout, "body_timeout", err.Error())
 	default:
 		h.log.InfoContext(r.Context(), "ingest: upload body incomplete", "path", r.URL.Path, "err", err)
 		httpx.WriteError(w, http.StatusBadRequest, "incomplete_body", "request body ended early: "+err.Error())

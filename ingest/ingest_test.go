@@ -624,6 +624,7 @@ func TestBacklogIsShedWhileLiveIsAdmitted(t *testing.T) {
 		c.BacklogConcurrency = 1
 		c.BacklogQueue = 1
 		c.BacklogWait = time.Minute // only a full queue sheds in this test
+		c.BridgeShare = 1           // one bridge may take the whole pool here
 		blocked.Backend = *s
 		*s = blocked
 	})
@@ -665,6 +666,7 @@ func TestBacklogWaitTimeoutSheds(t *testing.T) {
 	e := newEnv(t, func(c *Config, s *storage.Backend, _ *Index) {
 		c.BacklogConcurrency = 1
 		c.BacklogWait = time.Millisecond
+		c.BridgeShare = 1
 		blocked.Backend = *s
 		*s = blocked
 	})

@@ -27,6 +27,7 @@ import (
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
 	"github.com/vigilcloud/vigil/ingest"
+	"github.com/vigilcloud/vigil/internal/connlimit"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/playback"
@@ -65,6 +66,7 @@ type nodeConfig struct {
 	LogLevel           string
 	DebugAddr          string
 	Retention          retentionFlags // retention.go
+	Guard              guardFlags     // guard.go
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
@@ -94,6 +96,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (off when empty)")
 	c.Retention.register(fs)
+	c.Guard.register(fs)
 }
 
 func (c *nodeConfig) validate() error {
@@ -120,7 +123,7 @@ func (c *nodeConfig) validate() error {
 	if c.MaxSegmentBytes <= 0 {
 		return errors.New("--max-segment-bytes must be positive")
 	}
-	return nil
+	return c.Guard.validate()
 }
 
 // hasRole reports whether --roles names role.
@@ -167,6 +170,7 @@ type node struct {
 	meter       *meter.Meter
 	srv         *http.Server
 	log         *slog.Logger
+	readyWait   time.Duration
 	cancel      context.CancelFunc
 	done        chan struct{}
 	bgWG        sync.WaitGroup // background loops besides compaction
@@ -183,7 +187,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	}
 	// n is not the named result: every error return below sets that to
 	// nil, and the cleanup and the serving goroutine still need the node.
-	n := &node{log: log, done: make(chan struct{})}
+	n := &node{log: log, done: make(chan struct{}), readyWait: cfg.Guard.ReadyTimeout}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -211,11 +215,15 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		}
 		log.Info("storage: fs", "root", filepath.Join(cfg.DataDir, "objects"))
 	}
-	n.store = storage.Instrument(store, reg)
+	n.store = storage.Instrument(storage.WithDeadline(store, cfg.Guard.StorageTimeout), reg)
 
 	var rdb *redis.Client // also the retention lease
 	if cfg.RedisAddr != "" {
-		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+		// Request contexts bound every Redis call (a frozen Redis fails
+		// an upload within --index-timeout); the socket timeouts bound the
+		// background work.
+		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true,
+			ReadTimeout: cfg.Guard.IndexTimeout, WriteTimeout: cfg.Guard.IndexTimeout})
 		rdb = rc
 		n.closers = append(n.closers, rc.Close)
 		n.index = redisindex.New(rc, n.store, redisindex.Options{Logger: log})
@@ -280,19 +288,23 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		return journal.Close()
 	})
 	authn := auth.New(n.adminToken, n.meter)
+	bounded := index.WithDeadline(n.index, cfg.Guard.IndexTimeout) // the request path's index
 	ing := ingest.New(ingest.Config{
 		MaxBodyBytes:       cfg.MaxSegmentBytes,
 		LiveThreshold:      cfg.LiveThreshold,
 		LiveConcurrency:    cfg.LiveConcurrency,
 		BacklogConcurrency: cfg.BacklogConcurrency,
 		BacklogQueue:       cfg.BacklogQueue,
+		BridgeShare:        cfg.Guard.BridgeShare,
+		BodyIdleTimeout:    cfg.Guard.BodyIdleTimeout,
+		BodyMinRate:        cfg.Guard.BodyMinRate,
 		Logger:             log,
 		Registerer:         reg,
 		Usage:              usage,
-	}, n.store, n.index, n.meter)
+	}, n.store, bounded, n.meter)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
-	play := playback.NewWithOptions(n.store, n.index, n.meter, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
+	play := playback.NewWithOptions(n.store, bounded, n.meter, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
@@ -325,9 +337,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	// Unknown routes and methods answer the contract's JSON error too.
 	root.Handle("/v1/", authn.Middleware(httpx.JSONMux(api), playback.HasURLSignature))
 
-	n.srv = &http.Server{Handler: httpx.JSONMux(root), ReadHeaderTimeout: 10 * time.Second}
+	cl := connlimit.New(l, connlimit.Config{MaxConns: cfg.Guard.maxConns(), MaxConnsPerIP: cfg.Guard.MaxConnsPerIP, Logger: log, Registerer: reg})
+	n.srv = &http.Server{Handler: httpx.CloseUnread(httpx.JSONMux(root)), ReadHeaderTimeout: cfg.Guard.HeaderTimeout, IdleTimeout: cfg.Guard.IdleTimeout, ConnState: cl.ConnState}
 	go func() {
-		if err := n.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.srv.Serve(cl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
 		}
 	}()
@@ -361,31 +374,6 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		}
 	}
 	return n, nil
-}
-
-// ready answers 200 once storage, index and meter all answer.
-func (n *node) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{}
-	ok := true
-	for name, ping := range map[string]func(context.Context) error{
-		"storage": n.store.Ping,
-		"index":   n.index.Ping,
-		"meter":   n.meter.Ping,
-	} {
-		if err := ping(ctx); err != nil {
-			checks[name] = err.Error()
-			ok = false
-		} else {
-			checks[name] = "ok"
-		}
-	}
-	status := http.StatusOK
-	if !ok {
-		status = http.StatusServiceUnavailable
-	}
-	httpx.WriteJSON(w, status, checks)
 }
 
 // compactLoop closes hours into manifests once they ended grace ago.

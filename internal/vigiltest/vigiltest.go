@@ -160,6 +160,29 @@ func (n *Node) Provision(streams ...string) string {
 	return br.Token
 }
 
+// ProvisionBridge creates account acct (if new), its bridge br and camera
+// cam with the streams (1280x720, 30 days) and returns the bridge token: a
+// second tenant beside Provision's.
+func (n *Node) ProvisionBridge(acct, br, cam string, streams ...string) string {
+	n.T.Helper()
+	ctx := context.Background()
+	err := n.API.Do(ctx, "POST", "/v1/accounts", map[string]any{"id": acct, "name": acct}, nil)
+	if se, ok := err.(*StatusError); err != nil && (!ok || se.Status != http.StatusConflict) {
+		n.T.Fatal(err)
+	}
+	var b struct{ Token string }
+	n.Must(n.API.Do(ctx, "POST", "/v1/accounts/"+acct+"/bridges", map[string]any{"id": br, "name": br}, &b))
+	var ss []map[string]any
+	for _, s := range streams {
+		ss = append(ss, map[string]any{"id": s, "width": 1280, "height": 720, "retention_days": 30})
+	}
+	n.Must(n.API.Do(ctx, "POST", "/v1/bridges/"+br+"/cameras", map[string]any{"id": cam, "name": cam, "streams": ss}, nil))
+	if b.Token == "" {
+		n.T.Fatal("no bridge token returned")
+	}
+	return b.Token
+}
+
 // Must fails the test on err.
 func (n *Node) Must(err error) {
 	n.T.Helper()
