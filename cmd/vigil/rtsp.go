@@ -70,7 +70,9 @@ func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node,
 		return err
 	}
 	srv, err := rtsp.NewServer(rtsp.Config{Addr: cfg.RTSPAddr, UDPRTPAddr: rtpAddr, UDPRTCPAddr: rtcpAddr,
-		MaxSessions: cfg.RTSPMaxSessions, Realm: meter.DigestRealm, Logger: log, Registerer: reg}, rec)
+		MaxSessions: cfg.RTSPMaxSessions, Realm: meter.DigestRealm, Logger: log, Registerer: reg,
+		MaxUnauthenticated: cfg.RTSPMaxUnauth, MaxUnauthenticatedPerIP: cfg.RTSPMaxUnauthPerIP,
+		AuthTimeout: cfg.RTSPAuthTimeout, Limiter: n.authLimiter}, rec)
 	if err != nil {
 		return fmt.Errorf("rtsp: %w", err)
 	}

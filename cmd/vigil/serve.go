@@ -65,6 +65,13 @@ type nodeConfig struct {
 	LogLevel           string
 	DebugAddr          string
 	Retention          retentionFlags // retention.go
+
+	// Before authentication (RTSP) and after failed ones (HTTP and RTSP).
+	RTSPMaxUnauth      int
+	RTSPMaxUnauthPerIP int
+	RTSPAuthTimeout    time.Duration
+	AuthFailureBurst   int
+	AuthFailureRefill  time.Duration
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
@@ -93,6 +100,11 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (off when empty)")
+	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", 128, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
+	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", 8, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
+	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", 10*time.Second, "an RTSP connection that has not authenticated within this is closed")
+	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address, or one RTSP user, may make before it is refused")
+	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", 6*time.Second, "after the burst, one more failed authentication is allowed per this interval")
 	c.Retention.register(fs)
 }
 
@@ -165,6 +177,7 @@ type node struct {
 	done        chan struct{}
 	bgWG        sync.WaitGroup // background loops besides compaction
 	closers     []func() error
+	authLimiter *auth.Limiter // failed authentications, HTTP and RTSP
 }
 
 // startNode opens storage, index and meter, and serves HTTP on cfg.HTTPAddr.
@@ -261,6 +274,9 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		return nil
 	})
 	authn := auth.New(n.adminToken, n.meter)
+	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, Refill: cfg.AuthFailureRefill,
+		Logger: log, Registerer: reg})
+	authn.LimitFailures(n.authLimiter)
 	ing := ingest.New(ingest.Config{
 		MaxBodyBytes:       cfg.MaxSegmentBytes,
 		LiveThreshold:      cfg.LiveThreshold,
