@@ -17,9 +17,13 @@ import (
 
 // LimitConfig configures a Limiter. Zero fields take the defaults.
 type LimitConfig struct {
-	// Burst is how many failed authentications one source address, or one
-	// claimed identity, may make before it is refused (default 10).
+	// Burst is how many failed authentications one source address may make
+	// before it is refused (default 10).
 	Burst int
+	// IdentityBurst is the same for one claimed identity from all sources
+	// together (default 5 × Burst: one guessing source is stopped by its
+	// own limit long before it could lock the identity's owner out).
+	IdentityBurst int
 	// Refill is the time in which one more failure is allowed again
 	// (default 6 s: ten a minute once the burst is spent).
 	Refill time.Duration
@@ -72,6 +76,9 @@ type trustKey struct {
 func NewLimiter(cfg LimitConfig) *Limiter {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 10
+	}
+	if cfg.IdentityBurst <= 0 {
+		cfg.IdentityBurst = 5 * cfg.Burst
 	}
 	if cfg.Refill <= 0 {
 		cfg.Refill = 6 * time.Second
@@ -203,9 +210,9 @@ func (l *Limiter) Fail(ctx context.Context, proto, reason string, src netip.Addr
 	l.mu.Lock()
 	// ReserveN always spends, also below zero: concurrent guesses that all
 	// passed Check push the refusal further out instead of slipping through.
-	bucket(l, l.sources, src, now).ReserveN(now, 1)
+	bucket(l, l.sources, src, now, l.cfg.Burst).ReserveN(now, 1)
 	if id != "" {
-		bucket(l, l.identities, id, now).ReserveN(now, 1)
+		bucket(l, l.identities, id, now, l.cfg.IdentityBurst).ReserveN(now, 1)
 	}
 	logIt := l.logs.AllowN(now, 1)
 	suppressed := l.suppressed
@@ -249,18 +256,18 @@ func (l *Limiter) Succeed(src netip.Addr, identity string) {
 // bucket returns (creating) the bucket of k in m; l.mu is held. A full
 // table first forgets the keys whose buckets refilled (they hold nothing),
 // then arbitrary ones.
-func bucket[K comparable](l *Limiter, m map[K]*rate.Limiter, k K, now time.Time) *rate.Limiter {
+func bucket[K comparable](l *Limiter, m map[K]*rate.Limiter, k K, now time.Time, burst int) *rate.Limiter {
 	if b, ok := m[k]; ok {
 		return b
 	}
 	if len(m) >= l.cfg.MaxKeys {
 		for mk, b := range m {
-			if b.TokensAt(now) >= float64(l.cfg.Burst) || len(m) >= l.cfg.MaxKeys {
+			if b.TokensAt(now) >= float64(b.Burst()) || len(m) >= l.cfg.MaxKeys {
 				delete(m, mk)
 			}
 		}
 	}
-	b := rate.NewLimiter(l.limit(), l.cfg.Burst)
+	b := rate.NewLimiter(l.limit(), burst)
 	m[k] = b
 	return b
 }

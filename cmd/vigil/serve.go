@@ -71,6 +71,7 @@ type nodeConfig struct {
 	RTSPMaxUnauthPerIP int
 	RTSPAuthTimeout    time.Duration
 	AuthFailureBurst   int
+	AuthIdentityBurst  int
 	AuthFailureRefill  time.Duration
 }
 
@@ -103,7 +104,8 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", 128, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
 	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", 8, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
 	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", 10*time.Second, "an RTSP connection that has not authenticated within this is closed")
-	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address, or one RTSP user, may make before it is refused")
+	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address may make before it is refused (429, RTSP 503)")
+	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", 50, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
 	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", 6*time.Second, "after the burst, one more failed authentication is allowed per this interval")
 	c.Retention.register(fs)
 }
@@ -274,7 +276,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		return nil
 	})
 	authn := auth.New(n.adminToken, n.meter)
-	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, Refill: cfg.AuthFailureRefill,
+	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
 		Logger: log, Registerer: reg})
 	authn.LimitFailures(n.authLimiter)
 	ing := ingest.New(ingest.Config{
