@@ -234,6 +234,7 @@ func (s *Server) accept(ctx context.Context) error {
 		// publishers: one address gets a few, and the oldest make room.
 		ip := remoteIP(c)
 		if s.pendingByIP[ip] >= s.cfg.MaxUnauthenticatedPerIP {
+			s.wg.Add(1) // under s.mu, like every session: Serve waits for it
 			s.mu.Unlock()
 			s.refuse(c, "unauthenticated_per_ip", &response{Status: 503, Reason: "Too Many Unauthenticated Connections",
 				Body: fmt.Appendf(nil, "this node accepts at most %d unauthenticated RTSP connections per address\n", s.cfg.MaxUnauthenticatedPerIP)})
@@ -275,15 +276,15 @@ func remoteIP(c net.Conn) netip.Addr {
 
 // refuse answers the first request of a connection the server will not
 // serve with resp, then closes it. At most maxRefusing are answered at
-// once; a flood beyond that is closed unanswered.
+// once; a flood beyond that is closed unanswered. The caller did s.wg.Add(1).
 func (s *Server) refuse(c net.Conn, reason string, resp *response) {
 	s.m.refused.WithLabelValues(reason).Inc()
 	if s.refusing.Add(1) > maxRefusing {
 		s.refusing.Add(-1)
 		c.Close()
+		s.wg.Done()
 		return
 	}
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.refusing.Add(-1)
