@@ -181,7 +181,7 @@ func provision(ctx context.Context, apply func([]byte) error, at time.Time, rese
 			}
 			add(meter.CommandCreateAccount, sid, "", meter.NewAccount{ID: sid, Name: sid, Parent: rid, BillingCycle: cycle})
 			bid := sid + "-b"
-			add(meter.CommandCreateBridge, bid, fmt.Sprintf("%032d-%s", 0, bid), meter.CreateBridgePayload(sid, meter.NewBridge{ID: bid, Name: bid}))
+			add(meter.CommandCreateBridge, bid, meter.BridgeNonce(bid, fmt.Sprintf("%032d-%s", 0, bid)), meter.CreateBridgePayload(sid, meter.NewBridge{ID: bid, Name: bid}))
 			for c := range cams {
 				cid := fmt.Sprintf("%s-c%d", sid, c)
 				nc := meter.NewCamera{ID: cid, Name: cid}

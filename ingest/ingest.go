@@ -71,8 +71,23 @@ type Config struct {
 	// Registerer registers the handler's metrics (nil: not exported).
 	Registerer prometheus.Registerer
 	// OnStored, when set, is called after a new segment was stored and
-	// indexed (not for retries of a stored one), e.g. to meter usage.
+	// indexed (not for retries of a stored one).
 	OnStored func(ctx context.Context, st meter.Stream, seg index.Segment)
+	// Usage, when set, meters every object Store creates: exactly once,
+	// by the Put that created it, even across a crash (docs/billing.md).
+	Usage UsageRecorder
+}
+
+// UsageRecorder meters new objects (meter.Aggregator). Begin runs before a
+// storage Put and must be durable when it returns; its put id goes into the
+// object's metadata (meter.PutIDMetadata), so that after a crash storage
+// tells whether that Put created the object. Every Begin ends in Created,
+// NotCreated, or Unsure when the outcome is unknown.
+type UsageRecorder interface {
+	Begin(ctx context.Context, stream, key string, size int64) (putID string, err error)
+	Created(putID, stream string, size int64, width, height int)
+	NotCreated(putID string)
+	Unsure(putID string)
 }
 
 func (c Config) withDefaults() Config {
@@ -354,6 +369,18 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 	}
 	// The metadata sha256 is only the client's claim, which the body reader
 	// verifies before the object can complete.
+	md := index.SegmentMetadata(seg)
+	u := h.cfg.Usage
+	var putID string
+	if u != nil {
+		if putID, err = u.Begin(ctx, st.ID, key, seg.Size); err != nil {
+			h.log.ErrorContext(ctx, "ingest: usage journal failed", "key", key, "err", err)
+			return index.Segment{}, false, fmt.Errorf("%w: usage journal: %w", ErrStorageUnavailable, err)
+		}
+		if putID != "" {
+			md[meter.PutIDMetadata] = putID
+		}
+	}
 	g := &gate{r: b}
 	var putBody io.Reader = g
 	if b.known != "" {
@@ -362,7 +389,7 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 		putBody = body
 	}
 	_, perr := h.store.Put(ctx, key, putBody, seg.Size, storage.PutOptions{
-		IfAbsent: true, ContentType: seg.ContentType, Metadata: index.SegmentMetadata(seg),
+		IfAbsent: true, ContentType: seg.ContentType, Metadata: md,
 	})
 	g.detach()
 	if b.known != "" && perr == nil {
@@ -378,6 +405,11 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 		h.log.ErrorContext(ctx, "ingest: storage completed a put whose body failed", "key", key, "err", b.err)
 		if derr := h.store.Delete(context.WithoutCancel(ctx), []string{key}); derr != nil {
 			h.log.ErrorContext(ctx, "ingest: delete of bad segment failed", "key", key, "err", derr)
+			if u != nil {
+				u.Unsure(putID)
+			}
+		} else if u != nil {
+			u.NotCreated(putID)
 		}
 		return index.Segment{}, false, &BodyError{b.err}
 	case perr == nil:
@@ -385,9 +417,16 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 			// Put returned without reading to the end: impossible for a
 			// conforming backend, and the SHA would be wrong.
 			h.log.ErrorContext(ctx, "ingest: storage put returned before the body ended", "key", key)
+			if u != nil {
+				u.Unsure(putID) // stored all the same: storage decides
+			}
 			return index.Segment{}, false, fmt.Errorf("%w: storage did not consume %s", ErrStorageUnavailable, key)
 		}
 		seg.SHA256 = b.sum()
+		if u != nil {
+			// Counted by the Put that created it, indexed or not yet.
+			u.Created(putID, st.ID, seg.Size, seg.Width, seg.Height)
+		}
 		existing, added, err := h.idx.Add(ctx, ref, seg)
 		if err != nil {
 			h.log.WarnContext(ctx, "ingest: stored but not indexed; the retry will index it", "key", key, "err", err)
@@ -396,18 +435,29 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 		if !added && existing.SHA256 != "" && existing.SHA256 != seg.SHA256 {
 			h.log.WarnContext(ctx, "ingest: index held another segment at this start", "key", key, "indexed_sha256", existing.SHA256, "stored_sha256", seg.SHA256)
 		}
-		// Usage is counted by whoever indexes the object first: here, unless
-		// a concurrent retry (exists below) indexed this very object and
-		// counted it already.
+		// OnStored hears of it from whoever indexes the object first: here,
+		// unless a concurrent retry (exists below) indexed this very object.
 		if h.cfg.OnStored != nil && (added || existing.SHA256 != seg.SHA256) {
 			h.cfg.OnStored(ctx, st, seg)
 		}
 		h.log.DebugContext(ctx, "ingest: segment stored", "key", key, "size", seg.Size)
 		return seg, true, nil
 	case errors.Is(perr, storage.ErrExists):
+		if u != nil {
+			u.NotCreated(putID)
+		}
 		return h.exists(ctx, st, ref, key, b, seg)
 	case b.err != nil:
+		if u != nil {
+			u.NotCreated(putID) // a Put whose reader failed leaves nothing
+		}
 		return index.Segment{}, false, &BodyError{b.err}
+	}
+	if u != nil {
+		// Cancelled or failed: whether the object completed is unknown.
+		u.Unsure(putID)
+	}
+	switch {
 	case ctx.Err() != nil:
 		h.log.InfoContext(ctx, "ingest: client went away during upload", "key", key, "err", perr)
 		return index.Segment{}, false, &BodyError{fmt.Errorf("request cancelled: %w", ctx.Err())}
@@ -448,8 +498,9 @@ func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.Strea
 			h.log.WarnContext(ctx, "ingest: indexing existing segment failed", "key", key, "err", err)
 			return index.Segment{}, false, fmt.Errorf("%w: index %s: %w", ErrIndexUnavailable, key, err)
 		}
-		// The upload that stored it failed to index it, so it never counted
-		// its usage: this retry does, once.
+		// The upload that stored it failed to index it, so OnStored never
+		// heard of it: this retry tells it, once. (Usage counted it at the
+		// Put that created it.)
 		if added && h.cfg.OnStored != nil {
 			h.cfg.OnStored(ctx, st, stored)
 		}

@@ -732,3 +732,66 @@ func TestStoreSelfRecorded(t *testing.T) {
 	_, _, err = store(start+10000, body, "")
 	require.ErrorAs(t, err, &be)
 }
+
+// usageLog records UsageRecorder calls.
+type usageLog struct {
+	mu    sync.Mutex
+	n     int
+	calls []string
+}
+
+func (u *usageLog) Begin(ctx context.Context, stream, key string, size int64) (string, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.n++
+	id := "p" + strconv.Itoa(u.n)
+	u.calls = append(u.calls, "begin "+id)
+	return id, nil
+}
+
+func (u *usageLog) Created(putID, stream string, size int64, w, h int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.calls = append(u.calls, fmt.Sprintf("created %s %s %d", putID, stream, size))
+}
+
+func (u *usageLog) NotCreated(putID string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.calls = append(u.calls, "not-created "+putID)
+}
+
+func (u *usageLog) Unsure(putID string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.calls = append(u.calls, "unsure "+putID)
+}
+
+// TestUsageCountedByTheCreatingPut: usage is counted by the Put that
+// created the object (its put id in the object's metadata), even when
+// indexing fails; the retry that indexes it counts nothing, nor does a
+// conflict.
+func TestUsageCountedByTheCreatingPut(t *testing.T) {
+	var fidx *failingIndex
+	u := &usageLog{}
+	e := newEnv(t, func(c *Config, _ *storage.Backend, i *Index) {
+		c.Usage = u
+		fidx = &failingIndex{Index: *i}
+		fidx.fail.Store(true)
+		*i = fidx
+	})
+	body := segment(t, 100)
+	start := now.Add(-time.Second).UnixMilli()
+	r := e.do(t, put{start: strconv.FormatInt(start, 10), body: body})
+	assert.Equal(t, http.StatusServiceUnavailable, r.status, r.body)
+	_, info := readObject(t, e.store, ref1.SegmentKey(start))
+	assert.Equal(t, "p1", info.Metadata[meter.PutIDMetadata])
+
+	fidx.fail.Store(false)
+	r = e.do(t, put{start: strconv.FormatInt(start, 10), body: body})
+	assert.Equal(t, http.StatusOK, r.status, r.body)
+	r = e.do(t, put{start: strconv.FormatInt(start, 10), body: segment(t, 100)})
+	assert.Equal(t, http.StatusConflict, r.status, r.body)
+	// The retry's Put found the object there: it created nothing.
+	assert.Equal(t, []string{"begin p1", fmt.Sprintf("created p1 s1 %d", len(body)), "begin p2", "not-created p2"}, u.calls)
+}

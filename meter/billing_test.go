@@ -126,15 +126,15 @@ func TestBillingSettingsAndSubscriptions(t *testing.T) {
 	h.mustAt(ms(2026, 3, 5, 0, 2, 0, 0), cmdCreateCamera, "c3", "", createCamera{Bridge: "b3", Camera: cam("c3", NewStream{ID: "c3-a"})}) // system: HD1-D30
 	// A correction 1 ms before the cut-off counts; one 1 ms after does not.
 	h.mustAt(cut.Add(-time.Millisecond), cmdUpdateStream, "u1", "", updateStream{ID: "c1-c", Patch: StreamPatch{RetentionDays: ip(60)}})
-	// Defaults changed at the cut-off instant count for this run.
-	h.mustAt(cut, cmdUpdateAccount, "d1", "", updateAccount{ID: "s2", Patch: AccountPatch{Defaults: &DefaultsPatch{RetentionDays: ip(14)}}})
+	// A defaults change applies to streams added later, never to c2-a.
+	h.mustAt(cut.Add(-time.Hour), cmdUpdateAccount, "d1", "", updateAccount{ID: "s2", Patch: AccountPatch{Defaults: &DefaultsPatch{RetentionDays: ip(14)}}})
 	h.mustAt(cut.Add(time.Millisecond), cmdUpdateStream, "u2", "", updateStream{ID: "c1-d", Patch: StreamPatch{RetentionDays: ip(7)}})
 
 	run := h.final("2026-03")
 	require.True(t, run.Final)
 	it := items(run)
 	require.Len(t, it, 6, "a multi-stream camera is billed per stream")
-	want := map[string]string{"c1-a": "HD2-D7", "c1-b": "SD1-D7", "c1-c": "HD4-D60", "c1-d": "HD10-D90", "c2-a": "HD2-D14", "c3-a": "HD1-D30"}
+	want := map[string]string{"c1-a": "HD2-D7", "c1-b": "SD1-D7", "c1-c": "HD4-D60", "c1-d": "HD10-D90", "c2-a": "HD2-D60", "c3-a": "HD1-D30"}
 	for id, sku := range want {
 		require.Equal(t, sku, it[id].SKU, id)
 		require.Equal(t, CycleMonthly, it[id].Cycle)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilcloud/vigil/cluster"
@@ -57,6 +58,7 @@ func ClusterPatterns() []string {
 		"GET /v1/cluster",
 		"POST /v1/cluster/members",
 		"DELETE /v1/cluster/members/{id}",
+		"POST /v1/cluster/snapshot",
 		InternalApplyPattern,
 	}
 }
@@ -69,6 +71,7 @@ func (m *Meter) ClusterHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", m.operator(m.handleClusterStatus))
 	mux.HandleFunc("POST /v1/cluster/members", m.operator(m.handleJoin))
 	mux.HandleFunc("DELETE /v1/cluster/members/{id}", m.operator(m.withID(m.handleRemove)))
+	mux.HandleFunc("POST /v1/cluster/snapshot", m.operator(m.handleSnapshot))
 	mux.HandleFunc(InternalApplyPattern, m.operator(m.handleInternalApply))
 	return mux
 }
@@ -144,6 +147,16 @@ func (m *Meter) handleClusterStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, st)
+}
+
+// handleSnapshot takes a raft snapshot of this node's meter now, so its log
+// can be compacted without waiting for the threshold (operators, tests).
+func (m *Meter) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	if err := m.node.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		m.writeErr(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"applied_index": m.node.AppliedIndex()})
 }
 
 // JoinRequest is POST /v1/cluster/members.

@@ -260,7 +260,9 @@ func TestForwardRetryAfterLostAnswerIsAppliedOnce(t *testing.T) {
 	require.Equal(t, 201, follower.c.op("POST", "/v1/accounts", `{"id":"r1","name":"R"}`).status)
 	// create_bridge is not idempotent by content: applied a second time it
 	// would answer "exists, no token". Deduplication by request id returns
-	// the first attempt's result, token included.
+	// the first attempt's result, which names the hash of the token this
+	// proposer generated (a forward retry resends the same bytes), so the
+	// client still gets the token.
 	r := follower.c.op("POST", "/v1/accounts/r1/bridges", `{"id":"b1","name":"B"}`)
 	require.Equal(t, 201, r.status, r.body)
 	tok := r.body["token"].(string)

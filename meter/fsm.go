@@ -2,6 +2,7 @@ package meter
 
 import (
 	"bytes"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +52,10 @@ type state struct {
 	Usage       map[string]*usageRec    `json:"usage"`           // by stream id
 	AccountHist map[string]*accountHist `json:"account_history"` // by account id
 	UsageStats  usageStats              `json:"usage_stats"`
+	// UsageJournals is the last batch seq applied per ingest journal
+	// (usage.go): a journal's batches apply once, in order, however late
+	// a replay comes. One entry per ingest data directory, never per segment.
+	UsageJournals map[string]uint64 `json:"usage_journals,omitempty"`
 	// Nodes maps raft node id → HTTP address, so any node can forward a
 	// write to the leader (forward.go).
 	Nodes map[string]string `json:"nodes,omitempty"`
@@ -271,6 +277,10 @@ func (st *state) createAccount(at time.Time, p NewAccount) (any, error) {
 	}
 	spec := specOf(p)
 	if a := st.Accounts[p.ID]; a != nil {
+		if a.DeletedAt != nil {
+			// Billing history names the id, so it is never handed out again.
+			return nil, conflict("deleted_id", "account %s was deleted; its id cannot be used again", p.ID)
+		}
 		if a.Spec != spec {
 			return nil, conflict("conflict", "account %s exists with different fields", p.ID)
 		}
@@ -301,7 +311,7 @@ func patchInt(dst *int, v *int) {
 }
 
 func (st *state) updateAccount(at time.Time, id string, p AccountPatch) (any, error) {
-	cur := st.Accounts[id]
+	cur := st.liveAccount(id)
 	if cur == nil {
 		return nil, notFound("account %s not found", id)
 	}
@@ -346,29 +356,41 @@ func (st *state) updateAccount(at time.Time, id string, p AccountPatch) (any, er
 		a.PrivacySuspendedUntil = &t
 	}
 	a.UpdatedAt = at
-	defaultsChanged := a.Defaults != cur.Defaults
+	// New defaults reach only streams added from now on: every stream
+	// pinned its settings when it was added (createCamera, pinStreams), so
+	// a default change never re-bills or shortens an existing stream.
 	cur.Account = a
 	st.recordAccount(at, &cur.Account) // billing.go
-	if defaultsChanged {
-		st.reresolve(at, id)
-	}
 	return a, nil
 }
 
-// reresolve recomputes the settings of the live streams that inherit from
-// account (its own streams and its sub-accounts'), recording a history
-// entry where the settings in force change.
-func (st *state) reresolve(at time.Time, account string) {
-	for _, s := range st.Streams {
-		if s.Stream.DeletedAt != nil {
-			continue
-		}
-		acc := st.Accounts[s.Stream.Account]
-		if acc == nil || (acc.ID != account && acc.Parent != account) {
-			continue
-		}
-		st.setSettings(at, s, "account_defaults")
+// liveAccount returns account id unless it is unknown or deleted.
+func (st *state) liveAccount(id string) *accountRec {
+	if a := st.Accounts[id]; a != nil && a.DeletedAt == nil {
+		return a
 	}
+	return nil
+}
+
+// pinStreams makes every stream's settings in force its own. State written
+// before streams were pinned at creation has streams that follow a
+// default (zero own fields); they keep what they have now, so an upgrade
+// changes no stream's plan and a later default change moves none. It reads
+// only the state, so every replica restoring the same snapshot pins the
+// same way.
+func (st *state) pinStreams() {
+	for _, s := range st.Streams {
+		pin(s)
+	}
+	for _, r := range st.Retired {
+		for _, s := range r.Streams {
+			pin(s)
+		}
+	}
+}
+
+func pin(s *streamRec) {
+	s.Own = ownSettings{Width: s.Stream.Width, Height: s.Stream.Height, RetentionDays: s.Stream.RetentionDays}
 }
 
 // resolve applies the defaults chain: the stream's own setting, else the
@@ -412,18 +434,49 @@ func (st *state) setSettings(at time.Time, s *streamRec, reason string) {
 	s.History = append(s.History, SettingsChange{At: at, Reason: reason, StreamSettings: s.Stream.Settings()})
 }
 
-// BridgeResult is the result of CreateBridge. Token is the plaintext token,
-// present only in the result of the command that created the bridge (and
-// in deduplicated replays of that same request).
+// BridgeResult is the result of CreateBridge. The plaintext token is never
+// in a command or a result (both are stored: raft log, snapshots, the
+// recent-request table); Meter.CreateBridge adds it on the proposer that
+// generated it, and only when this very attempt created the bridge
+// (TokenHash is that attempt's hash).
 type BridgeResult struct {
-	Bridge  Bridge `json:"bridge"`
-	Token   string `json:"token,omitempty"`
-	Created bool   `json:"created"`
+	Bridge    Bridge `json:"bridge"`
+	TokenHash string `json:"token_hash,omitempty"`
+	Token     string `json:"-"`
+	Created   bool   `json:"created"`
 }
 
-func (st *state) createBridge(at time.Time, p createBridge, token string) (any, error) {
+// bridgeSecrets is what a create_bridge command's nonce carries: the token's
+// hash and the Digest HA1 the proposer derived from it. Log entries written
+// before carry the plaintext token itself; they are still understood.
+func bridgeSecrets(bridge, nonce string) (hash, ha1 string, err error) {
+	if h, d, ok := strings.Cut(nonce, ":"); ok {
+		if len(h) != sha256.Size*2 || len(d) != md5.Size*2 || !isHex(h) || !isHex(d) {
+			return "", "", invalid("malformed_command", "create_bridge with a malformed token hash")
+		}
+		return h, d, nil
+	}
+	if len(nonce) < 32 {
+		return "", "", invalid("malformed_command", "create_bridge without a token hash")
+	}
+	return auth.HashToken(nonce), auth.DigestHA1(bridge, DigestRealm, nonce), nil
+}
+
+func bridgeNonce(bridge, token string) string {
+	return auth.HashToken(token) + ":" + auth.DigestHA1(bridge, DigestRealm, token)
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+func (st *state) createBridge(at time.Time, p createBridge, nonce string) (any, error) {
 	if err := p.Bridge.validate(); err != nil {
 		return nil, err
+	}
+	if st.liveAccount(p.Account) == nil {
+		return nil, notFound("account %s not found", p.Account)
 	}
 	spec := specOf(p)
 	if b := st.Bridges[p.Bridge.ID]; b != nil {
@@ -432,22 +485,19 @@ func (st *state) createBridge(at time.Time, p createBridge, token string) (any, 
 		}
 		return BridgeResult{Bridge: b.Bridge}, nil
 	}
-	if st.Accounts[p.Account] == nil {
-		return nil, invalid("unknown_account", "account %s does not exist", p.Account)
+	hash, ha1, err := bridgeSecrets(p.Bridge.ID, nonce)
+	if err != nil {
+		return nil, err
 	}
-	if len(token) < 32 {
-		return nil, invalid("malformed_command", "create_bridge without a token")
-	}
-	hash := auth.HashToken(token)
 	if _, dup := st.TokenIndex[hash]; dup {
 		return nil, conflict("conflict", "token already in use")
 	}
 	b := &bridgeRec{Spec: spec, Bridge: Bridge{
 		ID: p.Bridge.ID, Account: p.Account, Name: p.Bridge.Name, TokenHash: hash, CreatedAt: at,
-	}, DigestHA1: auth.DigestHA1(p.Bridge.ID, DigestRealm, token)}
+	}, DigestHA1: ha1}
 	st.Bridges[b.ID] = b
 	st.TokenIndex[hash] = b.ID
-	return BridgeResult{Bridge: b.Bridge, Token: token, Created: true}, nil
+	return BridgeResult{Bridge: b.Bridge, TokenHash: hash, Created: true}, nil
 }
 
 // CameraResult is the result of CreateCamera.
@@ -470,6 +520,14 @@ func (st *state) createCamera(at time.Time, p createCamera) (any, error) {
 	if err := p.Camera.normalizeValidate(); err != nil {
 		return nil, err
 	}
+	b := st.Bridges[p.Bridge]
+	if b == nil {
+		return nil, invalid("unknown_bridge", "bridge %s does not exist", p.Bridge)
+	}
+	if st.liveAccount(b.Account) == nil {
+		// The bridge went with its deleted account.
+		return nil, notFound("bridge %s not found: account %s was deleted", b.ID, b.Account)
+	}
 	spec := specOf(p)
 	if c := st.Cameras[p.Camera.ID]; c != nil {
 		if c.DeletedAt == nil {
@@ -481,13 +539,6 @@ func (st *state) createCamera(at time.Time, p createCamera) (any, error) {
 		if err := st.reuseCamera(c); err != nil { // purge.go
 			return nil, err
 		}
-	}
-	b := st.Bridges[p.Bridge]
-	if b == nil {
-		return nil, invalid("unknown_bridge", "bridge %s does not exist", p.Bridge)
-	}
-	if a := st.Accounts[b.Account]; a != nil && a.DeletedAt != nil {
-		return nil, invalid("deleted_account", "account %s was deleted", b.Account)
 	}
 	for _, s := range p.Camera.Streams {
 		if old := st.Streams[s.ID]; old != nil {
@@ -509,6 +560,7 @@ func (st *state) createCamera(at time.Time, p createCamera) (any, error) {
 			s.Own.RetentionDays = *ns.RetentionDays
 		}
 		st.setSettings(at, s, "registered")
+		pin(s) // the defaults in force now are the stream's own from here on
 		st.Streams[s.Stream.ID] = s
 		c.Streams = append(c.Streams, s.Stream.ID)
 	}
@@ -646,7 +698,28 @@ func decodeState(r io.Reader) (*state, error) {
 		}
 		b.TokenHash = hash
 	}
+	st.pinStreams()
+	scrubTokens(st.Requests)
 	return st, nil
+}
+
+// scrubTokens drops the plaintext bridge tokens that results recorded before
+// tokens were kept out of commands still carry, so a snapshot written after
+// an upgrade holds none. Only a bridge result has both "bridge" and "token".
+func scrubTokens(reqs []*requestRec) {
+	for _, r := range reqs {
+		if !bytes.Contains(r.Result, []byte(`"token"`)) {
+			continue
+		}
+		var m map[string]json.RawMessage
+		if json.Unmarshal(r.Result, &m) != nil || m["bridge"] == nil || m["token"] == nil {
+			continue
+		}
+		delete(m, "token")
+		if b, err := json.Marshal(m); err == nil {
+			r.Result = b
+		}
+	}
 }
 
 type fsmSnapshot []byte

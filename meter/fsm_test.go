@@ -86,7 +86,8 @@ func TestFSMCommands(t *testing.T) {
 		{"account bad cycle", cmdCreateAccount, NewAccount{ID: "a9", Name: "A", BillingCycle: "weekly"}, ErrInvalid, "invalid_billing_cycle"},
 		{"account bad default retention", cmdCreateAccount, NewAccount{ID: "a9", Name: "A", Defaults: Defaults{RetentionDays: 3651}}, ErrInvalid, "invalid_defaults"},
 		{"account half resolution default", cmdCreateAccount, NewAccount{ID: "a9", Name: "A", Defaults: Defaults{Width: 1920}}, ErrInvalid, "invalid_defaults"},
-		{"bridge unknown account", cmdCreateBridge, createBridge{Account: "nope", Bridge: NewBridge{ID: "b9", Name: "B"}}, ErrInvalid, "unknown_account"},
+		{"bridge unknown account", cmdCreateBridge, createBridge{Account: "nope", Bridge: NewBridge{ID: "b9", Name: "B"}}, ErrNotFound, "not_found"},
+		{"bridge malformed token hash", cmdCreateBridge, createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B"}}, ErrInvalid, "malformed_command"},
 		{"bridge different fields", cmdCreateBridge, createBridge{Account: "s2", Bridge: NewBridge{ID: "b1", Name: "B1"}}, ErrConflict, "conflict"},
 		{"camera unknown bridge", cmdCreateCamera, createCamera{Bridge: "nope", Camera: NewCamera{ID: "c9", Name: "C", Streams: []NewStream{{ID: "x9"}}}}, ErrInvalid, "unknown_bridge"},
 		{"camera no streams", cmdCreateCamera, createCamera{Bridge: "b1", Camera: NewCamera{ID: "c9", Name: "C"}}, ErrInvalid, "invalid_streams"},
@@ -111,7 +112,11 @@ func TestFSMCommands(t *testing.T) {
 			h.must(cmdCreateCamera, "c1", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c1", Name: "Cam", Streams: []NewStream{{ID: "st1"}}}})
 			before, err := encodeState(h.f.st)
 			require.NoError(t, err)
-			_, err = h.apply(tc.typ, "req-"+tc.name, auth.NewToken(), tc.payload)
+			nonce := auth.NewToken()
+			if tc.name == "bridge malformed token hash" {
+				nonce = "abc:def"
+			}
+			_, err = h.apply(tc.typ, "req-"+tc.name, nonce, tc.payload)
 			if tc.wantErr == nil {
 				require.NoError(t, err)
 				return
@@ -133,23 +138,26 @@ func TestFSMDedupe(t *testing.T) {
 	h := newHarness(t)
 	seed(h)
 	tok1, tok2 := auth.NewToken(), auth.NewToken()
-	first := h.must(cmdCreateBridge, "rid-1", tok1, createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B9"}})
-	// A retry carries a fresh token; it must replay the first result.
-	again := h.must(cmdCreateBridge, "rid-1", tok2, createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B9"}})
+	first := h.must(cmdCreateBridge, "rid-1", bridgeNonce("b9", tok1), createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B9"}})
+	// A retry carries a fresh token; it must replay the first result, which
+	// names the first token's hash and holds no token.
+	again := h.must(cmdCreateBridge, "rid-1", bridgeNonce("b9", tok2), createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B9"}})
 	require.Equal(t, first, again)
+	require.NotContains(t, string(again), tok1)
 	var r BridgeResult
 	require.NoError(t, json.Unmarshal(again, &r))
-	require.Equal(t, tok1, r.Token)
+	require.Equal(t, auth.HashToken(tok1), r.TokenHash)
+	require.Empty(t, r.Token)
 	require.True(t, r.Created)
 	require.Equal(t, "b9", h.f.st.TokenIndex[auth.HashToken(tok1)])
 	require.NotContains(t, h.f.st.TokenIndex, auth.HashToken(tok2))
 
 	// Another request id for the same bridge: success, but no token.
-	other := h.must(cmdCreateBridge, "rid-2", tok2, createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B9"}})
+	other := h.must(cmdCreateBridge, "rid-2", bridgeNonce("b9", tok2), createBridge{Account: "s1", Bridge: NewBridge{ID: "b9", Name: "B9"}})
 	var r2 BridgeResult
 	require.NoError(t, json.Unmarshal(other, &r2))
 	require.False(t, r2.Created)
-	require.Empty(t, r2.Token)
+	require.Empty(t, r2.TokenHash)
 
 	// The same request id for a different request is refused.
 	_, err := h.apply(cmdCreateBridge, "rid-1", tok2, createBridge{Account: "s1", Bridge: NewBridge{ID: "b10", Name: "B10"}})
@@ -208,25 +216,24 @@ func TestFSMDefaultsResolution(t *testing.T) {
 	}
 	require.Equal(t, []string{"lpr", "people"}, h.stream("own").Stream.Analytics)
 
-	// The sub-account's default changes: inheriting streams follow, with a
-	// history entry; the stream with its own retention does not.
+	// Defaults change (DESIGN section 1): existing streams keep their plan
+	// and history; streams added afterwards get the new defaults, and a
+	// cleared sub-account default falls back to the reseller's.
 	h.must(cmdUpdateAccount, "u1", "", updateAccount{ID: "s1", Patch: AccountPatch{Defaults: &DefaultsPatch{RetentionDays: ip(14)}}})
-	require.Equal(t, 14, h.stream("sub").Stream.RetentionDays)
-	require.Len(t, h.stream("sub").History, 2)
-	require.Equal(t, "account_defaults", h.stream("sub").History[1].Reason)
-	require.Equal(t, 90, h.stream("own").Stream.RetentionDays)
-	require.Len(t, h.stream("own").History, 1)
-
-	// Clearing the sub-account default falls back to the reseller's.
+	h.must(cmdCreateCamera, "c4", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c4", Name: "C4", Streams: []NewStream{{ID: "sub14"}}}})
 	h.must(cmdUpdateAccount, "u2", "", updateAccount{ID: "s1", Patch: AccountPatch{Defaults: &DefaultsPatch{RetentionDays: ip(0)}}})
-	require.Equal(t, 60, h.stream("sub").Stream.RetentionDays)
-	// The reseller's resolution default reaches sub-account streams without their own.
-	h.must(cmdUpdateAccount, "u3", "", updateAccount{ID: "r1", Patch: AccountPatch{Defaults: &DefaultsPatch{Width: ip(2560), Height: ip(1440)}}})
-	require.Equal(t, "HD4-D60", SKU(h.stream("reseller").Stream.Settings()))
-	require.Equal(t, "HD1-D60", SKU(h.stream("sub").Stream.Settings()))
+	h.must(cmdUpdateAccount, "u3", "", updateAccount{ID: "r1", Patch: AccountPatch{Defaults: &DefaultsPatch{Width: ip(2560), Height: ip(1440), RetentionDays: ip(7)}}})
+	h.must(cmdCreateCamera, "c5", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c5", Name: "C5", Streams: []NewStream{{ID: "sub7"}}}})
+	for _, c := range cases {
+		s := h.stream(c.stream)
+		require.Equal(t, c.sku, SKU(s.Stream.Settings()), c.stream)
+		require.Len(t, s.History, 1, c.stream)
+	}
+	require.Equal(t, "HD2-D14", SKU(h.stream("sub14").Stream.Settings()))
+	require.Equal(t, "HD4-D7", SKU(h.stream("sub7").Stream.Settings()))
 
 	// Patching one side of the resolution keeps the other.
-	h.must(cmdUpdateStream, "u4", "", updateStream{ID: "reseller", Patch: StreamPatch{Width: ip(1920)}})
+	h.must(cmdUpdateStream, "u4", "", updateStream{ID: "reseller", Patch: StreamPatch{Height: ip(1440)}})
 	s := h.stream("reseller").Stream
 	require.Equal(t, []int{1920, 1440}, []int{s.Width, s.Height})
 	hist := h.stream("reseller").History

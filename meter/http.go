@@ -23,6 +23,7 @@ const maxBody = 1 << 20
 func HandlerPatterns() []string {
 	return []string{
 		"POST /v1/accounts",
+		"GET /v1/accounts/{id}",
 		"PATCH /v1/accounts/{id}",
 		"POST /v1/accounts/{id}/bridges",
 		"POST /v1/bridges/{id}/cameras",
@@ -47,6 +48,7 @@ func HandlerPatterns() []string {
 func (m *Meter) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/accounts", m.operator(m.handleCreateAccount))
+	mux.HandleFunc("GET /v1/accounts/{id}", m.operator(m.withID(m.handleGetAccount)))
 	mux.HandleFunc("PATCH /v1/accounts/{id}", m.operator(m.withID(m.handleUpdateAccount)))
 	mux.HandleFunc("POST /v1/accounts/{id}/bridges", m.operator(m.withID(m.handleCreateBridge)))
 	mux.HandleFunc("POST /v1/bridges/{id}/cameras", m.operator(m.withID(m.handleCreateCamera)))
@@ -171,6 +173,15 @@ func (m *Meter) handleCreateAccount(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, createdStatus(res.Created), res.Account)
 }
 
+func (m *Meter) handleGetAccount(w http.ResponseWriter, r *http.Request, id string) {
+	a, err := m.Account(r.Context(), id)
+	if err != nil {
+		m.writeErr(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, a)
+}
+
 func (m *Meter) handleUpdateAccount(w http.ResponseWriter, r *http.Request, id string) {
 	body, rid, ok := readBody(w, r, false)
 	if !ok {
@@ -202,8 +213,8 @@ func (m *Meter) handleCreateBridge(w http.ResponseWriter, r *http.Request, accou
 		m.writeErr(w, r, err)
 		return
 	}
-	// An identical bridge created by an earlier request: 200 without the
-	// token, which was shown once.
+	// An identical bridge created by an earlier request, or by an earlier
+	// attempt of this one: 200 without the token, which was shown once.
 	httpx.WriteJSON(w, createdStatus(res.Created), struct {
 		ID    string `json:"id"`
 		Token string `json:"token,omitempty"`

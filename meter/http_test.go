@@ -141,18 +141,26 @@ func TestHTTPIdempotentRetries(t *testing.T) {
 	c := serve(t, m)
 	provision(t, c)
 
-	// Same POST again (no key): the derived request id replays the result,
-	// including the bridge token.
+	// Same POST again (no key): the derived request id replays the
+	// creation, but the token was shown once: 200 without it.
 	r1 := c.op("POST", "/v1/accounts/s1/bridges", `{"id":"b2","name":"Two"}`)
 	r2 := c.op("POST", "/v1/accounts/s1/bridges", `{"id":"b2","name":"Two"}`)
 	require.Equal(t, 201, r1.status)
-	require.Equal(t, 201, r2.status)
-	require.Equal(t, r1.body["token"], r2.body["token"])
+	require.NotEmpty(t, r1.body["token"])
+	require.Equal(t, 200, r2.status)
+	require.Nil(t, r2.body["token"])
+	// The first token stays the bridge's.
+	id, err := m.BridgeByTokenHash(context.Background(), auth.HashToken(r1.body["token"].(string)))
+	require.NoError(t, err)
+	require.Equal(t, "b2", id)
 
 	// With an Idempotency-Key, the same.
 	k1 := c.op("POST", "/v1/accounts/s1/bridges", `{"id":"b3","name":"Three"}`, "Idempotency-Key", "k-1")
 	k2 := c.op("POST", "/v1/accounts/s1/bridges", `{"id":"b3","name":"Three"}`, "Idempotency-Key", "k-1")
-	require.Equal(t, k1.body["token"], k2.body["token"])
+	require.Equal(t, 201, k1.status)
+	require.NotEmpty(t, k1.body["token"])
+	require.Equal(t, 200, k2.status)
+	require.Nil(t, k2.body["token"])
 	// Another key for the identical bridge: success without a token.
 	k3 := c.op("POST", "/v1/accounts/s1/bridges", `{"id":"b3","name":"Three"}`, "Idempotency-Key", "k-2")
 	require.Equal(t, 200, k3.status)
@@ -200,7 +208,7 @@ func TestHTTPErrors(t *testing.T) {
 		{"long id", "POST", "/v1/accounts", `{"id":"` + strings.Repeat("a", 65) + `","name":"A"}`, 400, "invalid_id"},
 		{"bad path id", "PATCH", "/v1/streams/a.b", `{}`, 400, "invalid_id"},
 		{"unknown parent", "POST", "/v1/accounts", `{"id":"a","name":"A","parent":"nope"}`, 400, "unknown_parent"},
-		{"unknown account for bridge", "POST", "/v1/accounts/nope/bridges", `{"id":"bx","name":"B"}`, 400, "unknown_account"},
+		{"unknown account for bridge", "POST", "/v1/accounts/nope/bridges", `{"id":"bx","name":"B"}`, 404, "not_found"},
 		{"unknown bridge", "POST", "/v1/bridges/nope/cameras", `{"id":"cx","name":"C","streams":[{"id":"sx"}]}`, 400, "unknown_bridge"},
 		{"retention 0", "POST", "/v1/bridges/b1/cameras", `{"id":"cx","name":"C","streams":[{"id":"sx","retention_days":0}]}`, 400, "invalid_retention"},
 		{"retention 3651", "PATCH", "/v1/streams/c1-main", `{"retention_days":3651}`, 400, "invalid_retention"},
@@ -267,8 +275,9 @@ func TestRestartSurvival(t *testing.T) {
 	// The bridge token still authenticates over HTTP (403 = known, not operator).
 	c2 := serve(t, m2)
 	require.Equal(t, 403, c2.do("GET", "/v1/meter/streams/c1-sub", tok, "").status)
-	// A retry of a request from before the restart still replays.
+	// A retry of a request from before the restart is still recognised,
+	// and still does not show the token again.
 	r := c2.op("POST", "/v1/accounts/s1/bridges", `{"id":"b1","name":"Bridge"}`)
-	require.Equal(t, 201, r.status)
-	require.Equal(t, tok, r.body["token"])
+	require.Equal(t, 200, r.status)
+	require.Nil(t, r.body["token"])
 }

@@ -160,22 +160,23 @@ func (m *Meter) Camera(ctx context.Context, id string) (Camera, error) {
 	return out, nil
 }
 
-// Bridge returns a bridge; ErrNotFound when unknown.
+// Bridge returns a bridge; ErrNotFound when unknown or its account was
+// deleted.
 func (m *Meter) Bridge(ctx context.Context, id string) (Bridge, error) {
 	m.fsm.mu.RLock()
 	defer m.fsm.mu.RUnlock()
 	b := m.fsm.st.Bridges[id]
-	if b == nil {
+	if b == nil || m.fsm.st.liveAccount(b.Account) == nil {
 		return Bridge{}, fmt.Errorf("meter: bridge %s: %w", id, ErrNotFound)
 	}
 	return b.Bridge, nil
 }
 
-// Account returns an account; ErrNotFound when unknown.
+// Account returns an account; ErrNotFound when unknown or deleted.
 func (m *Meter) Account(ctx context.Context, id string) (Account, error) {
 	m.fsm.mu.RLock()
 	defer m.fsm.mu.RUnlock()
-	a := m.fsm.st.Accounts[id]
+	a := m.fsm.st.liveAccount(id)
 	if a == nil {
 		return Account{}, fmt.Errorf("meter: account %s: %w", id, ErrNotFound)
 	}
@@ -266,18 +267,28 @@ func (m *Meter) UpdateAccount(ctx context.Context, requestID, id string, p Accou
 }
 
 // CreateBridge creates a bridge in account and returns its token in
-// plaintext, once. The token is generated here, on the proposer, and
-// travels in the command, so a retry with the same request id returns the
-// same token (the recent-request table keeps the result, token included,
-// for the deduplication window; the state keeps only the hash). A create
-// of an identical existing bridge under another request id succeeds with
-// Created false and no token: it was shown once already.
+// plaintext, once. The token is generated here, on the proposer, and only
+// its hash and Digest HA1 travel in the command, so the plaintext exists
+// only in this call's result: not in the raft log, a snapshot or the
+// recent-request table. A retry of a creation that committed (same request
+// id, or an identical bridge under another id) succeeds with Created false
+// and no token: it was shown once already, and the bridge keeps it.
 func (m *Meter) CreateBridge(ctx context.Context, requestID, account string, b NewBridge) (BridgeResult, error) {
 	if err := b.validate(); err != nil {
 		return BridgeResult{}, err
 	}
+	token := auth.NewToken()
 	var r BridgeResult
-	return r, m.propose(ctx, cmdCreateBridge, requestID, auth.NewToken(), createBridge{Account: account, Bridge: b}, &r)
+	if err := m.propose(ctx, cmdCreateBridge, requestID, bridgeNonce(b.ID, token), createBridge{Account: account, Bridge: b}, &r); err != nil {
+		return BridgeResult{}, err
+	}
+	if r.Created && r.TokenHash == auth.HashToken(token) {
+		r.Token = token
+	} else {
+		r.Created = false // another attempt created it
+	}
+	r.TokenHash = ""
+	return r, nil
 }
 
 // CreateCamera creates a camera with its streams under bridge.

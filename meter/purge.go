@@ -196,10 +196,14 @@ type AccountDeleteResult struct {
 }
 
 // deleteAccount deletes a sub-account's cameras (each with its own purge)
-// and marks the account deleted. Deleting it again returns the same purges.
+// and marks the account deleted. Its cameras' video is freed by those purge
+// jobs; the account, its bridges, cameras and streams stay in the state for
+// billing but answer ErrNotFound from then on.
 func (st *state) deleteAccount(at time.Time, id, nonce string) (any, error) {
-	a := st.Accounts[id]
+	a := st.liveAccount(id)
 	if a == nil {
+		// A retry of the deletion is answered from the recent-request
+		// table; anything else finds nothing, as for every deleted account.
 		return nil, notFound("account %s not found", id)
 	}
 	if a.Parent == "" {
@@ -226,11 +230,9 @@ func (st *state) deleteAccount(at time.Time, id, nonce string) (any, error) {
 		}
 		res.Purges[cid] = c.PurgeID
 	}
-	if a.DeletedAt == nil {
-		t := at
-		a.DeletedAt = &t
-	}
-	res.DeletedAt = *a.DeletedAt
+	t := at
+	a.DeletedAt = &t
+	res.DeletedAt = t
 	return res, nil
 }
 

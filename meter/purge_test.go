@@ -81,13 +81,16 @@ func TestFSMDeleteSubAccount(t *testing.T) {
 	require.NotNil(t, h.stream("y").Stream.DeletedAt)
 	require.Nil(t, h.stream("z").Stream.DeletedAt, "other sub-accounts untouched")
 	require.Equal(t, PurgePending, h.f.st.Purges[r.Purges["c2"]].State)
-	// Again, another request: same purges.
+	// A retry (same request) gets the same purges; another request finds
+	// nothing.
 	var r2 AccountDeleteResult
-	require.NoError(t, json.Unmarshal(h.must(cmdDeleteAccount, "da2", "n2", deleteAccount{ID: "s1"}), &r2))
+	require.NoError(t, json.Unmarshal(h.must(cmdDeleteAccount, "da1", "n2", deleteAccount{ID: "s1"}), &r2))
 	require.Equal(t, r.Purges, r2.Purges)
+	_, err = h.apply(cmdDeleteAccount, "da2", "n2", deleteAccount{ID: "s1"})
+	require.ErrorIs(t, err, ErrNotFound)
 	// No new cameras in a deleted account.
 	_, err = h.apply(cmdCreateCamera, "c4", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c4", Name: "C4", Streams: []NewStream{{ID: "w"}}}})
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, ErrNotFound)
 }
 
 func TestHTTPPurgesAndSubAccountDelete(t *testing.T) {
@@ -118,8 +121,9 @@ func TestHTTPPurgesAndSubAccountDelete(t *testing.T) {
 	c1, _ := purges["c1"].(string)
 	require.Equal(t, "pending", c.op("GET", "/v1/purges/"+c1, "").body["state"])
 	require.Equal(t, 404, c.op("PATCH", "/v1/streams/c1-main", `{"retention_days":7}`).status)
-	// Retried: the same purges.
+	// Retried: the same purges; under another key: gone.
 	r = c.op("DELETE", "/v1/accounts/s1", "")
 	require.Equal(t, 202, r.status)
 	require.Equal(t, purges, r.body["purges"])
+	require.Equal(t, 404, c.op("DELETE", "/v1/accounts/s1", "", "Idempotency-Key", "k").status)
 }

@@ -60,6 +60,8 @@ type RejectedEntry struct {
 type UsageResult struct {
 	Applied  int             `json:"applied"`
 	Rejected []RejectedEntry `json:"rejected,omitempty"`
+	// Duplicate: a journal batch applied before (a replay); nothing changed.
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 // usageStats are replicated counters, shown by the status endpoint and
@@ -233,7 +235,20 @@ func (st *state) applyUsage(c *Command, dec func(any) error) (res any, ok bool, 
 		if err := dec(&b); err != nil {
 			return nil, true, err
 		}
-		return st.usageBatch(c.Time, b), true, nil
+		// A journal's batch (usage_journal.go) that the meter applied
+		// already: a replay after a crash, past the request table's reach.
+		src, seq, journaled := journalBatchID(b.ID)
+		if journaled && seq <= st.UsageJournals[src] {
+			return UsageResult{Duplicate: true}, true, nil
+		}
+		r := st.usageBatch(c.Time, b)
+		if journaled {
+			if st.UsageJournals == nil {
+				st.UsageJournals = map[string]uint64{}
+			}
+			st.UsageJournals[src] = seq
+		}
+		return r, true, nil
 	case cmdObserveResolution:
 		var e UsageEntry
 		if err := dec(&e); err != nil {

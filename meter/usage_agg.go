@@ -2,6 +2,8 @@ package meter
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -24,7 +26,20 @@ type AggregatorConfig struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // optional
 	Now        func() time.Time
+	// Journal, when set, keeps the usage not yet committed by the meter on
+	// local disk, so that a killed process neither loses nor double-counts
+	// it: uploads go through Begin and Created/NotCreated/Unsure, and what
+	// the previous process left is replayed (docs/billing.md).
+	Journal *Journal
+	// Resolve (needed with Journal) returns the put id in the metadata of
+	// the object at key (PutIDMetadata), or an error matching fs.ErrNotExist
+	// when there is none. It decides intents whose Put ended unseen.
+	Resolve func(ctx context.Context, key string) (putID string, err error)
 }
+
+// PutIDMetadata is the object metadata key that carries the put id Begin
+// returned: it tells which Put created an object.
+const PutIDMetadata = "put-id"
 
 // Aggregator collects per-stream usage deltas on an ingest node and submits
 // them to the meter as one batch per interval. A batch that fails (no
@@ -38,12 +53,16 @@ type Aggregator struct {
 
 	mu       sync.Mutex
 	pending  map[string]*UsageEntry
+	ords     []uint64          // journal records that pending counts
 	observed map[string][2]int // last resolution reported per stream
 	seq      uint64
 	last     time.Time
+	begun    map[string]journalIntent // by put id: Puts under way
+	unsure   []journalIntent          // Puts whose outcome storage decides
 
-	flushMu  sync.Mutex // one batch in flight
-	inflight *UsageBatch
+	flushMu   sync.Mutex // one batch in flight
+	inflight  *pendingBatch
+	recovered []*pendingBatch // the previous process's batches, replayed first
 
 	batches, rejected, failures prometheus.Counter
 }
@@ -59,7 +78,7 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &Aggregator{r: r, cfg: cfg, pending: map[string]*UsageEntry{}, observed: map[string][2]int{},
+	a := &Aggregator{r: r, cfg: cfg, pending: map[string]*UsageEntry{}, observed: map[string][2]int{}, begun: map[string]journalIntent{},
 		// Batch ids must never repeat across restarts: a random prefix per run.
 		prefix: "u-" + randomID()[:16], last: cfg.Now().UTC(),
 		batches:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batches_submitted_total", Help: "Usage batches committed by the meter."}),
@@ -73,7 +92,121 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 			}
 		}
 	}
+	if j := cfg.Journal; j != nil {
+		rec := j.takeRecovery()
+		for i, b := range rec.batches {
+			a.recovered = append(a.recovered, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true})
+		}
+		for _, f := range rec.frees {
+			e := a.entry(f.Stream)
+			e.StoredBytes -= f.Bytes
+			e.StoredObjects -= f.Objects
+			a.ords = append(a.ords, f.Ord)
+		}
+		a.unsure = rec.intents
+		if n := len(rec.batches) + len(rec.frees) + len(rec.intents); n > 0 {
+			cfg.Logger.Info("usage: replaying the journal", "batches", len(rec.batches), "frees", len(rec.frees), "puts_to_check", len(rec.intents))
+		}
+	}
 	return a
+}
+
+// pendingBatch is a batch on its way to the meter.
+type pendingBatch struct {
+	b        *UsageBatch
+	seq      uint64   // journal seq; 0 without a journal
+	ords     []uint64 // journal records it counts
+	recorded bool     // its journal record is durable
+}
+
+// Begin records, durably, that a storage Put of size bytes to key is about
+// to start, and returns the put id to store under PutIDMetadata. Without a
+// journal it returns "". Every Begin ends in Created, NotCreated or Unsure.
+func (a *Aggregator) Begin(ctx context.Context, stream, key string, size int64) (string, error) {
+	if a.cfg.Journal == nil {
+		return "", nil
+	}
+	ord, pid, err := a.cfg.Journal.intent(stream, key, size)
+	if err != nil {
+		return "", err
+	}
+	a.mu.Lock()
+	a.begun[pid] = journalIntent{Ord: ord, Stream: stream, Key: key, Size: size, PutID: pid}
+	a.mu.Unlock()
+	return pid, nil
+}
+
+// Created counts a new object the Put putID created (width and height as
+// observed, 0 if unknown). This, not a retry's 200, is where a segment is
+// counted: once, by the upload that stored it.
+func (a *Aggregator) Created(putID, stream string, size int64, width, height int) {
+	a.mu.Lock()
+	// The record and the count go into the same batch.
+	if in, ok := a.begun[putID]; ok {
+		delete(a.begun, putID)
+		a.ords = append(a.ords, in.Ord)
+	}
+	a.storedLocked(stream, size)
+	a.mu.Unlock()
+	a.Observe(stream, width, height)
+}
+
+// NotCreated: the Put putID certainly created nothing.
+func (a *Aggregator) NotCreated(putID string) {
+	a.mu.Lock()
+	in, ok := a.begun[putID]
+	delete(a.begun, putID)
+	a.mu.Unlock()
+	if ok {
+		a.cfg.Journal.notCreated(in.Ord)
+	}
+}
+
+// Unsure: the Put putID failed in a way that may have created the object;
+// Run asks storage (Resolve) later.
+func (a *Aggregator) Unsure(putID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if in, ok := a.begun[putID]; ok {
+		delete(a.begun, putID)
+		a.unsure = append(a.unsure, in)
+	}
+}
+
+// resolve decides the unsure Puts by the put id on the stored object.
+func (a *Aggregator) resolve(ctx context.Context) {
+	a.mu.Lock()
+	todo := a.unsure
+	a.unsure = nil
+	a.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	var keep []journalIntent
+	for i, in := range todo {
+		if a.cfg.Resolve == nil || ctx.Err() != nil {
+			keep = append(keep, todo[i:]...)
+			break
+		}
+		pid, err := a.cfg.Resolve(ctx, in.Key)
+		switch {
+		case err == nil && pid == in.PutID:
+			a.mu.Lock()
+			a.ords = append(a.ords, in.Ord)
+			a.storedLocked(in.Stream, in.Size)
+			a.mu.Unlock()
+		case err == nil || errors.Is(err, fs.ErrNotExist):
+			a.cfg.Journal.notCreated(in.Ord)
+		default:
+			keep = append(keep, in)
+			if len(keep) == 1 {
+				a.cfg.Logger.Warn("usage: cannot check a stored object yet; retrying", "key", in.Key, "err", err)
+			}
+		}
+	}
+	a.mu.Lock()
+	a.unsure = append(a.unsure, keep...)
+	a.mu.Unlock()
 }
 
 func (a *Aggregator) entry(stream string) *UsageEntry {
@@ -89,6 +222,10 @@ func (a *Aggregator) entry(stream string) *UsageEntry {
 func (a *Aggregator) Stored(stream string, bytes int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.storedLocked(stream, bytes)
+}
+
+func (a *Aggregator) storedLocked(stream string, bytes int64) {
 	e := a.entry(stream)
 	e.StoredBytes += bytes
 	e.StoredObjects++
@@ -115,8 +252,18 @@ func (a *Aggregator) Observe(stream string, width, height int) {
 // Freed records objects deleted by retention or a purge (bytes and objects
 // positive: they are subtracted).
 func (a *Aggregator) Freed(stream string, bytes, objects int64) {
+	var ord uint64
+	if a.cfg.Journal != nil {
+		var err error
+		if ord, err = a.cfg.Journal.free(stream, bytes, objects); err != nil {
+			a.cfg.Logger.Warn("usage: free not journaled", "stream", stream, "err", err)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if ord != 0 {
+		a.ords = append(a.ords, ord)
+	}
 	e := a.entry(stream)
 	e.StoredBytes -= bytes
 	e.StoredObjects -= objects
@@ -132,6 +279,7 @@ func (a *Aggregator) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			a.resolve(ctx)
 			if err := a.Flush(ctx); err != nil && ctx.Err() == nil {
 				a.cfg.Logger.Warn("usage: batch not committed yet; retrying", "err", err)
 			}
@@ -144,22 +292,38 @@ func (a *Aggregator) Run(ctx context.Context) {
 func (a *Aggregator) Flush(ctx context.Context) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
-	for range 2 {
+	for range len(a.recovered) + 2 {
 		if a.inflight == nil {
-			a.inflight = a.take()
-			if a.inflight == nil {
+			if len(a.recovered) > 0 {
+				a.inflight, a.recovered = a.recovered[0], a.recovered[1:]
+			} else if a.inflight = a.take(); a.inflight == nil {
 				return nil
 			}
 		}
-		res, err := a.r.ReportUsage(ctx, *a.inflight)
+		p := a.inflight
+		if j := a.cfg.Journal; j != nil && !p.recorded {
+			// Durable before the meter can commit it: a replay after a
+			// crash is then this same batch, which the meter applies once.
+			if err := j.batch(p.seq, p.b, p.ords); err != nil {
+				a.failures.Inc()
+				return err
+			}
+			p.recorded = true
+		}
+		res, err := a.r.ReportUsage(ctx, *p.b)
 		if err != nil {
 			a.failures.Inc()
 			return err
 		}
 		a.batches.Inc()
+		if j := a.cfg.Journal; j != nil {
+			if err := j.committed(p.seq); err != nil {
+				a.cfg.Logger.Warn("usage: journal compaction", "err", err)
+			}
+		}
 		if n := len(res.Rejected); n > 0 {
 			a.rejected.Add(float64(n))
-			a.cfg.Logger.Warn("usage: meter refused entries", "batch", a.inflight.ID, "rejected", n, "first", res.Rejected[0])
+			a.cfg.Logger.Warn("usage: meter refused entries", "batch", p.b.ID, "rejected", n, "first", res.Rejected[0])
 			a.mu.Lock()
 			for _, r := range res.Rejected {
 				delete(a.observed, r.Stream)
@@ -172,23 +336,32 @@ func (a *Aggregator) Flush(ctx context.Context) error {
 }
 
 // take turns the pending deltas into a batch (entries ordered by stream).
-func (a *Aggregator) take() *UsageBatch {
+func (a *Aggregator) take() *pendingBatch {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.pending) == 0 {
 		return nil
 	}
-	a.seq++
+	p := &pendingBatch{ords: a.ords}
+	a.ords = nil
+	var id string
+	if j := a.cfg.Journal; j != nil {
+		p.seq, id = j.nextBatch()
+	} else {
+		a.seq++
+		id = a.prefix + "-" + strconv.FormatUint(a.seq, 10)
+	}
 	now := a.cfg.Now().UTC()
-	b := &UsageBatch{ID: a.prefix + "-" + strconv.FormatUint(a.seq, 10), From: a.last, To: now,
+	b := &UsageBatch{ID: id, From: a.last, To: now,
 		Entries: make([]UsageEntry, 0, len(a.pending))}
+	p.b = b
 	a.last = now
 	for _, e := range a.pending {
 		b.Entries = append(b.Entries, *e)
 	}
 	sort.Slice(b.Entries, func(i, j int) bool { return b.Entries[i].Stream < b.Entries[j].Stream })
 	clear(a.pending)
-	return b
+	return p
 }
 
 // Close flushes what is pending (on shutdown), retrying until ctx ends.

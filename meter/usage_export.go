@@ -51,6 +51,10 @@ func CreateBridgePayload(account string, b NewBridge) any {
 	return createBridge{Account: account, Bridge: b}
 }
 
+// BridgeNonce is the nonce of CommandCreateBridge for token: its hash and
+// Digest HA1, never the token itself.
+func BridgeNonce(bridge, token string) string { return bridgeNonce(bridge, token) }
+
 // CreateCameraPayload is the payload of CommandCreateCamera.
 func CreateCameraPayload(bridge string, c NewCamera) any {
 	return createCamera{Bridge: bridge, Camera: c}
@@ -58,7 +62,7 @@ func CreateCameraPayload(bridge string, c NewCamera) any {
 
 // More command types for EncodeCommand.
 const (
-	CommandCreateBridge = cmdCreateBridge // CreateBridgePayload; nonce: the token (≥ 32 bytes)
+	CommandCreateBridge = cmdCreateBridge // CreateBridgePayload; nonce: BridgeNonce (or, as earlier versions wrote, a token of ≥ 32 bytes)
 	CommandCreateCamera = cmdCreateCamera // CreateCameraPayload
 )
 

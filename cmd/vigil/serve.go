@@ -264,16 +264,27 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 			return nil, fmt.Errorf("index: %w", err)
 		}
 	}
-	// Usage deltas from ingest go to the meter once a second; the closer
+	// Usage deltas from ingest go to the meter once a second; what the
+	// meter has not committed is kept in a local journal, so a killed
+	// process loses and double-counts nothing (docs/billing.md). The closer
 	// (it runs before the meter's) flushes what is pending on shutdown.
-	usage := meter.NewAggregator(n.meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: log, Registerer: reg})
+	journal, err := meter.OpenJournal(filepath.Join(cfg.DataDir, "usage"))
+	if err != nil {
+		return nil, err
+	}
+	usage := meter.NewAggregator(n.meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: log, Registerer: reg,
+		Journal: journal,
+		Resolve: func(ctx context.Context, key string) (string, error) {
+			info, err := n.store.Stat(ctx, key)
+			return info.Metadata[meter.PutIDMetadata], err
+		}})
 	n.closers = append(n.closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := usage.Close(ctx); err != nil {
-			log.Warn("usage: deltas not flushed at shutdown", "err", err)
+			log.Warn("usage: deltas not flushed at shutdown; the journal keeps them", "err", err)
 		}
-		return nil
+		return journal.Close()
 	})
 	authn := auth.New(n.adminToken, n.meter)
 	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
@@ -287,10 +298,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (n *node, 
 		BacklogQueue:       cfg.BacklogQueue,
 		Logger:             log,
 		Registerer:         reg,
-		OnStored: func(ctx context.Context, st meter.Stream, seg index.Segment) {
-			usage.Stored(st.ID, seg.Size)
-			usage.Observe(st.ID, seg.Width, seg.Height)
-		},
+		Usage:              usage,
 	}, n.store, n.index, n.meter)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
