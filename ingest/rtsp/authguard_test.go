@@ -369,3 +369,10 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestDialErrorHasNoCredentials(t *testing.T) {
+	_, err := Dial(context.Background(), "rtsp://br:S3cret@host:99999999/cam\x7f")
+	if err == nil || strings.Contains(err.Error(), "S3cret") {
+		t.Fatalf("Dial error %v", err)
+	}
+}
