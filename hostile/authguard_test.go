@@ -601,6 +601,9 @@ func TestAuthGuessingLimited(t *testing.T) {
 	if got := metricSum(t, n, "vigil_auth_failures_total", `proto="http"`); got < sources*each {
 		t.Fatalf("vigil_auth_failures_total{proto=http} = %v, want at least %d", got, sources*each)
 	}
+	if got := metricSum(t, n, "vigil_auth_failures_total", `proto="rtsp"`); got < 5 {
+		t.Fatalf("vigil_auth_failures_total{proto=rtsp} = %v, want at least 5", got)
+	}
 	if got := metricSum(t, n, "vigil_auth_throttled_total", ""); got == 0 {
 		t.Fatal("vigil_auth_throttled_total stayed 0")
 	}
