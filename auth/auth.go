@@ -12,7 +12,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/vigilcloud/vigil/internal/httpx"
@@ -83,6 +85,22 @@ func DigestHA1(user, realm, password string) string {
 type Authenticator struct {
 	adminHash [32]byte
 	bridges   BridgeLookup
+	lim       *Limiter
+}
+
+// LimitFailures makes the middleware count failed authentications in l and
+// answer 429 to sources that made too many. Call it before serving.
+func (a *Authenticator) LimitFailures(l *Limiter) { a.lim = l }
+
+type failureKey struct{}
+
+// ReportFailure tells the middleware's limiter that the request failed an
+// authentication the handler made itself (a bad URL signature). reason is
+// a short metric label. Without the middleware it does nothing.
+func ReportFailure(ctx context.Context, reason string) {
+	if f, ok := ctx.Value(failureKey{}).(func(string)); ok {
+		f(reason)
+	}
 }
 
 // New returns an Authenticator that accepts adminToken as the operator and
@@ -123,17 +141,37 @@ func BearerToken(r *http.Request) string {
 
 // Middleware puts the request's principal on its context. Requests without
 // a token, or with an unknown one, get 401 unless allowAnonymous says the
-// path is public (health checks, metrics).
+// path is public (health checks, metrics) or checks its own credentials (a
+// signed URL; the handler reports a bad one with ReportFailure). With a
+// Limiter, a source that failed too often gets 429 with Retry-After before
+// anything it sent is checked.
 func (a *Authenticator) Middleware(next http.Handler, allowAnonymous func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token := BearerToken(r)
-		if token == "" && allowAnonymous != nil && allowAnonymous(r) {
-			next.ServeHTTP(w, r)
+		anonymous := token == "" && allowAnonymous != nil && allowAnonymous(r)
+		if token == "" && !anonymous {
+			// No secret tried, nothing guessed: not a failure.
+			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+			return
+		}
+		src := Source(r.RemoteAddr)
+		if retry, ok := a.lim.Check("http", src, ""); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds(retry)))
+			httpx.WriteError(w, http.StatusTooManyRequests, "too_many_auth_failures",
+				"too many failed authentications from this address; retry later")
+			return
+		}
+		if anonymous {
+			ctx := context.WithValue(r.Context(), failureKey{}, func(reason string) {
+				a.lim.Fail(r.Context(), "http", reason, src, "", slog.String("path", r.URL.Path))
+			})
+			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
 		p, err := a.Resolve(r.Context(), token)
 		switch {
 		case errors.Is(err, ErrUnknownToken):
+			a.lim.Fail(r.Context(), "http", "unknown_token", src, "", slog.String("path", r.URL.Path))
 			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
 			return
 		case err != nil:

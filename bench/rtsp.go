@@ -530,7 +530,8 @@ func startRecordingTarget(ctx context.Context, cfg RTSPConfig, dir string, n int
 	}
 	httpAddr, raftAddr, rtspAddr := addrs[0], addrs[1], addrs[2]
 	args := append([]string{"serve", "--data", filepath.Join(dir, "data"), "--http-addr", httpAddr, "--raft-addr", raftAddr,
-		"--rtsp-addr", rtspAddr, "--rtsp-udp-addr", "off", "--rtsp-max-sessions", strconv.Itoa(n + 10), "--log-level", "warn"},
+		"--rtsp-addr", rtspAddr, "--rtsp-udp-addr", "off", "--rtsp-max-sessions", strconv.Itoa(n + 10), "--log-level", "warn",
+		"--rtsp-max-unauthenticated-per-ip", "64"}, // every publisher connects from loopback, 32 at a time
 		cfg.ServeArgs...)
 	p, err := servers.Start(cfg.VigilBin, dir, httpAddr, []string{"VIGIL_ADMIN_TOKEN=" + benchToken}, args...)
 	if err != nil {

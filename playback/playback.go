@@ -135,6 +135,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		q := r.URL.Query()
 		if err := h.sign.verify(r.URL.EscapedPath(), q.Get(paramExp), q.Get(paramSig), h.opts.Now()); err != nil {
+			if errors.Is(err, errSigInvalid) { // a guess; an expired URL is an old player
+				auth.ReportFailure(r.Context(), "bad_signature")
+			}
 			httpx.WriteError(w, http.StatusForbidden, "bad_signature", err.Error())
 			return
 		}

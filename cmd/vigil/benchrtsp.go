@@ -63,7 +63,8 @@ func runBenchRTSPSink(ctx context.Context, args []string, stderr io.Writer) erro
 	}
 	log := newLogger(stderr, "warn")
 	reg := prometheus.NewRegistry()
-	srv, err := rtsp.NewServer(rtsp.Config{Addr: *rtspAddr, MaxSessions: *maxSessions, Logger: log, Registerer: reg},
+	srv, err := rtsp.NewServer(rtsp.Config{Addr: *rtspAddr, MaxSessions: *maxSessions, Logger: log, Registerer: reg,
+		MaxUnauthenticatedPerIP: 64}, // the benchmark's publishers all connect from loopback
 		&bench.CountingHandler{})
 	if err != nil {
 		return err

@@ -118,7 +118,9 @@ func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node,
 		return err
 	}
 	srv, err := rtsp.NewServer(rtsp.Config{Addr: cfg.RTSPAddr, UDPRTPAddr: rtpAddr, UDPRTCPAddr: rtcpAddr,
-		MaxSessions: cfg.RTSPMaxSessions, Realm: meter.DigestRealm, Logger: log, Registerer: reg}, rec)
+		MaxSessions: cfg.RTSPMaxSessions, Realm: meter.DigestRealm, Logger: log, Registerer: reg,
+		MaxUnauthenticated: cfg.RTSPMaxUnauth, MaxUnauthenticatedPerIP: cfg.RTSPMaxUnauthPerIP,
+		AuthTimeout: cfg.RTSPAuthTimeout, Limiter: n.authLimiter}, rec)
 	if err != nil { // already "rtsp: …"; say which flags choose the ports
 		return fmt.Errorf("%w (ports from --rtsp-addr %s and --rtsp-udp-addr %s; --rtsp-udp-addr off disables UDP)", err, cfg.RTSPAddr, rtpAddr)
 	}

@@ -67,6 +67,14 @@ type nodeConfig struct {
 	DebugAddr          string
 	Retention          retentionFlags // retention.go
 	Guard              guardFlags     // guard.go
+
+	// Before authentication (RTSP) and after failed ones (HTTP and RTSP).
+	RTSPMaxUnauth      int
+	RTSPMaxUnauthPerIP int
+	RTSPAuthTimeout    time.Duration
+	AuthFailureBurst   int
+	AuthIdentityBurst  int
+	AuthFailureRefill  time.Duration
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
@@ -95,6 +103,12 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (off when empty)")
+	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", 128, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
+	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", 8, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
+	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", 10*time.Second, "an RTSP connection that has not authenticated within this is closed")
+	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address may make before it is refused (429, RTSP 503)")
+	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", 50, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
+	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", 6*time.Second, "after the burst, one more failed authentication is allowed per this interval")
 	c.Retention.register(fs)
 	c.Guard.register(fs)
 }
@@ -175,6 +189,7 @@ type node struct {
 	done        chan struct{}
 	bgWG        sync.WaitGroup // background loops besides compaction
 	closers     []func() error
+	authLimiter *auth.Limiter // failed authentications, HTTP and RTSP
 }
 
 // startNode opens storage, index and meter, and serves HTTP on cfg.HTTPAddr.
@@ -289,6 +304,9 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	})
 	authn := auth.New(n.adminToken, n.meter)
 	bounded := index.WithDeadline(n.index, cfg.Guard.IndexTimeout) // the request path's index
+	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
+		Logger: log, Registerer: reg})
+	authn.LimitFailures(n.authLimiter)
 	ing := ingest.New(ingest.Config{
 		MaxBodyBytes:       cfg.MaxSegmentBytes,
 		LiveThreshold:      cfg.LiveThreshold,

@@ -16,9 +16,19 @@
 //     bad SDP, truncated or empty interleaved frame, undecodable RTP), when
 //     the Sink returns an error, and at shutdown. Sink.Close gets the reason.
 //   - ANNOUNCE needs credentials: Basic (Handler.CheckPassword) or Digest
-//     with MD5 (Handler.DigestHA1; stateless HMAC nonces valid 5 minutes, then
-//     stale=true). A 401 offers both; ffmpeg picks Digest. Five wrong answers
-//     on one connection close it. Later requests on the connection are trusted.
+//     with MD5 (Handler.DigestHA1). Digest nonces are stateless HMACs bound
+//     to the connection and valid NonceTTL: a header captured on one
+//     connection fails on any other, its uri must name the request's URL,
+//     and with qop=auth nc must increase; an expired nonce with a correct
+//     response gets 401 with stale=true. A 401 offers both schemes; ffmpeg
+//     picks Digest. Five wrong answers on one connection close it; the
+//     Limiter bounds failures per source and user across connections (503
+//     with Retry-After, then close). Later requests on the connection are trusted.
+//   - Until it authenticates, a connection is held apart from publishers: it
+//     must authenticate within AuthTimeout, at most MaxUnauthenticatedPerIP
+//     come from one address (more get 503 at once), at most
+//     MaxUnauthenticated wait in all (a new one then closes the oldest), and
+//     an interleaved "$" frame before authentication closes it.
 //   - The stream id is the URL path without the leading "/", [a-zA-Z0-9_-]{1,64};
 //     anything else is 400. CSeq must increase (400 otherwise).
 //   - UDP: one shared RTP and one RTCP socket; datagrams are routed by their
@@ -26,14 +36,15 @@
 //     publisher behind a NAT that rewrites ports must use TCP.
 //   - Handler errors map to statuses: ErrUnauthorized 401, ErrForbidden 403,
 //     ErrNotFound 404, ErrBusy 455 "Already Publishing", ErrUnsupported 415,
-//     anything else 503. Connections beyond MaxSessions get 503 "Session
-//     Limit Reached".
+//     anything else 503. A publisher that authenticates while MaxSessions
+//     authenticated sessions are open gets 503 "Session Limit Reached".
 package rtsp
 
 import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -105,12 +116,35 @@ var (
 	ErrIdle = errors.New("rtsp: session idle timeout")
 )
 
+// AuthLimiter limits failed authentications per source address and claimed
+// identity (auth.Limiter implements it). Check comes before credentials are
+// looked at; Fail logs (sampled) with attrs that carry no secret.
+type AuthLimiter interface {
+	Check(proto string, src netip.Addr, identity string) (retryAfter time.Duration, ok bool)
+	Fail(ctx context.Context, proto, reason string, src netip.Addr, identity string, attrs ...slog.Attr)
+	Succeed(src netip.Addr, identity string)
+}
+
 // Config configures a Server.
 type Config struct {
 	Addr        string // TCP listen address (--rtsp-addr)
 	UDPRTPAddr  string // shared UDP RTP listener (even port); empty: UDP transport refused with 461
 	UDPRTCPAddr string // shared UDP RTCP listener (RTP port + 1); required with UDPRTPAddr
-	MaxSessions int    // beyond it new sessions get 503 with a clear reason; 0 = unlimited
+	MaxSessions int    // authenticated sessions; beyond it a publisher gets 503 with a clear reason; 0 = unlimited
+	// MaxUnauthenticated bounds the connections that have not authenticated
+	// yet (default 128); when it is reached a new connection closes the
+	// oldest of them. MaxUnauthenticatedPerIP bounds them per remote address
+	// (default 8); more are answered 503 and closed.
+	MaxUnauthenticated      int
+	MaxUnauthenticatedPerIP int
+	// AuthTimeout: a connection that has not authenticated within it is
+	// closed (default 10 s).
+	AuthTimeout time.Duration
+	// NonceTTL: how long a Digest nonce is accepted (default 5 min).
+	NonceTTL time.Duration
+	// Limiter bounds failed authentications across connections and samples
+	// their log lines; nil: only the per-connection limit, every failure logged.
+	Limiter AuthLimiter
 	// IdleTimeout: no RTSP request and no RTP/RTCP for this long closes the
 	// session (default 60 s). It is also announced in the Session header.
 	IdleTimeout time.Duration

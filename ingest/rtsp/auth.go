@@ -1,6 +1,7 @@
 package rtsp
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/sha256"
@@ -10,40 +11,70 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 )
 
-// nonceTTL bounds how long a Digest nonce is accepted; a publisher then gets
-// a fresh challenge with stale=true and retries without asking its user.
-const nonceTTL = 5 * time.Minute
+// defaultNonceTTL bounds how long a Digest nonce is accepted; a publisher
+// then gets a fresh challenge with stale=true and retries without asking its user.
+const defaultNonceTTL = 5 * time.Minute
 
-// nonces makes stateless Digest nonces: expiry time + HMAC over it under a
-// key that lives as long as the server, so no per-nonce state is kept.
-type nonces struct{ key []byte }
+// nonces makes stateless Digest nonces: expiry time + HMAC over it and the
+// connection's random id, under a key that lives as long as the server. No
+// per-nonce state is kept, yet a nonce (and so a captured Authorization
+// header) is worth nothing on any other connection.
+type nonces struct {
+	key []byte
+	ttl time.Duration
+}
 
-func (n nonces) make(now time.Time) string {
-	var b [8 + 16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.Add(nonceTTL).Unix()))
+func (n nonces) mac(exp []byte, conn []byte) []byte {
 	m := hmac.New(sha256.New, n.key)
-	m.Write(b[:8])
-	copy(b[8:], m.Sum(nil))
+	m.Write(exp)
+	m.Write(conn)
+	return m.Sum(nil)[:16]
+}
+
+func (n nonces) make(now time.Time, conn []byte) string {
+	var b [8 + 16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.Add(n.ttl).Unix()))
+	copy(b[8:], n.mac(b[:8], conn))
 	return hex.EncodeToString(b[:])
 }
 
-// check reports whether nonce is one of ours (valid) and whether it has expired (stale).
-func (n nonces) check(nonce string, now time.Time) (valid, stale bool) {
+// check reports whether nonce is one this server made for conn (valid) and
+// whether it has expired (stale).
+func (n nonces) check(nonce string, now time.Time, conn []byte) (valid, stale bool) {
 	b, err := hex.DecodeString(nonce)
 	if err != nil || len(b) != 24 {
 		return false, false
 	}
-	m := hmac.New(sha256.New, n.key)
-	m.Write(b[:8])
-	if !hmac.Equal(m.Sum(nil)[:16], b[8:]) {
+	if !hmac.Equal(n.mac(b[:8], conn), b[8:]) {
 		return false, false
 	}
 	exp := time.Unix(int64(binary.BigEndian.Uint64(b[:8])), 0)
 	return true, now.After(exp)
+}
+
+// digestURIMatches reports whether the uri of a Digest answer names the
+// request's URL (RFC 7616 3.4.6): the same path, and the same host when
+// both are absolute. Clients send either the absolute URL or its path.
+func digestURIMatches(uri, reqURL string) bool {
+	if uri == reqURL {
+		return true
+	}
+	a, err1 := url.Parse(uri)
+	b, err2 := url.Parse(reqURL)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	if a.Host != "" && b.Host != "" && !strings.EqualFold(a.Host, b.Host) {
+		return false
+	}
+	return strings.TrimSuffix(a.Path, "/") == strings.TrimSuffix(b.Path, "/")
 }
 
 // credentials is a parsed Authorization header.
@@ -145,4 +176,39 @@ func challenges(realm, nonce string, stale bool) []string {
 		d += ", stale=true"
 	}
 	return []string{d, fmt.Sprintf(`Basic realm="%s"`, realm)}
+}
+
+// logOnlyLimiter is the AuthLimiter of a Server configured without one: it
+// limits nothing and logs every failure.
+type logOnlyLimiter struct{ log *slog.Logger }
+
+func (logOnlyLimiter) Check(string, netip.Addr, string) (time.Duration, bool) { return 0, true }
+func (logOnlyLimiter) Succeed(netip.Addr, string)                             {}
+func (l logOnlyLimiter) Fail(ctx context.Context, proto, reason string, src netip.Addr, _ string, attrs ...slog.Attr) {
+	l.log.LogAttrs(ctx, slog.LevelInfo, "rtsp: authentication failed",
+		append([]slog.Attr{slog.String("source", src.String()), slog.String("reason", reason)}, attrs...)...)
+}
+
+// redactURL drops the user information (rtsp://user:password@host/...) of
+// every URL in s, for logs: a client may put its credentials in the URL it
+// requests, and one that swapped them has its token as the user.
+func redactURL(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		end := strings.IndexAny(s, "/?# \t\"")
+		if end < 0 {
+			end = len(s)
+		}
+		if at := strings.LastIndexByte(s[:end], '@'); at >= 0 {
+			b.WriteString("REDACTED@")
+			s = s[at+1:]
+		}
+	}
 }

@@ -79,6 +79,10 @@ func (e *StatusError) Error() string {
 func Dial(ctx context.Context, rawURL string) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactURL(ue.URL) // the error quotes the URL, credentials and all
+		}
 		return nil, fmt.Errorf("rtsp: dial: %w", err)
 	}
 	if u.Scheme != "rtsp" {

@@ -4,6 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	sessions                         prometheus.Gauge
+	unauthenticated                  prometheus.Gauge
 	packets                          *prometheus.CounterVec // transport, kind (rtp|rtcp)
 	bytes                            *prometheus.CounterVec // transport
 	lost                             prometheus.Counter
@@ -17,6 +18,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_rtsp_sessions", Help: "Open RTSP connections (sessions), publishing or not."}),
+		unauthenticated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_rtsp_unauthenticated_connections", Help: "Open RTSP connections that have not authenticated yet (also in vigil_rtsp_sessions)."}),
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_rtsp_packets_received_total", Help: "RTP and RTCP packets received from publishers."},
 			[]string{"transport", "kind"}),
@@ -38,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.tcpBytes = m.bytes.WithLabelValues("tcp")
 	m.udpBytes = m.bytes.WithLabelValues("udp")
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.packets, m.bytes, m.lost, m.refused, m.udpDropped)
+		reg.MustRegister(m.sessions, m.unauthenticated, m.packets, m.bytes, m.lost, m.refused, m.udpDropped)
 	}
 	return m
 }

@@ -45,7 +45,7 @@ func readRequest(br *bufio.Reader, limit int) (*request, error) {
 	}
 	parts := strings.Split(first, " ")
 	if len(parts) != 3 || parts[2] != rtspVersion || parts[0] == "" || parts[1] == "" || !isToken(parts[0]) {
-		return nil, fmt.Errorf("%w: request line %q", errMalformed, truncate(first, 80))
+		return nil, fmt.Errorf("%w: request line %q", errMalformed, truncate(redactURL(first), 80))
 	}
 	return &request{Method: parts[0], URL: parts[1], Header: hdr, Body: body}, nil
 }
@@ -103,7 +103,8 @@ func readMessage(br *bufio.Reader, limit int) (string, textproto.MIMEHeader, []b
 		k, v, ok := strings.Cut(line, ":")
 		k = strings.TrimSpace(k)
 		if !ok || k == "" || !isToken(k) {
-			return "", nil, nil, fmt.Errorf("%w: header line %q", errMalformed, truncate(line, 80))
+			// Not quoted: a mangled Authorization line still carries its secret.
+			return "", nil, nil, fmt.Errorf("%w: header line of %d bytes", errMalformed, len(line))
 		}
 		hdr.Add(textproto.CanonicalMIMEHeaderKey(k), strings.TrimSpace(v))
 	}

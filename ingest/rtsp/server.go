@@ -9,12 +9,19 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 const (
-	defaultIdleTimeout = 60 * time.Second
-	writeTimeout       = 10 * time.Second
+	defaultIdleTimeout        = 60 * time.Second
+	writeTimeout              = 10 * time.Second
+	defaultMaxUnauthenticated = 128
+	defaultMaxUnauthPerIP     = 8
+	defaultAuthTimeout        = 10 * time.Second
+	// maxRefusing bounds the goroutines that answer refused connections; a
+	// flood beyond it is closed without an answer.
+	maxRefusing = 64
 )
 
 // Server is the RTSP server. NewServer binds the listeners (so Addr is known
@@ -30,10 +37,18 @@ type Server struct {
 	rtpConn  *net.UDPConn // nil when UDP is off
 	rtcpConn *net.UDPConn
 
+	lim AuthLimiter
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
-	closed   bool
-	wg       sync.WaitGroup
+	// Connections that have not authenticated: when each came, and how
+	// many per remote address. authed counts the others.
+	pending     map[*session]time.Time
+	pendingByIP map[netip.Addr]int
+	authed      int
+	closed      bool
+	wg          sync.WaitGroup
+	refusing    atomic.Int32
 
 	udpMu sync.RWMutex
 	udp   map[udpKey]udpTarget
@@ -69,6 +84,18 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxUnauthenticated <= 0 {
+		cfg.MaxUnauthenticated = defaultMaxUnauthenticated
+	}
+	if cfg.MaxUnauthenticatedPerIP <= 0 {
+		cfg.MaxUnauthenticatedPerIP = defaultMaxUnauthPerIP
+	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = defaultAuthTimeout
+	}
+	if cfg.NonceTTL <= 0 {
+		cfg.NonceTTL = defaultNonceTTL
+	}
 	if (cfg.UDPRTPAddr == "") != (cfg.UDPRTCPAddr == "") {
 		return nil, errors.New("rtsp: UDPRTPAddr and UDPRTCPAddr go together")
 	}
@@ -77,8 +104,13 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 		return nil, fmt.Errorf("rtsp: nonce key: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, h: h, log: cfg.Logger, m: newMetrics(cfg.Registerer), nonces: nonces{key: key},
+		cfg: cfg, h: h, log: cfg.Logger, m: newMetrics(cfg.Registerer), nonces: nonces{key: key, ttl: cfg.NonceTTL},
 		sessions: map[*session]struct{}{}, udp: map[udpKey]udpTarget{},
+		pending: map[*session]time.Time{}, pendingByIP: map[netip.Addr]int{},
+		lim: cfg.Limiter,
+	}
+	if s.lim == nil {
+		s.lim = logOnlyLimiter{cfg.Logger}
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -198,44 +230,115 @@ func (s *Server) accept(ctx context.Context) error {
 			c.Close()
 			return nil
 		}
-		full := s.cfg.MaxSessions > 0 && len(s.sessions) >= s.cfg.MaxSessions
-		var ss *session
-		if !full {
-			ss = newSession(ctx, s, c)
-			s.sessions[ss] = struct{}{}
-		}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		if full {
-			go func() { defer s.wg.Done(); s.refuseFull(c) }()
+		// Until it authenticates a connection is counted apart from the
+		// publishers: one address gets a few, and the oldest make room.
+		ip := remoteIP(c)
+		if s.pendingByIP[ip] >= s.cfg.MaxUnauthenticatedPerIP {
+			s.wg.Add(1) // under s.mu, like every session: Serve waits for it
+			s.mu.Unlock()
+			s.refuse(c, "unauthenticated_per_ip", &response{Status: 503, Reason: "Too Many Unauthenticated Connections",
+				Body: fmt.Appendf(nil, "this node accepts at most %d unauthenticated RTSP connections per address\n", s.cfg.MaxUnauthenticatedPerIP)})
 			continue
 		}
+		var evict *session
+		if len(s.pending) >= s.cfg.MaxUnauthenticated {
+			var oldest time.Time
+			for p, at := range s.pending {
+				if evict == nil || at.Before(oldest) {
+					evict, oldest = p, at
+				}
+			}
+			s.dropPendingLocked(evict)
+		}
+		ss := newSession(ctx, s, c)
+		s.sessions[ss] = struct{}{}
+		s.pending[ss] = time.Now()
+		s.pendingByIP[ip]++
+		s.wg.Add(1)
+		s.mu.Unlock()
 		s.m.sessions.Inc()
+		s.m.unauthenticated.Inc()
+		if evict != nil {
+			s.m.refused.WithLabelValues("unauthenticated_evicted").Inc()
+			evict.close(errEvicted)
+		}
 		go func() { defer s.wg.Done(); ss.run() }()
 	}
 }
 
-// refuseFull answers the first request of a connection beyond MaxSessions
-// with 503 and a reason that says so, then closes it.
-func (s *Server) refuseFull(c net.Conn) {
-	defer c.Close()
-	s.m.refused.WithLabelValues("session_limit").Inc()
-	s.log.Warn("rtsp: session limit reached, refusing", "remote", c.RemoteAddr().String(), "max_sessions", s.cfg.MaxSessions)
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	br := newReader(c)
-	req, err := readRequest(br, s.cfg.MaxRequestBytes)
+func remoteIP(c net.Conn) netip.Addr {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// refuse answers the first request of a connection the server will not
+// serve with resp, then closes it. At most maxRefusing are answered at
+// once; a flood beyond that is closed unanswered. The caller did s.wg.Add(1).
+func (s *Server) refuse(c net.Conn, reason string, resp *response) {
+	s.m.refused.WithLabelValues(reason).Inc()
+	if s.refusing.Add(1) > maxRefusing {
+		s.refusing.Add(-1)
+		c.Close()
+		s.wg.Done()
 		return
 	}
-	resp := &response{Status: 503, Reason: "Session Limit Reached",
-		Body: fmt.Appendf(nil, "this node accepts at most %d RTSP sessions\n", s.cfg.MaxSessions)}
-	resp.add("Content-Type", "text/plain")
-	_, _ = c.Write(resp.marshal(req.get("Cseq")))
+	go func() {
+		defer s.wg.Done()
+		defer s.refusing.Add(-1)
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		req, err := readRequest(newReader(c), s.cfg.MaxRequestBytes)
+		if err != nil {
+			return
+		}
+		resp.add("Content-Type", "text/plain")
+		_, _ = c.Write(resp.marshal(req.get("Cseq")))
+	}()
+}
+
+// promote moves ss from the unauthenticated connections to the sessions;
+// false when MaxSessions are authenticated already.
+func (s *Server) promote(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss.authenticated.Load() {
+		return true
+	}
+	if _, ok := s.pending[ss]; !ok {
+		return false // evicted: it is being closed
+	}
+	if s.cfg.MaxSessions > 0 && s.authed >= s.cfg.MaxSessions {
+		return false
+	}
+	s.dropPendingLocked(ss)
+	s.authed++
+	ss.authenticated.Store(true)
+	return true
+}
+
+// dropPendingLocked forgets ss as unauthenticated; s.mu is held.
+func (s *Server) dropPendingLocked(ss *session) {
+	if _, ok := s.pending[ss]; !ok {
+		return
+	}
+	delete(s.pending, ss)
+	if s.pendingByIP[ss.remoteIP]--; s.pendingByIP[ss.remoteIP] <= 0 {
+		delete(s.pendingByIP, ss.remoteIP)
+	}
+	s.m.unauthenticated.Dec()
 }
 
 func (s *Server) removeSession(ss *session) {
 	s.mu.Lock()
 	delete(s.sessions, ss)
+	if ss.authenticated.Load() {
+		s.authed--
+	} else {
+		s.dropPendingLocked(ss)
+	}
 	s.mu.Unlock()
 	s.udpMu.Lock()
 	for k, t := range s.udp {

@@ -186,18 +186,24 @@ func TestHandlerErrorsMapToStatus(t *testing.T) {
 	}
 }
 
+// TestSessionLimit: MaxSessions counts authenticated sessions; a publisher
+// that authenticates beyond it gets 503, and one gets in once a slot frees.
 func TestSessionLimit(t *testing.T) {
 	h := newTestHandler()
 	ts := startServer(t, Config{MaxSessions: 1}, h)
 	c1 := dial(t, ts.url("br", "token", "a"))
-	if r, err := c1.Options(context.Background()); err != nil || r.Status != 200 {
-		t.Fatalf("first session: %v %+v", err, r)
+	if err := c1.Announce(context.Background(), []Media{h264Media()}); err != nil {
+		t.Fatalf("first session: %v", err)
 	}
 	c2 := dial(t, ts.url("br", "token", "b"))
-	r, err := c2.Options(context.Background())
+	if r, err := c2.Options(context.Background()); err != nil || r.Status != 200 {
+		t.Fatalf("an unauthenticated connection does not take a session: %v %+v", err, r)
+	}
+	r, err := c2.Do(context.Background(), "ANNOUNCE", c2.URL(), [][2]string{{"Content-Type", "application/sdp"}}, MarshalSDP([]Media{h264Media()}))
 	if err != nil || r.Status != 503 || r.Reason != "Session Limit Reached" || !strings.Contains(string(r.Body), "at most 1") {
 		t.Fatalf("second session: %v %+v", err, r)
 	}
+	readUntilClosed(t, c2.Conn())
 	if got := metricValue(ts.m.refused.WithLabelValues("session_limit")); got != 1 {
 		t.Fatalf("refused{session_limit} = %v", got)
 	}
@@ -208,8 +214,7 @@ func TestSessionLimit(t *testing.T) {
 			return false
 		}
 		defer c3.Close()
-		r, err := c3.Options(context.Background())
-		return err == nil && r.Status == 200
+		return c3.Announce(context.Background(), []Media{h264Media()}) == nil
 	})
 }
 

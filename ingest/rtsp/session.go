@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -37,9 +39,14 @@ type session struct {
 
 	lastActivity atomic.Int64 // unix nanoseconds
 	idle         *time.Timer
-	closeOnce    sync.Once
-	reasonMu     sync.Mutex
-	reason       error // why another goroutine closed the connection
+	authTimer    *time.Timer // closes the connection unless it authenticates in time
+	connID       [16]byte    // random; Digest nonces are bound to it
+	// authenticated is set (under Server.mu) once the connection has left
+	// the unauthenticated pool.
+	authenticated atomic.Bool
+	closeOnce     sync.Once
+	reasonMu      sync.Mutex
+	reason        error // why another goroutine closed the connection
 
 	// Owned by the reading goroutine.
 	lastCSeq  int
@@ -52,6 +59,8 @@ type session struct {
 	frameBuf  []byte
 	announced bool
 	authFails int
+	lastNonce string // Digest qop=auth: the nonce whose nc was last seen
+	lastNC    uint64
 
 	recording atomic.Bool
 
@@ -85,8 +94,15 @@ func newSession(ctx context.Context, s *Server, c net.Conn) *session {
 	for i := range ss.channels {
 		ss.channels[i] = -1
 	}
+	_, _ = rand.Read(ss.connID[:])
 	ss.touch()
 	ss.idle = time.AfterFunc(s.cfg.IdleTimeout, ss.checkIdle)
+	ss.authTimer = time.AfterFunc(s.cfg.AuthTimeout, func() {
+		if !ss.authenticated.Load() {
+			ss.s.m.refused.WithLabelValues("auth_timeout").Inc()
+			ss.close(errAuthTimeout)
+		}
+	})
 	return ss
 }
 
@@ -115,6 +131,11 @@ func (ss *session) close(reason error) {
 var (
 	errDisconnected        = errors.New("rtsp: publisher disconnected")
 	errTooManyAuthFailures = errors.New("rtsp: too many failed authentication attempts")
+	errAuthTimeout         = errors.New("rtsp: not authenticated within the deadline")
+	errDataBeforeAuth      = errors.New("rtsp: interleaved data before authentication")
+	errEvicted             = errors.New("rtsp: unauthenticated connection closed to make room for a newer one")
+	errAuthThrottled       = errors.New("rtsp: too many failed authentications from this address or for this user")
+	errSessionLimit        = errors.New("rtsp: session limit reached")
 )
 
 const maxAuthFailures = 5
@@ -122,6 +143,7 @@ const maxAuthFailures = 5
 func (ss *session) run() {
 	err := ss.serve()
 	ss.idle.Stop()
+	ss.authTimer.Stop()
 	ss.closeOnce.Do(func() { ss.conn.Close() })
 	ss.reasonMu.Lock()
 	if ss.reason != nil {
@@ -140,6 +162,10 @@ func (ss *session) run() {
 	}
 	ss.sinkMu.Unlock()
 	switch {
+	case !ss.authenticated.Load():
+		// Never authenticated: whoever it was, one line per connection
+		// would let anyone fill the log (failures are logged, sampled, by the limiter).
+		ss.log.Debug("rtsp: unauthenticated connection ended", "reason", err)
 	case err == nil:
 		ss.log.Info("rtsp: session ended by TEARDOWN", "path", ss.path, "session", ss.id)
 	case errors.Is(err, errDisconnected) || errors.Is(err, ErrShutdown):
@@ -159,6 +185,11 @@ func (ss *session) serve() error {
 			return err
 		}
 		if b[0] == '$' {
+			if !ss.authenticated.Load() {
+				// Nobody may make the server read media it will not keep.
+				ss.s.m.refused.WithLabelValues("data_before_auth").Inc()
+				return errDataBeforeAuth
+			}
 			_, _ = ss.br.Discard(1)
 			ch, payload, err := readInterleaved(ss.br, &ss.frameBuf)
 			if err != nil {
@@ -354,6 +385,16 @@ func (ss *session) announce(req *request) (*response, bool, error) {
 	if ss.announced {
 		return &response{Status: 455, Reason: "Already Announced"}, false, nil
 	}
+	if !ss.authenticated.Load() {
+		// Refused before the credentials are looked at, so a refused guess
+		// learns nothing.
+		if retry, ok := ss.s.lim.Check("rtsp", ss.remoteIP, claimedUser(req.get("Authorization"))); !ok {
+			ss.s.m.refused.WithLabelValues("auth_throttled").Inc()
+			r := &response{Status: 503, Reason: "Too Many Failed Authentications"}
+			r.add("Retry-After", strconv.Itoa(max(1, int(math.Ceil(retry.Seconds())))))
+			return r, true, errAuthThrottled
+		}
+	}
 	user, challenge := ss.authenticate(req)
 	if challenge != nil {
 		if req.get("Authorization") != "" {
@@ -364,10 +405,19 @@ func (ss *session) announce(req *request) (*response, bool, error) {
 		}
 		return challenge, false, nil
 	}
+	if !ss.s.promote(ss) {
+		ss.s.m.refused.WithLabelValues("session_limit").Inc()
+		ss.log.Warn("rtsp: session limit reached, refusing", "user", user, "max_sessions", ss.s.cfg.MaxSessions)
+		r := &response{Status: 503, Reason: "Session Limit Reached",
+			Body: fmt.Appendf(nil, "this node accepts at most %d RTSP sessions\n", ss.s.cfg.MaxSessions)}
+		r.add("Content-Type", "text/plain")
+		return r, true, errSessionLimit
+	}
+	ss.s.lim.Succeed(ss.remoteIP, user)
 	path, err := streamPath(req.URL)
 	if err != nil {
 		ss.s.m.refused.WithLabelValues("bad_path").Inc()
-		ss.log.Info("rtsp: ANNOUNCE refused", "user", user, "url", truncate(req.URL, 200), "reason", err)
+		ss.log.Info("rtsp: ANNOUNCE refused", "user", user, "url", truncate(redactURL(req.URL), 200), "reason", err)
 		return &response{Status: 400, Reason: "Invalid Stream Id"}, false, nil
 	}
 	if ct := req.get("Content-Type"); ct != "" && !strings.EqualFold(strings.TrimSpace(strings.Split(ct, ";")[0]), "application/sdp") {
@@ -418,30 +468,33 @@ func statusFor(err error) (int, string, string) {
 }
 
 func (ss *session) addChallenges(r *response, stale bool) {
-	for _, c := range challenges(ss.s.cfg.Realm, ss.s.nonces.make(time.Now()), stale) {
+	for _, c := range challenges(ss.s.cfg.Realm, ss.s.nonces.make(time.Now(), ss.connID[:]), stale) {
 		r.add("WWW-Authenticate", c)
 	}
 }
 
 // authenticate checks the Authorization header; on failure it returns the
-// 401 (with fresh challenges) or 503 response to send.
+// 401 (with fresh challenges) or 503 response to send. Failures go to the
+// limiter, which counts them and logs a sample; the user name is logged
+// only when it names a known user (a password typed as the user is not).
 func (ss *session) authenticate(req *request) (string, *response) {
-	unauthorized := func(stale bool, why string, user string) (string, *response) {
-		if why != "" {
-			ss.s.m.refused.WithLabelValues("unauthorized").Inc()
-			ss.log.Info("rtsp: authentication failed", "user", truncate(user, 64), "reason", why)
-		}
+	challenge := func(stale bool) (string, *response) {
 		r := &response{Status: 401}
 		ss.addChallenges(r, stale)
 		return "", r
 	}
+	fail := func(reason, detail, user string) (string, *response) {
+		ss.s.m.refused.WithLabelValues("unauthorized").Inc()
+		ss.s.lim.Fail(ss.ctx, "rtsp", reason, ss.remoteIP, user, slog.String("detail", detail), ss.userAttr(user))
+		return challenge(false)
+	}
 	h := req.get("Authorization")
 	if h == "" {
-		return unauthorized(false, "", "")
+		return challenge(false)
 	}
 	cred, err := parseAuthorization(h)
 	if err != nil {
-		return unauthorized(false, err.Error(), "")
+		return fail("malformed", err.Error(), "")
 	}
 	var herr error
 	switch cred.Scheme {
@@ -450,36 +503,76 @@ func (ss *session) authenticate(req *request) (string, *response) {
 	case "digest":
 		p := cred.Params
 		if p["realm"] != ss.s.cfg.Realm {
-			return unauthorized(false, "digest realm mismatch", cred.User)
+			return fail("digest_params", "digest realm mismatch", cred.User)
 		}
 		if a := p["algorithm"]; a != "" && !strings.EqualFold(a, "MD5") {
-			return unauthorized(false, "digest algorithm "+truncate(a, 20), cred.User)
+			return fail("digest_params", "digest algorithm "+truncate(a, 20), cred.User)
 		}
 		if q := p["qop"]; q != "" && q != "auth" {
-			return unauthorized(false, "digest qop "+truncate(q, 20), cred.User)
+			return fail("digest_params", "digest qop "+truncate(q, 20), cred.User)
 		}
-		valid, stale := ss.s.nonces.check(p["nonce"], time.Now())
+		valid, stale := ss.s.nonces.check(p["nonce"], time.Now(), ss.connID[:])
 		if !valid {
-			return unauthorized(false, "unknown nonce", cred.User)
+			// Forged, or issued on another connection: a replay.
+			return fail("unknown_nonce", "digest nonce not issued on this connection", cred.User)
 		}
-		if stale {
-			return unauthorized(true, "", cred.User)
+		if !digestURIMatches(p["uri"], req.URL) {
+			return fail("uri_mismatch", "digest uri does not name the request URL", cred.User)
 		}
 		var ha1 string
 		ha1, herr = ss.s.h.DigestHA1(ss.ctx, cred.User, ss.s.cfg.Realm)
 		if herr == nil && !constantEqual(strings.ToLower(p["response"]), digestResponse(ha1, req.Method, p)) {
 			herr = ErrUnauthorized
 		}
+		if herr == nil && stale {
+			// RFC 7616 3.3: the right answer to an expired nonce; the
+			// client retries with the new one without asking its user.
+			return challenge(true)
+		}
+		if herr == nil && p["qop"] != "" {
+			nc, err := strconv.ParseUint(p["nc"], 16, 32)
+			if err != nil || p["cnonce"] == "" || (p["nonce"] == ss.lastNonce && nc <= ss.lastNC) {
+				return fail("nonce_count", "digest nc missing or not increasing", cred.User)
+			}
+			ss.lastNonce, ss.lastNC = p["nonce"], nc
+		}
 	}
 	if herr != nil {
 		if errors.Is(herr, ErrUnauthorized) {
-			return unauthorized(false, "wrong credentials ("+cred.Scheme+")", cred.User)
+			return fail("wrong_credentials", "wrong credentials ("+cred.Scheme+")", cred.User)
 		}
 		ss.s.m.refused.WithLabelValues("unavailable").Inc()
-		ss.log.Warn("rtsp: credential check failed", "user", truncate(cred.User, 64), "err", herr)
+		ss.log.Warn("rtsp: credential check failed", ss.userAttr(cred.User), "err", herr)
 		return "", &response{Status: 503, Reason: "Credential Check Unavailable"}
 	}
 	return cred.User, nil
+}
+
+// userAttr is the log attribute of a claimed user name: the name when it
+// is a known user, otherwise a short SHA-256 fingerprint (a client that
+// swapped user and password sends its token as the user).
+func (ss *session) userAttr(user string) slog.Attr {
+	if user == "" {
+		return slog.Attr{}
+	}
+	if _, err := ss.s.h.DigestHA1(ss.ctx, user, ss.s.cfg.Realm); err == nil {
+		return slog.String("user", user)
+	}
+	sum := sha256.Sum256([]byte(user))
+	return slog.String("user_sha256", hex.EncodeToString(sum[:6]))
+}
+
+// claimedUser is the user an Authorization header names, unverified; ""
+// when there is none.
+func claimedUser(h string) string {
+	if h == "" {
+		return ""
+	}
+	cred, err := parseAuthorization(h)
+	if err != nil {
+		return ""
+	}
+	return cred.User
 }
 
 // mediaFor finds the announced media a SETUP URL names through its control

@@ -204,7 +204,7 @@ func (r *Recorder) DigestHA1(ctx context.Context, user, realm string) (string, e
 	case errors.Is(err, meter.ErrNotFound):
 		return "", rtsp.ErrUnauthorized
 	case err != nil:
-		return "", fmt.Errorf("segmenter: digest of %s: %w", user, err)
+		return "", fmt.Errorf("segmenter: bridge digest lookup: %w", err) // user may be a misplaced token
 	}
 	return ha1, nil
 }
