@@ -288,6 +288,8 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream
 		h.bodyError(w, r, be.Err)
 	case errors.Is(err, ErrConflict):
 		httpx.WriteError(w, http.StatusConflict, "conflict", "a different segment is already stored at this start")
+	case errors.Is(err, ErrInvalidSegment):
+		httpx.WriteError(w, http.StatusBadRequest, "invalid_segment", err.Error())
 	case errors.Is(err, ErrIndexUnavailable):
 		h.unavailable(w, "index_unavailable", "index unavailable, retry")
 	default:
@@ -305,6 +307,10 @@ var (
 	// ErrStorageUnavailable: storage failed, or the object changed
 	// concurrently (a purge); retry.
 	ErrStorageUnavailable = errors.New("ingest: storage unavailable")
+	// ErrInvalidSegment: the segment's description (duration, start, size)
+	// is outside what an upload may be and the index can hold; no retry
+	// can store it.
+	ErrInvalidSegment = errors.New("ingest: invalid segment")
 )
 
 // BodyError is a segment body Store refused: malformed media, a SHA-256
@@ -321,8 +327,8 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // Width/Height and an optional expected SHA256; the body is validated and
 // hashed while it streams. A retry of stored content returns created=false
 // and no error; different content at the same start is ErrConflict. Other
-// errors are *BodyError, ErrIndexUnavailable or ErrStorageUnavailable
-// (wrapped). Callers do the authorisation and time checks. SelfRecorded
+// errors are *BodyError, ErrInvalidSegment (both permanent),
+// ErrIndexUnavailable or ErrStorageUnavailable (wrapped; retry). Callers do the authorisation and time checks. SelfRecorded
 // (the recorder's own spool files only) skips validating and hashing.
 func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...StoreOption) (stored index.Segment, created bool, err error) {
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
@@ -330,6 +336,14 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 	var o storeOptions
 	for _, opt := range opts {
 		opt(&o)
+	}
+	// Checked before anything is stored: the index would refuse the
+	// segment after the object was written, and every retry alike.
+	if err := index.ValidateSegment(seg); err != nil {
+		return index.Segment{}, false, fmt.Errorf("%w: %w", ErrInvalidSegment, err)
+	}
+	if seg.DurationMS > h.cfg.MaxDuration.Milliseconds() {
+		return index.Segment{}, false, fmt.Errorf("%w: duration %d ms exceeds the %s limit", ErrInvalidSegment, seg.DurationMS, h.cfg.MaxDuration)
 	}
 	var b *bodyReader
 	if o.selfRecorded {
@@ -389,6 +403,9 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 		}
 		seg.SHA256 = b.sum()
 		existing, added, err := h.idx.Add(ctx, ref, seg)
+		if errors.Is(err, index.ErrInvalidSegment) {
+			return index.Segment{}, false, fmt.Errorf("%w: %w", ErrInvalidSegment, err)
+		}
 		if err != nil {
 			h.log.WarnContext(ctx, "ingest: stored but not indexed; the retry will index it", "key", key, "err", err)
 			return index.Segment{}, false, fmt.Errorf("%w: stored %s but not indexed: %w", ErrIndexUnavailable, key, err)
