@@ -45,8 +45,9 @@ type session struct {
 	lastBuf     pendingVideo  // what last points to: one per session, not per picture
 	lastDur     int64
 	dropToKey   bool                  // a forced cut: skip pictures until a keyframe
-	reanchor    bool                  // the video jumped: cut at the first keyframe from reanchorAt on
-	reanchorAt  int64                 // PTS where the jump was taken out
+	reanchor    bool                  // the video jumped: cut at the first picture after jumpTop
+	jumpTop     int64                 // the latest PTS before the jump: later ones are after it
+	jumpDrop    bool                  // pictures are reordered (B-frames): cut at the jump, not at a keyframe
 	audioQ      map[int][]queuedAudio // by media index
 	audioLast   map[int]int64         // RTP time of the newest audio frame queued, by media index
 	aboveTier   bool
@@ -162,12 +163,13 @@ func (s *session) WriteRTP(media int, pkt *rtp.Packet, received time.Time) error
 		return nil
 	}
 	t := s.tracks[media]
+	top := t.tl.top
 	ts, jumped := t.tl.place(t.ts.extend(pkt.Timestamp), s.jumpTicks(t), t.nominalStep())
 	switch {
 	case !t.clock.set:
 		t.clock = clockMap{set: true, rtp: ts, wallNS: received.UnixNano(), rate: int64(t.rate())}
 	case jumped:
-		s.onJump(media, t, ts, received)
+		s.onJump(media, t, ts, top, received)
 	}
 	if err := s.writeRTP(media, t, pkt, ts); err != nil {
 		s.err = err
@@ -201,8 +203,10 @@ func (s *session) jumpTicks(t *track) int64 {
 // timeline): on the receive clock, unless sender reports place it (the
 // timeline continues on theirs until the next report, which re-anchors it
 // as any step does). A video jump cuts the segment at the next keyframe,
-// which starts on the re-anchored clock rather than following on.
-func (s *session) onJump(media int, t *track, ts int64, received time.Time) {
+// which starts on the re-anchored clock rather than following on; with
+// B-frames, already at the jump (the pictures after it cannot be ordered
+// against those before), waiting for that keyframe.
+func (s *session) onJump(media int, t *track, ts, top int64, received time.Time) {
 	s.r.m.jumps.Inc()
 	s.log.Warn("segmenter: RTP timestamp jump; cutting the segment and re-anchoring the clock", "media", media,
 		"limit", s.r.cfg.MaxTimestampJump, "sender_reports", t.clock.fromSR)
@@ -210,7 +214,7 @@ func (s *session) onJump(media int, t *track, ts int64, received time.Time) {
 		t.clock = clockMap{set: true, noSR: t.clock.noSR, rtp: ts, wallNS: received.UnixNano(), rate: int64(t.rate())}
 	}
 	if t.video != nil {
-		s.reanchor, s.reanchorAt = true, ts
+		s.reanchor, s.jumpTop, s.jumpDrop = true, top, t.tl.back > 0
 	}
 }
 
@@ -347,13 +351,21 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 	maxTicks := int64(s.r.cfg.MaxSegmentDuration) * videoRate / int64(time.Second)
 	fragTicks := int64(s.r.cfg.FragmentDuration) * videoRate / int64(time.Second)
 	switch {
-	case f.V.key && (elapsed >= segTicks || f.V.paramsChanged || s.reanchor && f.PTS >= s.reanchorAt):
+	case f.V.key && (elapsed >= segTicks || f.V.paramsChanged || s.reanchor && f.PTS > s.jumpTop):
 		if err := s.closeSegment(f.DTS); err != nil {
 			return err
 		}
 		s.last = s.setLast(f)
 		s.takeReanchor(f)
 		return s.openSegment(media, f.DTS)
+	case s.reanchor && s.jumpDrop && f.PTS > s.jumpTop:
+		// The first picture after a jump in a stream with B-frames, and no
+		// keyframe: its order against the pictures before is lost.
+		s.log.Info("segmenter: no keyframe after the timestamp jump; waiting for one")
+		s.r.aus.put(f.V)
+		s.last = nil
+		s.dropToKey = true
+		return s.closeSegment(f.DTS)
 	case elapsed >= maxTicks:
 		// No keyframe for too long: close what is there and wait for one,
 		// as a segment must start with a keyframe to play alone.
@@ -379,7 +391,7 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 // placed by the re-anchored clock (never over what is recorded) instead of
 // following on.
 func (s *session) takeReanchor(f avc.Frame[*accessUnit]) {
-	if s.reanchor && f.PTS >= s.reanchorAt {
+	if s.reanchor && f.PTS > s.jumpTop {
 		s.reanchor, s.nextStartNS = false, 0
 	}
 }

@@ -173,6 +173,7 @@ type timeline struct {
 	last int64 // the previous packet's time on the timeline
 	top  int64 // the latest time seen (B-frames go back a little)
 	step int64 // the last ordinary forward step
+	back int64 // the largest ordinary step back (B-frame reordering)
 	seen bool
 }
 
@@ -187,10 +188,14 @@ func (l *timeline) place(ts, limit, def int64) (placed int64, jumped bool) {
 		if est <= 0 {
 			est = def
 		}
-		l.off += l.top + est - ts
-		ts = l.top + est
+		// Past every time seen by as much as pictures are reordered, so
+		// that B-frames after the jump do not land on pictures before it.
+		l.off += l.top + est + l.back - ts
+		ts = l.top + est + l.back
 	} else if l.seen && step > 0 {
 		l.step = step
+	} else if l.seen && -step > l.back {
+		l.back = -step
 	}
 	if !l.seen || ts > l.top {
 		l.top = ts
