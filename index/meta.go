@@ -1,6 +1,7 @@
 package index
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -70,15 +71,19 @@ func SegmentFromObject(info storage.ObjectInfo) (Segment, error) {
 	return seg, nil
 }
 
+// ErrInvalidSegment is a segment no index can hold (ValidateSegment): a
+// permanent error, unlike ErrUnavailable.
+var ErrInvalidSegment = errors.New("index: invalid segment")
+
 // ValidateSegment checks what every implementation requires of Add's input.
 func ValidateSegment(seg Segment) error {
 	switch {
 	case seg.Start < 0:
-		return fmt.Errorf("index: negative segment start %d", seg.Start)
+		return fmt.Errorf("%w: negative start %d", ErrInvalidSegment, seg.Start)
 	case seg.DurationMS < 0 || seg.DurationMS > int64(MaxSegmentDuration/time.Millisecond):
-		return fmt.Errorf("index: segment duration %d ms out of range", seg.DurationMS)
+		return fmt.Errorf("%w: duration %d ms out of range", ErrInvalidSegment, seg.DurationMS)
 	case seg.Size < 0:
-		return fmt.Errorf("index: negative segment size %d", seg.Size)
+		return fmt.Errorf("%w: negative size %d", ErrInvalidSegment, seg.Size)
 	}
 	return nil
 }

@@ -346,6 +346,8 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream
 		httpx.WriteError(w, http.StatusConflict, "conflict", "a different segment is already stored at this start")
 	case errors.Is(err, ErrStreamDeleted):
 		httpx.WriteError(w, http.StatusNotFound, "stream_not_found", "stream "+st.ID+" was deleted during the upload")
+	case errors.Is(err, ErrInvalidSegment):
+		httpx.WriteError(w, http.StatusBadRequest, "invalid_segment", err.Error())
 	case errors.Is(err, ErrIndexUnavailable):
 		h.unavailable(w, "index_unavailable", "index unavailable, retry")
 	default:
@@ -367,6 +369,10 @@ var (
 	// again) while the segment was being stored; what this call wrote was
 	// taken back. Stop sending the stream's segments.
 	ErrStreamDeleted = errors.New("ingest: stream deleted during the upload")
+	// ErrInvalidSegment: the segment's description (duration, start, size)
+	// is outside what an upload may be and the index can hold; no retry
+	// can store it.
+	ErrInvalidSegment = errors.New("ingest: invalid segment")
 )
 
 // BodyError is a segment body Store refused: malformed media, a SHA-256
@@ -383,8 +389,8 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // Width/Height and an optional expected SHA256; the body is validated and
 // hashed while it streams. A retry of stored content returns created=false
 // and no error; different content at the same start is ErrConflict. Other
-// errors are *BodyError, ErrIndexUnavailable or ErrStorageUnavailable
-// (wrapped). Callers do the authorisation and time checks. SelfRecorded
+// errors are *BodyError, ErrInvalidSegment (both permanent),
+// ErrIndexUnavailable or ErrStorageUnavailable (wrapped; retry). Callers do the authorisation and time checks. SelfRecorded
 // (the recorder's own spool files only) skips validating and hashing.
 func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...StoreOption) (stored index.Segment, created bool, err error) {
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
@@ -392,6 +398,14 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 	var o storeOptions
 	for _, opt := range opts {
 		opt(&o)
+	}
+	// Checked before anything is stored: the index would refuse the
+	// segment after the object was written, and every retry alike.
+	if err := index.ValidateSegment(seg); err != nil {
+		return index.Segment{}, false, fmt.Errorf("%w: %w", ErrInvalidSegment, err)
+	}
+	if seg.DurationMS > h.cfg.MaxDuration.Milliseconds() {
+		return index.Segment{}, false, fmt.Errorf("%w: duration %d ms exceeds the %s limit", ErrInvalidSegment, seg.DurationMS, h.cfg.MaxDuration)
 	}
 	var b *bodyReader
 	if o.selfRecorded {
@@ -490,6 +504,9 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 			u.Created(putID, st.ID, seg.Size, seg.Width, seg.Height)
 		}
 		existing, added, err := h.idx.Add(ctx, ref, seg)
+		if errors.Is(err, index.ErrInvalidSegment) {
+			return index.Segment{}, false, fmt.Errorf("%w: %w", ErrInvalidSegment, err)
+		}
 		if err != nil {
 			h.log.WarnContext(ctx, "ingest: stored but not indexed; the retry will index it", "key", key, "err", err)
 			return index.Segment{}, false, fmt.Errorf("%w: stored %s but not indexed: %w", ErrIndexUnavailable, key, err)

@@ -107,7 +107,7 @@ func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node,
 		lease = retention.NewRedisLease(rdb, "vigil:lease:")
 	}
 	rec, err := segmenter.New(segmenter.Config{
-		SpoolDir: filepath.Join(cfg.DataDir, "spool"), SegmentDuration: cfg.SegmentDuration,
+		SpoolDir: filepath.Join(cfg.DataDir, "spool"), SegmentDuration: cfg.SegmentDuration, MaxTimestampJump: cfg.MaxRTPJump,
 		Lease: lease, Logger: log, Registerer: reg,
 	}, n.meter, ing, n.index)
 	if err != nil {

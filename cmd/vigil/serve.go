@@ -48,6 +48,7 @@ type nodeConfig struct {
 	Roles           string
 	Join            string
 	SegmentDuration time.Duration
+	MaxRTPJump      time.Duration
 
 	S3Endpoint  string
 	S3Bucket    string
@@ -88,6 +89,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
 	fs.StringVar(&c.Join, "join", "", "HTTP address of any cluster member to join (ignored once the node has raft state)")
 	fs.DurationVar(&c.SegmentDuration, "segment-duration", 6*time.Second, "RTSP segment duration")
+	fs.DurationVar(&c.MaxRTPJump, "rtsp-max-timestamp-jump", 10*time.Second, "an RTP timestamp step beyond this (forward or back) is a jump: the RTSP segment is cut and its clock re-anchored; above the longest frame interval")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3 endpoint URL (http://host:port); empty uses the fs backend under --data")
 	fs.StringVar(&c.S3Bucket, "s3-bucket", "vigil", "S3 bucket")
 	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
@@ -136,6 +138,11 @@ func (c *nodeConfig) validate() error {
 	}
 	if c.MaxSegmentBytes <= 0 {
 		return errors.New("--max-segment-bytes must be positive")
+	}
+	// A recorded segment lasts at most max(1m, 2 × --segment-duration) plus
+	// one step below the jump limit, and must pass as an upload (10 min).
+	if c.MaxRTPJump <= 0 || max(time.Minute, 2*c.SegmentDuration)+c.MaxRTPJump > 10*time.Minute {
+		return errors.New("--segment-duration and --rtsp-max-timestamp-jump: recorded segments could exceed the 10 min an upload may last")
 	}
 	return c.Guard.validate()
 }

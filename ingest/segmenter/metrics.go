@@ -13,6 +13,8 @@ type metrics struct {
 	audioDropped  prometheus.Counter
 	aboveTier     prometheus.Gauge
 	aboveTierSegs prometheus.Counter
+	jumps         prometheus.Counter
+	quarantined   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -22,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_recorder_sessions_closed_total",
 			Help: "Recorded sessions that ended, by reason (teardown, disconnect, error)."}, []string{"reason"}),
 		segments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_recorder_segments_total",
-			Help: "Recorded segments by outcome (stored, duplicate, conflict, rejected, dropped_deleted_stream)."}, []string{"result"}),
+			Help: "Recorded segments by outcome (stored, duplicate, conflict, rejected, invalid, dropped_deleted_stream)."}, []string{"result"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_store_retries_total",
 			Help: "Store attempts of recorded segments that failed and are retried."}),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_recorder_spool_backlog",
@@ -37,9 +39,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Live sessions whose observed resolution tier (from the SPS) is above the stream's configured tier."}),
 		aboveTierSegs: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_segments_above_configured_tier_total",
 			Help: "Recorded segments whose observed resolution tier is above the stream's configured tier."}),
+		jumps: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_recorder_rtp_timestamp_jumps_total",
+			Help: "RTP timestamp jumps (an encoder restart, a long pause) that cut a recorded segment and re-anchored its clock."}),
+		quarantined: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_recorder_segments_quarantined_total",
+			Help: "Spooled segments no retry can store, moved to the spool's .quarantine directory, by reason (invalid, conflict, rejected)."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.audioLost, m.audioDropped, m.aboveTier, m.aboveTierSegs)
+		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.audioLost, m.audioDropped, m.aboveTier, m.aboveTierSegs, m.jumps, m.quarantined)
 	}
 	return m
 }

@@ -14,6 +14,13 @@
 // re-anchors the next segment: forward, after a gap; backward, it cannot
 // (the recording never overlaps what is stored), so the segments keep
 // following on and stay ahead of the publisher's clock by that step.
+//
+// RTP timestamps that jump (Config.MaxTimestampJump: an encoder restart, a
+// long pause) are taken out of the track's timeline, so no picture spans
+// the jump; the segment is cut at the next keyframe, which is placed by
+// the re-anchored clock. A segment that can never be stored (too long for
+// an upload, refused as malformed, another segment at its start) is moved
+// to the spool's .quarantine directory instead of being retried.
 package segmenter
 
 import (
@@ -71,6 +78,12 @@ type Config struct {
 	// MaxSegmentDuration: a segment without a keyframe is cut anyway
 	// (not at a keyframe) after this long (default 60 s).
 	MaxSegmentDuration time.Duration
+	// MaxTimestampJump: a step between two RTP packets of a track larger
+	// than this, forward or back, is a jump (an encoder restart, a long
+	// pause), not elapsed time: it is taken out, the segment is cut at the
+	// next keyframe and the clock re-anchored (default 10 s). It must
+	// exceed the longest frame interval of the slowest camera.
+	MaxTimestampJump time.Duration
 	// MaxBacklog closed segments of one session may wait for storage;
 	// beyond it the session ends (default 20). They stay spooled.
 	MaxBacklog int
@@ -101,6 +114,7 @@ func (c Config) withDefaults() Config {
 	def(&c.SegmentDuration, 6*time.Second)
 	def(&c.FragmentDuration, time.Second)
 	def(&c.MaxSegmentDuration, time.Minute)
+	def(&c.MaxTimestampJump, 10*time.Second)
 	if c.MaxSegmentDuration < 2*c.SegmentDuration {
 		c.MaxSegmentDuration = 2 * c.SegmentDuration
 	}

@@ -45,6 +45,9 @@ type session struct {
 	lastBuf     pendingVideo  // what last points to: one per session, not per picture
 	lastDur     int64
 	dropToKey   bool                  // a forced cut: skip pictures until a keyframe
+	reanchor    bool                  // the video jumped: cut at the first picture after jumpTop
+	jumpTop     int64                 // the latest PTS before the jump: later ones are after it
+	jumpDrop    bool                  // pictures are reordered (B-frames): cut at the jump, not at a keyframe
 	audioQ      map[int][]queuedAudio // by media index
 	audioLast   map[int]int64         // RTP time of the newest audio frame queued, by media index
 	aboveTier   bool
@@ -160,9 +163,13 @@ func (s *session) WriteRTP(media int, pkt *rtp.Packet, received time.Time) error
 		return nil
 	}
 	t := s.tracks[media]
-	ts := t.ts.extend(pkt.Timestamp)
-	if !t.clock.set {
+	top := t.tl.top
+	ts, jumped := t.tl.place(t.ts.extend(pkt.Timestamp), s.jumpTicks(t), t.nominalStep())
+	switch {
+	case !t.clock.set:
 		t.clock = clockMap{set: true, rtp: ts, wallNS: received.UnixNano(), rate: int64(t.rate())}
+	case jumped:
+		s.onJump(media, t, ts, top, received)
 	}
 	if err := s.writeRTP(media, t, pkt, ts); err != nil {
 		s.err = err
@@ -176,6 +183,39 @@ func (t *track) rate() int {
 		return videoRate
 	}
 	return t.audio.rate
+}
+
+// nominalStep replaces a jump before any ordinary step was seen.
+func (t *track) nominalStep() int64 {
+	if t.video != nil {
+		return defaultFrameTicks
+	}
+	return int64(t.audio.frameDur)
+}
+
+// jumpTicks is the largest step between two packets of t that is elapsed
+// time rather than a jump.
+func (s *session) jumpTicks(t *track) int64 {
+	return int64(s.r.cfg.MaxTimestampJump) * int64(t.rate()) / int64(time.Second)
+}
+
+// onJump re-anchors a track whose timestamps jumped (taken out of its
+// timeline): on the receive clock, unless sender reports place it (the
+// timeline continues on theirs until the next report, which re-anchors it
+// as any step does). A video jump cuts the segment at the next keyframe,
+// which starts on the re-anchored clock rather than following on; with
+// B-frames, already at the jump (the pictures after it cannot be ordered
+// against those before), waiting for that keyframe.
+func (s *session) onJump(media int, t *track, ts, top int64, received time.Time) {
+	s.r.m.jumps.Inc()
+	s.log.Warn("segmenter: RTP timestamp jump; cutting the segment and re-anchoring the clock", "media", media,
+		"limit", s.r.cfg.MaxTimestampJump, "sender_reports", t.clock.fromSR)
+	if !t.clock.fromSR {
+		t.clock = clockMap{set: true, noSR: t.clock.noSR, rtp: ts, wallNS: received.UnixNano(), rate: int64(t.rate())}
+	}
+	if t.video != nil {
+		s.reanchor, s.jumpTop, s.jumpDrop = true, top, t.tl.back > 0
+	}
 }
 
 func (s *session) writeRTP(media int, t *track, pkt *rtp.Packet, ts int64) error {
@@ -261,7 +301,11 @@ func (s *session) WriteRTCP(media int, pkts []rtcp.Packet) {
 			t.clock.noSR = true // do not ask again
 			continue
 		}
-		m := clockMap{set: true, fromSR: true, rtp: t.ts.extend(sr.RTPTime), wallNS: wall, rate: int64(t.rate())}
+		rtpTS, ok := t.tl.unjumped(t.ts.at(sr.RTPTime), s.jumpTicks(t))
+		if !ok {
+			continue // from the other side of a timestamp jump
+		}
+		m := clockMap{set: true, fromSR: true, rtp: rtpTS, wallNS: wall, rate: int64(t.rate())}
 		if t.clock.fromSR {
 			step := time.Duration(wall - t.clock.wall(m.rtp))
 			if step.Abs() <= maxClockStep {
@@ -295,6 +339,7 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 			return nil
 		}
 		s.last = s.setLast(f)
+		s.takeReanchor(f)
 		return s.openSegment(media, f.DTS)
 	}
 	if err := s.appendLast(f.DTS - s.last.dts); err != nil {
@@ -306,12 +351,21 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 	maxTicks := int64(s.r.cfg.MaxSegmentDuration) * videoRate / int64(time.Second)
 	fragTicks := int64(s.r.cfg.FragmentDuration) * videoRate / int64(time.Second)
 	switch {
-	case f.V.key && (elapsed >= segTicks || f.V.paramsChanged):
+	case f.V.key && (elapsed >= segTicks || f.V.paramsChanged || s.reanchor && f.PTS > s.jumpTop):
 		if err := s.closeSegment(f.DTS); err != nil {
 			return err
 		}
 		s.last = s.setLast(f)
+		s.takeReanchor(f)
 		return s.openSegment(media, f.DTS)
+	case s.reanchor && s.jumpDrop && f.PTS > s.jumpTop:
+		// The first picture after a jump in a stream with B-frames, and no
+		// keyframe: its order against the pictures before is lost.
+		s.log.Info("segmenter: no keyframe after the timestamp jump; waiting for one")
+		s.r.aus.put(f.V)
+		s.last = nil
+		s.dropToKey = true
+		return s.closeSegment(f.DTS)
 	case elapsed >= maxTicks:
 		// No keyframe for too long: close what is there and wait for one,
 		// as a segment must start with a keyframe to play alone.
@@ -331,6 +385,15 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 	}
 	s.last = s.setLast(f)
 	return nil
+}
+
+// takeReanchor: the first keyframe after a timestamp jump opens a segment
+// placed by the re-anchored clock (never over what is recorded) instead of
+// following on.
+func (s *session) takeReanchor(f avc.Frame[*accessUnit]) {
+	if s.reanchor && f.PTS > s.jumpTop {
+		s.reanchor, s.nextStartNS = false, 0
+	}
 }
 
 // setLast makes f the pending picture.

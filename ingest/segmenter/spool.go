@@ -466,14 +466,15 @@ func (r *Recorder) upload(ctx context.Context, job uploadJob) {
 			removeSpool(job.path)
 			return
 		case errors.Is(err, ingest.ErrConflict):
-			log.ErrorContext(ctx, "segmenter: another segment is stored at this start; kept in the spool as .conflict", "err", err)
-			r.m.segments.WithLabelValues("conflict").Inc()
-			r.park(job.path, ".conflict")
+			r.quarantine(ctx, job, "conflict", "another segment is stored at this start", err)
+			return
+		case errors.Is(err, ingest.ErrInvalidSegment):
+			// Permanent: the index can never hold it (e.g. too long), so a
+			// retry would loop forever.
+			r.quarantine(ctx, job, "invalid", "recorded segment can never be indexed", err)
 			return
 		case errors.As(err, &be) && ctx.Err() == nil && !errors.Is(err, fs.ErrNotExist):
-			log.ErrorContext(ctx, "segmenter: recorded segment refused as malformed; kept in the spool as .rejected", "err", err)
-			r.m.segments.WithLabelValues("rejected").Inc()
-			r.park(job.path, ".rejected")
+			r.quarantine(ctx, job, "rejected", "recorded segment refused as malformed", err)
 			return
 		case ctx.Err() != nil:
 			log.WarnContext(ctx, "segmenter: segment not stored before shutdown; it stays spooled for the next start")
@@ -525,10 +526,27 @@ func (r *Recorder) storeFile(ctx context.Context, st meter.Stream, job uploadJob
 	return "duplicate", nil
 }
 
-// park moves a spooled segment aside (kept for an operator, never retried).
-func (r *Recorder) park(path, suffix string) {
-	if err := os.Rename(path, path+suffix); err != nil {
-		r.log.Error("segmenter: cannot park spooled segment", "path", path, "err", err)
+// quarantine moves a spooled segment that no retry can store to
+// SPOOL/.quarantine/<stream>/<start>.<reason>.mp4, kept for an operator.
+func (r *Recorder) quarantine(ctx context.Context, job uploadJob, reason, what string, cause error) {
+	dst := filepath.Join(r.cfg.SpoolDir, quarantineDir, job.stream, fmt.Sprintf("%d.%s.mp4", job.seg.Start, reason))
+	r.m.segments.WithLabelValues(reason).Inc()
+	r.m.quarantined.WithLabelValues(reason).Inc()
+	err := os.MkdirAll(filepath.Dir(dst), 0o755)
+	if err == nil {
+		err = os.Rename(job.path, dst)
 	}
-	os.Rename(path+journalSuffix, path+suffix+journalSuffix)
+	if err != nil {
+		// Not retried either way; left where it is, a restart tries again.
+		r.log.ErrorContext(ctx, "segmenter: "+what+"; cannot quarantine it", "stream", job.stream, "start", job.seg.Start,
+			"duration_ms", job.seg.DurationMS, "path", job.path, "cause", cause, "err", err)
+		return
+	}
+	os.Rename(job.path+journalSuffix, dst+journalSuffix)
+	r.log.ErrorContext(ctx, "segmenter: "+what+"; quarantined", "stream", job.stream, "start", job.seg.Start,
+		"duration_ms", job.seg.DurationMS, "reason", reason, "path", dst, "err", cause)
 }
+
+// quarantineDir, under the spool, holds segments no retry can store. Its
+// name is no stream id, so recovery never picks them up.
+const quarantineDir = ".quarantine"

@@ -33,6 +33,7 @@ type track struct {
 	audio *audioTrack
 	ts    unwrapper // RTP timestamp, extended to 64 bits
 	clock clockMap  // RTP time → wall clock
+	tl    timeline  // the extended RTP time with its jumps taken out
 }
 
 func newTrack(m rtsp.Media) (*track, error) {
@@ -151,6 +152,64 @@ func (u *unwrapper) extend(ts uint32) int64 {
 	u.ext += int64(int32(ts - u.last))
 	u.last = ts
 	return u.ext
+}
+
+// at is ts extended like the packets' times, without moving on (but for
+// the first, which starts the extension): for a sender report's RTP time.
+func (u *unwrapper) at(ts uint32) int64 {
+	if !u.started {
+		return u.extend(ts)
+	}
+	return u.ext + int64(int32(ts-u.last))
+}
+
+// timeline keeps a track's timestamps continuous across jumps. A step
+// between two packets beyond the limit either way is no elapsed time (an
+// encoder restart starts a new random timeline; a publisher that paused
+// resumes far ahead): it is taken out, replaced by one ordinary step, so
+// that DTS, durations and the audio queue never see it.
+type timeline struct {
+	off  int64 // added to the extended RTP time
+	last int64 // the previous packet's time on the timeline
+	top  int64 // the latest time seen (B-frames go back a little)
+	step int64 // the last ordinary forward step
+	back int64 // the largest ordinary step back (B-frame reordering)
+	seen bool
+}
+
+// place puts extended RTP time ts on the timeline; jumped reports a step
+// beyond limit ticks, which was taken out (def: the step that replaces it
+// when none was seen).
+func (l *timeline) place(ts, limit, def int64) (placed int64, jumped bool) {
+	ts += l.off
+	step := ts - l.last
+	if jumped = l.seen && (step > limit || step < -limit); jumped {
+		est := l.step
+		if est <= 0 {
+			est = def
+		}
+		// Past every time seen by as much as pictures are reordered, so
+		// that B-frames after the jump do not land on pictures before it.
+		l.off += l.top + est + l.back - ts
+		ts = l.top + est + l.back
+	} else if l.seen && step > 0 {
+		l.step = step
+	} else if l.seen && -step > l.back {
+		l.back = -step
+	}
+	if !l.seen || ts > l.top {
+		l.top = ts
+	}
+	l.last, l.seen = ts, true
+	return ts, jumped
+}
+
+// unjumped is a sender report's RTP time on the timeline; ok is false
+// when it lies beyond limit from the packets' (a report from the other
+// side of a jump).
+func (l *timeline) unjumped(ext, limit int64) (int64, bool) {
+	ts := ext + l.off
+	return ts, !l.seen || (ts-l.last <= limit && l.last-ts <= limit)
 }
 
 // clockMap maps a track's extended RTP time to wall-clock nanoseconds:
