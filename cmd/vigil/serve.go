@@ -83,7 +83,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address for publishing Bridges; empty disables RTSP")
 	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp-addr", "", "UDP RTP listen address of the RTSP UDP transport (even port; RTCP on the next); default 2×RTSP port−9108 (8000 for 8554) on the RTSP host, a free pair if that is out of range; off disables UDP")
-	fs.IntVar(&c.RTSPMaxSessions, "rtsp-max-sessions", 1000, "concurrent RTSP sessions; more are answered 503")
+	fs.IntVar(&c.RTSPMaxSessions, "rtsp-max-sessions", 1000, "concurrent authenticated RTSP sessions; a further ANNOUNCE is answered 503")
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "raft listen address of the meter")
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
 	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
