@@ -20,6 +20,7 @@ import (
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/servers"
 	"github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/internal/vigiltest"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -29,26 +30,23 @@ import (
 var vigilBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vigil-e2e-")
+	bin, cleanup, err := vigiltest.Build()
 	if err != nil {
-		panic(err)
-	}
-	vigilBin = filepath.Join(dir, "vigil")
-	out, err := exec.Command("go", "build", "-o", vigilBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build vigil: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	vigilBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
-const e2eToken = "e2e-operator-token"
+const e2eToken = vigiltest.Token
 
-// vigilNode is a vigil serve process for a test.
+// vigilNode is a vigil serve process for a test (internal/vigiltest).
 type vigilNode struct {
 	*servers.Process
+	node *vigiltest.Node
 	t    *testing.T
 	base string
 	data string
@@ -57,81 +55,23 @@ type vigilNode struct {
 
 func startVigil(t *testing.T, env []string, args ...string) *vigilNode {
 	t.Helper()
-	dir := t.TempDir()
-	httpAddr := testutil.FreePort(t)
-	raftAddr := testutil.FreePort(t)
-	env = append(env, "VIGIL_ADMIN_TOKEN="+e2eToken)
-	args = append([]string{"serve", "--data", filepath.Join(dir, "data"), "--http-addr", httpAddr,
-		"--raft-addr", raftAddr, "--log-level", "debug", "--rtsp-addr", ""}, args...)
-	p, err := servers.Start(vigilBin, dir, httpAddr, env, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &vigilNode{Process: p, t: t, base: "http://" + httpAddr, data: filepath.Join(dir, "data"),
-		api: &apiClient{base: "http://" + httpAddr, token: e2eToken}}
-	t.Cleanup(func() {
-		p.Close()
-		if t.Failed() {
-			t.Logf("vigil log:\n%s", tail(p.Logs(), 60))
-		}
-	})
-	n.waitReady()
-	return n
+	vn := vigiltest.Start(t, vigilBin, vigiltest.Options{Env: env, Args: args})
+	return &vigilNode{Process: vn.Process, node: vn, t: t, base: vn.Base, data: vn.Data,
+		api: &apiClient{base: vn.Base, token: e2eToken}}
 }
 
-func tail(s string, lines int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > lines {
-		l = l[len(l)-lines:]
-	}
-	return strings.Join(l, "\n")
-}
+func tail(s string, lines int) string { return vigiltest.Tail(s, lines) }
 
-func (n *vigilNode) waitReady() {
-	n.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(n.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("vigil not ready: %v\n%s", err, tail(n.Logs(), 40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+func (n *vigilNode) waitReady() { n.t.Helper(); n.node.WaitReady() }
 
 // restart SIGKILLs the node and starts it again on the same data.
-func (n *vigilNode) restart() {
-	n.t.Helper()
-	n.Kill()
-	if err := n.Restart(); err != nil {
-		n.t.Fatal(err)
-	}
-	n.waitReady()
-}
+func (n *vigilNode) restart() { n.t.Helper(); n.node.Restart() }
 
 // provision creates an account, a bridge and one camera with the streams,
 // and returns the bridge token.
 func (n *vigilNode) provision(streams ...string) string {
 	n.t.Helper()
-	ctx := context.Background()
-	must(n.t, n.api.do(ctx, "POST", "/v1/accounts", map[string]any{"id": "acct", "name": "Account"}, nil))
-	var br struct{ Token string }
-	must(n.t, n.api.do(ctx, "POST", "/v1/accounts/acct/bridges", map[string]any{"id": "br", "name": "Bridge"}, &br))
-	var ss []map[string]any
-	for _, s := range streams {
-		ss = append(ss, map[string]any{"id": s, "width": 1280, "height": 720, "retention_days": 30})
-	}
-	must(n.t, n.api.do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam", "name": "Cam", "streams": ss}, nil))
-	if br.Token == "" {
-		n.t.Fatal("no bridge token returned")
-	}
-	return br.Token
+	return n.node.Provision(streams...)
 }
 
 type recordings struct {
