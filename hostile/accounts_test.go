@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/internal/vigiltest"
 )
 
@@ -256,13 +257,18 @@ func TestBridgeTokensNeverStored(t *testing.T) {
 	want(t, n, 200, "POST", "/v1/cluster/snapshot", "")
 
 	var found []string
+	snapshots := 0
 	err := filepath.Walk(n.Data, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || !fi.Mode().IsRegular() {
 			return err
 		}
-		b, err := os.ReadFile(p)
+		// Meter snapshots are zstd: searched decompressed too.
+		b, compressed, err := testutil.ReadFileDecompressed(p)
 		if err != nil {
 			return err
+		}
+		if compressed && bytes.Contains(b, []byte(`"token_index"`)) {
+			snapshots++
 		}
 		for i, tok := range tokens {
 			if bytes.Contains(b, []byte(tok)) {
@@ -273,6 +279,9 @@ func TestBridgeTokensNeverStored(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if snapshots == 0 {
+		t.Fatal("no meter snapshot found under the data directory to search")
 	}
 	logs := n.Logs()
 	for i, tok := range tokens {

@@ -2,18 +2,25 @@ package meter
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/internal/testutil"
 )
 
 // TestFSMDeletedAccountTakesNoChanges: after a sub-account's deletion every
@@ -96,42 +103,135 @@ func TestFSMDefaultsChangeKeepsExistingStreams(t *testing.T) {
 	require.Equal(t, "HD2-D14", SKU(h.stream("cam11-main").Stream.Settings()))
 }
 
-// TestRestorePinsInheritingStreams: a snapshot from before streams pinned
-// their plan at creation (own settings zero: following a default) restores
-// with every stream keeping the plan it had, deterministically, and a later
-// defaults change moves none of them.
-func TestRestorePinsInheritingStreams(t *testing.T) {
-	h := newHarness(t)
-	seed(h)
-	h.must(cmdCreateCamera, "c1", "", createCamera{Bridge: "b2", Camera: NewCamera{ID: "c1", Name: "C", Streams: []NewStream{
-		{ID: "inherits"}, {ID: "half", RetentionDays: ip(30)}}}})
-	// What the previous version left: no own settings where it inherited.
-	h.stream("inherits").Own = ownSettings{}
-	h.stream("half").Own = ownSettings{RetentionDays: 30}
-	old := persist(t, h.f)
-
-	f2 := newFSM(slog.New(slog.DiscardHandler))
-	require.NoError(t, f2.Restore(io.NopCloser(bytes.NewReader(old))))
-	f3 := newFSM(slog.New(slog.DiscardHandler))
-	require.NoError(t, f3.Restore(io.NopCloser(bytes.NewReader(old))))
-	require.Equal(t, persist(t, f2), persist(t, f3), "every replica pins the same way")
-	require.Equal(t, ownSettings{Width: 1920, Height: 1080, RetentionDays: 60}, f2.st.Streams["inherits"].Own)
-	require.Equal(t, ownSettings{Width: 1920, Height: 1080, RetentionDays: 30}, f2.st.Streams["half"].Own)
-
-	h2 := &harness{t: t, f: f2, index: h.index, clock: h.clock}
-	h2.must(cmdUpdateAccount, "p", "", updateAccount{ID: "r1", Patch: AccountPatch{Defaults: &DefaultsPatch{Width: ip(640), Height: ip(480), RetentionDays: ip(7)}}})
-	for id, sku := range map[string]string{"inherits": "HD2-D60", "half": "HD2-D30"} {
-		s := f2.st.Streams[id]
-		require.Equal(t, sku, SKU(s.Stream.Settings()), id)
-		require.Len(t, s.History, 1, id)
+// TestReplayFromAnySnapshotPoint: every replica restores its own latest
+// snapshot and replays the log tail, so applying a log must give the same
+// state from whichever index it starts. The log begins with entries of the
+// version before command versions (testdata/accounts-v0-log.jsonl: a
+// defaults change that moved streams, changes to a deleted account, a bridge
+// result with its token) and goes on with versioned ones. The old
+// version's state after each of its entries (accounts-v0-states.jsonl.gz,
+// written by that version: it is what a replica that snapshotted before the
+// upgrade restores) must be what this version reaches too, and a restore at
+// any index (old snapshot or this version's) then the rest of the log must
+// end byte-identical (the bytes the cluster's state digest hashes).
+func TestReplayFromAnySnapshotPoint(t *testing.T) {
+	v0 := readLines(t, "testdata/accounts-v0-log.jsonl", false)
+	old := readLines(t, "testdata/accounts-v0-states.jsonl.gz", true)
+	require.Len(t, old, len(v0))
+	entries := slices.Clone(v0)
+	tokens := []string{strings.Repeat("A", 43), strings.Repeat("B", 43), strings.Repeat("C", 43), strings.Repeat("D", 43), strings.Repeat("E", 43)}
+	add := func(typ, rid, nonce string, payload any) int {
+		p, err := json.Marshal(payload)
+		require.NoError(t, err)
+		at := t0.Add(time.Duration(len(entries)+1) * time.Minute)
+		b, err := json.Marshal(map[string]any{"type": typ, "request_id": rid, "time": at, "nonce": nonce, "payload": json.RawMessage(p), "version": 1})
+		require.NoError(t, err)
+		entries = append(entries, b)
+		return len(entries) // its index
 	}
+	add(cmdCreateCamera, "c3", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c3", Name: "C3", Streams: []NewStream{{ID: "new"}}}})
+	marked := add(cmdUpdateAccount, "d3", "", updateAccount{ID: "r1", Patch: AccountPatch{Defaults: &DefaultsPatch{Width: ip(1920), Height: ip(1080), RetentionDays: ip(90)}}})
+	add(cmdUpdateAccount, "d4", "", updateAccount{ID: "s1", Patch: AccountPatch{Defaults: &DefaultsPatch{RetentionDays: ip(0)}}})
+	add(cmdCreateCamera, "c4", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c4", Name: "C4", Streams: []NewStream{{ID: "after"}}}})
+	// A stream a legacy entry added follows the defaults; patching its
+	// retention must not bring in the new default resolution.
+	add(cmdUpdateStream, "u1", "", updateStream{ID: "inh", Patch: StreamPatch{RetentionDays: ip(45)}})
+	add(cmdCreateBridge, "b4", bridgeNonce("b4", tokens[4]), createBridge{Account: "s1", Bridge: NewBridge{ID: "b4", Name: "B4"}})
+	add(cmdUpdateAccount, "ren2", "", updateAccount{ID: "s2", Patch: AccountPatch{Name: new("Again")}})
+
+	apply := func(f *fsm, from, to int) {
+		for i := from; i < to; i++ {
+			f.Apply(&raft.Log{Index: uint64(i + 1), Data: entries[i]})
+		}
+	}
+	stateJSON := func(f *fsm) string {
+		var b bytes.Buffer
+		require.NoError(t, writeStateJSON(&b, f.st))
+		return b.String()
+	}
+	restore := func(snap []byte) *fsm {
+		f := newFSM(slog.New(slog.DiscardHandler))
+		require.NoError(t, f.Restore(io.NopCloser(bytes.NewReader(snap))))
+		return f
+	}
+
+	full := newFSM(slog.New(slog.DiscardHandler))
+	apply(full, 0, len(entries))
+	want := stateJSON(full)
+
+	// The old version's entries replay to the old version's states.
+	f := newFSM(slog.New(slog.DiscardHandler))
+	for i := range v0 {
+		apply(f, i, i+1)
+		require.Equal(t, string(old[i]), stateJSON(f), "state after entry %d differs from the old version's", i+1)
+	}
+	// A replica restoring an old version's snapshot, then the rest.
+	for k := 1; k <= len(v0); k++ {
+		f := restore(compress(t, old[k-1]))
+		apply(f, k, len(entries))
+		require.Equal(t, want, stateJSON(f), "restored the old version's snapshot at %d", k)
+	}
+	// A replica restoring this version's snapshot at any index, then the rest.
+	g := newFSM(slog.New(slog.DiscardHandler))
+	for k := 0; k <= len(entries); k++ {
+		f := restore(persist(t, g))
+		apply(f, k, len(entries))
+		require.Equal(t, want, stateJSON(f), "restored this version's snapshot at %d", k)
+		apply(g, k, min(k+1, len(entries)))
+	}
+
+	// The marked defaults changes moved no existing stream; a stream added
+	// after them has the new defaults.
+	before := newFSM(slog.New(slog.DiscardHandler))
+	apply(before, 0, marked-1)
+	require.Equal(t, ownSettings{}, before.st.Streams["inh"].Own, "a legacy create_camera leaves the stream following the defaults")
+	for _, id := range []string{"half", "new"} {
+		b, a := before.st.Streams[id], full.st.Streams[id]
+		require.Equal(t, b.Stream, a.Stream, id)
+		require.Equal(t, b.History, a.History, id)
+	}
+	require.Equal(t, "SD1-D14", SKU(full.st.Streams["new"].Stream.Settings()))
+	require.Equal(t, "SD1-D30", SKU(full.st.Streams["half"].Stream.Settings()))
+	inh := full.st.Streams["inh"]
+	require.Equal(t, "SD1-D45", SKU(inh.Stream.Settings()), "640x480 kept, own retention")
+	require.Len(t, inh.History, len(before.st.Streams["inh"].History)+1)
+	require.Equal(t, "updated", inh.History[len(inh.History)-1].Reason)
+	require.Equal(t, "HD2-D90", SKU(full.st.Streams["after"].Stream.Settings()))
+	// The first versioned command dropped the old results' tokens.
+	for i, tok := range tokens {
+		require.NotContains(t, want, tok, "token %d", i)
+	}
+}
+
+// readLines returns the lines of a test file, gunzipped if gz.
+func readLines(t *testing.T, name string, gz bool) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	require.NoError(t, err)
+	if gz {
+		r, err := gzip.NewReader(bytes.NewReader(b))
+		require.NoError(t, err)
+		b, err = io.ReadAll(r)
+		require.NoError(t, err)
+	}
+	return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+}
+
+// compress makes a snapshot of a state's JSON.
+func compress(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	e, err := zstd.NewWriter(nil)
+	require.NoError(t, err)
+	defer e.Close()
+	return e.EncodeAll(raw, nil)
 }
 
 // TestBridgeTokenNotInLogOrState: create_bridge carries only the token's
 // hash and HA1; the result, the request table and the snapshot hold no
 // token. A create_bridge written by the previous version (plaintext token
-// as nonce) still replays, and its result no longer keeps the token; a
-// snapshot from the previous version is scrubbed on restore.
+// as nonce, no command version) replays as it was first applied, result
+// with the token included; a restore leaves it, and the first versioned
+// command drops it.
 func TestBridgeTokenNotInLogOrState(t *testing.T) {
 	h := newHarness(t)
 	seed(h)
@@ -147,29 +247,39 @@ func TestBridgeTokenNotInLogOrState(t *testing.T) {
 	ha1, err := m.BridgeDigestHA1(t.Context(), "b9")
 	require.NoError(t, err)
 	require.Equal(t, auth.DigestHA1("b9", DigestRealm, tok), ha1)
+	raw, err := decodeRawSnapshot(persist(t, h.f))
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), tok)
 
 	// The previous version's log entry: the plaintext token as nonce.
 	oldTok := auth.NewToken()
+	h.legacy = true
 	res = h.must(cmdCreateBridge, "old", oldTok, createBridge{Account: "s1", Bridge: NewBridge{ID: "b8", Name: "B8"}})
-	require.NotContains(t, string(res), oldTok)
+	h.legacy = false
+	require.Contains(t, string(res), oldTok, "the result the previous version recorded")
 	id, err = m.BridgeByTokenHash(t.Context(), auth.HashToken(oldTok))
 	require.NoError(t, err)
 	require.Equal(t, "b8", id)
 
+	// Restoring changes nothing, so the token is still there...
 	snap := persist(t, h.f)
-	raw, err := decodeRawSnapshot(snap)
-	require.NoError(t, err)
-	require.NotContains(t, string(raw), tok)
-	require.NotContains(t, string(raw), oldTok)
-
-	// The previous version's snapshot: a bridge result with the token in
-	// the request table.
-	h.f.st.reqs["old"].Result = json.RawMessage(`{"bridge":{"id":"b8"},"token":"` + oldTok + `","created":true}`)
 	f2 := newFSM(slog.New(slog.DiscardHandler))
-	require.NoError(t, f2.Restore(io.NopCloser(bytes.NewReader(persist(t, h.f)))))
-	raw, err = decodeRawSnapshot(persist(t, f2))
-	require.NoError(t, err)
-	require.NotContains(t, string(raw), oldTok)
+	require.NoError(t, f2.Restore(io.NopCloser(bytes.NewReader(snap))))
+	require.Equal(t, snap, persist(t, f2))
+	// ...until the first versioned command, on every replica alike.
+	h2 := &harness{t: t, f: f2, index: h.index, clock: h.clock}
+	for _, h := range []*harness{h, h2} {
+		h.must(cmdCreateAccount, "later", "", NewAccount{ID: "later", Name: "L"})
+		raw, err = decodeRawSnapshot(persist(t, h.f))
+		require.NoError(t, err)
+		require.NotContains(t, string(raw), oldTok)
+		require.NotContains(t, string(raw), tok)
+		var r BridgeResult
+		require.NoError(t, json.Unmarshal(h.must(cmdCreateBridge, "old", auth.NewToken(), createBridge{Account: "s1", Bridge: NewBridge{ID: "b8", Name: "B8"}}), &r))
+		require.True(t, r.Created)
+		require.Empty(t, r.TokenHash, "a retry of the old request finds no token")
+	}
+	require.Equal(t, persist(t, h.f), persist(t, h2.f))
 }
 
 // decodeRawSnapshot returns a snapshot's JSON as stored.
@@ -202,14 +312,19 @@ func TestCreateBridgeOnDisk(t *testing.T) {
 	require.Empty(t, r2.Token)
 	require.NoError(t, m.Node().Snapshot())
 
+	snapshots := 0
 	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || !fi.Mode().IsRegular() {
 			return err
 		}
-		b, err := os.ReadFile(p)
+		b, compressed, err := testutil.ReadFileDecompressed(p)
 		require.NoError(t, err)
+		if compressed && bytes.Contains(b, []byte(auth.HashToken(r1.Token))) {
+			snapshots++ // the state, decompressed: the grep sees inside
+		}
 		require.False(t, bytes.Contains(b, []byte(r1.Token)), "token in %s", p)
 		return nil
 	})
 	require.NoError(t, err)
+	require.Positive(t, snapshots, "no snapshot with the bridge was searched")
 }

@@ -32,7 +32,7 @@ func encodeCommand(typ, requestID string, at time.Time, nonce string, payload an
 		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(Command{Type: typ, RequestID: requestID, Time: at.UTC(), Nonce: nonce, Payload: p})
+		return json.Marshal(Command{Type: typ, RequestID: requestID, Time: at.UTC(), Nonce: nonce, Payload: p, Version: cmdVersion})
 	}
 	var wb wireUsageBatch
 	switch b := payload.(type) {

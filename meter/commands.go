@@ -24,9 +24,30 @@ type Command struct {
 	Time      time.Time       `json:"time"`
 	Nonce     string          `json:"nonce,omitempty"`
 	Payload   json.RawMessage `json:"payload"`
+	// Version is what the command means when applied (cmdVersion).
+	Version int `json:"version,omitempty"`
 
 	binary bool // Payload is msgpack (codec.go), not JSON
 }
+
+// Command versions. A log entry keeps the meaning it had when it was first
+// applied: replicas restore snapshots taken at different indexes and replay
+// the rest, so an entry that meant something else to the version that
+// wrote it would leave them with different states. A proposer stamps
+// cmdVersion on every JSON command; entries without one (0) replay with the
+// earlier meaning (docs/accounts.md, upgrade). The binary form (usage
+// batches, codec.go) carries none: its meaning has not changed.
+const (
+	// cmdV1: an account defaults change moves no existing stream (they are
+	// pinned first), a new stream pins its settings, a deleted account
+	// takes no change, a bridge result holds no token.
+	cmdV1      = 1
+	cmdVersion = cmdV1
+)
+
+// legacy reports whether c was written before cmdV1 and applies with the
+// earlier meaning.
+func (c *Command) legacy() bool { return c.Version < cmdV1 }
 
 // Command types.
 const (

@@ -61,6 +61,9 @@ type state struct {
 	Nodes map[string]string `json:"nodes,omitempty"`
 
 	reqs map[string]*requestRec // Requests by id
+	// tokenResults counts Requests results that may hold a plaintext bridge
+	// token (written by legacy create_bridge); derived, not serialised.
+	tokenResults int
 }
 
 type accountRec struct {
@@ -158,6 +161,13 @@ func (f *fsm) applyLocked(l *raft.Log) any {
 		return &applyResult{Err: toWire(invalid("malformed_command", "undecodable command: %v", err))}
 	}
 	st.tick(&c) // usage.go
+	if !c.legacy() && st.tokenResults > 0 {
+		// The first versioned command drops the tokens that results of
+		// legacy create_bridge entries hold: every replica does it at the
+		// same index, whichever snapshot it restored.
+		scrubTokens(st.Requests, false)
+		st.tokenResults = 0
+	}
 	identity := c.identity()
 	if c.RequestID != "" {
 		if r := st.reqs[c.RequestID]; r != nil {
@@ -211,17 +221,20 @@ func (st *state) apply(c *Command) (any, error) {
 		if err := dec(&p); err != nil {
 			return nil, err
 		}
-		return st.createAccount(c.Time, p)
+		return st.createAccount(c.Time, p, c.legacy())
 	case cmdUpdateAccount:
 		var p updateAccount
 		if err := dec(&p); err != nil {
 			return nil, err
 		}
-		return st.updateAccount(c.Time, p.ID, p.Patch)
+		return st.updateAccount(c.Time, p.ID, p.Patch, c.legacy())
 	case cmdCreateBridge:
 		var p createBridge
 		if err := dec(&p); err != nil {
 			return nil, err
+		}
+		if c.legacy() {
+			return st.createBridgeV0(c.Time, p, c.Nonce)
 		}
 		return st.createBridge(c.Time, p, c.Nonce)
 	case cmdCreateCamera:
@@ -229,7 +242,7 @@ func (st *state) apply(c *Command) (any, error) {
 		if err := dec(&p); err != nil {
 			return nil, err
 		}
-		return st.createCamera(c.Time, p)
+		return st.createCamera(c.Time, p, c.legacy())
 	case cmdUpdateStream:
 		var p updateStream
 		if err := dec(&p); err != nil {
@@ -271,14 +284,14 @@ type AccountResult struct {
 	Created bool    `json:"created"`
 }
 
-func (st *state) createAccount(at time.Time, p NewAccount) (any, error) {
+func (st *state) createAccount(at time.Time, p NewAccount, legacy bool) (any, error) {
 	p.normalize()
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
 	spec := specOf(p)
 	if a := st.Accounts[p.ID]; a != nil {
-		if a.DeletedAt != nil {
+		if a.DeletedAt != nil && !legacy {
 			// Billing history names the id, so it is never handed out again.
 			return nil, conflict("deleted_id", "account %s was deleted; its id cannot be used again", p.ID)
 		}
@@ -311,8 +324,11 @@ func patchInt(dst *int, v *int) {
 	}
 }
 
-func (st *state) updateAccount(at time.Time, id string, p AccountPatch) (any, error) {
+func (st *state) updateAccount(at time.Time, id string, p AccountPatch, legacy bool) (any, error) {
 	cur := st.liveAccount(id)
+	if legacy {
+		cur = st.Accounts[id] // a deleted account took changes
+	}
 	if cur == nil {
 		return nil, notFound("account %s not found", id)
 	}
@@ -357,12 +373,51 @@ func (st *state) updateAccount(at time.Time, id string, p AccountPatch) (any, er
 		a.PrivacySuspendedUntil = &t
 	}
 	a.UpdatedAt = at
-	// New defaults reach only streams added from now on: every stream
-	// pinned its settings when it was added (createCamera, pinStreams), so
-	// a default change never re-bills or shortens an existing stream.
+	defaultsChanged := a.Defaults != cur.Defaults
+	if defaultsChanged && !legacy {
+		// New defaults reach only streams added from now on: a stream
+		// still following a default (added by a legacy create_camera)
+		// keeps what it has, so a default change never re-bills or
+		// shortens an existing stream.
+		st.pinFollowers(id)
+	}
 	cur.Account = a
 	st.recordAccount(at, &cur.Account) // billing.go
+	if defaultsChanged && legacy {
+		st.reresolve(at, id)
+	}
 	return a, nil
+}
+
+// inherits reports whether stream s is live and its settings can come from
+// account's defaults (its own account or its reseller).
+func (st *state) inherits(s *streamRec, account string) bool {
+	if s.Stream.DeletedAt != nil {
+		return false
+	}
+	acc := st.Accounts[s.Stream.Account]
+	return acc != nil && (acc.ID == account || acc.Parent == account)
+}
+
+// pinFollowers makes the settings in force of every live stream under
+// account its own. It reads only the state, so it is deterministic.
+func (st *state) pinFollowers(account string) {
+	for _, s := range st.Streams {
+		if st.inherits(s, account) {
+			pin(s)
+		}
+	}
+}
+
+// reresolve is what a legacy defaults change did: recompute the settings
+// of the live streams under account, recording a history entry where the
+// settings in force change.
+func (st *state) reresolve(at time.Time, account string) {
+	for _, s := range st.Streams {
+		if st.inherits(s, account) {
+			st.setSettings(at, s, "account_defaults")
+		}
+	}
 }
 
 // liveAccount returns account id unless it is unknown or deleted.
@@ -371,23 +426,6 @@ func (st *state) liveAccount(id string) *accountRec {
 		return a
 	}
 	return nil
-}
-
-// pinStreams makes every stream's settings in force its own. State written
-// before streams were pinned at creation has streams that follow a
-// default (zero own fields); they keep what they have now, so an upgrade
-// changes no stream's plan and a later default change moves none. It reads
-// only the state, so every replica restoring the same snapshot pins the
-// same way.
-func (st *state) pinStreams() {
-	for _, s := range st.Streams {
-		pin(s)
-	}
-	for _, r := range st.Retired {
-		for _, s := range r.Streams {
-			pin(s)
-		}
-	}
 }
 
 func pin(s *streamRec) {
@@ -501,6 +539,46 @@ func (st *state) createBridge(at time.Time, p createBridge, nonce string) (any, 
 	return BridgeResult{Bridge: b.Bridge, TokenHash: hash, Created: true}, nil
 }
 
+// bridgeResultV0 is a legacy create_bridge result: it held the plaintext
+// token, which the first versioned command drops (scrubTokens).
+type bridgeResultV0 struct {
+	Bridge  Bridge `json:"bridge"`
+	Token   string `json:"token,omitempty"`
+	Created bool   `json:"created"`
+}
+
+// createBridgeV0 applies a legacy create_bridge (the nonce is the plaintext
+// token) as it was first applied: a deleted account took new bridges.
+func (st *state) createBridgeV0(at time.Time, p createBridge, token string) (any, error) {
+	if err := p.Bridge.validate(); err != nil {
+		return nil, err
+	}
+	spec := specOf(p)
+	if b := st.Bridges[p.Bridge.ID]; b != nil {
+		if b.Spec != spec {
+			return nil, conflict("conflict", "bridge %s exists with different fields", p.Bridge.ID)
+		}
+		return bridgeResultV0{Bridge: b.Bridge}, nil
+	}
+	if st.Accounts[p.Account] == nil {
+		return nil, invalid("unknown_account", "account %s does not exist", p.Account)
+	}
+	if len(token) < 32 {
+		return nil, invalid("malformed_command", "create_bridge without a token")
+	}
+	hash := auth.HashToken(token)
+	if _, dup := st.TokenIndex[hash]; dup {
+		return nil, conflict("conflict", "token already in use")
+	}
+	b := &bridgeRec{Spec: spec, Bridge: Bridge{
+		ID: p.Bridge.ID, Account: p.Account, Name: p.Bridge.Name, TokenHash: hash, CreatedAt: at,
+	}, DigestHA1: auth.DigestHA1(p.Bridge.ID, DigestRealm, token)}
+	st.Bridges[b.ID] = b
+	st.TokenIndex[hash] = b.ID
+	st.tokenResults++
+	return bridgeResultV0{Bridge: b.Bridge, Token: token, Created: true}, nil
+}
+
 // CameraResult is the result of CreateCamera.
 type CameraResult struct {
 	Camera  Camera   `json:"camera"`
@@ -517,17 +595,39 @@ func (st *state) cameraResult(c *cameraRec, created bool) CameraResult {
 	return r
 }
 
-func (st *state) createCamera(at time.Time, p createCamera) (any, error) {
-	if err := p.Camera.normalizeValidate(); err != nil {
-		return nil, err
-	}
-	b := st.Bridges[p.Bridge]
+// cameraBridge is the bridge a new camera goes under.
+func (st *state) cameraBridge(id string, legacy bool) (*bridgeRec, error) {
+	b := st.Bridges[id]
 	if b == nil {
-		return nil, invalid("unknown_bridge", "bridge %s does not exist", p.Bridge)
+		return nil, invalid("unknown_bridge", "bridge %s does not exist", id)
+	}
+	if legacy {
+		if a := st.Accounts[b.Account]; a != nil && a.DeletedAt != nil {
+			return nil, invalid("deleted_account", "account %s was deleted", b.Account)
+		}
+		return b, nil
 	}
 	if st.liveAccount(b.Account) == nil {
 		// The bridge went with its deleted account.
 		return nil, notFound("bridge %s not found: account %s was deleted", b.ID, b.Account)
+	}
+	return b, nil
+}
+
+// createCamera creates a camera and its streams. A legacy create_camera
+// looked at the bridge only after taking a purged camera id back (so a
+// refusal could follow reuseCamera), and left its streams following the
+// defaults; it still does, as it did when first applied.
+func (st *state) createCamera(at time.Time, p createCamera, legacy bool) (any, error) {
+	if err := p.Camera.normalizeValidate(); err != nil {
+		return nil, err
+	}
+	var b *bridgeRec
+	if !legacy {
+		var err error
+		if b, err = st.cameraBridge(p.Bridge, legacy); err != nil {
+			return nil, err
+		}
 	}
 	spec := specOf(p)
 	if c := st.Cameras[p.Camera.ID]; c != nil {
@@ -538,6 +638,12 @@ func (st *state) createCamera(at time.Time, p createCamera) (any, error) {
 			return st.cameraResult(c, false), nil
 		}
 		if err := st.reuseCamera(c); err != nil { // purge.go
+			return nil, err
+		}
+	}
+	if legacy {
+		var err error
+		if b, err = st.cameraBridge(p.Bridge, legacy); err != nil {
 			return nil, err
 		}
 	}
@@ -561,7 +667,9 @@ func (st *state) createCamera(at time.Time, p createCamera) (any, error) {
 			s.Own.RetentionDays = *ns.RetentionDays
 		}
 		st.setSettings(at, s, "registered")
-		pin(s) // the defaults in force now are the stream's own from here on
+		if !legacy {
+			pin(s) // the defaults in force now are the stream's own from here on
+		}
 		st.Streams[s.Stream.ID] = s
 		c.Streams = append(c.Streams, s.Stream.ID)
 	}
@@ -701,15 +809,18 @@ func decodeState(r io.Reader) (*state, error) {
 		}
 		b.TokenHash = hash
 	}
-	st.pinStreams()
-	scrubTokens(st.Requests)
+	// Restore changes nothing: a replica that restored must hold what one
+	// that replayed the log holds. It only notes the legacy bridge results
+	// that the next versioned command scrubs.
+	st.tokenResults = scrubTokens(st.Requests, true)
 	return st, nil
 }
 
-// scrubTokens drops the plaintext bridge tokens that results recorded before
-// tokens were kept out of commands still carry, so a snapshot written after
-// an upgrade holds none. Only a bridge result has both "bridge" and "token".
-func scrubTokens(reqs []*requestRec) {
+// scrubTokens drops the plaintext bridge tokens that results of legacy
+// create_bridge entries hold, and returns how many it found; with count it
+// only counts. Only a bridge result has both "bridge" and "token".
+func scrubTokens(reqs []*requestRec, count bool) int {
+	n := 0
 	for _, r := range reqs {
 		if !bytes.Contains(r.Result, []byte(`"token"`)) {
 			continue
@@ -718,11 +829,16 @@ func scrubTokens(reqs []*requestRec) {
 		if json.Unmarshal(r.Result, &m) != nil || m["bridge"] == nil || m["token"] == nil {
 			continue
 		}
+		n++
+		if count {
+			continue
+		}
 		delete(m, "token")
 		if b, err := json.Marshal(m); err == nil {
 			r.Result = b
 		}
 	}
+	return n
 }
 
 type fsmSnapshot []byte

@@ -27,6 +27,9 @@ type harness struct {
 	f     *fsm
 	index uint64
 	clock time.Time
+	// legacy applies commands as the version before command versions
+	// wrote them (no version).
+	legacy bool
 }
 
 func newHarness(t *testing.T) *harness {
@@ -38,7 +41,11 @@ func (h *harness) apply(typ, rid, nonce string, payload any) (json.RawMessage, e
 	p, err := json.Marshal(payload)
 	require.NoError(h.t, err)
 	h.clock = h.clock.Add(time.Minute)
-	b, err := json.Marshal(Command{Type: typ, RequestID: rid, Time: h.clock, Nonce: nonce, Payload: p})
+	c := Command{Type: typ, RequestID: rid, Time: h.clock, Nonce: nonce, Payload: p, Version: cmdVersion}
+	if h.legacy {
+		c.Version = 0
+	}
+	b, err := json.Marshal(c)
 	require.NoError(h.t, err)
 	h.index++
 	r := h.f.Apply(&raft.Log{Index: h.index, Data: b}).(*applyResult)

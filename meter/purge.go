@@ -139,7 +139,7 @@ func (st *state) applyPurge(c *Command, dec func(any) error) (res any, ok bool, 
 		if err := dec(&p); err != nil {
 			return nil, true, err
 		}
-		res, err := st.deleteAccount(c.Time, p.ID, c.Nonce)
+		res, err := st.deleteAccount(c.Time, p.ID, c.Nonce, c.legacy())
 		return res, true, err
 	case cmdDeleteStream:
 		var p deleteStream
@@ -229,8 +229,11 @@ type AccountDeleteResult struct {
 // and marks the account deleted. Its cameras' video is freed by those purge
 // jobs; the account, its bridges, cameras and streams stay in the state for
 // billing but answer ErrNotFound from then on.
-func (st *state) deleteAccount(at time.Time, id, nonce string) (any, error) {
+func (st *state) deleteAccount(at time.Time, id, nonce string, legacy bool) (any, error) {
 	a := st.liveAccount(id)
+	if legacy {
+		a = st.Accounts[id] // deleting again succeeded, with the first time
+	}
 	if a == nil {
 		// A retry of the deletion is answered from the recent-request
 		// table; anything else finds nothing, as for every deleted account.
@@ -260,9 +263,11 @@ func (st *state) deleteAccount(at time.Time, id, nonce string) (any, error) {
 		}
 		res.Purges[cid] = c.PurgeID
 	}
-	t := at
-	a.DeletedAt = &t
-	res.DeletedAt = t
+	if a.DeletedAt == nil {
+		t := at
+		a.DeletedAt = &t
+	}
+	res.DeletedAt = *a.DeletedAt
 	return res, nil
 }
 
