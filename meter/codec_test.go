@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
@@ -149,41 +148,6 @@ func TestBadBinaryCommands(t *testing.T) {
 	r := h.applyRaw(good)
 	require.Nil(t, r.Err)
 	require.Equal(t, int64(5), h.f.st.Usage["st"].StoredBytes)
-}
-
-// FuzzDecodeCommand: any log entry decodes or fails cleanly; a binary usage
-// batch that decodes encodes back to the same batch.
-func FuzzDecodeCommand(f *testing.F) {
-	at := time.Date(2026, 3, 6, 0, 0, 0, 0, time.UTC)
-	bin, err := encodeCommand(cmdUsageBatch, "usage/x", at, "", UsageBatch{ID: "x", From: at.Add(-time.Second), To: at,
-		Entries: []UsageEntry{{Stream: "st", StoredBytes: -5, StoredObjects: 1, IngestedBytes: 7, Segments: 1, Width: 640, Height: 480}}})
-	require.NoError(f, err)
-	js, err := encodeCommand(cmdCreateAccount, "a", at, "", NewAccount{ID: "a", Name: "A"})
-	require.NoError(f, err)
-	f.Add(bin)
-	f.Add(js)
-	f.Add([]byte{cmdBinaryV1, 0x95})
-	f.Add([]byte(`{"type":"usage_batch","payload":{"entries":[{"s":"a"}]}}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := decodeCommand(data)
-		if err != nil || !c.binary {
-			return
-		}
-		var b UsageBatch
-		if c.decodePayload(&b) != nil {
-			return
-		}
-		again, err := encodeCommand(c.Type, c.RequestID, c.Time, c.Nonce, b)
-		require.NoError(t, err)
-		c2, err := decodeCommand(again)
-		require.NoError(t, err)
-		var b2 UsageBatch
-		require.NoError(t, c2.decodePayload(&b2))
-		require.Equal(t, b, b2)
-		require.True(t, c.Time.Equal(c2.Time))
-		// The FSM takes it without a panic.
-		newFSM(slog.New(slog.DiscardHandler)).Apply(&raft.Log{Index: 1, Data: data})
-	})
 }
 
 // TestRenderRunJSONMatchesMarshal: the run rendered per account is byte for

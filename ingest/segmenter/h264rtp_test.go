@@ -68,12 +68,3 @@ func TestH264Depacketizer(t *testing.T) {
 		}
 	}
 }
-
-func FuzzH264Depacketizer(f *testing.F) {
-	f.Add([]byte{0x65, 0x88, 0x84}, []byte{0x7c, 0x85, 1, 2}, []byte{0x7c, 0x45, 3})
-	f.Add([]byte{0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce}, []byte{0x7c, 0x05, 3}, []byte{0x1c, 0x41})
-	f.Fuzz(func(t *testing.T, a, b, c []byte) {
-		var d h264Depacketizer
-		checkNALUs(t, d.unmarshal, 1, a, b, c)
-	})
-}
