@@ -5,7 +5,6 @@
 package hostile
 
 import (
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -16,15 +15,7 @@ import (
 var vigilBin string
 
 func TestMain(m *testing.M) {
-	bin, cleanup, err := vigiltest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vigilBin = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	os.Exit(vigiltest.Main(m, &vigilBin))
 }
 
 // TestStartsAndProvisions keeps the harness honest: a node starts and takes a segment.

@@ -30,15 +30,7 @@ import (
 var vigilBin string
 
 func TestMain(m *testing.M) {
-	bin, cleanup, err := vigiltest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vigilBin = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	os.Exit(vigiltest.Main(m, &vigilBin))
 }
 
 const e2eToken = vigiltest.Token

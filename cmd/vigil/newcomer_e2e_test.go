@@ -16,13 +16,14 @@ import (
 
 	"github.com/vigilcloud/vigil/internal/servers"
 	"github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/internal/vigiltest"
 )
 
 // runVigil runs the binary to completion (bounded) in dir and returns its
 // exit code, stdout and stderr.
 func runVigil(t *testing.T, dir string, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(vigilBin, args...)
+	cmd := exec.Command(vigiltest.RequireBin(t, vigilBin), args...)
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
@@ -154,7 +155,7 @@ func TestTwoNodesOneHost(t *testing.T) {
 		dir := filepath.Join(root, name)
 		must(t, mkdirAll(dir))
 		httpAddr := testutil.FreePort(t)
-		p, err := servers.Start(vigilBin, dir, httpAddr, nil, "serve", "--data", filepath.Join(dir, "data"),
+		p, err := servers.Start(vigiltest.RequireBin(t, vigilBin), dir, httpAddr, nil, "serve", "--data", filepath.Join(dir, "data"),
 			"--http-addr", httpAddr, "--raft-addr", testutil.FreePort(t), "--rtsp-addr", testutil.FreePort(t))
 		if err != nil {
 			t.Fatal(err)

@@ -3,7 +3,9 @@
 // the test.
 //
 // When a server binary is missing the test is skipped with the reason, or
-// fails when VIGIL_REQUIRE_INTEGRATION=1 (CI sets it).
+// fails when VIGIL_REQUIRE_INTEGRATION=1 (CI sets it). Under `go test -short`
+// every test that needs one is skipped, whatever VIGIL_REQUIRE_INTEGRATION
+// says: -short is an explicit request for the unit tests only.
 package testutil
 
 import (
@@ -19,10 +21,22 @@ import (
 	"github.com/vigilcloud/vigil/internal/servers"
 )
 
+// SkipIfShort skips t under -short, which runs the unit tests only: a test
+// that starts a real server or a process, or takes more than a couple of
+// seconds, belongs to the full suite. why says what the test needs.
+func SkipIfShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test, skipped under -short: " + why)
+	}
+}
+
 // RequireBinary returns the path of a binary, or skips (fails under
-// VIGIL_REQUIRE_INTEGRATION=1) when it is not installed.
+// VIGIL_REQUIRE_INTEGRATION=1) when it is not installed. It skips under
+// -short even when the binary is there (SkipIfShort).
 func RequireBinary(t testing.TB, name string) string {
 	t.Helper()
+	SkipIfShort(t, "needs "+name)
 	p, err := exec.LookPath(name)
 	if err != nil {
 		msg := fmt.Sprintf("%s not found on PATH (run scripts/test.sh, which installs it): %v", name, err)

@@ -5,6 +5,7 @@ package vigiltest
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,32 @@ import (
 
 // Token is the operator token every node started here uses.
 const Token = "vigiltest-operator-token"
+
+// Main is TestMain for a package whose tests run the vigil binary: it builds
+// it into *bin, runs the tests, removes it and returns the exit code. Under
+// -short nothing is built, *bin stays empty and Start (and RequireBin) skip.
+func Main(m *testing.M, bin *string) int {
+	flag.Parse() // testing.Short needs the flags parsed
+	if testing.Short() {
+		return m.Run()
+	}
+	b, cleanup, err := Build()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cleanup()
+	*bin = b
+	return m.Run()
+}
+
+// RequireBin returns bin for a test that runs the vigil binary itself rather
+// than through Start; under -short, where Main built none, it skips the test.
+func RequireBin(t testing.TB, bin string) string {
+	t.Helper()
+	testutil.SkipIfShort(t, "runs the vigil binary")
+	return bin
+}
 
 // Build compiles ./cmd/vigil (found from the module root above dir) into a
 // temp dir and returns the binary's path and a cleanup. For TestMain.
@@ -82,6 +109,7 @@ type Options struct {
 // Start runs `vigil serve` with its data in a test temp dir and waits for /readyz.
 func Start(t testing.TB, bin string, o Options) *Node {
 	t.Helper()
+	bin = RequireBin(t, bin)
 	dir := t.TempDir()
 	n := &Node{T: t, HTTPAddr: testutil.FreePort(t), Data: filepath.Join(dir, "data")}
 	n.Base = "http://" + n.HTTPAddr
