@@ -96,6 +96,7 @@ func (n *tnode) close() {
 
 // startCluster starts voters n1..nN, the others joining through n1.
 func startCluster(t *testing.T, voters int) []*tnode {
+	testutil.SkipIfShort(t, "a multi-node raft cluster")
 	var nodes []*tnode
 	for i := 1; i <= voters; i++ {
 		n := newTNode(t, fmt.Sprintf("n%d", i))
