@@ -64,7 +64,7 @@ type Aggregator struct {
 	inflight  *pendingBatch
 	recovered []*pendingBatch // the previous process's batches, replayed first
 
-	batches, rejected, failures prometheus.Counter
+	batches, rejected, failures, duplicates prometheus.Counter
 }
 
 // NewAggregator returns an aggregator submitting to r; call Run.
@@ -84,9 +84,11 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 		batches:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batches_submitted_total", Help: "Usage batches committed by the meter."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_entries_rejected_total", Help: "Usage entries the meter refused (unknown or deleted stream, invalid)."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batch_failures_total", Help: "Usage batch submissions that failed and will be retried."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batch_duplicates_total",
+			Help: "Usage batches of this process the meter had applied already (batch seq reused): their usage is not counted."}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.batches, a.rejected, a.failures} {
+		for _, c := range []prometheus.Collector{a.batches, a.rejected, a.failures, a.duplicates} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				cfg.Logger.Warn("usage: metric registration", "err", err)
 			}
@@ -95,7 +97,7 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	if j := cfg.Journal; j != nil {
 		rec := j.takeRecovery()
 		for i, b := range rec.batches {
-			a.recovered = append(a.recovered, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true})
+			a.recovered = append(a.recovered, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true, replayed: true})
 		}
 		for _, f := range rec.frees {
 			e := a.entry(f.Stream)
@@ -117,6 +119,7 @@ type pendingBatch struct {
 	seq      uint64   // journal seq; 0 without a journal
 	ords     []uint64 // journal records it counts
 	recorded bool     // its journal record is durable
+	replayed bool     // recovered from the journal: the meter may have applied it
 }
 
 // Begin records, durably, that a storage Put of size bytes to key is about
@@ -316,6 +319,13 @@ func (a *Aggregator) Flush(ctx context.Context) error {
 			return err
 		}
 		a.batches.Inc()
+		if res.Duplicate && !p.replayed {
+			// Only a replay may have been applied before; a new batch
+			// answered so reused a seq (a damaged journal), and the meter
+			// dropped its usage.
+			a.duplicates.Inc()
+			a.cfg.Logger.Error("usage: the meter had applied this batch id already; its usage is not counted", "batch", p.b.ID, "entries", len(p.b.Entries))
+		}
 		if j := a.cfg.Journal; j != nil {
 			if err := j.committed(p.seq); err != nil {
 				a.cfg.Logger.Warn("usage: journal compaction", "err", err)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -60,4 +62,40 @@ func TestAggregatorOverRaft(t *testing.T) {
 	st := m.MeterStatus(ctx)
 	require.Equal(t, int64(1), st.Usage.RejectedUnknown)
 	require.Equal(t, int64(2), st.Usage.Batches)
+}
+
+// dupReporter answers every batch as one the meter applied already.
+type dupReporter struct{}
+
+func (dupReporter) ReportUsage(context.Context, UsageBatch) (UsageResult, error) {
+	return UsageResult{Duplicate: true}, nil
+}
+
+// TestAggregatorCountsUnexpectedDuplicate: a new batch the meter answers
+// "duplicate" lost its usage (its seq was reused); that is counted, while a
+// replayed batch's duplicate answer (applied before the crash) is not.
+func TestAggregatorCountsUnexpectedDuplicate(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	require.NoError(t, err)
+	seq, id := j.nextBatch()
+	require.NoError(t, j.batch(seq, &UsageBatch{ID: id, Entries: []UsageEntry{{Stream: "s1", Segments: 1}}}, nil))
+	require.NoError(t, j.Close())
+
+	j, err = OpenJournal(dir)
+	require.NoError(t, err)
+	defer j.Close()
+	a := NewAggregator(dupReporter{}, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j})
+	require.NoError(t, a.Flush(context.Background())) // the replay
+	require.Zero(t, counterValue(t, a.duplicates))
+	a.Stored("s1", 100)
+	require.NoError(t, a.Flush(context.Background()))
+	require.Equal(t, 1.0, counterValue(t, a.duplicates))
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, c.Write(&m))
+	return m.GetCounter().GetValue()
 }

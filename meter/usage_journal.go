@@ -40,7 +40,7 @@ type Journal struct {
 	dir string
 
 	mu      sync.Mutex
-	f       *os.File
+	f       journalWriter
 	id      string
 	nextOrd uint64
 	nextSeq uint64
@@ -54,6 +54,15 @@ type Journal struct {
 
 	compactBytes int64
 	recovery     *journalRecovery // what Open found, until an Aggregator takes it
+}
+
+// journalWriter is the open journal file: an *os.File, or in tests one
+// that fails as a full disk does.
+type journalWriter interface {
+	io.WriterAt
+	Truncate(size int64) error
+	Sync() error
+	Close() error
 }
 
 type journalIntent struct {
@@ -256,7 +265,12 @@ func (j *Journal) appendLocked(line []byte) (int64, error) {
 	if j.f == nil {
 		return 0, errors.New("usage journal: closed")
 	}
-	if _, err := j.f.Write(line); err != nil {
+	// Each record is written at the end of the last good one: a write that
+	// failed part-way (a full disk) leaves a fragment that the next append
+	// overwrites, or the truncation removes, so no later record ever sits
+	// behind one that recovery would read as a torn tail.
+	if _, err := j.f.WriteAt(line, j.fileLen); err != nil {
+		_ = j.f.Truncate(j.fileLen) // best effort: a leftover is past the end and holds no newline
 		return 0, fmt.Errorf("usage journal: %w", err)
 	}
 	j.written += int64(len(line))
@@ -441,8 +455,7 @@ func (j *Journal) compact() error {
 	if j.f != nil {
 		j.f.Close()
 	}
-	// f was opened write-only at offset 0 and has written size bytes:
-	// appends continue where the rewrite ended.
+	// Appends continue where the rewrite ended.
 	j.f, j.fileLen = f, size
 	j.synced = j.written
 	return nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,4 +233,64 @@ func TestJournalConcurrentUploadsThenCrash(t *testing.T) {
 	require.Equal(t, want, u.IngestedBytes)
 	require.Equal(t, int64(writers*each), u.SegmentCount)
 	require.Equal(t, want, u.StorageBytes)
+}
+
+// fullDisk is the journal file on a disk that fills up: while full, a write
+// stores part of its bytes and fails with ENOSPC, as write(2) does.
+type fullDisk struct {
+	*os.File
+	full bool
+}
+
+func (f *fullDisk) Write(p []byte) (int, error) {
+	if f.full {
+		n, _ := f.File.Write(p[:len(p)/2])
+		return n, syscall.ENOSPC
+	}
+	return f.File.Write(p)
+}
+
+func (f *fullDisk) WriteAt(p []byte, off int64) (int, error) {
+	if f.full {
+		n, _ := f.File.WriteAt(p[:len(p)/2], off)
+		return n, syscall.ENOSPC
+	}
+	return f.File.WriteAt(p, off)
+}
+
+// TestJournalWriteFailureLosesNothing: an append that fails part-way (a full
+// disk) must not cost the records appended after it: the next start still
+// finds the fsynced intents and batches written once space came back, and
+// allocates batch seqs after them.
+func TestJournalWriteFailureLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	require.NoError(t, err)
+	ord1, _, err := j.intent("s1", "k1", 10)
+	require.NoError(t, err)
+	disk := &fullDisk{File: j.f.(*os.File)}
+	j.f = disk
+	disk.full = true
+	_, _, err = j.intent("s1", "k2", 20)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	_, err = j.free("s1", 5, 1)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	disk.full = false
+	_, _, err = j.intent("s1", "k3", 30)
+	require.NoError(t, err)
+	seq, _ := j.nextBatch()
+	b := &UsageBatch{ID: "x", Entries: []UsageEntry{{Stream: "s1", StoredBytes: 10, StoredObjects: 1, IngestedBytes: 10, Segments: 1}}}
+	require.NoError(t, j.batch(seq, b, []uint64{ord1}))
+	require.NoError(t, j.Close())
+
+	j2, err := OpenJournal(dir)
+	require.NoError(t, err)
+	defer j2.Close()
+	rec := j2.takeRecovery()
+	require.Equal(t, []uint64{seq}, rec.seqs, "the batch written after the failed append")
+	require.Len(t, rec.intents, 1)
+	require.Equal(t, "k3", rec.intents[0].Key)
+	require.Empty(t, rec.frees)
+	next, _ := j2.nextBatch()
+	require.Greater(t, next, seq, "a batch seq the meter may have applied is not reused")
 }
