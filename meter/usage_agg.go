@@ -35,6 +35,11 @@ type AggregatorConfig struct {
 	// the object at key (PutIDMetadata), or an error matching fs.ErrNotExist
 	// when there is none. It decides intents whose Put ended unseen.
 	Resolve func(ctx context.Context, key string) (putID string, err error)
+	// ResolveTimeout bounds one Resolve call (default 5s) and ResolveMax
+	// the calls per interval (default 1000): a slow or failing storage
+	// delays the decision, never the batches.
+	ResolveTimeout time.Duration
+	ResolveMax     int
 }
 
 // PutIDMetadata is the object metadata key that carries the put id Begin
@@ -77,6 +82,12 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ResolveTimeout <= 0 {
+		cfg.ResolveTimeout = 5 * time.Second
+	}
+	if cfg.ResolveMax <= 0 {
+		cfg.ResolveMax = 1000
 	}
 	a := &Aggregator{r: r, cfg: cfg, pending: map[string]*UsageEntry{}, observed: map[string][2]int{}, begun: map[string]journalIntent{},
 		// Batch ids must never repeat across restarts: a random prefix per run.
@@ -176,7 +187,8 @@ func (a *Aggregator) Unsure(putID string) {
 	}
 }
 
-// resolve decides the unsure Puts by the put id on the stored object.
+// resolve decides up to ResolveMax unsure Puts by the put id on the stored
+// object; it stops at the first storage error (an outage fails every call).
 func (a *Aggregator) resolve(ctx context.Context) {
 	a.mu.Lock()
 	todo := a.unsure
@@ -186,12 +198,15 @@ func (a *Aggregator) resolve(ctx context.Context) {
 		return
 	}
 	var keep []journalIntent
+loop:
 	for i, in := range todo {
-		if a.cfg.Resolve == nil || ctx.Err() != nil {
-			keep = append(keep, todo[i:]...)
+		if a.cfg.Resolve == nil || ctx.Err() != nil || i >= a.cfg.ResolveMax {
+			keep = todo[i:]
 			break
 		}
-		pid, err := a.cfg.Resolve(ctx, in.Key)
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.ResolveTimeout)
+		pid, err := a.cfg.Resolve(rctx, in.Key)
+		cancel()
 		switch {
 		case err == nil && pid == in.PutID:
 			a.mu.Lock()
@@ -201,10 +216,9 @@ func (a *Aggregator) resolve(ctx context.Context) {
 		case err == nil || errors.Is(err, fs.ErrNotExist):
 			a.cfg.Journal.notCreated(in.Ord)
 		default:
-			keep = append(keep, in)
-			if len(keep) == 1 {
-				a.cfg.Logger.Warn("usage: cannot check a stored object yet; retrying", "key", in.Key, "err", err)
-			}
+			a.cfg.Logger.Warn("usage: cannot check a stored object yet; retrying", "key", in.Key, "unsure", len(todo)-i, "err", err)
+			keep = todo[i:]
+			break loop
 		}
 	}
 	a.mu.Lock()

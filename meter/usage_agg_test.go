@@ -3,6 +3,9 @@ package meter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,4 +101,47 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	var m dto.Metric
 	require.NoError(t, c.Write(&m))
 	return m.GetCounter().GetValue()
+}
+
+// TestResolveStopsAtStorageOutage: while storage fails, one tick asks it
+// once, not once per unsure Put; each question has a deadline and a tick a
+// cap, so a slow storage cannot hold the flush loop.
+func TestResolveStopsAtStorageOutage(t *testing.T) {
+	ctx := context.Background()
+	var calls atomic.Int64
+	var fail atomic.Bool
+	fail.Store(true)
+	j, err := OpenJournal(t.TempDir())
+	require.NoError(t, err)
+	defer j.Close()
+	a := NewAggregator(dupReporter{}, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j, ResolveMax: 20,
+		ResolveTimeout: 50 * time.Millisecond,
+		Resolve: func(ctx context.Context, key string) (string, error) {
+			if calls.Add(1) == 2 {
+				<-ctx.Done() // storage hangs: the deadline ends the call
+				return "", ctx.Err()
+			}
+			if fail.Load() {
+				return "", errors.New("connection refused")
+			}
+			return "", fs.ErrNotExist
+		}})
+	for i := range 50 {
+		pid, err := a.Begin(ctx, "s1", fmt.Sprint("k", i), 10)
+		require.NoError(t, err)
+		a.Unsure(pid)
+	}
+	a.resolve(ctx)
+	require.Equal(t, int64(1), calls.Load(), "storage asked again after it failed")
+	fail.Store(false)
+	a.resolve(ctx) // hangs on its first call
+	require.Equal(t, int64(2), calls.Load())
+	a.resolve(ctx)
+	require.Equal(t, int64(22), calls.Load(), "at most ResolveMax calls a tick")
+	a.resolve(ctx)
+	a.resolve(ctx)
+	require.Equal(t, int64(52), calls.Load())
+	a.mu.Lock()
+	require.Empty(t, a.unsure)
+	a.mu.Unlock()
 }
