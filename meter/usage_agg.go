@@ -65,9 +65,8 @@ type Aggregator struct {
 	begun    map[string]journalIntent // by put id: Puts under way
 	unsure   []journalIntent          // Puts whose outcome storage decides
 
-	flushMu   sync.Mutex // one batch in flight
-	inflight  *pendingBatch
-	recovered []*pendingBatch // the previous process's batches, replayed first
+	flushMu sync.Mutex      // one Flush at a time: batches go out in seq order
+	queue   []*pendingBatch // batches not yet committed, oldest (the previous process's) first
 
 	batches, rejected, failures, duplicates prometheus.Counter
 }
@@ -108,7 +107,7 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	if j := cfg.Journal; j != nil {
 		rec := j.takeRecovery()
 		for i, b := range rec.batches {
-			a.recovered = append(a.recovered, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true, replayed: true})
+			a.queue = append(a.queue, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true, replayed: true})
 		}
 		for _, f := range rec.frees {
 			e := a.entry(f.Stream)
@@ -304,57 +303,108 @@ func (a *Aggregator) Run(ctx context.Context) {
 	}
 }
 
-// Flush submits the batch in flight (a retry, same id) or else the pending
-// deltas.
+// Flush submits the queued batches in order, the previous process's first,
+// then the pending deltas as a new batch; it stops at the first failure,
+// which the next Flush retries with the same id.
 func (a *Aggregator) Flush(ctx context.Context) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
-	for range len(a.recovered) + 2 {
-		if a.inflight == nil {
-			if len(a.recovered) > 0 {
-				a.inflight, a.recovered = a.recovered[0], a.recovered[1:]
-			} else if a.inflight = a.take(); a.inflight == nil {
-				return nil
-			}
+	// A second round sends what arrived while the first one was submitting.
+	for range 2 {
+		if err := a.enqueue(); err != nil {
+			return err
 		}
-		p := a.inflight
-		if j := a.cfg.Journal; j != nil && !p.recorded {
-			// Durable before the meter can commit it: a replay after a
-			// crash is then this same batch, which the meter applies once.
-			if err := j.batch(p.seq, p.b, p.ords); err != nil {
+		if len(a.queue) == 0 {
+			return nil
+		}
+		for len(a.queue) > 0 {
+			if err := a.submit(ctx, a.queue[0]); err != nil {
 				a.failures.Inc()
 				return err
 			}
-			p.recorded = true
+			a.queue[0] = nil
+			a.queue = a.queue[1:]
 		}
-		res, err := a.r.ReportUsage(ctx, *p.b)
-		if err != nil {
-			a.failures.Inc()
-			return err
-		}
-		a.batches.Inc()
-		if res.Duplicate && !p.replayed {
-			// Only a replay may have been applied before; a new batch
-			// answered so reused a seq (a damaged journal), and the meter
-			// dropped its usage.
-			a.duplicates.Inc()
-			a.cfg.Logger.Error("usage: the meter had applied this batch id already; its usage is not counted", "batch", p.b.ID, "entries", len(p.b.Entries))
-		}
-		if j := a.cfg.Journal; j != nil {
-			if err := j.committed(p.seq); err != nil {
-				a.cfg.Logger.Warn("usage: journal compaction", "err", err)
+	}
+	return nil
+}
+
+// enqueue records the queued batches not yet in the journal, then turns
+// the pending deltas into a new batch. With a journal it does so even while
+// earlier batches wait for the meter: the records of the uploads it counts
+// then settle into its one batch record, so an outage does not keep one
+// record per upload. Without a journal the deltas wait in pending instead.
+func (a *Aggregator) enqueue() error {
+	j := a.cfg.Journal
+	for _, p := range a.queue {
+		if j != nil && !p.recorded {
+			if err := a.record(p); err != nil {
+				return err
 			}
 		}
-		if n := len(res.Rejected); n > 0 {
-			a.rejected.Add(float64(n))
-			a.cfg.Logger.Warn("usage: meter refused entries", "batch", p.b.ID, "rejected", n, "first", res.Rejected[0])
-			a.mu.Lock()
-			for _, r := range res.Rejected {
-				delete(a.observed, r.Stream)
-			}
-			a.mu.Unlock()
+	}
+	if j == nil && len(a.queue) > 0 {
+		return nil
+	}
+	p := a.take()
+	if p == nil {
+		return nil
+	}
+	a.queue = append(a.queue, p)
+	if j != nil {
+		return a.record(p)
+	}
+	return nil
+}
+
+// record writes p to the journal, durably before the meter can commit it:
+// a replay after a crash is then this same batch, which the meter applies
+// once.
+func (a *Aggregator) record(p *pendingBatch) error {
+	if err := a.cfg.Journal.batch(p.seq, p.b, p.ords); err != nil {
+		a.failures.Inc()
+		return err
+	}
+	p.recorded = true
+	a.compactJournal()
+	return nil
+}
+
+// compactJournal rewrites the journal if it has grown: after a commit, and
+// after a batch record, since during a meter outage nothing commits while
+// uploads go on.
+func (a *Aggregator) compactJournal() {
+	if err := a.cfg.Journal.compactIfBig(); err != nil {
+		a.cfg.Logger.Warn("usage: journal compaction", "err", err)
+	}
+}
+
+// submit reports one batch to the meter.
+func (a *Aggregator) submit(ctx context.Context, p *pendingBatch) error {
+	res, err := a.r.ReportUsage(ctx, *p.b)
+	if err != nil {
+		return err
+	}
+	a.batches.Inc()
+	if res.Duplicate && !p.replayed {
+		// Only a replay may have been applied before; a new batch
+		// answered so reused a seq (a damaged journal), and the meter
+		// dropped its usage.
+		a.duplicates.Inc()
+		a.cfg.Logger.Error("usage: the meter had applied this batch id already; its usage is not counted", "batch", p.b.ID, "entries", len(p.b.Entries))
+	}
+	if j := a.cfg.Journal; j != nil {
+		j.committed(p.seq)
+		a.compactJournal()
+	}
+	if n := len(res.Rejected); n > 0 {
+		a.rejected.Add(float64(n))
+		a.cfg.Logger.Warn("usage: meter refused entries", "batch", p.b.ID, "rejected", n, "first", res.Rejected[0])
+		a.mu.Lock()
+		for _, r := range res.Rejected {
+			delete(a.observed, r.Stream)
 		}
-		a.inflight = nil
+		a.mu.Unlock()
 	}
 	return nil
 }

@@ -52,7 +52,8 @@ type Journal struct {
 	syncMu sync.Mutex // one fsync at a time; a waiter's turn usually finds its bytes synced
 	synced int64
 
-	compactBytes int64
+	compactBytes int64            // rewrite the file once it is this big and twice the last rewrite
+	rewritten    int64            // the size of the last rewrite: about the live records
 	recovery     *journalRecovery // what Open found, until an Aggregator takes it
 }
 
@@ -399,15 +400,22 @@ func ordRanges(ords []uint64) [][2]uint64 {
 	return out
 }
 
-// committed records that the meter applied batch seq; the file is rewritten
-// once it has grown past compactBytes.
-func (j *Journal) committed(seq uint64) error {
+// committed records that the meter applied batch seq.
+func (j *Journal) committed(seq uint64) {
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	delete(j.batches, seq)
 	if line, err := encodeJournalLine(journalRec{T: "c", Q: seq}); err == nil {
 		_, _ = j.appendLocked(line) // lost: the meter refuses the batch's replay
 	}
-	big := j.fileLen >= j.compactBytes
+}
+
+// compactIfBig rewrites the file once it is compactBytes big and twice its
+// last rewrite (which held about the live records): the cost of rewrites
+// stays proportional to what is appended, whatever is live.
+func (j *Journal) compactIfBig() error {
+	j.mu.Lock()
+	big := j.fileLen >= max(j.compactBytes, 2*j.rewritten)
 	j.mu.Unlock()
 	if !big {
 		return nil
@@ -456,7 +464,7 @@ func (j *Journal) compact() error {
 		j.f.Close()
 	}
 	// Appends continue where the rewrite ended.
-	j.f, j.fileLen = f, size
+	j.f, j.fileLen, j.rewritten = f, size, size
 	j.synced = j.written
 	return nil
 }

@@ -294,3 +294,100 @@ func TestJournalWriteFailureLosesNothing(t *testing.T) {
 	next, _ := j2.nextBatch()
 	require.Greater(t, next, seq, "a batch seq the meter may have applied is not reused")
 }
+
+// outageReporter is a meter that goes away: while down, a submission fails
+// (the first one after committing, its acknowledgement lost). It checks that
+// a journal's batches are submitted in seq order: never one before every
+// earlier one was acknowledged.
+type outageReporter struct {
+	t     *testing.T
+	m     *Meter
+	mu    sync.Mutex
+	down  bool
+	lost  bool // the first failure commits
+	acked uint64
+}
+
+func (r *outageReporter) ReportUsage(ctx context.Context, b UsageBatch) (UsageResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, seq, ok := journalBatchID(b.ID)
+	require.True(r.t, ok)
+	require.LessOrEqual(r.t, seq, r.acked+1, "batch %d submitted before %d was acknowledged", seq, r.acked+1)
+	if r.down && r.lost {
+		return UsageResult{}, errors.New("meter unavailable")
+	}
+	res, err := r.m.ReportUsage(ctx, b)
+	if r.down {
+		r.lost = true
+		return UsageResult{}, errors.New("connection reset")
+	}
+	if err == nil {
+		r.acked = max(r.acked, seq)
+	}
+	return res, err
+}
+
+// TestJournalBoundedDuringMeterOutage: while the meter is unreachable, the
+// uploads of each interval settle into one batch record, so the journal's
+// live records and the aggregator's do not grow by one per upload; when the
+// meter is back every upload is counted once.
+func TestJournalBoundedDuringMeterOutage(t *testing.T) {
+	m := openMeter(t, t.TempDir(), "127.0.0.1:0")
+	defer m.Close()
+	provision(t, serve(t, m))
+	ctx := context.Background()
+	streams, err := m.Streams(ctx)
+	require.NoError(t, err)
+	id := streams[0].ID
+
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	require.NoError(t, err)
+	defer j.Close()
+	j.compactBytes = 4 << 10
+	r := &outageReporter{t: t, m: m, down: true}
+	a := NewAggregator(r, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j})
+	var want int64
+	for tick := range 20 {
+		for i := range 20 {
+			size := int64(100 + tick*20 + i)
+			pid, err := a.Begin(ctx, id, fmt.Sprint("k", tick, "-", i), size)
+			require.NoError(t, err)
+			a.Created(pid, id, size, 0, 0)
+			want += size
+		}
+		require.Error(t, a.Flush(ctx))
+		j.mu.Lock()
+		live := len(j.live)
+		j.mu.Unlock()
+		a.mu.Lock()
+		ords := len(a.ords)
+		a.mu.Unlock()
+		require.Zero(t, live, "tick %d: uploads kept one journal record each", tick)
+		require.Zero(t, ords, "tick %d", tick)
+	}
+	// Rewritten meanwhile: the file holds the 20 batches, not the 400
+	// uploads' records (at most twice the live records, and one tick's).
+	fi, err := os.Stat(filepath.Join(dir, journalFile))
+	require.NoError(t, err)
+	j.mu.Lock()
+	var live int
+	for _, l := range j.batches {
+		live += len(l)
+	}
+	j.mu.Unlock()
+	require.Less(t, fi.Size(), int64(2*live+4<<10))
+	r.mu.Lock()
+	r.down = false
+	r.mu.Unlock()
+	require.NoError(t, a.Close(ctx))
+	u, err := m.StreamUsage(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, want, u.IngestedBytes)
+	require.Equal(t, int64(400), u.SegmentCount)
+	require.Equal(t, want, u.StorageBytes)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	require.Empty(t, j.batches)
+}
