@@ -9,12 +9,15 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/vigilcloud/vigil/internal/fsutil"
 )
 
 // Journal is an ingest node's local record of the usage the meter has not
@@ -208,26 +211,17 @@ func (j *Journal) read(rec *journalRecovery) error {
 			j.nextOrd = max(j.nextOrd, r.N+1)
 		}
 	}
-	for _, seq := range sortedKeys(batches) {
+	for _, seq := range slices.Sorted(maps.Keys(batches)) {
 		rec.batches = append(rec.batches, batches[seq])
 		rec.seqs = append(rec.seqs, seq)
 	}
-	for _, o := range sortedKeys(intents) {
+	for _, o := range slices.Sorted(maps.Keys(intents)) {
 		rec.intents = append(rec.intents, intents[o])
 	}
-	for _, o := range sortedKeys(frees) {
+	for _, o := range slices.Sorted(maps.Keys(frees)) {
 		rec.frees = append(rec.frees, frees[o])
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[uint64]V) []uint64 {
-	ks := make([]uint64, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 func encodeJournalLine(r journalRec) ([]byte, error) {
@@ -441,7 +435,7 @@ func (j *Journal) compact() error {
 	n, _ := w.Write(hdr)
 	size := int64(n)
 	for _, m := range []map[uint64][]byte{j.live, j.batches} {
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			n, _ := w.Write(m[k])
 			size += int64(n)
 		}
@@ -454,7 +448,7 @@ func (j *Journal) compact() error {
 		err = os.Rename(tmp, filepath.Join(j.dir, journalFile))
 	}
 	if err == nil {
-		err = syncDir(j.dir)
+		err = fsutil.SyncDir(j.dir)
 	}
 	if err != nil {
 		f.Close()
@@ -467,15 +461,6 @@ func (j *Journal) compact() error {
 	j.f, j.fileLen, j.rewritten = f, size, size
 	j.synced = j.written
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Close closes the file; the journal keeps what it holds for the next start.
@@ -501,7 +486,7 @@ func journalBatchID(id string) (journal string, seq uint64, ok bool) {
 	if !found || len(src) != 17 || src[0] != 'j' {
 		return "", 0, false
 	}
-	if _, err := hex.DecodeString(src[1:]); err != nil {
+	if !isHex(src[1:]) {
 		return "", 0, false
 	}
 	seq, err := strconv.ParseUint(n, 10, 64)
