@@ -55,9 +55,16 @@ type Journal struct {
 	syncMu sync.Mutex // one fsync at a time; a waiter's turn usually finds its bytes synced
 	synced int64
 
+	compactMu    sync.Mutex // one rewrite at a time
+	tail         [][]byte   // during a rewrite: the records appended since its snapshot
+	closed       bool
 	compactBytes int64            // rewrite the file once it is this big and twice the last rewrite
 	rewritten    int64            // the size of the last rewrite: about the live records
 	recovery     *journalRecovery // what Open found, until an Aggregator takes it
+
+	// Tests replace these.
+	syncDir       func(dir string) error
+	afterSnapshot func() // a rewrite has taken its snapshot, without locks
 }
 
 // journalWriter is the open journal file: an *os.File, or in tests one
@@ -139,7 +146,7 @@ func openJournal(dir string) (*Journal, *journalRecovery, error) {
 		return nil, nil, fmt.Errorf("usage journal: %w", err)
 	}
 	j := &Journal{dir: dir, nextOrd: 1, nextSeq: 1, live: map[uint64][]byte{}, batches: map[uint64][]byte{},
-		compactBytes: defaultCompactBytes}
+		compactBytes: defaultCompactBytes, syncDir: fsutil.SyncDir}
 	rec := &journalRecovery{}
 	if err := j.read(rec); err != nil {
 		return nil, nil, err
@@ -270,6 +277,9 @@ func (j *Journal) appendLocked(line []byte) (int64, error) {
 	}
 	j.written += int64(len(line))
 	j.fileLen += int64(len(line))
+	if j.tail != nil {
+		j.tail = append(j.tail, line)
+	}
 	return j.written, nil
 }
 
@@ -408,6 +418,8 @@ func (j *Journal) committed(seq uint64) {
 // last rewrite (which held about the live records): the cost of rewrites
 // stays proportional to what is appended, whatever is live.
 func (j *Journal) compactIfBig() error {
+	j.compactMu.Lock()
+	defer j.compactMu.Unlock()
 	j.mu.Lock()
 	big := j.fileLen >= max(j.compactBytes, 2*j.rewritten)
 	j.mu.Unlock()
@@ -418,49 +430,100 @@ func (j *Journal) compactIfBig() error {
 }
 
 // compact rewrites the file with the header and the live records only
-// (temp file, fsync, rename, fsync of the directory). Lock order: syncMu,
-// then mu.
+// (temp file, fsync, rename, fsync of the directory). The bulk is written
+// without holding mu, so appends go on meanwhile; they are captured and
+// written to the new file before the swap. Callers hold compactMu (or own
+// the journal). Lock order: syncMu, then mu.
 func (j *Journal) compact() error {
+	j.mu.Lock()
+	hdr, _ := encodeJournalLine(journalRec{T: "h", J: j.id, N: j.nextOrd, Q: j.nextSeq})
+	recs := [][]byte{hdr}
+	for _, m := range []map[uint64][]byte{j.live, j.batches} {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			recs = append(recs, m[k]) // lines are never modified
+		}
+	}
+	j.tail = [][]byte{}
+	j.mu.Unlock()
+	if j.afterSnapshot != nil {
+		j.afterSnapshot()
+	}
+
+	tmp := filepath.Join(j.dir, journalFile+".tmp")
+	f, size, err := writeJournalFile(tmp, recs)
+	if err != nil {
+		j.mu.Lock()
+		j.tail = nil
+		j.mu.Unlock()
+		return fmt.Errorf("usage journal: compact: %w", err)
+	}
+
+	// The swap: syncMu keeps sync from fsyncing the old file meanwhile, so
+	// that synced moves only once the new file is durable under the name.
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	tmp := filepath.Join(j.dir, journalFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	tail := j.tail
+	j.tail = nil
+	closed := j.closed
+	for _, line := range tail {
+		if _, err = f.WriteAt(line, size); err != nil {
+			break
+		}
+		size += int64(len(line))
+	}
+	if err == nil && !closed && len(tail) > 0 {
+		err = f.Sync()
+	}
+	if err == nil && !closed {
+		err = os.Rename(tmp, filepath.Join(j.dir, journalFile))
+	}
+	if err != nil || closed {
+		j.mu.Unlock()
+		f.Close()
+		os.Remove(tmp)
+		if err == nil {
+			err = errors.New("closed")
+		}
+		return fmt.Errorf("usage journal: compact: %w", err)
+	}
+	// Renamed: appends go to the new file from now on, even if the
+	// directory's fsync below fails.
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.f, j.fileLen, j.rewritten = f, size, size
+	upto := j.written
+	j.mu.Unlock()
+	if err := j.syncDir(j.dir); err != nil {
+		return fmt.Errorf("usage journal: compact: %w", err)
+	}
+	j.synced = max(j.synced, upto)
+	return nil
+}
+
+// writeJournalFile writes recs to a new file at path and fsyncs it.
+func writeJournalFile(path string, recs [][]byte) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("usage journal: %w", err)
+		return nil, 0, err
 	}
 	w := bufio.NewWriterSize(f, 1<<16)
-	hdr, _ := encodeJournalLine(journalRec{T: "h", J: j.id, N: j.nextOrd, Q: j.nextSeq})
-	n, _ := w.Write(hdr)
-	size := int64(n)
-	for _, m := range []map[uint64][]byte{j.live, j.batches} {
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			n, _ := w.Write(m[k])
-			size += int64(n)
-		}
+	var size int64
+	for _, r := range recs {
+		n, _ := w.Write(r)
+		size += int64(n)
 	}
 	err = w.Flush()
 	if err == nil {
 		err = f.Sync()
 	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(j.dir, journalFile))
-	}
-	if err == nil {
-		err = fsutil.SyncDir(j.dir)
-	}
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("usage journal: compact: %w", err)
+		os.Remove(path)
+		return nil, 0, err
 	}
-	if j.f != nil {
-		j.f.Close()
-	}
-	// Appends continue where the rewrite ended.
-	j.f, j.fileLen, j.rewritten = f, size, size
-	j.synced = j.written
-	return nil
+	return f, size, nil
 }
 
 // Close closes the file; the journal keeps what it holds for the next start.
@@ -469,6 +532,7 @@ func (j *Journal) Close() error {
 	defer j.syncMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.closed = true
 	if j.f == nil {
 		return nil
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vigilcloud/vigil/internal/fsutil"
 )
 
 // TestJournalReplayAfterCrash: a process is "killed" after the meter
@@ -390,4 +392,83 @@ func TestJournalBoundedDuringMeterOutage(t *testing.T) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	require.Empty(t, j.batches)
+}
+
+// TestJournalCompactionDoesNotBlockAppends: while a rewrite writes the new
+// file, uploads and batches still append (and fsync); what they append
+// meanwhile is in the new file.
+func TestJournalCompactionDoesNotBlockAppends(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	require.NoError(t, err)
+	ord1, _, err := j.intent("s1", "k1", 10)
+	require.NoError(t, err)
+	snap, release := make(chan struct{}), make(chan struct{})
+	j.afterSnapshot = func() { close(snap); <-release }
+	j.compactBytes = 1
+	compacted := make(chan error, 1)
+	go func() { compacted <- j.compactIfBig() }()
+	<-snap
+
+	appended := make(chan error, 1)
+	var seq uint64
+	go func() {
+		appended <- func() error {
+			if _, _, err := j.intent("s1", "k2", 20); err != nil {
+				return err
+			}
+			if _, err := j.free("s1", 5, 1); err != nil {
+				return err
+			}
+			seq, _ = j.nextBatch()
+			return j.batch(seq, &UsageBatch{ID: "x", Entries: []UsageEntry{{Stream: "s1", Segments: 1}}}, []uint64{ord1})
+		}()
+	}()
+	select {
+	case err := <-appended:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("appends wait for the rewrite's disk I/O")
+	}
+	close(release)
+	require.NoError(t, <-compacted)
+	_, _, err = j.intent("s1", "k3", 30)
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+
+	j2, err := OpenJournal(dir)
+	require.NoError(t, err)
+	defer j2.Close()
+	rec := j2.takeRecovery()
+	require.Equal(t, []uint64{seq}, rec.seqs)
+	require.Len(t, rec.intents, 2)
+	require.Equal(t, "k2", rec.intents[0].Key)
+	require.Equal(t, "k3", rec.intents[1].Key)
+	require.Len(t, rec.frees, 1)
+}
+
+// TestJournalCompactionDirSyncFails: once the rewrite is renamed into
+// place, appends go to it even if the directory's fsync then fails; they
+// used to go to the unlinked old file and were lost.
+func TestJournalCompactionDirSyncFails(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	require.NoError(t, err)
+	_, _, err = j.intent("s1", "k1", 10)
+	require.NoError(t, err)
+	j.syncDir = func(string) error { return syscall.EIO }
+	j.compactBytes = 1
+	require.ErrorIs(t, j.compactIfBig(), syscall.EIO)
+	j.syncDir = fsutil.SyncDir
+	_, _, err = j.intent("s1", "k2", 20)
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+
+	j2, err := OpenJournal(dir)
+	require.NoError(t, err)
+	defer j2.Close()
+	rec := j2.takeRecovery()
+	require.Len(t, rec.intents, 2)
+	require.Equal(t, "k2", rec.intents[1].Key)
 }
