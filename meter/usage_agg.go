@@ -107,7 +107,7 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	if j := cfg.Journal; j != nil {
 		rec := j.takeRecovery()
 		for i, b := range rec.batches {
-			a.queue = append(a.queue, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true, replayed: true})
+			a.queue = append(a.queue, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true, sent: true})
 		}
 		for _, f := range rec.frees {
 			e := a.entry(f.Stream)
@@ -129,7 +129,7 @@ type pendingBatch struct {
 	seq      uint64   // journal seq; 0 without a journal
 	ords     []uint64 // journal records it counts
 	recorded bool     // its journal record is durable
-	replayed bool     // recovered from the journal: the meter may have applied it
+	sent     bool     // submitted before, or recovered: the meter may have applied it
 }
 
 // Begin records, durably, that a storage Put of size bytes to key is about
@@ -381,15 +381,17 @@ func (a *Aggregator) compactJournal() {
 
 // submit reports one batch to the meter.
 func (a *Aggregator) submit(ctx context.Context, p *pendingBatch) error {
+	first := !p.sent
+	p.sent = true
 	res, err := a.r.ReportUsage(ctx, *p.b)
 	if err != nil {
 		return err
 	}
 	a.batches.Inc()
-	if res.Duplicate && !p.replayed {
-		// Only a replay may have been applied before; a new batch
-		// answered so reused a seq (a damaged journal), and the meter
-		// dropped its usage.
+	if res.Duplicate && first {
+		// Only a batch the meter may have seen can have been applied
+		// before; a new one answered so reused a seq (a damaged
+		// journal), and the meter dropped its usage.
 		a.duplicates.Inc()
 		a.cfg.Logger.Error("usage: the meter had applied this batch id already; its usage is not counted", "batch", p.b.ID, "entries", len(p.b.Entries))
 	}

@@ -67,16 +67,22 @@ func TestAggregatorOverRaft(t *testing.T) {
 	require.Equal(t, int64(2), st.Usage.Batches)
 }
 
-// dupReporter answers every batch as one the meter applied already.
-type dupReporter struct{}
+// dupReporter answers every batch as one the meter applied already, after
+// failing the first fail submissions.
+type dupReporter struct{ fail int }
 
-func (dupReporter) ReportUsage(context.Context, UsageBatch) (UsageResult, error) {
+func (r *dupReporter) ReportUsage(context.Context, UsageBatch) (UsageResult, error) {
+	if r.fail > 0 {
+		r.fail--
+		return UsageResult{}, errors.New("connection reset")
+	}
 	return UsageResult{Duplicate: true}, nil
 }
 
 // TestAggregatorCountsUnexpectedDuplicate: a new batch the meter answers
 // "duplicate" lost its usage (its seq was reused); that is counted, while a
-// replayed batch's duplicate answer (applied before the crash) is not.
+// replayed or retried batch's duplicate answer (applied before the crash or
+// the lost acknowledgement) is not.
 func TestAggregatorCountsUnexpectedDuplicate(t *testing.T) {
 	dir := t.TempDir()
 	j, err := OpenJournal(dir)
@@ -88,8 +94,14 @@ func TestAggregatorCountsUnexpectedDuplicate(t *testing.T) {
 	j, err = OpenJournal(dir)
 	require.NoError(t, err)
 	defer j.Close()
-	a := NewAggregator(dupReporter{}, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j})
+	r := &dupReporter{}
+	a := NewAggregator(r, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j})
 	require.NoError(t, a.Flush(context.Background())) // the replay
+	require.Zero(t, counterValue(t, a.duplicates))
+	r.fail = 1
+	a.Stored("s1", 100)
+	require.Error(t, a.Flush(context.Background()))
+	require.NoError(t, a.Flush(context.Background())) // the retry
 	require.Zero(t, counterValue(t, a.duplicates))
 	a.Stored("s1", 100)
 	require.NoError(t, a.Flush(context.Background()))
@@ -114,7 +126,7 @@ func TestResolveStopsAtStorageOutage(t *testing.T) {
 	j, err := OpenJournal(t.TempDir())
 	require.NoError(t, err)
 	defer j.Close()
-	a := NewAggregator(dupReporter{}, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j, ResolveMax: 20,
+	a := NewAggregator(&dupReporter{}, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j, ResolveMax: 20,
 		ResolveTimeout: 50 * time.Millisecond,
 		Resolve: func(ctx context.Context, key string) (string, error) {
 			if calls.Add(1) == 2 {
