@@ -100,7 +100,13 @@ func usageKillLoop(t *testing.T, o vigiltest.Options) {
 		return
 	}
 
-	t.Logf("%d segments acknowledged; journal replays at start: %d", acked.Load(), strings.Count(n.Logs(), "usage: replaying the journal"))
+	replays := strings.Count(n.Logs(), "usage: replaying the journal")
+	t.Logf("%d segments acknowledged; journal replays at start: %d", acked.Load(), replays)
+	if replays == 0 {
+		// Four kills mid-upload leave Puts under way: otherwise the test
+		// did not exercise the journal at all.
+		t.Error("no journal replay in 4 restarts")
+	}
 	ctx := context.Background()
 	for _, s := range streams {
 		var rec struct {

@@ -35,6 +35,11 @@ type AggregatorConfig struct {
 	// the object at key (PutIDMetadata), or an error matching fs.ErrNotExist
 	// when there is none. It decides intents whose Put ended unseen.
 	Resolve func(ctx context.Context, key string) (putID string, err error)
+	// ResolveTimeout bounds one Resolve call (default 5s) and ResolveMax
+	// the calls per interval (default 1000): a slow or failing storage
+	// delays the decision, never the batches.
+	ResolveTimeout time.Duration
+	ResolveMax     int
 }
 
 // PutIDMetadata is the object metadata key that carries the put id Begin
@@ -60,11 +65,10 @@ type Aggregator struct {
 	begun    map[string]journalIntent // by put id: Puts under way
 	unsure   []journalIntent          // Puts whose outcome storage decides
 
-	flushMu   sync.Mutex // one batch in flight
-	inflight  *pendingBatch
-	recovered []*pendingBatch // the previous process's batches, replayed first
+	flushMu sync.Mutex      // one Flush at a time: batches go out in seq order
+	queue   []*pendingBatch // batches not yet committed, oldest (the previous process's) first
 
-	batches, rejected, failures prometheus.Counter
+	batches, rejected, failures, duplicates prometheus.Counter
 }
 
 // NewAggregator returns an aggregator submitting to r; call Run.
@@ -78,15 +82,23 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ResolveTimeout <= 0 {
+		cfg.ResolveTimeout = 5 * time.Second
+	}
+	if cfg.ResolveMax <= 0 {
+		cfg.ResolveMax = 1000
+	}
 	a := &Aggregator{r: r, cfg: cfg, pending: map[string]*UsageEntry{}, observed: map[string][2]int{}, begun: map[string]journalIntent{},
 		// Batch ids must never repeat across restarts: a random prefix per run.
 		prefix: "u-" + randomID()[:16], last: cfg.Now().UTC(),
 		batches:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batches_submitted_total", Help: "Usage batches committed by the meter."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_entries_rejected_total", Help: "Usage entries the meter refused (unknown or deleted stream, invalid)."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batch_failures_total", Help: "Usage batch submissions that failed and will be retried."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batch_duplicates_total",
+			Help: "Usage batches of this process the meter had applied already (batch seq reused): their usage is not counted."}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.batches, a.rejected, a.failures} {
+		for _, c := range []prometheus.Collector{a.batches, a.rejected, a.failures, a.duplicates} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				cfg.Logger.Warn("usage: metric registration", "err", err)
 			}
@@ -95,7 +107,7 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	if j := cfg.Journal; j != nil {
 		rec := j.takeRecovery()
 		for i, b := range rec.batches {
-			a.recovered = append(a.recovered, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true})
+			a.queue = append(a.queue, &pendingBatch{b: b, seq: rec.seqs[i], recorded: true, sent: true})
 		}
 		for _, f := range rec.frees {
 			e := a.entry(f.Stream)
@@ -117,6 +129,7 @@ type pendingBatch struct {
 	seq      uint64   // journal seq; 0 without a journal
 	ords     []uint64 // journal records it counts
 	recorded bool     // its journal record is durable
+	sent     bool     // submitted before, or recovered: the meter may have applied it
 }
 
 // Begin records, durably, that a storage Put of size bytes to key is about
@@ -173,7 +186,8 @@ func (a *Aggregator) Unsure(putID string) {
 	}
 }
 
-// resolve decides the unsure Puts by the put id on the stored object.
+// resolve decides up to ResolveMax unsure Puts by the put id on the stored
+// object; it stops at the first storage error (an outage fails every call).
 func (a *Aggregator) resolve(ctx context.Context) {
 	a.mu.Lock()
 	todo := a.unsure
@@ -183,12 +197,15 @@ func (a *Aggregator) resolve(ctx context.Context) {
 		return
 	}
 	var keep []journalIntent
+loop:
 	for i, in := range todo {
-		if a.cfg.Resolve == nil || ctx.Err() != nil {
-			keep = append(keep, todo[i:]...)
+		if a.cfg.Resolve == nil || ctx.Err() != nil || i >= a.cfg.ResolveMax {
+			keep = todo[i:]
 			break
 		}
-		pid, err := a.cfg.Resolve(ctx, in.Key)
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.ResolveTimeout)
+		pid, err := a.cfg.Resolve(rctx, in.Key)
+		cancel()
 		switch {
 		case err == nil && pid == in.PutID:
 			a.mu.Lock()
@@ -198,10 +215,9 @@ func (a *Aggregator) resolve(ctx context.Context) {
 		case err == nil || errors.Is(err, fs.ErrNotExist):
 			a.cfg.Journal.notCreated(in.Ord)
 		default:
-			keep = append(keep, in)
-			if len(keep) == 1 {
-				a.cfg.Logger.Warn("usage: cannot check a stored object yet; retrying", "key", in.Key, "err", err)
-			}
+			a.cfg.Logger.Warn("usage: cannot check a stored object yet; retrying", "key", in.Key, "unsure", len(todo)-i, "err", err)
+			keep = todo[i:]
+			break loop
 		}
 	}
 	a.mu.Lock()
@@ -287,50 +303,110 @@ func (a *Aggregator) Run(ctx context.Context) {
 	}
 }
 
-// Flush submits the batch in flight (a retry, same id) or else the pending
-// deltas.
+// Flush submits the queued batches in order, the previous process's first,
+// then the pending deltas as a new batch; it stops at the first failure,
+// which the next Flush retries with the same id.
 func (a *Aggregator) Flush(ctx context.Context) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
-	for range len(a.recovered) + 2 {
-		if a.inflight == nil {
-			if len(a.recovered) > 0 {
-				a.inflight, a.recovered = a.recovered[0], a.recovered[1:]
-			} else if a.inflight = a.take(); a.inflight == nil {
-				return nil
-			}
+	// A second round sends what arrived while the first one was submitting.
+	for range 2 {
+		if err := a.enqueue(); err != nil {
+			return err
 		}
-		p := a.inflight
-		if j := a.cfg.Journal; j != nil && !p.recorded {
-			// Durable before the meter can commit it: a replay after a
-			// crash is then this same batch, which the meter applies once.
-			if err := j.batch(p.seq, p.b, p.ords); err != nil {
+		if len(a.queue) == 0 {
+			return nil
+		}
+		for len(a.queue) > 0 {
+			if err := a.submit(ctx, a.queue[0]); err != nil {
 				a.failures.Inc()
 				return err
 			}
-			p.recorded = true
+			a.queue[0] = nil
+			a.queue = a.queue[1:]
 		}
-		res, err := a.r.ReportUsage(ctx, *p.b)
-		if err != nil {
-			a.failures.Inc()
-			return err
-		}
-		a.batches.Inc()
-		if j := a.cfg.Journal; j != nil {
-			if err := j.committed(p.seq); err != nil {
-				a.cfg.Logger.Warn("usage: journal compaction", "err", err)
+	}
+	return nil
+}
+
+// enqueue records the queued batches not yet in the journal, then turns
+// the pending deltas into a new batch. With a journal it does so even while
+// earlier batches wait for the meter: the records of the uploads it counts
+// then settle into its one batch record, so an outage does not keep one
+// record per upload. Without a journal the deltas wait in pending instead.
+func (a *Aggregator) enqueue() error {
+	j := a.cfg.Journal
+	for _, p := range a.queue {
+		if j != nil && !p.recorded {
+			if err := a.record(p); err != nil {
+				return err
 			}
 		}
-		if n := len(res.Rejected); n > 0 {
-			a.rejected.Add(float64(n))
-			a.cfg.Logger.Warn("usage: meter refused entries", "batch", p.b.ID, "rejected", n, "first", res.Rejected[0])
-			a.mu.Lock()
-			for _, r := range res.Rejected {
-				delete(a.observed, r.Stream)
-			}
-			a.mu.Unlock()
+	}
+	if j == nil && len(a.queue) > 0 {
+		return nil
+	}
+	p := a.take()
+	if p == nil {
+		return nil
+	}
+	a.queue = append(a.queue, p)
+	if j != nil {
+		return a.record(p)
+	}
+	return nil
+}
+
+// record writes p to the journal, durably before the meter can commit it:
+// a replay after a crash is then this same batch, which the meter applies
+// once.
+func (a *Aggregator) record(p *pendingBatch) error {
+	if err := a.cfg.Journal.batch(p.seq, p.b, p.ords); err != nil {
+		a.failures.Inc()
+		return err
+	}
+	p.recorded = true
+	a.compactJournal()
+	return nil
+}
+
+// compactJournal rewrites the journal if it has grown: after a commit, and
+// after a batch record, since during a meter outage nothing commits while
+// uploads go on.
+func (a *Aggregator) compactJournal() {
+	if err := a.cfg.Journal.compactIfBig(); err != nil {
+		a.cfg.Logger.Warn("usage: journal compaction", "err", err)
+	}
+}
+
+// submit reports one batch to the meter.
+func (a *Aggregator) submit(ctx context.Context, p *pendingBatch) error {
+	first := !p.sent
+	p.sent = true
+	res, err := a.r.ReportUsage(ctx, *p.b)
+	if err != nil {
+		return err
+	}
+	a.batches.Inc()
+	if res.Duplicate && first {
+		// Only a batch the meter may have seen can have been applied
+		// before; a new one answered so reused a seq (a damaged
+		// journal), and the meter dropped its usage.
+		a.duplicates.Inc()
+		a.cfg.Logger.Error("usage: the meter had applied this batch id already; its usage is not counted", "batch", p.b.ID, "entries", len(p.b.Entries))
+	}
+	if j := a.cfg.Journal; j != nil {
+		j.committed(p.seq)
+		a.compactJournal()
+	}
+	if n := len(res.Rejected); n > 0 {
+		a.rejected.Add(float64(n))
+		a.cfg.Logger.Warn("usage: meter refused entries", "batch", p.b.ID, "rejected", n, "first", res.Rejected[0])
+		a.mu.Lock()
+		for _, r := range res.Rejected {
+			delete(a.observed, r.Stream)
 		}
-		a.inflight = nil
+		a.mu.Unlock()
 	}
 	return nil
 }

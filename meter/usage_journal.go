@@ -9,12 +9,15 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/vigilcloud/vigil/internal/fsutil"
 )
 
 // Journal is an ingest node's local record of the usage the meter has not
@@ -40,7 +43,7 @@ type Journal struct {
 	dir string
 
 	mu      sync.Mutex
-	f       *os.File
+	f       journalWriter
 	id      string
 	nextOrd uint64
 	nextSeq uint64
@@ -52,8 +55,25 @@ type Journal struct {
 	syncMu sync.Mutex // one fsync at a time; a waiter's turn usually finds its bytes synced
 	synced int64
 
-	compactBytes int64
+	compactMu    sync.Mutex // one rewrite at a time
+	tail         [][]byte   // during a rewrite: the records appended since its snapshot
+	closed       bool
+	compactBytes int64            // rewrite the file once it is this big and twice the last rewrite
+	rewritten    int64            // the size of the last rewrite: about the live records
 	recovery     *journalRecovery // what Open found, until an Aggregator takes it
+
+	// Tests replace these.
+	syncDir       func(dir string) error
+	afterSnapshot func() // a rewrite has taken its snapshot, without locks
+}
+
+// journalWriter is the open journal file: an *os.File, or in tests one
+// that fails as a full disk does.
+type journalWriter interface {
+	io.WriterAt
+	Truncate(size int64) error
+	Sync() error
+	Close() error
 }
 
 type journalIntent struct {
@@ -126,7 +146,7 @@ func openJournal(dir string) (*Journal, *journalRecovery, error) {
 		return nil, nil, fmt.Errorf("usage journal: %w", err)
 	}
 	j := &Journal{dir: dir, nextOrd: 1, nextSeq: 1, live: map[uint64][]byte{}, batches: map[uint64][]byte{},
-		compactBytes: defaultCompactBytes}
+		compactBytes: defaultCompactBytes, syncDir: fsutil.SyncDir}
 	rec := &journalRecovery{}
 	if err := j.read(rec); err != nil {
 		return nil, nil, err
@@ -198,26 +218,17 @@ func (j *Journal) read(rec *journalRecovery) error {
 			j.nextOrd = max(j.nextOrd, r.N+1)
 		}
 	}
-	for _, seq := range sortedKeys(batches) {
+	for _, seq := range slices.Sorted(maps.Keys(batches)) {
 		rec.batches = append(rec.batches, batches[seq])
 		rec.seqs = append(rec.seqs, seq)
 	}
-	for _, o := range sortedKeys(intents) {
+	for _, o := range slices.Sorted(maps.Keys(intents)) {
 		rec.intents = append(rec.intents, intents[o])
 	}
-	for _, o := range sortedKeys(frees) {
+	for _, o := range slices.Sorted(maps.Keys(frees)) {
 		rec.frees = append(rec.frees, frees[o])
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[uint64]V) []uint64 {
-	ks := make([]uint64, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 func encodeJournalLine(r journalRec) ([]byte, error) {
@@ -256,11 +267,19 @@ func (j *Journal) appendLocked(line []byte) (int64, error) {
 	if j.f == nil {
 		return 0, errors.New("usage journal: closed")
 	}
-	if _, err := j.f.Write(line); err != nil {
+	// Each record is written at the end of the last good one: a write that
+	// failed part-way (a full disk) leaves a fragment that the next append
+	// overwrites, or the truncation removes, so no later record ever sits
+	// behind one that recovery would read as a torn tail.
+	if _, err := j.f.WriteAt(line, j.fileLen); err != nil {
+		_ = j.f.Truncate(j.fileLen) // best effort: a leftover is past the end and holds no newline
 		return 0, fmt.Errorf("usage journal: %w", err)
 	}
 	j.written += int64(len(line))
 	j.fileLen += int64(len(line))
+	if j.tail != nil {
+		j.tail = append(j.tail, line)
+	}
 	return j.written, nil
 }
 
@@ -385,15 +404,24 @@ func ordRanges(ords []uint64) [][2]uint64 {
 	return out
 }
 
-// committed records that the meter applied batch seq; the file is rewritten
-// once it has grown past compactBytes.
-func (j *Journal) committed(seq uint64) error {
+// committed records that the meter applied batch seq.
+func (j *Journal) committed(seq uint64) {
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	delete(j.batches, seq)
 	if line, err := encodeJournalLine(journalRec{T: "c", Q: seq}); err == nil {
 		_, _ = j.appendLocked(line) // lost: the meter refuses the batch's replay
 	}
-	big := j.fileLen >= j.compactBytes
+}
+
+// compactIfBig rewrites the file once it is compactBytes big and twice its
+// last rewrite (which held about the live records): the cost of rewrites
+// stays proportional to what is appended, whatever is live.
+func (j *Journal) compactIfBig() error {
+	j.compactMu.Lock()
+	defer j.compactMu.Unlock()
+	j.mu.Lock()
+	big := j.fileLen >= max(j.compactBytes, 2*j.rewritten)
 	j.mu.Unlock()
 	if !big {
 		return nil
@@ -402,59 +430,100 @@ func (j *Journal) committed(seq uint64) error {
 }
 
 // compact rewrites the file with the header and the live records only
-// (temp file, fsync, rename, fsync of the directory). Lock order: syncMu,
-// then mu.
+// (temp file, fsync, rename, fsync of the directory). The bulk is written
+// without holding mu, so appends go on meanwhile; they are captured and
+// written to the new file before the swap. Callers hold compactMu (or own
+// the journal). Lock order: syncMu, then mu.
 func (j *Journal) compact() error {
+	j.mu.Lock()
+	hdr, _ := encodeJournalLine(journalRec{T: "h", J: j.id, N: j.nextOrd, Q: j.nextSeq})
+	recs := [][]byte{hdr}
+	for _, m := range []map[uint64][]byte{j.live, j.batches} {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			recs = append(recs, m[k]) // lines are never modified
+		}
+	}
+	j.tail = [][]byte{}
+	j.mu.Unlock()
+	if j.afterSnapshot != nil {
+		j.afterSnapshot()
+	}
+
+	tmp := filepath.Join(j.dir, journalFile+".tmp")
+	f, size, err := writeJournalFile(tmp, recs)
+	if err != nil {
+		j.mu.Lock()
+		j.tail = nil
+		j.mu.Unlock()
+		return fmt.Errorf("usage journal: compact: %w", err)
+	}
+
+	// The swap: syncMu keeps sync from fsyncing the old file meanwhile, so
+	// that synced moves only once the new file is durable under the name.
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	tmp := filepath.Join(j.dir, journalFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	tail := j.tail
+	j.tail = nil
+	closed := j.closed
+	for _, line := range tail {
+		if _, err = f.WriteAt(line, size); err != nil {
+			break
+		}
+		size += int64(len(line))
+	}
+	if err == nil && !closed && len(tail) > 0 {
+		err = f.Sync()
+	}
+	if err == nil && !closed {
+		err = os.Rename(tmp, filepath.Join(j.dir, journalFile))
+	}
+	if err != nil || closed {
+		j.mu.Unlock()
+		f.Close()
+		os.Remove(tmp)
+		if err == nil {
+			err = errors.New("closed")
+		}
+		return fmt.Errorf("usage journal: compact: %w", err)
+	}
+	// Renamed: appends go to the new file from now on, even if the
+	// directory's fsync below fails.
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.f, j.fileLen, j.rewritten = f, size, size
+	upto := j.written
+	j.mu.Unlock()
+	if err := j.syncDir(j.dir); err != nil {
+		return fmt.Errorf("usage journal: compact: %w", err)
+	}
+	j.synced = max(j.synced, upto)
+	return nil
+}
+
+// writeJournalFile writes recs to a new file at path and fsyncs it.
+func writeJournalFile(path string, recs [][]byte) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("usage journal: %w", err)
+		return nil, 0, err
 	}
 	w := bufio.NewWriterSize(f, 1<<16)
-	hdr, _ := encodeJournalLine(journalRec{T: "h", J: j.id, N: j.nextOrd, Q: j.nextSeq})
-	n, _ := w.Write(hdr)
-	size := int64(n)
-	for _, m := range []map[uint64][]byte{j.live, j.batches} {
-		for _, k := range sortedKeys(m) {
-			n, _ := w.Write(m[k])
-			size += int64(n)
-		}
+	var size int64
+	for _, r := range recs {
+		n, _ := w.Write(r)
+		size += int64(n)
 	}
 	err = w.Flush()
 	if err == nil {
 		err = f.Sync()
 	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(j.dir, journalFile))
-	}
-	if err == nil {
-		err = syncDir(j.dir)
-	}
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("usage journal: compact: %w", err)
+		os.Remove(path)
+		return nil, 0, err
 	}
-	if j.f != nil {
-		j.f.Close()
-	}
-	// f was opened write-only at offset 0 and has written size bytes:
-	// appends continue where the rewrite ended.
-	j.f, j.fileLen = f, size
-	j.synced = j.written
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return f, size, nil
 }
 
 // Close closes the file; the journal keeps what it holds for the next start.
@@ -463,6 +532,7 @@ func (j *Journal) Close() error {
 	defer j.syncMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.closed = true
 	if j.f == nil {
 		return nil
 	}
@@ -480,7 +550,7 @@ func journalBatchID(id string) (journal string, seq uint64, ok bool) {
 	if !found || len(src) != 17 || src[0] != 'j' {
 		return "", 0, false
 	}
-	if _, err := hex.DecodeString(src[1:]); err != nil {
+	if !isHex(src[1:]) {
 		return "", 0, false
 	}
 	seq, err := strconv.ParseUint(n, 10, 64)

@@ -76,6 +76,8 @@ type nodeConfig struct {
 	AuthFailureBurst   int
 	AuthIdentityBurst  int
 	AuthFailureRefill  time.Duration
+
+	UsageResolveMax int // unsure Puts checked against storage per usage tick
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
@@ -111,6 +113,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address may make before it is refused (429, RTSP 503)")
 	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", 50, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
 	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", 6*time.Second, "after the burst, one more failed authentication is allowed per this interval")
+	fs.IntVar(&c.UsageResolveMax, "usage-resolve-max", 1000, "uploads of unknown outcome (and a killed process's) checked against storage per usage flush (1s); the rest wait for the next")
 	c.Retention.register(fs)
 	c.Guard.register(fs)
 }
@@ -143,6 +146,9 @@ func (c *nodeConfig) validate() error {
 	// one step below the jump limit, and must pass as an upload (10 min).
 	if c.MaxRTPJump <= 0 || max(time.Minute, 2*c.SegmentDuration)+c.MaxRTPJump > 10*time.Minute {
 		return errors.New("--segment-duration and --rtsp-max-timestamp-jump: recorded segments could exceed the 10 min an upload may last")
+	}
+	if c.UsageResolveMax <= 0 {
+		return errors.New("--usage-resolve-max must be positive")
 	}
 	return c.Guard.validate()
 }
@@ -296,7 +302,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		return nil, err
 	}
 	usage := meter.NewAggregator(n.meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: log, Registerer: reg,
-		Journal: journal,
+		Journal: journal, ResolveTimeout: cfg.Guard.StorageTimeout, ResolveMax: cfg.UsageResolveMax,
 		Resolve: func(ctx context.Context, key string) (string, error) {
 			info, err := n.store.Stat(ctx, key)
 			return info.Metadata[meter.PutIDMetadata], err

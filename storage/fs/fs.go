@@ -37,6 +37,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/vigilcloud/vigil/internal/fsutil"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -357,17 +358,7 @@ func (b *Backend) mkdirAll(dir string) error {
 	return syncDir(parent)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return wrapDisk(err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return wrapDisk(err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return wrapDisk(fsutil.SyncDir(dir)) }
 
 // open opens key and reads its header.
 func (b *Backend) open(key string) (*os.File, storage.ObjectInfo, error) {
