@@ -29,6 +29,7 @@ import (
 
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/internal/servers"
+	"github.com/vigilcloud/vigil/media/avc"
 )
 
 // RTSPConfig sets up `vigil bench rtsp`.
@@ -227,7 +228,7 @@ func loadBenchH264(ctx context.Context, dir string) (*benchH264, float64, error)
 		b.aus = append(b.aus, p.Payload(1200, annexB))
 		au = nil
 	}
-	for _, nal := range splitAnnexB(raw) {
+	for _, nal := range avc.SplitAnnexB(raw) {
 		switch nal[0] & 0x1f {
 		case 9: // access unit delimiter: the previous AU is complete
 			flush()
@@ -248,30 +249,6 @@ func loadBenchH264(ctx context.Context, dir string) (*benchH264, float64, error)
 		return nil, 0, fmt.Errorf("bench rtsp: %s: %d access units, sps %v pps %v", path, len(b.aus), b.sps != nil, b.pps != nil)
 	}
 	return b, float64(len(raw)*8) / (float64(len(b.aus)) / benchFPS), nil
-}
-
-func splitAnnexB(b []byte) [][]byte {
-	var out [][]byte
-	start := -1
-	for i := 0; i+2 < len(b); i++ {
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			if start >= 0 {
-				end := i
-				if end > start && b[end-1] == 0 {
-					end--
-				}
-				if end > start {
-					out = append(out, b[start:end])
-				}
-			}
-			start = i + 3
-			i += 2
-		}
-	}
-	if start >= 0 && start < len(b) {
-		out = append(out, b[start:])
-	}
-	return out
 }
 
 func (b *benchH264) media() rtsp.Media {

@@ -23,6 +23,7 @@ import (
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/internal/vigiltest"
+	"github.com/vigilcloud/vigil/media/avc"
 )
 
 // TestRTPTimestampJump publishes 12 s of valid H.264 over RTSP whose RTP
@@ -163,7 +164,7 @@ func h264AccessUnits(t *testing.T, seconds, fps int) (aus [][][]byte, sps, pps [
 		aus = append(aus, (&codecs.H264Payloader{}).Payload(1200, annexB))
 		au = nil
 	}
-	for _, nal := range splitAnnexB(raw) {
+	for _, nal := range avc.SplitAnnexB(raw) {
 		switch nal[0] & 0x1f {
 		case 9: // access unit delimiter: the previous one is complete
 			flush()
@@ -180,30 +181,6 @@ func h264AccessUnits(t *testing.T, seconds, fps int) (aus [][][]byte, sps, pps [
 		t.Fatalf("%d access units (want %d), sps %v, pps %v", len(aus), seconds*fps, sps != nil, pps != nil)
 	}
 	return aus, sps, pps
-}
-
-func splitAnnexB(b []byte) [][]byte {
-	var out [][]byte
-	start := -1
-	for i := 0; i+2 < len(b); i++ {
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			if start >= 0 {
-				end := i
-				if end > start && b[end-1] == 0 {
-					end--
-				}
-				if end > start {
-					out = append(out, b[start:end])
-				}
-			}
-			start = i + 3
-			i += 2
-		}
-	}
-	if start >= 0 && start < len(b) {
-		out = append(out, b[start:])
-	}
-	return out
 }
 
 func ntpTime(t time.Time) uint64 {

@@ -72,3 +72,7 @@ func DecoderConfigurationRecord(sps, pps []byte) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// SplitAnnexB returns the NAL units of an Annex B byte stream (what ffmpeg
+// writes with -f h264 or -f hevc), start codes and trailing zeros removed.
+func SplitAnnexB(b []byte) [][]byte { return nalu.SplitAnnexB(b) }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/media/internal/nalu"
 )
 
 // FFmpeg runs ffmpeg with args (quiet, overwriting) and returns the bytes
@@ -83,25 +84,8 @@ func FFprobe(t testing.TB, path string, extra ...string) Probe {
 	return p
 }
 
-// SplitAnnexB returns the NAL units of an Annex B byte stream (start codes
-// and trailing zero bytes removed).
-func SplitAnnexB(b []byte) [][]byte {
-	var out [][]byte
-	start := -1
-	for i := 0; i+2 < len(b); i++ {
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			if start >= 0 {
-				out = append(out, bytes.TrimRight(b[start:i], "\x00"))
-			}
-			start = i + 3
-			i += 2
-		}
-	}
-	if start >= 0 && start < len(b) {
-		out = append(out, b[start:])
-	}
-	return out
-}
+// SplitAnnexB returns the NAL units of an Annex B byte stream.
+func SplitAnnexB(b []byte) [][]byte { return nalu.SplitAnnexB(b) }
 
 // AccessUnits groups NAL units into access units, each starting at an
 // access unit delimiter (isAUD), which the delimiter itself is dropped from.

@@ -2,6 +2,7 @@
 package nalu
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,4 +43,26 @@ func SplitLengthPrefixed(b []byte) ([][]byte, error) {
 		off += int(n)
 	}
 	return out, nil
+}
+
+// SplitAnnexB returns the NAL units of an Annex B byte stream (start codes
+// and trailing zero bytes removed). The results alias b.
+func SplitAnnexB(b []byte) [][]byte {
+	var out [][]byte
+	start := -1
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
+			if start >= 0 {
+				if u := bytes.TrimRight(b[start:i], "\x00"); len(u) > 0 {
+					out = append(out, u)
+				}
+			}
+			start = i + 3
+			i += 2
+		}
+	}
+	if start >= 0 && start < len(b) {
+		out = append(out, b[start:])
+	}
+	return out
 }
