@@ -215,36 +215,7 @@ func loadBenchH264(ctx context.Context, dir string) (*benchH264, float64, error)
 		return nil, 0, err
 	}
 	b := &benchH264{}
-	var au [][]byte
-	flush := func() {
-		if len(au) == 0 {
-			return
-		}
-		var annexB []byte
-		for _, n := range au {
-			annexB = append(append(annexB, 0, 0, 0, 1), n...)
-		}
-		p := &codecs.H264Payloader{}
-		b.aus = append(b.aus, p.Payload(1200, annexB))
-		au = nil
-	}
-	for _, nal := range avc.SplitAnnexB(raw) {
-		switch nal[0] & 0x1f {
-		case 9: // access unit delimiter: the previous AU is complete
-			flush()
-			continue
-		case 7:
-			if b.sps == nil {
-				b.sps = nal
-			}
-		case 8:
-			if b.pps == nil {
-				b.pps = nal
-			}
-		}
-		au = append(au, nal)
-	}
-	flush()
+	b.aus, b.sps, b.pps = PacketizeH264(raw)
 	if len(b.aus) < benchFPS || b.sps == nil || b.pps == nil {
 		return nil, 0, fmt.Errorf("bench rtsp: %s: %d access units, sps %v pps %v", path, len(b.aus), b.sps != nil, b.pps != nil)
 	}
@@ -653,3 +624,40 @@ func (s countingSink) WriteRTP(_ int, pkt *rtp.Packet, _ time.Time) error {
 }
 func (s countingSink) WriteRTCP(int, []rtcp.Packet) {}
 func (s countingSink) Close(error)                  {}
+
+// PacketizeH264 splits an Annex B H.264 stream whose access units begin with
+// a delimiter (ffmpeg's h264_metadata=aud=insert) into access units, each as
+// the RTP payloads of pion's H264Payloader (1200-byte MTU), and returns the
+// first SPS and PPS.
+func PacketizeH264(raw []byte) (aus [][][]byte, sps, pps []byte) {
+	var au [][]byte
+	flush := func() {
+		if len(au) == 0 {
+			return
+		}
+		var annexB []byte
+		for _, n := range au {
+			annexB = append(append(annexB, 0, 0, 0, 1), n...)
+		}
+		aus = append(aus, (&codecs.H264Payloader{}).Payload(1200, annexB))
+		au = nil
+	}
+	for _, nal := range avc.SplitAnnexB(raw) {
+		switch nal[0] & 0x1f {
+		case 9: // access unit delimiter: the previous one is complete
+			flush()
+			continue
+		case 7:
+			if sps == nil {
+				sps = nal
+			}
+		case 8:
+			if pps == nil {
+				pps = nal
+			}
+		}
+		au = append(au, nal)
+	}
+	flush()
+	return aus, sps, pps
+}

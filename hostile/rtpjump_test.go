@@ -18,12 +18,11 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
-	"github.com/pion/rtp/codecs"
 
+	"github.com/vigilcloud/vigil/bench"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/internal/vigiltest"
-	"github.com/vigilcloud/vigil/media/avc"
 )
 
 // TestRTPTimestampJump publishes 12 s of valid H.264 over RTSP whose RTP
@@ -152,31 +151,7 @@ func h264AccessUnits(t *testing.T, seconds, fps int) (aus [][][]byte, sps, pps [
 	if err != nil {
 		t.Fatal(err)
 	}
-	var au [][]byte
-	flush := func() {
-		if len(au) == 0 {
-			return
-		}
-		var annexB []byte
-		for _, n := range au {
-			annexB = append(append(annexB, 0, 0, 0, 1), n...)
-		}
-		aus = append(aus, (&codecs.H264Payloader{}).Payload(1200, annexB))
-		au = nil
-	}
-	for _, nal := range avc.SplitAnnexB(raw) {
-		switch nal[0] & 0x1f {
-		case 9: // access unit delimiter: the previous one is complete
-			flush()
-			continue
-		case 7:
-			sps = nal
-		case 8:
-			pps = nal
-		}
-		au = append(au, nal)
-	}
-	flush()
+	aus, sps, pps = bench.PacketizeH264(raw)
 	if len(aus) != seconds*fps || sps == nil || pps == nil {
 		t.Fatalf("%d access units (want %d), sps %v, pps %v", len(aus), seconds*fps, sps != nil, pps != nil)
 	}
