@@ -18,7 +18,11 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/billing"
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/replica"
 )
 
 // MeterConfig sets up `vigil bench meter`.
@@ -78,11 +82,11 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 
 	// Billing at 100,000 streams: a state machine loaded directly (the run
 	// is a pure evaluation of the replicated state; raft plays no part).
-	sm := meter.NewStateMachine(cfg.Log)
+	sm := replica.NewMachine(cfg.Log)
 	var idx uint64
 	direct := func(cmd []byte) error {
 		idx++
-		return meter.ApplyError(sm.FSM().Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: cmd}))
+		return cluster.ApplyError(sm.Machine.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: cmd}))
 	}
 	big, err := provision(ctx, direct, at, 10, 100, 25, 4) // 10 resellers × 100 subs × 25 cameras × 4 streams
 	if err != nil {
@@ -93,7 +97,7 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 		for _, s := range big {
 			b.Entries = append(b.Entries, meter.UsageEntry{Stream: s, StoredBytes: 1 << 20, StoredObjects: 1, IngestedBytes: 1 << 20, Segments: 1, Width: 1920, Height: 1080})
 		}
-		cmd, err := meter.EncodeCommand(meter.CommandUsageBatch, "usage/"+b.ID, t, "", b)
+		cmd, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/"+b.ID, t, "", b)
 		if err != nil {
 			return nil, err
 		}
@@ -102,15 +106,15 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 		}
 	}
 	start, cpu0 := time.Now(), processCPU()
-	run, err := sm.BillingRun("2026-03", true, at.AddDate(0, 2, 0))
+	run, err := sm.Billing().Run("2026-03", true, at.AddDate(0, 2, 0))
 	if err != nil {
 		return nil, err
 	}
-	js, _, err := meter.RenderBillingRun(&run, "json", "")
+	js, _, err := billing.RenderBillingRun(&run, "json", "")
 	if err != nil {
 		return nil, err
 	}
-	csvb, _, err := meter.RenderBillingRun(&run, "csv", "items")
+	csvb, _, err := billing.RenderBillingRun(&run, "csv", "items")
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +132,7 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 	// Snapshot (encode + write + fsync) and restore at that size.
 	snapPath := filepath.Join(cfg.WorkDir, "meter.snap")
 	start, cpu0 = time.Now(), processCPU()
-	snap, err := sm.FSM().Snapshot()
+	snap, err := sm.Machine.Snapshot()
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +150,8 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 		return nil, err
 	}
 	start, cpu0 = time.Now(), processCPU()
-	sm2 := meter.NewStateMachine(cfg.Log)
-	if err := sm2.FSM().Restore(f); err != nil {
+	sm2 := replica.NewMachine(cfg.Log)
+	if err := sm2.Machine.Restore(f); err != nil {
 		return nil, err
 	}
 	restoreTook, restoreCPU := time.Since(start), processCPU()-cpu0
@@ -165,32 +169,32 @@ func RunMeter(ctx context.Context, cfg MeterConfig) ([]Metric, error) {
 func provision(ctx context.Context, apply func([]byte) error, at time.Time, resellers, subs, cams, per int) ([]string, error) {
 	var cmds [][]byte
 	add := func(typ, rid, nonce string, p any) {
-		b, _ := meter.EncodeCommand(typ, rid, at, nonce, p)
+		b, _ := cluster.EncodeCommand(typ, rid, at, nonce, p)
 		cmds = append(cmds, b)
 	}
 	var streams []string
 	var camCmds [][]byte
 	for r := range resellers {
 		rid := fmt.Sprintf("r%d", r)
-		add(meter.CommandCreateAccount, rid, "", meter.NewAccount{ID: rid, Name: rid})
+		add(cluster.CmdCreateAccount, rid, "", accounts.NewAccount{ID: rid, Name: rid})
 		for s := range subs {
 			sid := fmt.Sprintf("%s-s%d", rid, s)
-			cycle := meter.CycleMonthly
+			cycle := accounts.CycleMonthly
 			if s%4 == 0 {
-				cycle = meter.CycleAnnual
+				cycle = accounts.CycleAnnual
 			}
-			add(meter.CommandCreateAccount, sid, "", meter.NewAccount{ID: sid, Name: sid, Parent: rid, BillingCycle: cycle})
+			add(cluster.CmdCreateAccount, sid, "", accounts.NewAccount{ID: sid, Name: sid, Parent: rid, BillingCycle: cycle})
 			bid := sid + "-b"
-			add(meter.CommandCreateBridge, bid, meter.BridgeNonce(bid, fmt.Sprintf("%032d-%s", 0, bid)), meter.CreateBridgePayload(sid, meter.NewBridge{ID: bid, Name: bid}))
+			add(cluster.CmdCreateBridge, bid, accounts.BridgeNonce(bid, fmt.Sprintf("%032d-%s", 0, bid)), accounts.CreateBridgePayload(sid, accounts.NewBridge{ID: bid, Name: bid}))
 			for c := range cams {
 				cid := fmt.Sprintf("%s-c%d", sid, c)
-				nc := meter.NewCamera{ID: cid, Name: cid}
+				nc := accounts.NewCamera{ID: cid, Name: cid}
 				for k := range per {
 					id := fmt.Sprintf("%s-%d", cid, k)
-					nc.Streams = append(nc.Streams, meter.NewStream{ID: id})
+					nc.Streams = append(nc.Streams, accounts.NewStream{ID: id})
 					streams = append(streams, id)
 				}
-				b, _ := meter.EncodeCommand(meter.CommandCreateCamera, cid, at, "", meter.CreateCameraPayload(bid, nc))
+				b, _ := cluster.EncodeCommand(cluster.CmdCreateCamera, cid, at, "", accounts.CreateCameraPayload(bid, nc))
 				camCmds = append(camCmds, b)
 			}
 		}
@@ -261,7 +265,7 @@ func usageRate(ctx context.Context, r *raft.Raft, streams []string, clk *clock, 
 					b.Entries[i] = meter.UsageEntry{Stream: streams[pos%len(streams)], StoredBytes: 1 << 20, StoredObjects: 1, IngestedBytes: 1 << 20, Segments: 1}
 					pos++
 				}
-				cmd, err := meter.EncodeCommand(meter.CommandUsageBatch, "usage/"+b.ID, t, "", b)
+				cmd, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/"+b.ID, t, "", b)
 				if err == nil {
 					err = applyOn(r, cmd)
 				}
@@ -294,18 +298,18 @@ func applyOn(r *raft.Raft, cmd []byte) error {
 	if err := f.Error(); err != nil {
 		return err
 	}
-	return meter.ApplyError(f.Response())
+	return cluster.ApplyError(f.Response())
 }
 
-// cluster is n raft voters in this process on loopback TCP, each with its
+// raftCluster is n raft voters in this process on loopback TCP, each with its
 // own raft-wal (fsync on every append) and snapshot store.
-type cluster struct {
+type raftCluster struct {
 	rafts  []*raft.Raft
 	closes []func()
 }
 
-func startCluster(ctx context.Context, dir string, n int) (*cluster, error) {
-	c := &cluster{}
+func startCluster(ctx context.Context, dir string, n int) (*raftCluster, error) {
+	c := &raftCluster{}
 	var trans []*raft.NetworkTransport
 	var conf raft.Configuration
 	for i := range n {
@@ -350,7 +354,7 @@ func startCluster(ctx context.Context, dir string, n int) (*cluster, error) {
 			c.close()
 			return nil, err
 		}
-		r, err := raft.NewRaft(rc, meter.NewStateMachine(nil).FSM(), w, w, snaps, trans[i])
+		r, err := raft.NewRaft(rc, replica.NewMachine(nil).Machine, w, w, snaps, trans[i])
 		if err != nil {
 			c.close()
 			return nil, err
@@ -369,7 +373,7 @@ func startCluster(ctx context.Context, dir string, n int) (*cluster, error) {
 	return c, nil
 }
 
-func (c *cluster) leader() *raft.Raft {
+func (c *raftCluster) leader() *raft.Raft {
 	for _, r := range c.rafts {
 		if r.State() == raft.Leader {
 			return r
@@ -378,7 +382,7 @@ func (c *cluster) leader() *raft.Raft {
 	return nil
 }
 
-func (c *cluster) close() {
+func (c *raftCluster) close() {
 	for i := len(c.closes) - 1; i >= 0; i-- {
 		c.closes[i]()
 	}

@@ -13,10 +13,13 @@ import (
 	"github.com/minio/minio-go/v7"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/internal/servers"
-	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/purge"
+	"github.com/vigilcloud/vigil/replica"
 	"github.com/vigilcloud/vigil/retention"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/s3"
@@ -222,18 +225,18 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 		retentionRatio("sweeper delete rate, one request at a time", "objects/s", n/serialTook.Seconds(), direct, 0))
 
 	// 2. Purge time of a camera.
-	m, err := meter.Open(ctx, meter.Config{Dir: mkdir(cfg.WorkDir, "meter"), NodeID: "bench", RaftAddr: mustPort()})
+	m, err := replica.Open(ctx, cluster.PeerConfig{Dir: mkdir(cfg.WorkDir, "meter"), NodeID: "bench", RaftAddr: mustPort()})
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
-	if _, err := m.CreateAccount(ctx, "", meter.NewAccount{ID: "pa", Name: "P"}); err != nil {
+	if _, err := m.Accounts.CreateAccount(ctx, "", accounts.NewAccount{ID: "pa", Name: "P"}); err != nil {
 		return nil, err
 	}
-	if _, err := m.CreateBridge(ctx, "", "pa", meter.NewBridge{ID: "pb", Name: "P"}); err != nil {
+	if _, err := m.Accounts.CreateBridge(ctx, "", "pa", accounts.NewBridge{ID: "pb", Name: "P"}); err != nil {
 		return nil, err
 	}
-	if _, err := m.CreateCamera(ctx, "", "pb", meter.NewCamera{ID: "pc", Name: "P", Streams: []meter.NewStream{{ID: "ps"}}}); err != nil {
+	if _, err := m.Accounts.CreateCamera(ctx, "", "pb", accounts.NewCamera{ID: "pc", Name: "P", Streams: []accounts.NewStream{{ID: "ps"}}}); err != nil {
 		return nil, err
 	}
 	refP := storage.StreamRef{Account: "pa", Camera: "pc", Stream: "ps"}
@@ -241,21 +244,21 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 	if _, err := SeedSegments(ctx, mc, bucket, store, refP, from, step, cfg.PurgeSegments, 1024); err != nil {
 		return nil, err
 	}
-	del, err := m.DeleteCamera(ctx, "", "pc")
+	del, err := m.Accounts.DeleteCamera(ctx, "", "pc")
 	if err != nil {
 		return nil, err
 	}
-	pw := retention.NewPurger(retention.PurgerConfig{Straggle: -1}, store, idx, m, retention.MeterUsage{M: m}, nil)
+	pw := retention.NewPurger(retention.PurgerConfig{Straggle: -1}, store, idx, m.Purges, retention.MeterUsage{M: m.Meter}, nil)
 	began := time.Now()
 	if err := pw.RunOnce(ctx); err != nil {
 		return nil, err
 	}
 	purgeTook := time.Since(began)
-	job, err := m.Purge(ctx, del.PurgeID)
+	job, err := m.Purges.Purge(ctx, del.PurgeID)
 	if err != nil {
 		return nil, err
 	}
-	if job.State != meter.PurgeDone {
+	if job.State != purge.PurgeDone {
 		return nil, fmt.Errorf("bench: purge not done: %+v", job)
 	}
 	out = append(out, Metric{Metric: fmt.Sprintf("purge time (%d segs)", cfg.PurgeSegments), Unit: "s", Value: purgeTook.Seconds()})
@@ -279,7 +282,7 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 		g.SetLimit(4)
 		for i := range is.Streams {
 			ref := storage.StreamRef{Account: "ia", Camera: fmt.Sprintf("c%d", i), Stream: fmt.Sprintf("s%d", i)}
-			ss[i] = meter.Stream{ID: ref.Stream, Camera: ref.Camera, Account: ref.Account, RetentionDays: 30}
+			ss[i] = accounts.Stream{ID: ref.Stream, Camera: ref.Camera, Account: ref.Account, RetentionDays: 30}
 			g.Go(func() error {
 				_, err := seedSegments(ctx, mc, b, st2, ref, recent, step, per, 128, is.Sparse)
 				return err
@@ -332,9 +335,9 @@ func retentionRatio(name, unit string, v, base, goal float64) Metric {
 	return m
 }
 
-type staticStreams []meter.Stream
+type staticStreams []accounts.Stream
 
-func (s staticStreams) Streams(ctx context.Context) ([]meter.Stream, error) { return s, nil }
+func (s staticStreams) Streams(ctx context.Context) ([]accounts.Stream, error) { return s, nil }
 
 // countingStore counts the storage calls a sweep makes.
 type countingStore struct {

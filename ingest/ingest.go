@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/httpx"
@@ -32,7 +33,7 @@ import (
 // (a stream with DeletedAt set is treated the same); any other error means
 // the registry is unavailable.
 type Registry interface {
-	Stream(ctx context.Context, id string) (meter.Stream, error)
+	Stream(ctx context.Context, id string) (accounts.Stream, error)
 }
 
 // Index is the part of the recording index ingest writes.
@@ -87,7 +88,7 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// OnStored, when set, is called after a new segment was stored and
 	// indexed (not for retries of a stored one).
-	OnStored func(ctx context.Context, st meter.Stream, seg index.Segment)
+	OnStored func(ctx context.Context, st accounts.Stream, seg index.Segment)
 	// Usage, when set, meters every object Store creates: exactly once,
 	// by the Put that created it, even across a crash (docs/billing.md).
 	Usage UsageRecorder
@@ -328,7 +329,7 @@ type result struct {
 	Created    bool   `json:"created"`
 }
 
-func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st meter.Stream, up upload) {
+func (h *Handler) upload(w http.ResponseWriter, r *http.Request, st accounts.Stream, up upload) {
 	seg := index.Segment{
 		Start: up.start, DurationMS: up.durationMS, Size: up.size, SHA256: up.wantSHA,
 		ContentType: up.contentType, Width: up.width, Height: up.height,
@@ -392,7 +393,7 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // errors are *BodyError, ErrInvalidSegment (both permanent),
 // ErrIndexUnavailable or ErrStorageUnavailable (wrapped; retry). Callers do the authorisation and time checks. SelfRecorded
 // (the recorder's own spool files only) skips validating and hashing.
-func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...StoreOption) (stored index.Segment, created bool, err error) {
+func (h *Handler) Store(ctx context.Context, st accounts.Stream, seg index.Segment, body io.Reader, opts ...StoreOption) (stored index.Segment, created bool, err error) {
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
 	key := ref.SegmentKey(seg.Start)
 	var o storeOptions
@@ -555,7 +556,7 @@ func (h *Handler) Store(ctx context.Context, st meter.Stream, seg index.Segment,
 
 // exists handles a segment whose start already holds an object: no error
 // when it is this very segment (a retry), ErrConflict when it is another.
-func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment) (index.Segment, bool, error) {
+func (h *Handler) exists(ctx context.Context, st accounts.Stream, ref storage.StreamRef, key string, body *bodyReader, seg index.Segment) (index.Segment, bool, error) {
 	// Hash what the backend did not read; this also validates it.
 	if body.known == "" {
 		if _, err := io.Copy(io.Discard, body); err != nil || body.err != nil {
@@ -613,7 +614,7 @@ func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.Strea
 // keys), ErrStorageUnavailable wrapping the error when the registry cannot
 // say. The purge of a deletion lists storage only after the deletion is
 // applied, so a write that this check finds live is one the purge finds.
-func (h *Handler) deleted(ctx context.Context, st meter.Stream) error {
+func (h *Handler) deleted(ctx context.Context, st accounts.Stream) error {
 	cur, err := h.reg.Stream(ctx, st.ID)
 	switch {
 	case errors.Is(err, meter.ErrNotFound) || err == nil && cur.DeletedAt != nil:
@@ -626,7 +627,7 @@ func (h *Handler) deleted(ctx context.Context, st meter.Stream) error {
 	return nil
 }
 
-func sameIncarnation(a, b meter.Stream) bool {
+func sameIncarnation(a, b accounts.Stream) bool {
 	return a.Account == b.Account && a.Camera == b.Camera && a.RegisteredAt.Equal(b.RegisteredAt)
 }
 
@@ -637,7 +638,7 @@ const undoAttempts = 3
 // so it is this call's) and, when indexed, its index entry. It runs
 // detached from the request: a client that hangs up must not leave video
 // of a deleted stream behind.
-func (h *Handler) undo(ctx context.Context, st meter.Stream, ref storage.StreamRef, key string, indexed bool, why error) (taken bool) {
+func (h *Handler) undo(ctx context.Context, st accounts.Stream, ref storage.StreamRef, key string, indexed bool, why error) (taken bool) {
 	ctx = context.WithoutCancel(ctx)
 	var err error
 	for i := 0; i < undoAttempts; i++ {
@@ -660,7 +661,7 @@ func (h *Handler) undo(ctx context.Context, st meter.Stream, ref storage.StreamR
 // undoIndex takes back an index entry this call added. The index has no
 // per-segment removal: a deleted stream's index is dropped whole (its purge
 // drops it anyway), anything else is rebuilt from storage.
-func (h *Handler) undoIndex(ctx context.Context, st meter.Stream, ref storage.StreamRef, why error) {
+func (h *Handler) undoIndex(ctx context.Context, st accounts.Stream, ref storage.StreamRef, why error) {
 	ctx = context.WithoutCancel(ctx)
 	cur, err := h.reg.Stream(ctx, st.ID)
 	recreated := err == nil && cur.DeletedAt == nil || err != nil && !errors.Is(err, meter.ErrNotFound)

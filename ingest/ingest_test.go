@@ -28,6 +28,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
@@ -47,26 +48,26 @@ func nowMS(offset time.Duration) string { return strconv.FormatInt(now.Add(offse
 // fakeRegistry is the meter's stream registry for unit tests.
 type fakeRegistry struct {
 	mu      sync.Mutex
-	streams map[string]meter.Stream
+	streams map[string]accounts.Stream
 	err     error
 }
 
-func (f *fakeRegistry) Stream(ctx context.Context, id string) (meter.Stream, error) {
+func (f *fakeRegistry) Stream(ctx context.Context, id string) (accounts.Stream, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return meter.Stream{}, f.err
+		return accounts.Stream{}, f.err
 	}
 	s, ok := f.streams[id]
 	if !ok {
-		return meter.Stream{}, fmt.Errorf("stream %s: %w", id, meter.ErrNotFound)
+		return accounts.Stream{}, fmt.Errorf("stream %s: %w", id, meter.ErrNotFound)
 	}
 	return s, nil
 }
 
 func newRegistry() *fakeRegistry {
 	deleted := now.Add(-time.Hour)
-	return &fakeRegistry{streams: map[string]meter.Stream{
+	return &fakeRegistry{streams: map[string]accounts.Stream{
 		"s1":   {ID: "s1", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 7},
 		"s2":   {ID: "s2", Camera: "cam2", Bridge: "b2", Account: "acct", RetentionDays: 30},
 		"gone": {ID: "gone", Camera: "cam3", Bridge: "b1", Account: "acct", RetentionDays: 30, DeletedAt: &deleted},
@@ -244,7 +245,7 @@ func readObject(t *testing.T, store storage.Backend, key string) ([]byte, storag
 func TestPutStoresIndexesAndIsIdempotent(t *testing.T) {
 	var stored []index.Segment
 	e := newEnv(t, func(c *Config, _ *storage.Backend, _ *Index) {
-		c.OnStored = func(_ context.Context, st meter.Stream, seg index.Segment) {
+		c.OnStored = func(_ context.Context, st accounts.Stream, seg index.Segment) {
 			assert.Equal(t, "s1", st.ID)
 			stored = append(stored, seg) // requests are sequential here
 		}
@@ -563,7 +564,7 @@ func TestIndexUnavailableThenRetryIndexes(t *testing.T) {
 	var fidx *failingIndex
 	var counted []index.Segment
 	e := newEnv(t, func(c *Config, _ *storage.Backend, i *Index) {
-		c.OnStored = func(_ context.Context, _ meter.Stream, seg index.Segment) {
+		c.OnStored = func(_ context.Context, _ accounts.Stream, seg index.Segment) {
 			counted = append(counted, seg) // requests are sequential here
 		}
 		fidx = &failingIndex{Index: *i}

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/media"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -83,7 +83,7 @@ func TestDeletedDuringUploadIsTakenBack(t *testing.T) {
 			var counted atomic.Int32
 			var e *env
 			e = newEnv(t, func(c *Config, s *storage.Backend, i *Index) {
-				c.OnStored = func(context.Context, meter.Stream, index.Segment) { counted.Add(1) }
+				c.OnStored = func(context.Context, accounts.Stream, index.Segment) { counted.Add(1) }
 				del := func() { e.reg.deleteStream("s1") }
 				if when == "after put" {
 					*s = &hookStore{Backend: *s, key: ref1.SegmentKey(start), after: del}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vigilcloud/vigil/cluster"
 )
 
 // UsageReporter takes usage batches: the meter (*Meter), or a client of a
@@ -90,7 +91,7 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	}
 	a := &Aggregator{r: r, cfg: cfg, pending: map[string]*UsageEntry{}, observed: map[string][2]int{}, begun: map[string]journalIntent{},
 		// Batch ids must never repeat across restarts: a random prefix per run.
-		prefix: "u-" + randomID()[:16], last: cfg.Now().UTC(),
+		prefix: "u-" + cluster.RandomID()[:16], last: cfg.Now().UTC(),
 		batches:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batches_submitted_total", Help: "Usage batches committed by the meter."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_entries_rejected_total", Help: "Usage entries the meter refused (unknown or deleted stream, invalid)."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_usage_batch_failures_total", Help: "Usage batch submissions that failed and will be retried."}),

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/internal/fsutil"
 )
 
@@ -152,7 +153,7 @@ func openJournal(dir string) (*Journal, *journalRecovery, error) {
 		return nil, nil, err
 	}
 	if j.id == "" {
-		j.id = randomID()[:16]
+		j.id = cluster.RandomID()[:16]
 	}
 	if err := j.compact(); err != nil {
 		return nil, nil, err
@@ -550,7 +551,7 @@ func journalBatchID(id string) (journal string, seq uint64, ok bool) {
 	if !found || len(src) != 17 || src[0] != 'j' {
 		return "", 0, false
 	}
-	if !isHex(src[1:]) {
+	if _, err := hex.DecodeString(src[1:]); err != nil {
 		return "", 0, false
 	}
 	seq, err := strconv.ParseUint(n, 10, 64)

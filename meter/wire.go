@@ -2,22 +2,14 @@ package meter
 
 import "time"
 
-// The binary form of log entries (codec.go), encoded by code that msgp
+// The binary form of usage batches (codec.go), encoded by code that msgp
 // generates (wire_gen.go): `go generate ./meter`. Types are tuples (msgpack
-// arrays): a change of any of them needs a new cmdBinary version byte.
+// arrays): a change of any of them needs a new binary version byte
+// (cluster.EncodeCommand).
 
 //go:generate go run github.com/tinylib/msgp@v1.6.4 -file wire.go -o wire_gen.go -tests=false -io=false -unexported
 
-//msgp:tuple wireCommand wireUsageBatch wireUsageEntry
-
-// wireCommand is Command in the binary form; Payload is binary too.
-type wireCommand struct {
-	Type      string
-	RequestID string
-	Time      time.Time
-	Nonce     string
-	Payload   []byte
-}
+//msgp:tuple wireUsageBatch wireUsageEntry
 
 // wireUsageBatch is UsageBatch in the binary form.
 type wireUsageBatch struct {

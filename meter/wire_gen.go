@@ -7,66 +7,6 @@ import (
 )
 
 // MarshalMsg implements msgp.Marshaler
-func (z *wireCommand) MarshalMsg(b []byte) (o []byte, err error) {
-	o = msgp.Require(b, z.Msgsize())
-	// array header, size 5
-	o = append(o, 0x95)
-	o = msgp.AppendString(o, z.Type)
-	o = msgp.AppendString(o, z.RequestID)
-	o = msgp.AppendTime(o, z.Time)
-	o = msgp.AppendString(o, z.Nonce)
-	o = msgp.AppendBytes(o, z.Payload)
-	return
-}
-
-// UnmarshalMsg implements msgp.Unmarshaler
-func (z *wireCommand) UnmarshalMsg(bts []byte) (o []byte, err error) {
-	var zb0001 uint32
-	zb0001, bts, err = msgp.ReadArrayHeaderBytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err)
-		return
-	}
-	if zb0001 != 5 {
-		err = msgp.ArrayError{Wanted: 5, Got: zb0001}
-		return
-	}
-	z.Type, bts, err = msgp.ReadStringBytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err, "Type")
-		return
-	}
-	z.RequestID, bts, err = msgp.ReadStringBytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err, "RequestID")
-		return
-	}
-	z.Time, bts, err = msgp.ReadTimeBytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err, "Time")
-		return
-	}
-	z.Nonce, bts, err = msgp.ReadStringBytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err, "Nonce")
-		return
-	}
-	z.Payload, bts, err = msgp.ReadBytesBytes(bts, z.Payload)
-	if err != nil {
-		err = msgp.WrapError(err, "Payload")
-		return
-	}
-	o = bts
-	return
-}
-
-// Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
-func (z *wireCommand) Msgsize() (s int) {
-	s = 1 + msgp.StringPrefixSize + len(z.Type) + msgp.StringPrefixSize + len(z.RequestID) + msgp.TimeSize + msgp.StringPrefixSize + len(z.Nonce) + msgp.BytesPrefixSize + len(z.Payload)
-	return
-}
-
-// MarshalMsg implements msgp.Marshaler
 func (z *wireUsageBatch) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
 	// array header, size 4

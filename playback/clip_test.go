@@ -17,10 +17,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/media/fmp4"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -255,7 +255,7 @@ func TestClipMemoryBounded(t *testing.T) {
 	}
 	var written atomic.Int64
 	ls := &lagStore{Backend: e.store, written: &written}
-	reg := &fakeRegistry{streams: map[string]meter.Stream{"s1": {ID: "s1", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 30}}}
+	reg := &fakeRegistry{streams: map[string]accounts.Stream{"s1": {ID: "s1", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 30}}}
 	h := New(ls, e.idx, reg, nil)
 	// Start inside the first segment, so it is also scanned for its keyframe.
 	req, err := http.NewRequestWithContext(auth.WithPrincipal(ctx, auth.Principal{Kind: auth.Operator}), http.MethodGet,

@@ -21,11 +21,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/internal/testutil"
-	"github.com/vigilcloud/vigil/meter"
 	fsstore "github.com/vigilcloud/vigil/storage/fs"
 )
 
@@ -42,7 +42,7 @@ func newMediaEnv(t *testing.T, opts Options) *mediaEnv {
 	fsb, err := fsstore.New(t.TempDir())
 	require.NoError(t, err)
 	idx := embedded.New(fsb, embedded.Options{})
-	reg := &fakeRegistry{streams: map[string]meter.Stream{
+	reg := &fakeRegistry{streams: map[string]accounts.Stream{
 		"s1": {ID: "s1", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 30},
 		"s2": {ID: "s2", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 30},
 	}}

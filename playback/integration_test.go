@@ -13,11 +13,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/redisindex"
 	"github.com/vigilcloud/vigil/internal/testutil"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/s3"
 )
@@ -33,7 +33,7 @@ func TestMinIORedisRangesAndRecordings(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	t.Cleanup(func() { rc.Close() })
 	idx := redisindex.New(rc, store, redisindex.Options{})
-	reg := &fakeRegistry{streams: map[string]meter.Stream{"s1": {ID: "s1", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 30}}}
+	reg := &fakeRegistry{streams: map[string]accounts.Stream{"s1": {ID: "s1", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 30}}}
 	srv := httptest.NewServer(auth.New(adminToken, nil).Middleware(New(store, idx, reg, nil), nil))
 	t.Cleanup(srv.Close)
 	e := &env{srv: srv}

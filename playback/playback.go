@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/httpx"
@@ -32,7 +33,7 @@ const MaxWindow = 31 * 24 * time.Hour
 // Registry finds streams; unknown and deleted ones are meter.ErrNotFound
 // (DeletedAt set counts as deleted).
 type Registry interface {
-	Stream(ctx context.Context, id string) (meter.Stream, error)
+	Stream(ctx context.Context, id string) (accounts.Stream, error)
 }
 
 // Index is the part of the recording index playback reads.

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
@@ -31,15 +32,15 @@ const adminToken = "admin-token"
 
 type fakeRegistry struct {
 	mu      sync.Mutex
-	streams map[string]meter.Stream
+	streams map[string]accounts.Stream
 }
 
-func (f *fakeRegistry) Stream(ctx context.Context, id string) (meter.Stream, error) {
+func (f *fakeRegistry) Stream(ctx context.Context, id string) (accounts.Stream, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.streams[id]
 	if !ok {
-		return meter.Stream{}, fmt.Errorf("stream %s: %w", id, meter.ErrNotFound)
+		return accounts.Stream{}, fmt.Errorf("stream %s: %w", id, meter.ErrNotFound)
 	}
 	return s, nil
 }
@@ -78,7 +79,7 @@ func newEnv(t *testing.T, wrap func(storage.Backend) storage.Backend) *env {
 	if wrap != nil {
 		store = wrap(fsb)
 	}
-	reg := &fakeRegistry{streams: map[string]meter.Stream{
+	reg := &fakeRegistry{streams: map[string]accounts.Stream{
 		"s1":   {ID: "s1", Camera: "cam1", Bridge: "b1", Account: "acct", RetentionDays: 30},
 		"gone": {ID: "gone", Camera: "cam2", Bridge: "b1", Account: "acct", RetentionDays: 30, DeletedAt: &gone},
 	}}

@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/lease"
 )
 
 // Lease makes sure one worker at a time works on a key (a stream's sweep, a
@@ -154,7 +153,7 @@ func newToken() string {
 
 // LeaseMeter is the meter's lease API (meter.Meter).
 type LeaseMeter interface {
-	AcquireLease(ctx context.Context, key, holder string, ttl time.Duration, renew bool) (meter.LeaseResult, error)
+	AcquireLease(ctx context.Context, key, holder string, ttl time.Duration, renew bool) (lease.LeaseResult, error)
 	ReleaseLease(ctx context.Context, key, holder string) error
 }
 

@@ -8,16 +8,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/purge"
 	"github.com/vigilcloud/vigil/storage"
 )
 
 // Jobs is the meter's durable record of purge jobs.
 type Jobs interface {
-	OpenPurges(ctx context.Context) ([]meter.PurgeJob, error)
-	PurgeProgress(ctx context.Context, id, cursor string, objects, bytes int64) (meter.PurgeJob, error)
-	PurgeFailed(ctx context.Context, id, msg string) (meter.PurgeJob, error)
-	PurgeDone(ctx context.Context, id string) (meter.PurgeJob, error)
+	OpenPurges(ctx context.Context) ([]purge.PurgeJob, error)
+	PurgeProgress(ctx context.Context, id, cursor string, objects, bytes int64) (purge.PurgeJob, error)
+	PurgeFailed(ctx context.Context, id, msg string) (purge.PurgeJob, error)
+	PurgeDone(ctx context.Context, id string) (purge.PurgeJob, error)
 }
 
 // UsageZeroer is an optional capability of Usage: set a purged stream's
@@ -56,7 +56,7 @@ type PurgerConfig struct {
 // Purger runs purge jobs: it deletes every object under the deleted
 // camera's prefix, then drops the streams from the index, zeroes their
 // usage and marks the job done. Jobs are resumable after a crash (they live
-// in the meter) and idempotent (see meter.PurgeJob's cursor).
+// in the meter) and idempotent (see purge.PurgeJob's cursor).
 type Purger struct {
 	cfg   PurgerConfig
 	store storage.Backend
@@ -144,7 +144,7 @@ func (p *Purger) RunOnce(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
+func (p *Purger) runJob(ctx context.Context, j purge.PurgeJob) error {
 	held, ok, err := p.lease.TryAcquire(ctx, "purge/"+j.ID, p.cfg.LeaseTTL)
 	if err != nil || !ok {
 		return err // another worker has it
@@ -208,12 +208,12 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 // commit: one raft apply for several pages while the apply is the slower
 // stage, at most MaxRecordPages); up to DeleteConcurrency deletes run on
 // recorded pages. A page is deleted only once it is recorded, so the
-// invariant of meter.PurgeJob holds whatever the grouping: keys at or
+// invariant of purge.PurgeJob holds whatever the grouping: keys at or
 // before the cursor are counted, keys after it are not deleted yet. Freed
 // bytes go to usage at most every UsageEvery and at the end (the job
 // zeroes the streams' stored bytes when done anyway). empty says the pass
 // found nothing.
-func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob) (empty bool, err error) {
+func (p *Purger) deleteAll(ctx context.Context, j *purge.PurgeJob) (empty bool, err error) {
 	// Only the lister is cancelled on the way out: recorded pages being
 	// deleted finish.
 	listCtx, cancel := context.WithCancel(ctx)
@@ -343,7 +343,7 @@ func (p *Purger) deleteAll(ctx context.Context, j *meter.PurgeJob) (empty bool, 
 			counted, size = counted+pg.counted, size+pg.bytes
 			todo = append(todo, pg)
 		}
-		// Record the pages before deleting them (see meter.PurgeJob).
+		// Record the pages before deleting them (see purge.PurgeJob).
 		if counted > 0 {
 			if _, err := p.jobs.PurgeProgress(ctx, j.ID, last, counted, size); err != nil {
 				return false, errors.Join(err, finish())

@@ -10,8 +10,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/purge"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -27,7 +29,7 @@ type crashingJobs struct {
 	records []int64 // objects of each record
 }
 
-func (c *crashingJobs) PurgeProgress(ctx context.Context, id, cursor string, objects, bytes int64) (meter.PurgeJob, error) {
+func (c *crashingJobs) PurgeProgress(ctx context.Context, id, cursor string, objects, bytes int64) (purge.PurgeJob, error) {
 	if c.gate != nil {
 		c.gate()
 	}
@@ -74,14 +76,14 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	ctx := context.Background()
 	f := newFixture(t, false)
 	m := openMeter(t)
-	_, err := m.CreateAccount(ctx, "", meter.NewAccount{ID: "a1", Name: "A"})
+	_, err := m.CreateAccount(ctx, "", accounts.NewAccount{ID: "a1", Name: "A"})
 	require.NoError(t, err)
-	_, err = m.CreateBridge(ctx, "", "a1", meter.NewBridge{ID: "b1", Name: "B"})
+	_, err = m.CreateBridge(ctx, "", "a1", accounts.NewBridge{ID: "b1", Name: "B"})
 	require.NoError(t, err)
-	cam1 := meter.NewCamera{ID: "c1", Name: "C1", Streams: []meter.NewStream{{ID: "x"}, {ID: "y"}}}
+	cam1 := accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}}
 	_, err = m.CreateCamera(ctx, "", "b1", cam1)
 	require.NoError(t, err)
-	_, err = m.CreateCamera(ctx, "", "b1", meter.NewCamera{ID: "c2", Name: "C2", Streams: []meter.NewStream{{ID: "z"}}})
+	_, err = m.CreateCamera(ctx, "", "b1", accounts.NewCamera{ID: "c2", Name: "C2", Streams: []accounts.NewStream{{ID: "z"}}})
 	require.NoError(t, err)
 
 	rx := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "x"}
@@ -115,7 +117,7 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	require.NoError(t, err)
 	j, err := m.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
-	require.Equal(t, meter.PurgePending, j.State)
+	require.Equal(t, purge.PurgePending, j.State)
 
 	// The first worker "crashes" after recording its second batch.
 	cj := &crashingJobs{Jobs: m, n: 2}
@@ -139,7 +141,7 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	require.Error(t, p1.RunOnce(ctx))
 	j, err = m.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
-	require.Equal(t, meter.PurgeFailed, j.State)
+	require.Equal(t, purge.PurgeFailed, j.State)
 	// What was recorded is exactly what sorts at or before the cursor.
 	var atCursor, atCursorBytes int64
 	for _, o := range before {
@@ -157,7 +159,7 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	}
 	require.NotEmpty(t, f.keys(t, storage.CameraPrefix("a1", "c1")))
 	_, err = m.CreateCamera(ctx, "", "b1", cam1)
-	require.ErrorIs(t, err, meter.ErrConflict, "the id is not reusable before the purge is done")
+	require.ErrorIs(t, err, accounts.ErrConflict, "the id is not reusable before the purge is done")
 
 	// A fresh worker (after the restart) finishes it, counting every
 	// object exactly once.
@@ -165,7 +167,7 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	require.NoError(t, p2.RunOnce(ctx))
 	j, err = m.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
-	require.Equal(t, meter.PurgeDone, j.State)
+	require.Equal(t, purge.PurgeDone, j.State)
 	require.Equal(t, wantObjs, j.ObjectsDeleted)
 	require.Equal(t, wantBytes, j.BytesFreed)
 	require.Empty(t, f.keys(t, storage.CameraPrefix("a1", "c1")))

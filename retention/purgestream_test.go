@@ -7,7 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/purge"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -19,11 +20,11 @@ func TestPurgeOneStream(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, true)
 	m := openMeter(t)
-	_, err := m.CreateAccount(ctx, "", meter.NewAccount{ID: "a1", Name: "A"})
+	_, err := m.CreateAccount(ctx, "", accounts.NewAccount{ID: "a1", Name: "A"})
 	require.NoError(t, err)
-	_, err = m.CreateBridge(ctx, "", "a1", meter.NewBridge{ID: "b1", Name: "B"})
+	_, err = m.CreateBridge(ctx, "", "a1", accounts.NewBridge{ID: "b1", Name: "B"})
 	require.NoError(t, err)
-	_, err = m.CreateCamera(ctx, "", "b1", meter.NewCamera{ID: "c1", Name: "C1", Streams: []meter.NewStream{{ID: "x"}, {ID: "y"}}})
+	_, err = m.CreateCamera(ctx, "", "b1", accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}})
 	require.NoError(t, err)
 	rx := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "x"}
 	ry := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "y"}
@@ -42,7 +43,7 @@ func TestPurgeOneStream(t *testing.T) {
 	require.NoError(t, p.RunOnce(ctx))
 	j, err := m.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
-	require.Equal(t, meter.PurgeDone, j.State)
+	require.Equal(t, purge.PurgeDone, j.State)
 	require.Greater(t, j.ObjectsDeleted, int64(len(sx)), "segments and manifests")
 
 	require.Empty(t, f.keys(t, rx.StreamPrefix()))

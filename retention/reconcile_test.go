@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
@@ -18,11 +19,11 @@ func TestReconcileAgainstMinIO(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, false)
 	m := openMeter(t)
-	_, err := m.CreateAccount(ctx, "", meter.NewAccount{ID: "a1", Name: "A"})
+	_, err := m.CreateAccount(ctx, "", accounts.NewAccount{ID: "a1", Name: "A"})
 	require.NoError(t, err)
-	_, err = m.CreateBridge(ctx, "", "a1", meter.NewBridge{ID: "b1", Name: "B"})
+	_, err = m.CreateBridge(ctx, "", "a1", accounts.NewBridge{ID: "b1", Name: "B"})
 	require.NoError(t, err)
-	_, err = m.CreateCamera(ctx, "", "b1", meter.NewCamera{ID: "c1", Name: "C", Streams: []meter.NewStream{{ID: "x"}, {ID: "y"}}})
+	_, err = m.CreateCamera(ctx, "", "b1", accounts.NewCamera{ID: "c1", Name: "C", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}})
 	require.NoError(t, err)
 	rx := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "x"}
 	sx := f.segs(t, rx, T.Add(-2*time.Hour), T, 5*time.Minute)

@@ -12,14 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
 
 // Streams lists the live streams with the retention in force (the meter).
 type Streams interface {
-	Streams(ctx context.Context) ([]meter.Stream, error)
+	Streams(ctx context.Context) ([]accounts.Stream, error)
 }
 
 // Index is what retention needs of the recording index.

@@ -15,11 +15,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/s3"
 )
@@ -38,10 +38,10 @@ func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 // staticStreams is the meter's stream list, settable by the test.
 type staticStreams struct {
 	mu sync.Mutex
-	s  []meter.Stream
+	s  []accounts.Stream
 }
 
-func (s *staticStreams) Streams(ctx context.Context) ([]meter.Stream, error) {
+func (s *staticStreams) Streams(ctx context.Context) ([]accounts.Stream, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.s), nil
@@ -178,7 +178,7 @@ func (f *fixture) keys(t *testing.T, prefix string) []string {
 	return out
 }
 
-func refOf(s meter.Stream) storage.StreamRef {
+func refOf(s accounts.Stream) storage.StreamRef {
 	return storage.StreamRef{Account: s.Account, Camera: s.Camera, Stream: s.ID}
 }
 
@@ -215,9 +215,9 @@ func TestSweepAgainstMinIO(t *testing.T) {
 func testSweep(t *testing.T, withRedis bool) {
 	ctx := context.Background()
 	f := newFixture(t, withRedis)
-	s1 := meter.Stream{ID: "s1", Camera: "c1", Account: "a1", RetentionDays: 1}
-	s2 := meter.Stream{ID: "s2", Camera: "c2", Account: "a1", RetentionDays: 7}
-	streams := &staticStreams{s: []meter.Stream{s1, s2}}
+	s1 := accounts.Stream{ID: "s1", Camera: "c1", Account: "a1", RetentionDays: 1}
+	s2 := accounts.Stream{ID: "s2", Camera: "c2", Account: "a1", RetentionDays: 7}
+	streams := &staticStreams{s: []accounts.Stream{s1, s2}}
 	r1, r2 := refOf(s1), refOf(s2)
 	segs1 := f.segs(t, r1, T.Add(-50*time.Hour), T, 15*time.Minute)
 	segs2 := f.segs(t, r2, T.Add(-50*time.Hour), T, 45*time.Minute)
@@ -332,8 +332,8 @@ func TestSweepStorageDownMidSweep(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, false)
-	s1 := meter.Stream{ID: "s1", Camera: "c1", Account: "a1", RetentionDays: 1}
-	streams := &staticStreams{s: []meter.Stream{s1}}
+	s1 := accounts.Stream{ID: "s1", Camera: "c1", Account: "a1", RetentionDays: 1}
+	streams := &staticStreams{s: []accounts.Stream{s1}}
 	r1 := refOf(s1)
 	segs := f.segs(t, r1, T.Add(-40*time.Hour), T, 10*time.Minute)
 	require.NoError(t, f.idx.Compact(ctx, T.Add(-time.Hour).UnixMilli()))
@@ -406,10 +406,10 @@ func TestSweepersShareRedisLease(t *testing.T) {
 // sharedStreams stores n streams of segments every step over 30 hours
 // (D1) for sweepers sharing a lease.
 func (f *fixture) sharedStreams(t *testing.T, n int, step time.Duration) (*staticStreams, [][]index.Segment) {
-	var list []meter.Stream
+	var list []accounts.Stream
 	var all [][]index.Segment
 	for i := range n {
-		s := meter.Stream{ID: fmt.Sprintf("s%d", i), Camera: "c1", Account: "a1", RetentionDays: 1}
+		s := accounts.Stream{ID: fmt.Sprintf("s%d", i), Camera: "c1", Account: "a1", RetentionDays: 1}
 		list = append(list, s)
 		all = append(all, f.segs(t, refOf(s), T.Add(-30*time.Hour), T, step))
 	}

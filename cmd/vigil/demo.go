@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/internal/apiclient"
 
 	"github.com/vigilcloud/vigil/bench"
-	"github.com/vigilcloud/vigil/meter"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -187,7 +187,7 @@ video payloads need ffmpeg (made once, cached under ~/.cache/vigil/payloads);
 			s, m.SKU, m.Width, m.Height, m.RetentionDays, listOrNone(m.Analytics), observed)
 	}
 	month := time.Now().UTC().Format("2006-01")
-	var run meter.BillingRun
+	var run billing.BillingRun
 	if err := c.do(ctx, "GET", "/v1/billing/runs/"+month, nil, &run); err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func (n *node) ready(w http.ResponseWriter, r *http.Request) {
 	checks := map[string]func(context.Context) error{
 		"storage": n.store.Ping,
 		"index":   n.index.Ping,
-		"meter":   n.meter.Ping,
+		"meter":   n.rep.Ping,
 	}
 	var mu sync.Mutex
 	res := map[string]string{}

@@ -60,7 +60,7 @@ func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *
 	}
 	// Without Redis the meter holds the leases: nodes of one meter cluster
 	// share them (one raft apply per acquire, renewal and release).
-	var lease retention.Lease = retention.MeterLease{M: n.meter}
+	var lease retention.Lease = retention.MeterLease{M: n.rep.Leases}
 	if rdb != nil {
 		lease = retention.NewRedisLease(rdb, "vigil:lease:")
 	}
@@ -68,14 +68,14 @@ func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *
 	rf := cfg.Retention
 	sw := retention.NewSweeper(retention.SweeperConfig{
 		Interval: rf.Interval, Margin: rf.Margin, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.meter, aggUsage{agg}, lease)
+	}, n.store, idx, n.rep.Accounts, aggUsage{agg}, lease)
 	straggle := rf.PurgeStraggle
 	if straggle == 0 {
 		straggle = -1 // the flag's 0 means none
 	}
 	pw := retention.NewPurger(retention.PurgerConfig{
 		Interval: rf.PurgeInterval, Straggle: straggle, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.meter, retention.MeterUsage{M: n.meter}, lease)
+	}, n.store, idx, n.rep.Purges, retention.MeterUsage{M: n.rep.Meter}, lease)
 	if rf.LifecycleDays > 0 {
 		if cfg.S3Endpoint == "" {
 			return fmt.Errorf("--s3-lifecycle-days needs S3 storage")
@@ -137,7 +137,7 @@ func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Wri
 // reconciler serves POST /v1/meter/reconcile: the meter's stored bytes per
 // stream against the segment objects in storage.
 func reconciler(n *node, log *slog.Logger) http.Handler {
-	r := &retention.Reconciler{Store: n.store, Streams: n.meter, Usage: retention.MeterUsage{M: n.meter}, Log: log}
+	r := &retention.Reconciler{Store: n.store, Streams: n.rep.Accounts, Usage: retention.MeterUsage{M: n.rep.Meter}, Log: log}
 	return r.Handler()
 }
 

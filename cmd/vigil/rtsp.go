@@ -12,10 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/ingest/segmenter"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/retention"
 )
 
@@ -109,7 +109,7 @@ func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node,
 	rec, err := segmenter.New(segmenter.Config{
 		SpoolDir: filepath.Join(cfg.DataDir, "spool"), SegmentDuration: cfg.SegmentDuration, MaxTimestampJump: cfg.MaxRTPJump,
 		Lease: lease, Logger: log, Registerer: reg,
-	}, n.meter, ing, n.index)
+	}, n.rep.Accounts, ing, n.index)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node,
 		return err
 	}
 	srv, err := rtsp.NewServer(rtsp.Config{Addr: cfg.RTSPAddr, UDPRTPAddr: rtpAddr, UDPRTCPAddr: rtcpAddr,
-		MaxSessions: cfg.RTSPMaxSessions, Realm: meter.DigestRealm, Logger: log, Registerer: reg,
+		MaxSessions: cfg.RTSPMaxSessions, Realm: accounts.DigestRealm, Logger: log, Registerer: reg,
 		MaxUnauthenticated: cfg.RTSPMaxUnauth, MaxUnauthenticatedPerIP: cfg.RTSPMaxUnauthPerIP,
 		AuthTimeout: cfg.RTSPAuthTimeout, Limiter: n.authLimiter}, rec)
 	if err != nil { // already "rtsp: …"; say which flags choose the ports

@@ -21,7 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
@@ -31,6 +33,8 @@ import (
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/playback"
+	"github.com/vigilcloud/vigil/purge"
+	"github.com/vigilcloud/vigil/replica"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/fs"
 	"github.com/vigilcloud/vigil/storage/s3"
@@ -194,7 +198,7 @@ type node struct {
 	tokenSource string
 	store       storage.Backend
 	index       index.Index
-	meter       *meter.Meter
+	rep         *replica.Replica // the replicated state: registry, usage, billing
 	srv         *http.Server
 	log         *slog.Logger
 	readyWait   time.Duration
@@ -273,19 +277,19 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	if !cfg.hasRole("meter") {
 		suffrage = cluster.SuffrageNonvoter // ingest-only: a local read replica
 	}
-	n.meter, err = meter.Open(ctx, meter.Config{
+	n.rep, err = replica.Open(ctx, cluster.PeerConfig{
 		Dir: filepath.Join(cfg.DataDir, "meter"), NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Logger: log,
 		Join: cfg.Join, Suffrage: suffrage, HTTPAddr: n.addr, ClusterToken: n.adminToken, Registerer: reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("meter: %w", err)
 	}
-	n.closers = append(n.closers, n.meter.Close)
+	n.closers = append(n.closers, n.rep.Close)
 
 	if emb, ok := n.index.(*embedded.Index); ok {
 		// Load every registered stream now, so compaction also closes the
 		// hours of streams nobody has touched since the restart.
-		refs, err := meterStreams{n.meter}.StreamRefs(ctx)
+		refs, err := meterStreams{n.rep.Accounts}.StreamRefs(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -301,7 +305,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	if err != nil {
 		return nil, err
 	}
-	usage := meter.NewAggregator(n.meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: log, Registerer: reg,
+	usage := meter.NewAggregator(n.rep.Meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: log, Registerer: reg,
 		Journal: journal, ResolveTimeout: cfg.Guard.StorageTimeout, ResolveMax: cfg.UsageResolveMax,
 		Resolve: func(ctx context.Context, key string) (string, error) {
 			info, err := n.store.Stat(ctx, key)
@@ -315,7 +319,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		}
 		return journal.Close()
 	})
-	authn := auth.New(n.adminToken, n.meter)
+	authn := auth.New(n.adminToken, n.rep.Accounts)
 	bounded := index.WithDeadline(n.index, cfg.Guard.IndexTimeout) // the request path's index
 	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
 		Logger: log, Registerer: reg})
@@ -332,10 +336,10 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		Logger:             log,
 		Registerer:         reg,
 		Usage:              usage,
-	}, n.store, bounded, n.meter)
+	}, n.store, bounded, n.rep.Accounts)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
-	play := playback.NewWithOptions(n.store, bounded, n.meter, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
+	play := playback.NewWithOptions(n.store, bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
@@ -344,20 +348,18 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		handle(api, ingest.SegmentPattern, ing)
 		handle(api, playback.Pattern, play)
 	}
-	ch := n.meter.ClusterHandler()
-	for _, p := range meter.ClusterPatterns() {
-		handle(api, p, ch)
+	mount := func(h http.Handler, patterns []string) {
+		for _, p := range patterns {
+			handle(api, p, h)
+		}
 	}
-	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.meter}, log)))
+	mount(n.rep.ClusterHandler(), cluster.ClusterPatterns())
+	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.rep.Accounts}, log)))
 	handle(api, "POST /v1/meter/reconcile", auth.RequireOperator(reconciler(n, log))) // retention.go
-	mh := n.meter.Handler()
-	for _, p := range meter.HandlerPatterns() {
-		handle(api, p, mh)
-	}
-	bh := n.meter.BillingHandler()
-	for _, p := range meter.BillingPatterns() {
-		handle(api, p, bh)
-	}
+	mount(n.rep.Accounts.Handler(), accounts.HandlerPatterns())
+	mount(n.rep.Purges.Handler(), purge.Patterns())
+	mount(n.rep.Meter.Handler(n.rep.Accounts), meter.Patterns())
+	mount(n.rep.Billing.Handler(), billing.Patterns())
 
 	root := http.NewServeMux()
 	handle(root, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -473,7 +475,7 @@ func adminToken(dir string) (token, source string, err error) {
 }
 
 // meterStreams lists the meter's live streams for an index rebuild.
-type meterStreams struct{ m *meter.Meter }
+type meterStreams struct{ m *accounts.Registry }
 
 func (s meterStreams) StreamRefs(ctx context.Context) ([]storage.StreamRef, error) {
 	streams, err := s.m.Streams(ctx)

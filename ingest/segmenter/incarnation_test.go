@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/ingest"
-	"github.com/vigilcloud/vigil/meter"
 )
 
 // A spooled segment of a stream deleted and created again with the same id
@@ -20,7 +20,7 @@ import (
 // it into the new one.
 func TestUploadJobIncarnation(t *testing.T) {
 	reg := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	cur := meter.Stream{ID: "s1", RegisteredAt: reg}
+	cur := accounts.Stream{ID: "s1", RegisteredAt: reg}
 	for _, tc := range []struct {
 		name string
 		job  uploadJob
@@ -49,7 +49,7 @@ type recreatingStorer struct {
 	calls atomic.Int32
 }
 
-func (s *recreatingStorer) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error) {
+func (s *recreatingStorer) Store(ctx context.Context, st accounts.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error) {
 	first := false
 	s.once.Do(func() {
 		first = true

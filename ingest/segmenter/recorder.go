@@ -37,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/ingest"
@@ -48,7 +49,7 @@ import (
 
 // Registry finds streams and bridges (the meter).
 type Registry interface {
-	Stream(ctx context.Context, id string) (meter.Stream, error)
+	Stream(ctx context.Context, id string) (accounts.Stream, error)
 	BridgeByTokenHash(ctx context.Context, hash string) (string, error)
 	BridgeDigestHA1(ctx context.Context, id string) (string, error)
 }
@@ -56,7 +57,7 @@ type Registry interface {
 // Storer stores a closed segment exactly like an HTTP upload
 // (ingest.Handler.Store).
 type Storer interface {
-	Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error)
+	Store(ctx context.Context, st accounts.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error)
 }
 
 // Index tells where a stream's recording ends, so that a reconnect never
@@ -210,7 +211,7 @@ func (r *Recorder) CheckPassword(ctx context.Context, user, password string) err
 
 // DigestHA1 implements rtsp.Handler.
 func (r *Recorder) DigestHA1(ctx context.Context, user, realm string) (string, error) {
-	if realm != meter.DigestRealm {
+	if realm != accounts.DigestRealm {
 		return "", rtsp.ErrUnauthorized
 	}
 	ha1, err := r.reg.BridgeDigestHA1(ctx, user)
@@ -313,7 +314,7 @@ func (r *Recorder) release(s *session, endMS int64) {
 
 // recordedEnd is the end (Unix ms) of what stream st has recorded near
 // now: a new segment must not start before it.
-func (r *Recorder) recordedEnd(ctx context.Context, st meter.Stream, now int64) int64 {
+func (r *Recorder) recordedEnd(ctx context.Context, st accounts.Stream, now int64) int64 {
 	r.mu.Lock()
 	end := r.lastEnd[st.ID]
 	r.mu.Unlock()

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -36,10 +36,10 @@ func TestAuthorisation(t *testing.T) {
 			t.Errorf("CheckPassword(%q, %q) = %v, want ErrUnauthorized", c[0], c[1], err)
 		}
 	}
-	if ha1, err := r.DigestHA1(ctx, "br1", meter.DigestRealm); err != nil || ha1 == "" {
+	if ha1, err := r.DigestHA1(ctx, "br1", accounts.DigestRealm); err != nil || ha1 == "" {
 		t.Errorf("DigestHA1: %q %v", ha1, err)
 	}
-	if _, err := r.DigestHA1(ctx, "br9", meter.DigestRealm); !errors.Is(err, rtsp.ErrUnauthorized) {
+	if _, err := r.DigestHA1(ctx, "br9", accounts.DigestRealm); !errors.Is(err, rtsp.ErrUnauthorized) {
 		t.Errorf("unknown bridge digest: %v", err)
 	}
 	audio := rtsp.Media{Type: "audio", Codec: "PCMU", ClockRate: 8000}
@@ -187,7 +187,7 @@ type flakyStorer struct {
 	calls int
 }
 
-func (f *flakyStorer) Store(ctx context.Context, st meter.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error) {
+func (f *flakyStorer) Store(ctx context.Context, st accounts.Stream, seg index.Segment, body io.Reader, opts ...ingest.StoreOption) (index.Segment, bool, error) {
 	f.mu.Lock()
 	f.calls++
 	fail := f.calls <= f.fails
@@ -274,7 +274,7 @@ func (nopIndex) Segments(context.Context, storage.StreamRef, int64, int64) ([]in
 
 type discardStorer struct{}
 
-func (discardStorer) Store(_ context.Context, _ meter.Stream, seg index.Segment, body io.Reader, _ ...ingest.StoreOption) (index.Segment, bool, error) {
+func (discardStorer) Store(_ context.Context, _ accounts.Stream, seg index.Segment, body io.Reader, _ ...ingest.StoreOption) (index.Segment, bool, error) {
 	_, err := io.Copy(io.Discard, body)
 	return seg, true, err
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
@@ -40,21 +41,21 @@ import (
 // fakeRegistry is the meter's part the recorder asks (unit tests only).
 type fakeRegistry struct {
 	mu      sync.Mutex
-	streams map[string]meter.Stream
+	streams map[string]accounts.Stream
 	tokens  map[string]string // hash → bridge
 	ha1     map[string]string
 	down    bool
 }
 
-func (f *fakeRegistry) Stream(ctx context.Context, id string) (meter.Stream, error) {
+func (f *fakeRegistry) Stream(ctx context.Context, id string) (accounts.Stream, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
-		return meter.Stream{}, errors.New("meter down")
+		return accounts.Stream{}, errors.New("meter down")
 	}
 	st, ok := f.streams[id]
 	if !ok {
-		return meter.Stream{}, meter.ErrNotFound
+		return accounts.Stream{}, meter.ErrNotFound
 	}
 	return st, nil
 }
@@ -75,12 +76,12 @@ func (f *fakeRegistry) BridgeDigestHA1(ctx context.Context, id string) (string, 
 
 func newRegistry() *fakeRegistry {
 	return &fakeRegistry{
-		streams: map[string]meter.Stream{
+		streams: map[string]accounts.Stream{
 			"cam1-main": {ID: "cam1-main", Account: "acc", Bridge: "br1", Camera: "cam1", Width: 640, Height: 480, RetentionDays: 7},
 			"cam2-main": {ID: "cam2-main", Account: "acc", Bridge: "br2", Camera: "cam2", Width: 640, Height: 480, RetentionDays: 7},
 		},
 		tokens: map[string]string{auth.HashToken("tok1"): "br1", auth.HashToken("tok2"): "br2"},
-		ha1:    map[string]string{"br1": auth.DigestHA1("br1", meter.DigestRealm, "tok1")},
+		ha1:    map[string]string{"br1": auth.DigestHA1("br1", accounts.DigestRealm, "tok1")},
 	}
 }
 

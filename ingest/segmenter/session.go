@@ -12,6 +12,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/media/avc"
 	"github.com/vigilcloud/vigil/media/fmp4"
@@ -25,7 +26,7 @@ import (
 // run beside them and only end live.
 type session struct {
 	r      *Recorder
-	st     meter.Stream
+	st     accounts.Stream
 	tracks []*track // by media index; nil = not recorded
 	log    *slog.Logger
 
@@ -105,7 +106,7 @@ const (
 	defaultFrameTicks = 3600 // 25 fps, for a last picture of unknown length
 )
 
-func newSession(r *Recorder, st meter.Stream, tracks []*track) *session {
+func newSession(r *Recorder, st accounts.Stream, tracks []*track) *session {
 	return &session{r: r, st: st, tracks: tracks, log: r.log.With("stream", st.ID), audioQ: map[int][]queuedAudio{}, audioLast: map[int]int64{}}
 }
 
@@ -484,12 +485,12 @@ func (s *session) openSegment(media int, d0 int64) error {
 
 // noteTier keeps the "observed tier above configured" gauge.
 func (s *session) noteTier(w, h int) {
-	above := w > 0 && h > 0 && w*h > s.st.Width*s.st.Height && meter.Tier(w, h) != meter.Tier(s.st.Width, s.st.Height)
+	above := w > 0 && h > 0 && w*h > s.st.Width*s.st.Height && accounts.Tier(w, h) != accounts.Tier(s.st.Width, s.st.Height)
 	if above != s.aboveTier {
 		if above {
 			s.r.m.aboveTier.Inc()
 			s.log.Warn("segmenter: observed resolution tier above the configured one", "observed", fmt.Sprintf("%dx%d", w, h),
-				"observed_tier", meter.Tier(w, h), "configured_tier", meter.Tier(s.st.Width, s.st.Height))
+				"observed_tier", accounts.Tier(w, h), "configured_tier", accounts.Tier(s.st.Width, s.st.Height))
 		} else {
 			s.r.m.aboveTier.Dec()
 		}

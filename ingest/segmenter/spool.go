@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/media"
@@ -489,14 +490,14 @@ func (r *Recorder) upload(ctx context.Context, job uploadJob) {
 // earlier stream of the same id, deleted since. A file of an earlier run
 // does not know its incarnation; it was recorded after its stream was
 // registered, so one that starts before st's registration is older.
-func (j uploadJob) incarnationOf(st meter.Stream) bool {
+func (j uploadJob) incarnationOf(st accounts.Stream) bool {
 	if !j.registered.IsZero() {
 		return j.registered.Equal(st.RegisteredAt)
 	}
 	return j.seg.Start >= st.RegisteredAt.UnixMilli()
 }
 
-func (r *Recorder) storeFile(ctx context.Context, st meter.Stream, job uploadJob) (string, error) {
+func (r *Recorder) storeFile(ctx context.Context, st accounts.Stream, job uploadJob) (string, error) {
 	f := job.f
 	if f == nil {
 		var err error

@@ -1,20 +1,22 @@
-// Package meter is vigil's system of record for everything billing-relevant:
-// the registry of accounts, bridges, cameras and streams, their settings
-// history and usage, kept in a hashicorp/raft replicated state machine.
-package meter
+// Package accounts is the registry: accounts (resellers and their
+// sub-accounts), bridges, cameras and streams, their settings history and
+// deletion. It is a domain of the replicated state machine (package
+// cluster): its state is a section, its writes are commands.
+package accounts
 
 import (
-	"errors"
 	"time"
+
+	"github.com/vigilcloud/vigil/cluster"
 )
 
 // ErrNotFound is returned for an unknown (or deleted) account, bridge,
 // camera or stream.
-var ErrNotFound = errors.New("meter: not found")
+var ErrNotFound = cluster.ErrNotFound
 
 // ErrConflict is returned when a create collides with a different existing
 // object of the same id.
-var ErrConflict = errors.New("meter: conflict")
+var ErrConflict = cluster.ErrConflict
 
 // Defaults are an account's default stream settings.
 type Defaults struct {
@@ -25,7 +27,7 @@ type Defaults struct {
 
 // ErrInvalid is returned (inside an *Error with a code) for a command whose
 // content is invalid: a bad field, or a parent that does not exist.
-var ErrInvalid = errors.New("meter: invalid")
+var ErrInvalid = cluster.ErrInvalid
 
 // Billing cycles.
 const (
@@ -107,3 +109,6 @@ type SettingsChange struct {
 	Reason string    `json:"reason"` // registered | updated | account_defaults
 	StreamSettings
 }
+
+// DigestRealm is the realm of RTSP Digest authentication.
+const DigestRealm = "vigil"

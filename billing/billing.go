@@ -1,4 +1,8 @@
-package meter
+// Package billing evaluates billing runs: a pure function of a read-only
+// view of the replicated state (accounts and their cycle history, streams
+// and their settings history, each stream's usage in the month), rendered
+// as JSON and CSV.
+package billing
 
 import (
 	"cmp"
@@ -9,6 +13,10 @@ import (
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/meter"
 )
 
 // Billing runs (DESIGN.md sections 1 and 3). The evaluation is a pure
@@ -35,42 +43,6 @@ import (
 //   - Account and camera names are not in a run: they can change later, and
 //     a final run never changes. Ids identify everything.
 
-// CycleChange is one entry of an account's billing-cycle history: the
-// cycle ordered at At.
-type CycleChange struct {
-	At    time.Time `json:"at"`
-	Cycle string    `json:"cycle"`
-}
-
-// DefaultsChange is one entry of an account's defaults history.
-type DefaultsChange struct {
-	At       time.Time `json:"at"`
-	Defaults Defaults  `json:"defaults"`
-}
-
-type accountHist struct {
-	Cycles   []CycleChange    `json:"cycles"`
-	Defaults []DefaultsChange `json:"defaults"`
-}
-
-// recordAccount appends to a's cycle and defaults history what changed.
-func (st *state) recordAccount(at time.Time, a *Account) {
-	if st.AccountHist == nil {
-		st.AccountHist = map[string]*accountHist{}
-	}
-	h := st.AccountHist[a.ID]
-	if h == nil {
-		h = &accountHist{}
-		st.AccountHist[a.ID] = h
-	}
-	if n := len(h.Cycles); n == 0 || h.Cycles[n-1].Cycle != a.BillingCycle {
-		h.Cycles = append(h.Cycles, CycleChange{At: at, Cycle: a.BillingCycle})
-	}
-	if n := len(h.Defaults); n == 0 || h.Defaults[n-1].Defaults != a.Defaults {
-		h.Defaults = append(h.Defaults, DefaultsChange{At: at, Defaults: a.Defaults})
-	}
-}
-
 var monthRE = regexp.MustCompile(`^([0-9]{4})-([0-9]{2})$`)
 
 // ParseMonth parses YYYY-MM (months 01 to 12, years 2000 to 9998) into a
@@ -78,19 +50,19 @@ var monthRE = regexp.MustCompile(`^([0-9]{4})-([0-9]{2})$`)
 func ParseMonth(s string) (int, error) {
 	g := monthRE.FindStringSubmatch(s)
 	if g == nil {
-		return 0, invalid("invalid_month", "month %q: want YYYY-MM", s)
+		return 0, cluster.Invalid("invalid_month", "month %q: want YYYY-MM", s)
 	}
 	y, _ := strconv.Atoi(g[1])
 	mo, _ := strconv.Atoi(g[2])
 	if mo < 1 || mo > 12 || y < 2000 || y > 9998 {
-		return 0, invalid("invalid_month", "month %q: want YYYY-MM with month 01 to 12", s)
+		return 0, cluster.Invalid("invalid_month", "month %q: want YYYY-MM with month 01 to 12", s)
 	}
 	return y*12 + mo - 1, nil
 }
 
 // CutOff is the cut-off of month m's run: the first instant of the next
 // month, UTC.
-func CutOff(m int) time.Time { return monthStart(m + 1) }
+func CutOff(m int) time.Time { return meter.MonthStart(m + 1) }
 
 // registeredAt reports whether a stream registered at reg and deleted at
 // del (nil: not deleted) is registered at instant t.
@@ -100,10 +72,10 @@ func registeredAt(reg time.Time, del *time.Time, t time.Time) bool {
 
 // settingsAt returns the settings in force at t: the last history entry
 // stamped at or before t.
-func settingsAt(h []SettingsChange, t time.Time) (StreamSettings, bool) {
+func settingsAt(h []accounts.SettingsChange, t time.Time) (accounts.StreamSettings, bool) {
 	i := sort.Search(len(h), func(i int) bool { return h[i].At.After(t) })
 	if i == 0 {
-		return StreamSettings{}, false
+		return accounts.StreamSettings{}, false
 	}
 	return h[i-1].StreamSettings, true
 }
@@ -118,18 +90,18 @@ type cycleSegment struct {
 
 // cycleTimeline turns a cycle history (ordered by time) into the cycle in
 // force per run month, considering only orders stamped at or before cutoff.
-func cycleTimeline(h []CycleChange, cutoff time.Time) []cycleSegment {
+func cycleTimeline(h []accounts.CycleChange, cutoff time.Time) []cycleSegment {
 	var segs []cycleSegment
 	for i, ch := range h {
 		if ch.At.After(cutoff) {
 			break
 		}
 		if i == 0 { // the cycle the account was created with: from its first month
-			m := monthIndex(ch.At)
+			m := meter.MonthIndex(ch.At)
 			segs = append(segs, cycleSegment{From: m, Cycle: ch.Cycle, Anchor: m})
 			continue
 		}
-		e := monthIndex(ch.At) + 1
+		e := meter.MonthIndex(ch.At) + 1
 		if ch.At.UTC().Day() > 15 {
 			e++
 		}
@@ -141,21 +113,21 @@ func cycleTimeline(h []CycleChange, cutoff time.Time) []cycleSegment {
 		if last.Cycle == ch.Cycle {
 			continue
 		}
-		if ch.Cycle == CycleAnnual {
-			segs = append(segs, cycleSegment{From: e, Cycle: CycleAnnual, Anchor: e})
+		if ch.Cycle == accounts.CycleAnnual {
+			segs = append(segs, cycleSegment{From: e, Cycle: accounts.CycleAnnual, Anchor: e})
 			continue
 		}
 		// Back to monthly once the running annual cycle has ended.
 		end := last.Anchor + 12*((e-last.Anchor+11)/12)
-		segs = append(segs, cycleSegment{From: end, Cycle: CycleMonthly, Anchor: end})
+		segs = append(segs, cycleSegment{From: end, Cycle: accounts.CycleMonthly, Anchor: end})
 	}
 	return segs
 }
 
 // cycleAt returns the cycle of run month m and, for annual, the first run
 // month of the running cycle.
-func cycleAt(h []CycleChange, m int, cutoff time.Time) (cycle string, start int) {
-	cycle, start = CycleMonthly, m
+func cycleAt(h []accounts.CycleChange, m int, cutoff time.Time) (cycle string, start int) {
+	cycle, start = accounts.CycleMonthly, m
 	for _, s := range cycleTimeline(h, cutoff) {
 		if s.From > m {
 			break
@@ -163,7 +135,7 @@ func cycleAt(h []CycleChange, m int, cutoff time.Time) (cycle string, start int)
 		cycle = s.Cycle
 		start = s.Anchor + 12*((m-s.Anchor)/12)
 	}
-	if cycle == CycleMonthly {
+	if cycle == accounts.CycleMonthly {
 		start = m
 	}
 	return cycle, start
@@ -171,7 +143,7 @@ func cycleAt(h []CycleChange, m int, cutoff time.Time) (cycle string, start int)
 
 // mergeSettings is the larger of two subscriptions per billing dimension:
 // the resolution with more pixels, the longer retention, every analytic.
-func mergeSettings(a, b StreamSettings) StreamSettings {
+func mergeSettings(a, b accounts.StreamSettings) accounts.StreamSettings {
 	out := a
 	if int64(b.Width)*int64(b.Height) > int64(a.Width)*int64(a.Height) {
 		out.Width, out.Height = b.Width, b.Height
@@ -185,8 +157,8 @@ func mergeSettings(a, b StreamSettings) StreamSettings {
 }
 
 // billedEqual compares subscriptions as billed: tier, retention, analytics.
-func billedEqual(a, b StreamSettings) bool {
-	return Tier(a.Width, a.Height) == Tier(b.Width, b.Height) && a.RetentionDays == b.RetentionDays &&
+func billedEqual(a, b accounts.StreamSettings) bool {
+	return accounts.Tier(a.Width, a.Height) == accounts.Tier(b.Width, b.Height) && a.RetentionDays == b.RetentionDays &&
 		slices.Equal(a.Analytics, b.Analytics)
 }
 
@@ -206,14 +178,14 @@ type billStream struct {
 	ID, Camera, Bridge, Account string
 	RegisteredAt                time.Time
 	DeletedAt                   *time.Time
-	History                     []SettingsChange
-	Usage                       *usageRec
+	History                     []accounts.SettingsChange
+	Usage                       meter.MonthUsage // in the run's month, up to its cut-off
 }
 
 // billAccount is what the evaluation needs of an account.
 type billAccount struct {
 	ID, Parent string
-	Cycles     []CycleChange
+	Cycles     []accounts.CycleChange
 }
 
 // LineItem is one billed stream of a run.
@@ -289,8 +261,8 @@ type BillingRun struct {
 
 // evaluate computes the run of month m with cut-off c (CutOff(m) for a
 // final run, now for a preview). Pure: it depends only on its arguments.
-func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*billStream) BillingRun {
-	run := BillingRun{Month: monthName(m), CutOff: c.UTC(), Summary: newSummary()}
+func evaluate(m int, c time.Time, accts map[string]*billAccount, streams []*billStream) BillingRun {
+	run := BillingRun{Month: meter.MonthName(m), CutOff: c.UTC(), Summary: newSummary()}
 	type acctState struct {
 		cycle      string
 		start      int
@@ -302,11 +274,11 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 		if a := per[id]; a != nil {
 			return a
 		}
-		a := &acctState{cycle: CycleMonthly, start: m}
-		if ba := accounts[id]; ba != nil {
+		a := &acctState{cycle: accounts.CycleMonthly, start: m}
+		if ba := accts[id]; ba != nil {
 			a.cycle, a.start = cycleAt(ba.Cycles, m, c)
 		}
-		if a.cycle == CycleAnnual {
+		if a.cycle == accounts.CycleAnnual {
 			a.monthsLeft = 12 - (m - a.start)
 		}
 		per[id] = a
@@ -343,7 +315,7 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 			}
 			a.items = make([]LineItem, 0, n)
 		}
-		var cur *StreamSettings
+		var cur *accounts.StreamSettings
 		if registeredAt(s.RegisteredAt, s.DeletedAt, c) {
 			if v, ok := settingsAt(s.History, c); ok {
 				cur = &v
@@ -351,10 +323,10 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 		}
 		it := LineItem{Account: s.Account, Bridge: s.Bridge, Camera: s.Camera, Stream: s.ID,
 			RegisteredAt: s.RegisteredAt, Cycle: a.cycle}
-		var billed StreamSettings
-		if a.cycle == CycleAnnual {
+		var billed accounts.StreamSettings
+		if a.cycle == accounts.CycleAnnual {
 			// The booked state: what the cycle's earlier runs billed.
-			var booked *StreamSettings
+			var booked *accounts.StreamSettings
 			for k := a.start; k < m; k++ {
 				ck := CutOff(k)
 				if !registeredAt(s.RegisteredAt, s.DeletedAt, ck) {
@@ -392,7 +364,7 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 				}
 			}
 			if booked != nil {
-				it.BookedSKU = SKU(*booked)
+				it.BookedSKU = accounts.SKU(*booked)
 			}
 			it.MonthsLeft = a.monthsLeft
 		} else {
@@ -405,14 +377,13 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 			t := s.DeletedAt.UTC()
 			it.DeletedAt = &t
 		}
-		it.SKU = SKU(billed)
+		it.SKU = accounts.SKU(billed)
 		it.Analytics = slices.Clone(billed.Analytics)
 		if it.Analytics == nil {
 			it.Analytics = []string{}
 		}
 		it.Width, it.Height, it.RetentionDays = billed.Width, billed.Height, billed.RetentionDays
-		stored, ingested, bms := usageAt(s.Usage, m, c)
-		it.StorageBytes, it.IngestedBytes, it.StoredByteHours = stored, ingested, bms.ByteHours()
+		it.StorageBytes, it.IngestedBytes, it.StoredByteHours = s.Usage.StoredBytes, s.Usage.IngestedBytes, s.Usage.StoredByteHours
 		a.items = append(a.items, it)
 	}
 
@@ -428,12 +399,12 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 			continue
 		}
 		reseller := id
-		if ba := accounts[id]; ba != nil && ba.Parent != "" {
+		if ba := accts[id]; ba != nil && ba.Parent != "" {
 			reseller = ba.Parent
 		}
 		ar := AccountRun{ID: id, Cycle: a.cycle, Summary: newSummary(), Items: a.items}
-		if a.cycle == CycleAnnual {
-			ar.CycleStart, ar.MonthsLeft = monthName(a.start), a.monthsLeft
+		if a.cycle == accounts.CycleAnnual {
+			ar.CycleStart, ar.MonthsLeft = meter.MonthName(a.start), a.monthsLeft
 		}
 		r := resellers[reseller]
 		if r == nil {
@@ -469,50 +440,36 @@ func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*b
 	return run
 }
 
-// billingInputs collects the evaluation's inputs from the state, live and
-// retired streams alike. Call with the state read-locked.
-func (st *state) billingInputs() (map[string]*billAccount, []*billStream) {
-	accounts := make(map[string]*billAccount, len(st.Accounts))
-	for id, a := range st.Accounts {
-		ba := &billAccount{ID: id, Parent: a.Parent}
-		if h := st.AccountHist[id]; h != nil {
-			ba.Cycles = h.Cycles
-		} else { // an account from before cycle history: its cycle since creation
-			ba.Cycles = []CycleChange{{At: a.CreatedAt, Cycle: a.BillingCycle}}
-		}
-		accounts[id] = ba
-	}
-	streams := make([]*billStream, 0, len(st.Streams))
-	add := func(s *streamRec) {
-		streams = append(streams, &billStream{ID: s.Stream.ID, Camera: s.Stream.Camera, Bridge: s.Stream.Bridge,
-			Account: s.Stream.Account, RegisteredAt: s.Stream.RegisteredAt, DeletedAt: s.Stream.DeletedAt,
-			History: s.History, Usage: st.usageOf(&s.Stream)})
-	}
-	for _, s := range st.Streams {
-		add(s)
-	}
-	for _, r := range st.Retired {
-		for _, s := range r.Streams {
-			add(s)
-		}
-	}
-	return accounts, streams
+// inputs collects the evaluation's inputs from the state, live and retired
+// streams alike, with each stream's usage in month m up to cut-off c. Call
+// with the state read-locked.
+func (b *Billing) inputs(m int, c time.Time) (map[string]*billAccount, []*billStream) {
+	accts := map[string]*billAccount{}
+	b.accounts.EachAccount(func(a *accounts.Account, cycles []accounts.CycleChange) {
+		accts[a.ID] = &billAccount{ID: a.ID, Parent: a.Parent, Cycles: cycles}
+	})
+	var streams []*billStream
+	b.accounts.EachStream(func(s *accounts.Stream, h []accounts.SettingsChange) {
+		streams = append(streams, &billStream{ID: s.ID, Camera: s.Camera, Bridge: s.Bridge,
+			Account: s.Account, RegisteredAt: s.RegisteredAt, DeletedAt: s.DeletedAt,
+			History: h, Usage: b.usage.MonthUsage(s, m, c)})
+	})
+	return accts, streams
 }
 
-// billingRun evaluates month m's run on the state as it is: final with the
+// run evaluates month m's run on the state as it is: final with the
 // month's cut-off, or a preview with cut-off now.
-func (f *fsm) billingRun(m int, final bool, now time.Time) BillingRun {
-	f.mu.RLock()
-	accounts, streams := f.st.billingInputs()
+func (b *Billing) run(m int, final bool, now time.Time) BillingRun {
 	c := now
 	if final {
 		c = CutOff(m)
 	}
-	// evaluate only reads what billingInputs shares with the state, and the
-	// FSM never mutates history entries in place, only appends; but a
-	// usage record is updated in place, so evaluate under the read lock.
-	run := evaluate(m, c, accounts, streams)
-	f.mu.RUnlock()
+	b.m.RLock()
+	accts, streams := b.inputs(m, c)
+	b.m.RUnlock()
+	// evaluate reads history slices the state shares, which are only ever
+	// appended to, never changed in place; usage figures are copies.
+	run := evaluate(m, c, accts, streams)
 	run.Final = final
 	if !final {
 		t := now.UTC()

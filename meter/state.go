@@ -1,25 +1,59 @@
+// Package meter meters usage: ingest nodes aggregate what they store and
+// free per stream (Aggregator, with a local Journal so that a crash loses
+// and double-counts nothing) and submit it in batches; the meter's section
+// of the replicated state integrates stored bytes over time, per stream
+// incarnation and calendar month, exactly, for billing.
 package meter
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/big"
 	"math/bits"
-	"slices"
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/raft"
-
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/storage"
 )
 
+// State is the meter's section of the replicated state.
+type State struct {
+	Usage      map[string]*usageRec `json:"usage"` // by stream id
+	UsageStats usageStats           `json:"usage_stats"`
+	// UsageJournals is the last batch seq applied per ingest journal: a
+	// journal's batches apply once, in order, however late a replay comes.
+	// One entry per ingest data directory, never per segment.
+	UsageJournals map[string]uint64 `json:"usage_journals,omitempty"`
+
+	m        *cluster.Machine
+	accounts *accounts.State
+}
+
+// Register adds the meter's section and commands to m; usage is counted
+// for the streams of accts.
+func Register(m *cluster.Machine, accts *accounts.State) *State {
+	st := &State{m: m, accounts: accts}
+	m.Register(cluster.Section{Name: "meter", State: st, Reset: func() {
+		st.Usage, st.UsageStats, st.UsageJournals = nil, usageStats{}, nil
+	}})
+	m.Handle(cluster.CmdUsageBatch, st.applyUsageBatch)
+	m.Handle(cluster.CmdObserveResolution, st.applyObserve)
+	m.Handle(cluster.CmdUsageTick, func(*cluster.Command) (any, error) { return struct{}{}, nil })
+	return st
+}
+
+var (
+	invalid  = cluster.Invalid
+	notFound = cluster.NotFound
+)
+
+// ErrNotFound is returned for a stream never registered.
+var ErrNotFound = cluster.ErrNotFound
+
 // Usage commands.
 const (
-	cmdUsageBatch        = "usage_batch"
-	cmdObserveResolution = "observe_resolution"
-	cmdUsageTick         = "usage_tick"
 	maxUsageBatchEntries = 100_000
 	usageRequestIDPrefix = "usage/"
 )
@@ -146,18 +180,19 @@ type usageRec struct {
 	Observed      []ObservedResolution `json:"observed,omitempty"`
 }
 
-// monthIndex numbers months: year×12 + month−1.
-func monthIndex(t time.Time) int {
+// MonthIndex numbers months: year×12 + month−1.
+func MonthIndex(t time.Time) int {
 	t = t.UTC()
 	return t.Year()*12 + int(t.Month()) - 1
 }
 
-// monthStart is the first instant of month m (UTC).
-func monthStart(m int) time.Time {
+// MonthStart is the first instant of month m (UTC).
+func MonthStart(m int) time.Time {
 	return time.Date(m/12, time.Month(m%12+1), 1, 0, 0, 0, 0, time.UTC)
 }
 
-func monthName(m int) string { return monthStart(m).Format("2006-01") }
+// MonthName is YYYY-MM of month m.
+func MonthName(m int) string { return MonthStart(m).Format("2006-01") }
 
 func (u *usageRec) bucket(m int) *monthUsage {
 	if n := len(u.Months); n > 0 && u.Months[n-1].Month == m {
@@ -179,8 +214,8 @@ func (u *usageRec) advanceIn(t time.Time, m int, start time.Time) {
 	}
 	from := u.LastAt
 	if from.Before(start) {
-		for k := monthIndex(from); k < m; k++ {
-			end := monthStart(k + 1)
+		for k := MonthIndex(from); k < m; k++ {
+			end := MonthStart(k + 1)
 			b := u.bucket(k)
 			b.ByteMS = b.ByteMS.add(mul(u.StoredBytes, end.Sub(from).Milliseconds()))
 			b.EndStoredBytes, b.Closed = u.StoredBytes, true
@@ -192,9 +227,23 @@ func (u *usageRec) advanceIn(t time.Time, m int, start time.Time) {
 	u.LastAt = t
 }
 
+// MonthUsage is a stream's usage in a month, up to a cut-off.
+type MonthUsage struct {
+	StoredBytes     int64       // at the cut-off
+	IngestedBytes   int64       // in the month
+	StoredByteHours json.Number // stored bytes integrated over the month up to the cut-off
+}
+
+// MonthUsage returns stream incarnation s's usage in month m up to cut-off
+// c (the caller holds the machine's lock).
+func (st *State) MonthUsage(s *accounts.Stream, m int, c time.Time) MonthUsage {
+	stored, ingested, bms := usageAt(st.usageOf(s), m, c)
+	return MonthUsage{StoredBytes: stored, IngestedBytes: ingested, StoredByteHours: bms.ByteHours()}
+}
+
 // usageAt evaluates u for month m up to cutoff c (the month's end for a
 // final run, now for a preview): stored bytes at c, bytes ingested in the
-// month, stored byte-milliseconds in [monthStart(m), c).
+// month, stored byte-milliseconds in [MonthStart(m), c).
 func usageAt(u *usageRec, m int, c time.Time) (stored, ingested int64, byteMS u128) {
 	if u == nil || u.LastAt.IsZero() {
 		return 0, 0, u128{}
@@ -205,7 +254,7 @@ func usageAt(u *usageRec, m int, c time.Time) (stored, ingested int64, byteMS u1
 			continue
 		}
 		if b.Month < m { // no update in m: the stored bytes held all month
-			from := monthStart(m)
+			from := MonthStart(m)
 			return u.StoredBytes, 0, mul(u.StoredBytes, c.Sub(from).Milliseconds())
 		}
 		if b.Closed {
@@ -216,53 +265,39 @@ func usageAt(u *usageRec, m int, c time.Time) (stored, ingested int64, byteMS u1
 	return 0, 0, u128{} // first update after m
 }
 
-// tick clamps a command's time to the meter clock, so that meter time never
-// runs backwards whichever proposer stamped it; Apply advances the clock to
-// the time of every command it applies (a refused one changes nothing).
-// Once any command stamped at or after a month's end is applied, nothing can
-// change that month any more: that is what makes a final billing run final.
-func (st *state) tick(c *Command) {
-	if c.Time.Before(st.Clock) {
-		c.Time = st.Clock
+// applyUsageBatch applies a usage batch, in either form.
+func (st *State) applyUsageBatch(c *cluster.Command) (any, error) {
+	var b UsageBatch
+	if err := decodeBatch(c, &b); err != nil {
+		return nil, err
 	}
+	// A journal's batch (usage_journal.go) that the meter applied
+	// already: a replay after a crash, past the request table's reach.
+	src, seq, journaled := journalBatchID(b.ID)
+	if journaled && seq <= st.UsageJournals[src] {
+		return UsageResult{Duplicate: true}, nil
+	}
+	r := st.usageBatch(c.Time, b)
+	if journaled {
+		if st.UsageJournals == nil {
+			st.UsageJournals = map[string]uint64{}
+		}
+		st.UsageJournals[src] = seq
+	}
+	return r, nil
 }
 
-// applyUsage applies the usage commands; ok is false for other types.
-func (st *state) applyUsage(c *Command, dec func(any) error) (res any, ok bool, err error) {
-	switch c.Type {
-	case cmdUsageBatch:
-		var b UsageBatch
-		if err := dec(&b); err != nil {
-			return nil, true, err
-		}
-		// A journal's batch (usage_journal.go) that the meter applied
-		// already: a replay after a crash, past the request table's reach.
-		src, seq, journaled := journalBatchID(b.ID)
-		if journaled && seq <= st.UsageJournals[src] {
-			return UsageResult{Duplicate: true}, true, nil
-		}
-		r := st.usageBatch(c.Time, b)
-		if journaled {
-			if st.UsageJournals == nil {
-				st.UsageJournals = map[string]uint64{}
-			}
-			st.UsageJournals[src] = seq
-		}
-		return r, true, nil
-	case cmdObserveResolution:
-		var e UsageEntry
-		if err := dec(&e); err != nil {
-			return nil, true, err
-		}
-		r := st.usageBatch(c.Time, UsageBatch{Entries: []UsageEntry{{Stream: e.Stream, Width: e.Width, Height: e.Height}}})
-		if len(r.Rejected) > 0 {
-			return nil, true, notFound("stream %s: %s", e.Stream, r.Rejected[0].Reason)
-		}
-		return r, true, nil
-	case cmdUsageTick:
-		return struct{}{}, true, nil
+// applyObserve applies observe_resolution.
+func (st *State) applyObserve(c *cluster.Command) (any, error) {
+	var e UsageEntry
+	if err := c.Decode(&e); err != nil {
+		return nil, err
 	}
-	return nil, false, nil
+	r := st.usageBatch(c.Time, UsageBatch{Entries: []UsageEntry{{Stream: e.Stream, Width: e.Width, Height: e.Height}}})
+	if len(r.Rejected) > 0 {
+		return nil, notFound("stream %s: %s", e.Stream, r.Rejected[0].Reason)
+	}
+	return r, nil
 }
 
 func (e *UsageEntry) valid() bool { return storage.ValidID(e.Stream) && e.validCounts() }
@@ -270,7 +305,7 @@ func (e *UsageEntry) valid() bool { return storage.ValidID(e.Stream) && e.validC
 // validCounts is valid without the stream id check.
 func (e *UsageEntry) validCounts() bool {
 	return e.IngestedBytes >= 0 && e.Segments >= 0 &&
-		e.Width >= 0 && e.Height >= 0 && e.Width <= maxDimension && e.Height <= maxDimension &&
+		e.Width >= 0 && e.Height >= 0 && e.Width <= accounts.MaxDimension && e.Height <= accounts.MaxDimension &&
 		(e.Width == 0) == (e.Height == 0)
 }
 
@@ -283,38 +318,31 @@ func (e *UsageEntry) onlyFrees() bool {
 // usageRecFor returns the usage record of s's current incarnation; the
 // record of an earlier incarnation (a camera id re-created after its purge)
 // is kept under id@registered-ms so that past billing runs do not change.
-func (st *state) usageRecFor(s *streamRec) *usageRec {
-	// The record of an incarnation stays the same object (only its key
-	// changes), so the pointer need not be looked up again.
-	if s.usage != nil {
-		return s.usage
-	}
+func (st *State) usageRecFor(s *accounts.Stream) *usageRec {
 	if st.Usage == nil {
 		st.Usage = map[string]*usageRec{}
 	}
-	id := s.Stream.ID
-	u := st.Usage[id]
-	if u != nil && !u.Registered.Equal(s.Stream.RegisteredAt) {
-		st.Usage[id+"@"+strconv.FormatInt(u.Registered.UnixMilli(), 10)] = u
+	u := st.Usage[s.ID]
+	if u != nil && !u.Registered.Equal(s.RegisteredAt) {
+		st.Usage[s.ID+"@"+strconv.FormatInt(u.Registered.UnixMilli(), 10)] = u
 		u = nil
 	}
 	if u == nil {
-		u = &usageRec{Registered: s.Stream.RegisteredAt}
-		st.Usage[id] = u
+		u = &usageRec{Registered: s.RegisteredAt}
+		st.Usage[s.ID] = u
 	}
-	s.usage = u
 	return u
 }
 
 // usageOf returns the usage record of a stream incarnation, nil if none.
-func (st *state) usageOf(s *Stream) *usageRec {
+func (st *State) usageOf(s *accounts.Stream) *usageRec {
 	if u := st.Usage[s.ID]; u != nil && u.Registered.Equal(s.RegisteredAt) {
 		return u
 	}
 	return st.Usage[s.ID+"@"+strconv.FormatInt(s.RegisteredAt.UnixMilli(), 10)]
 }
 
-func (st *state) usageBatch(at time.Time, b UsageBatch) UsageResult {
+func (st *State) usageBatch(at time.Time, b UsageBatch) UsageResult {
 	var r UsageResult
 	st.UsageStats.Batches++
 	reject := func(e *UsageEntry, reason string, n *int64) {
@@ -322,14 +350,14 @@ func (st *state) usageBatch(at time.Time, b UsageBatch) UsageResult {
 		st.UsageStats.Rejected++
 		*n++
 	}
-	m := monthIndex(at)
-	start := monthStart(m)
+	m := MonthIndex(at)
+	start := MonthStart(m)
 	for i := range b.Entries {
 		e := &b.Entries[i]
 		st.UsageStats.Entries++
 		// Look the stream up first: a registered stream's id is valid, so
 		// only an unknown one pays for the full check (same outcomes).
-		s := st.Streams[e.Stream]
+		s := st.accounts.StreamState(e.Stream)
 		if s == nil || !e.validCounts() {
 			if !e.valid() {
 				reject(e, "invalid_entry", &st.UsageStats.RejectedInvalid)
@@ -338,7 +366,7 @@ func (st *state) usageBatch(at time.Time, b UsageBatch) UsageResult {
 			}
 			continue
 		}
-		if s.Stream.DeletedAt != nil && !e.onlyFrees() {
+		if s.DeletedAt != nil && !e.onlyFrees() {
 			reject(e, "deleted_stream", &st.UsageStats.RejectedDeleted)
 			continue
 		}
@@ -363,148 +391,4 @@ func (st *state) usageBatch(at time.Time, b UsageBatch) UsageResult {
 		r.Applied++
 	}
 	return r
-}
-
-// ApplyBatch implements raft.BatchingFSM: raft hands over every committed
-// entry of a round at once, and one lock round trip serves them all.
-func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make([]any, len(logs))
-	for i, l := range logs {
-		if l.Type != raft.LogCommand {
-			continue // configuration entries: nothing for the meter
-		}
-		out[i] = f.applyLocked(l)
-	}
-	return out
-}
-
-var _ raft.BatchingFSM = (*fsm)(nil)
-
-// --- Meter API ---
-
-// ReportUsage submits a usage batch. It is idempotent by b.ID: a retry of a
-// batch whose first attempt committed returns the first result and changes
-// nothing. Entries for unknown or deleted streams are refused and counted,
-// the rest applied.
-func (m *Meter) ReportUsage(ctx context.Context, b UsageBatch) (UsageResult, error) {
-	if !storage.ValidID(b.ID) {
-		return UsageResult{}, invalid("invalid_batch", "usage batch id %q: want [a-zA-Z0-9_-]{1,64}", b.ID)
-	}
-	if len(b.Entries) == 0 || len(b.Entries) > maxUsageBatchEntries {
-		return UsageResult{}, invalid("invalid_batch", "a usage batch has 1 to %d entries", maxUsageBatchEntries)
-	}
-	if b.To.IsZero() {
-		b.To = m.now()
-	}
-	b.From, b.To = b.From.UTC(), b.To.UTC()
-	var r UsageResult
-	return r, m.proposeAt(ctx, b.To, cmdUsageBatch, usageRequestIDPrefix+b.ID, b, &r)
-}
-
-// ObserveResolution records the resolution seen in a stream's media (a
-// no-op when unchanged). Ingest nodes normally send it inside usage
-// batches; this is the single-command path.
-func (m *Meter) ObserveResolution(ctx context.Context, stream string, width, height int) error {
-	e := UsageEntry{Stream: stream, Width: width, Height: height}
-	if !e.valid() || width == 0 {
-		return invalid("invalid_resolution", "observed resolution %dx%d of %q", width, height, stream)
-	}
-	var r UsageResult
-	return m.proposeAt(ctx, m.now(), cmdObserveResolution, "", e, &r)
-}
-
-// sealUsage makes sure the meter clock has passed t, proposing a tick
-// stamped now if needed, and waits until this replica has applied it.
-func (m *Meter) sealUsage(ctx context.Context, t time.Time) error {
-	if !m.clock().Before(t) {
-		return nil
-	}
-	var out struct{}
-	if err := m.proposeAt(ctx, m.now(), cmdUsageTick, "", struct{}{}, &out); err != nil {
-		return err
-	}
-	tk := time.NewTicker(10 * time.Millisecond)
-	defer tk.Stop()
-	for m.clock().Before(t) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("meter: waiting for the usage seal: %w", ctx.Err())
-		case <-tk.C:
-		}
-	}
-	return nil
-}
-
-func (m *Meter) clock() time.Time {
-	m.fsm.mu.RLock()
-	defer m.fsm.mu.RUnlock()
-	return m.fsm.st.Clock
-}
-
-// proposeAt is propose with an explicit proposer time (a usage batch is
-// stamped with its window end, so that a retry is the same command).
-func (m *Meter) proposeAt(ctx context.Context, at time.Time, typ, requestID string, payload, out any) error {
-	if requestID == "" {
-		requestID = randomID()
-	}
-	cmd, err := encodeCommand(typ, requestID, at, "", payload)
-	if err != nil {
-		return fmt.Errorf("meter: %s: %w", typ, err)
-	}
-	r, err := m.applyCmd(ctx, cmd) // forwarded to the leader from a follower
-	if err != nil {
-		return fmt.Errorf("meter: %s: %w", typ, err)
-	}
-	if r.Err != nil {
-		return r.Err.err()
-	}
-	if err := json.Unmarshal(r.Data, out); err != nil {
-		return fmt.Errorf("meter: %s: decode result: %w", typ, err)
-	}
-	return nil
-}
-
-// StreamUsage is a stream's usage as the meter knows it.
-type StreamUsage struct {
-	StorageBytes   int64      `json:"storage_bytes"`
-	StoredObjects  int64      `json:"stored_objects"`
-	SegmentCount   int64      `json:"segment_count"` // segments ingested
-	IngestedBytes  int64      `json:"ingested_bytes"`
-	UpdatedAt      *time.Time `json:"usage_updated_at,omitempty"`
-	ObservedWidth  int        `json:"observed_width,omitempty"`
-	ObservedHeight int        `json:"observed_height,omitempty"`
-	ObservedTier   string     `json:"observed_tier,omitempty"`
-	// ObservedAboveConfigured: the media's tier is higher than the
-	// configured one, which billing keeps using.
-	ObservedAboveConfigured bool                 `json:"observed_above_configured"`
-	Observed                []ObservedResolution `json:"observed_history,omitempty"`
-}
-
-// StreamUsage returns a stream's usage (zero if none was reported);
-// ErrNotFound for an id never registered.
-func (m *Meter) StreamUsage(ctx context.Context, id string) (StreamUsage, error) {
-	m.fsm.mu.RLock()
-	defer m.fsm.mu.RUnlock()
-	s := m.fsm.st.Streams[id]
-	if s == nil {
-		return StreamUsage{}, fmt.Errorf("meter: stream %s: %w", id, ErrNotFound)
-	}
-	u := m.fsm.st.usageOf(&s.Stream)
-	if u == nil {
-		return StreamUsage{}, nil
-	}
-	out := StreamUsage{StorageBytes: u.StoredBytes, StoredObjects: u.StoredObjects, SegmentCount: u.Segments,
-		IngestedBytes: u.IngestedBytes, Observed: slices.Clone(u.Observed)}
-	if !u.LastAt.IsZero() {
-		t := u.LastAt
-		out.UpdatedAt = &t
-	}
-	if n := len(u.Observed); n > 0 {
-		o := u.Observed[n-1]
-		out.ObservedWidth, out.ObservedHeight, out.ObservedTier = o.Width, o.Height, Tier(o.Width, o.Height)
-		out.ObservedAboveConfigured = TierAbove(o.Width, o.Height, s.Stream.Width, s.Stream.Height)
-	}
-	return out, nil
 }

@@ -1,135 +1,11 @@
-package meter
+package accounts
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"slices"
 	"time"
 
 	"github.com/vigilcloud/vigil/storage"
 )
-
-// Command is what goes through the raft log. Everything the FSM needs is in
-// it: the proposer stamps Time (the FSM never reads a clock) and RequestID
-// (a retried write whose first attempt committed is applied once), and puts
-// values it generated (a bridge token, a purge id) in Nonce, which is not
-// part of the request's identity: a retry carries a fresh nonce, and the
-// deduplicated replay returns the first attempt's result.
-type Command struct {
-	Type      string          `json:"type"`
-	RequestID string          `json:"request_id"`
-	Time      time.Time       `json:"time"`
-	Nonce     string          `json:"nonce,omitempty"`
-	Payload   json.RawMessage `json:"payload"`
-	// Version is what the command means when applied (cmdVersion).
-	Version int `json:"version,omitempty"`
-
-	binary bool // Payload is msgpack (codec.go), not JSON
-}
-
-// Command versions. A log entry keeps the meaning it had when it was first
-// applied: replicas restore snapshots taken at different indexes and replay
-// the rest, so an entry that meant something else to the version that
-// wrote it would leave them with different states. A proposer stamps
-// cmdVersion on every JSON command; entries without one (0) replay with the
-// earlier meaning (docs/accounts.md, upgrade). The binary form (usage
-// batches, codec.go) carries none: its meaning has not changed.
-const (
-	// cmdV1: an account defaults change moves no existing stream (they are
-	// pinned first), a new stream pins its settings, a deleted account
-	// takes no change, a bridge result holds no token.
-	cmdV1      = 1
-	cmdVersion = cmdV1
-)
-
-// legacy reports whether c was written before cmdV1 and applies with the
-// earlier meaning.
-func (c *Command) legacy() bool { return c.Version < cmdV1 }
-
-// Command types.
-const (
-	cmdCreateAccount = "create_account"
-	cmdUpdateAccount = "update_account"
-	cmdCreateBridge  = "create_bridge"
-	cmdCreateCamera  = "create_camera"
-	cmdUpdateStream  = "update_stream"
-	cmdDeleteCamera  = "delete_camera"
-)
-
-// identity is what a request id stands for: a reused id with another
-// identity is refused.
-func (c *Command) identity() string {
-	h := sha256.New()
-	h.Write([]byte(c.Type))
-	h.Write([]byte{0})
-	h.Write(c.Payload)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// Error is a refused command: Kind is ErrInvalid, ErrNotFound or
-// ErrConflict, Code the contract's machine-readable error code.
-type Error struct {
-	Kind error
-	Code string
-	Msg  string
-}
-
-func (e *Error) Error() string { return "meter: " + e.Msg }
-
-// Unwrap makes errors.Is(err, ErrNotFound) etc. work.
-func (e *Error) Unwrap() error { return e.Kind }
-
-func invalid(code, format string, args ...any) *Error {
-	return &Error{Kind: ErrInvalid, Code: code, Msg: fmt.Sprintf(format, args...)}
-}
-
-func notFound(format string, args ...any) *Error {
-	return &Error{Kind: ErrNotFound, Code: "not_found", Msg: fmt.Sprintf(format, args...)}
-}
-
-func conflict(code, format string, args ...any) *Error {
-	return &Error{Kind: ErrConflict, Code: code, Msg: fmt.Sprintf(format, args...)}
-}
-
-// wireError is an *Error as it is recorded in results.
-type wireError struct {
-	Kind string `json:"kind"`
-	Code string `json:"code"`
-	Msg  string `json:"msg"`
-}
-
-func toWire(err error) *wireError {
-	var e *Error
-	if !errors.As(err, &e) {
-		return &wireError{Kind: "internal", Code: "internal", Msg: err.Error()}
-	}
-	k := "invalid"
-	switch {
-	case errors.Is(e.Kind, ErrNotFound):
-		k = "not_found"
-	case errors.Is(e.Kind, ErrConflict):
-		k = "conflict"
-	}
-	return &wireError{Kind: k, Code: e.Code, Msg: e.Msg}
-}
-
-func (w *wireError) err() error {
-	var kind error
-	switch w.Kind {
-	case "not_found":
-		kind = ErrNotFound
-	case "conflict":
-		kind = ErrConflict
-	case "invalid":
-		kind = ErrInvalid
-	default:
-		return errors.New("meter: " + w.Msg)
-	}
-	return &Error{Kind: kind, Code: w.Code, Msg: w.Msg}
-}
 
 // Retention bounds (DESIGN.md section 3) and the system default plan HD1-D30.
 const (
@@ -138,7 +14,7 @@ const (
 	DefaultRetentionDays = 30
 	DefaultWidth         = 1280
 	DefaultHeight        = 720
-	maxDimension         = 100_000 // far beyond any camera; keeps w×h sane
+	MaxDimension         = 100_000 // far beyond any camera; keeps w×h sane
 	maxNameLen           = 256
 	maxStreamsPerCamera  = 64
 	maxAnalytics         = 64
@@ -197,8 +73,8 @@ func validRetention(d int) error {
 }
 
 func validResolution(w, h int) error {
-	if w <= 0 || h <= 0 || w > maxDimension || h > maxDimension {
-		return invalid("invalid_resolution", "width and height must be 1 to %d, not %dx%d", maxDimension, w, h)
+	if w <= 0 || h <= 0 || w > MaxDimension || h > MaxDimension {
+		return invalid("invalid_resolution", "width and height must be 1 to %d, not %dx%d", MaxDimension, w, h)
 	}
 	return nil
 }
@@ -354,8 +230,8 @@ type StreamPatch struct {
 
 func (p *StreamPatch) normalizeValidate() error {
 	for _, v := range []*int{p.Width, p.Height} {
-		if v != nil && (*v <= 0 || *v > maxDimension) {
-			return invalid("invalid_resolution", "width and height must be 1 to %d, not %d", maxDimension, *v)
+		if v != nil && (*v <= 0 || *v > MaxDimension) {
+			return invalid("invalid_resolution", "width and height must be 1 to %d, not %d", MaxDimension, *v)
 		}
 	}
 	if p.RetentionDays != nil {

@@ -1,4 +1,4 @@
-package meter
+package billing
 
 import (
 	"bytes"
@@ -7,51 +7,91 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/internal/httpx"
+	"github.com/vigilcloud/vigil/meter"
 )
+
+// Billing answers billing runs from the local replica.
+type Billing struct {
+	m        *cluster.Machine
+	accounts *accounts.State
+	usage    *meter.State
+	sealer   Sealer
+	now      func() time.Time
+	log      *slog.Logger
+}
+
+// Sealer seals usage up to a cut-off (*meter.Meter).
+type Sealer interface {
+	SealUsage(ctx context.Context, t time.Time) error
+}
+
+// New returns billing over the state of m. sealer and now may be nil for a
+// harness that only evaluates (Run).
+func New(m *cluster.Machine, accts *accounts.State, usage *meter.State, sealer Sealer, now func() time.Time, log *slog.Logger) *Billing {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Billing{m: m, accounts: accts, usage: usage, sealer: sealer, now: now, log: log}
+}
+
+// Run evaluates month (YYYY-MM) on the local state as it is, final (cut-off
+// at the month's end) or as a preview with cut-off now, without sealing.
+func (b *Billing) Run(month string, final bool, now time.Time) (BillingRun, error) {
+	m, err := ParseMonth(month)
+	if err != nil {
+		return BillingRun{}, err
+	}
+	return b.run(m, final, now), nil
+}
 
 // BillingRun returns the run of month (YYYY-MM): final once the month has
 // ended (the meter's usage is sealed at the cut-off first, through raft),
 // a preview evaluated at now otherwise. A month that has not started is
 // refused.
-func (m *Meter) BillingRun(ctx context.Context, month string) (BillingRun, error) {
+func (b *Billing) BillingRun(ctx context.Context, month string) (BillingRun, error) {
 	mi, err := ParseMonth(month)
 	if err != nil {
 		return BillingRun{}, err
 	}
-	now := m.now().UTC()
-	if now.Before(monthStart(mi)) {
-		return BillingRun{}, invalid("month_not_started", "month %s has not started yet", month)
+	now := b.now().UTC()
+	if now.Before(meter.MonthStart(mi)) {
+		return BillingRun{}, cluster.Invalid("month_not_started", "month %s has not started yet", month)
 	}
 	final := !now.Before(CutOff(mi))
 	if final {
-		if err := m.sealUsage(ctx, CutOff(mi)); err != nil {
+		if err := b.sealer.SealUsage(ctx, CutOff(mi)); err != nil {
 			return BillingRun{}, err
 		}
 	}
-	return m.fsm.billingRun(mi, final, now), nil
+	return b.run(mi, final, now), nil
 }
 
-// BillingPatterns are the http.ServeMux patterns BillingHandler serves.
-func BillingPatterns() []string {
-	return []string{"GET /v1/billing/runs/{month}", "GET /v1/meter/status"}
+// Patterns are the http.ServeMux patterns Handler serves.
+func Patterns() []string {
+	return []string{"GET /v1/billing/runs/{month}"}
 }
 
-// BillingHandler serves billing runs and the meter status (operator token).
-func (m *Meter) BillingHandler() http.Handler {
+// Handler serves billing runs (operator token).
+func (b *Billing) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/billing/runs/{month}", m.operator(m.handleBillingRun))
-	mux.HandleFunc("GET /v1/meter/status", m.operator(m.handleStatus))
+	mux.HandleFunc("GET /v1/billing/runs/{month}", cluster.Operator(b.handleBillingRun))
 	return mux
 }
 
-func (m *Meter) handleBillingRun(w http.ResponseWriter, r *http.Request) {
+func (b *Billing) handleBillingRun(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	format, part := q.Get("format"), q.Get("part")
 	if format == "" {
@@ -67,14 +107,14 @@ func (m *Meter) handleBillingRun(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
-	run, err := m.BillingRun(ctx, r.PathValue("month"))
+	run, err := b.BillingRun(ctx, r.PathValue("month"))
 	if err != nil {
-		m.writeErr(w, r, err)
+		cluster.WriteError(w, r, b.log, err)
 		return
 	}
 	body, ctype, err := RenderBillingRun(&run, format, part)
 	if err != nil {
-		m.writeErr(w, r, err)
+		cluster.WriteError(w, r, b.log, err)
 		return
 	}
 	w.Header().Set("Content-Type", ctype)
@@ -269,43 +309,4 @@ func sortedCounts(m map[string]int) []kv {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].k < out[j].k })
 	return out
-}
-
-// MeterStatus is the meter's view of its registry and usage.
-type MeterStatus struct {
-	NodeID       string     `json:"node_id"`
-	State        string     `json:"state"`
-	Leader       string     `json:"leader"`
-	AppliedIndex uint64     `json:"applied_index"`
-	Clock        time.Time  `json:"clock"`
-	Accounts     int        `json:"accounts"`
-	Streams      int        `json:"streams"`
-	Deleted      int        `json:"deleted_streams"`
-	StoredBytes  int64      `json:"stored_bytes"`
-	Usage        usageStats `json:"usage"`
-}
-
-// MeterStatus returns counts and usage counters from the local replica.
-func (m *Meter) MeterStatus(ctx context.Context) MeterStatus {
-	s := MeterStatus{NodeID: m.node.ID(), State: m.node.State().String(), AppliedIndex: m.node.AppliedIndex()}
-	s.Leader, _ = m.node.Leader()
-	m.fsm.mu.RLock()
-	defer m.fsm.mu.RUnlock()
-	st := m.fsm.st
-	s.Clock, s.Accounts, s.Usage = st.Clock, len(st.Accounts), st.UsageStats
-	for _, r := range st.Streams {
-		if r.Stream.DeletedAt != nil {
-			s.Deleted++
-			continue
-		}
-		s.Streams++
-		if u := st.usageOf(&r.Stream); u != nil {
-			s.StoredBytes += u.StoredBytes
-		}
-	}
-	return s
-}
-
-func (m *Meter) handleStatus(w http.ResponseWriter, r *http.Request) {
-	httpx.WriteJSON(w, http.StatusOK, m.MeterStatus(r.Context()))
 }

@@ -1,4 +1,4 @@
-package meter
+package accounts
 
 import (
 	"bytes"
@@ -8,63 +8,74 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
+	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/storage"
 )
 
-// The recent-request table deduplicates retried commands. It is bounded by
-// count and by age (measured in proposer time, so every replica evicts the
-// same entries): a client retries within seconds or minutes, not days.
-const (
-	defaultMaxRequests = 10_000
-	defaultRequestTTL  = 24 * time.Hour
-	// maxSnapshotBytes bounds decompression of a (possibly corrupt) snapshot.
-	maxSnapshotBytes = 4 << 30
-)
-
-// state is the whole replicated state; it is what a snapshot holds.
-// encoding/json sorts map keys, so equal states encode to equal bytes.
-type state struct {
+// State is the accounts section of the replicated state: accounts,
+// bridges, cameras and streams with their settings history, and each
+// account's cycle and defaults history (what billing evaluates).
+type State struct {
 	Accounts   map[string]*accountRec `json:"accounts"`
 	Bridges    map[string]*bridgeRec  `json:"bridges"`
 	TokenIndex map[string]string      `json:"token_index"` // token hash → bridge id
 	Cameras    map[string]*cameraRec  `json:"cameras"`
 	Streams    map[string]*streamRec  `json:"streams"`
-	Requests   []*requestRec          `json:"requests"`          // oldest first
-	Purges     map[string]*PurgeJob   `json:"purges,omitempty"`  // purge.go
 	Retired    []*retiredCamera       `json:"retired,omitempty"` // deleted cameras whose id was reused
-	Leases     map[string]*leaseRec   `json:"leases,omitempty"`  // lease.go
-	Applied    uint64                 `json:"applied_index"`
+	// AccountHist is each account's billing-cycle and defaults history.
+	AccountHist map[string]*accountHist `json:"account_history"`
 
-	// Clock is the latest proposer time applied: command times are clamped
-	// to it, so the meter's time never runs backwards (usage.go).
-	Clock       time.Time               `json:"clock"`
-	Usage       map[string]*usageRec    `json:"usage"`           // by stream id
-	AccountHist map[string]*accountHist `json:"account_history"` // by account id
-	UsageStats  usageStats              `json:"usage_stats"`
-	// UsageJournals is the last batch seq applied per ingest journal
-	// (usage.go): a journal's batches apply once, in order, however late
-	// a replay comes. One entry per ingest data directory, never per segment.
-	UsageJournals map[string]uint64 `json:"usage_journals,omitempty"`
-	// Nodes maps raft node id → HTTP address, so any node can forward a
-	// write to the leader (forward.go).
-	Nodes map[string]string `json:"nodes,omitempty"`
-
-	reqs map[string]*requestRec // Requests by id
-	// tokenResults counts Requests results that may hold a plaintext bridge
-	// token (written by legacy create_bridge); derived, not serialised.
-	tokenResults int
+	m      *cluster.Machine
+	purges Purges
 }
+
+// Purges is the purge domain as deletions see it (package purge): a
+// deleted camera or stream gets a job that frees its video, and a deleted
+// camera's id is taken again only once its purge is done.
+type Purges interface {
+	// Add records a pending job purging streams of camera (all of them
+	// when stream is empty, else only that one).
+	Add(at time.Time, id, account, camera string, streams []string, stream string)
+	// Done reports whether job id exists and is done.
+	Done(id string) (exists, done bool)
+}
+
+func (st *State) reset() {
+	st.Accounts = map[string]*accountRec{}
+	st.Bridges = map[string]*bridgeRec{}
+	st.TokenIndex = map[string]string{}
+	st.Cameras = map[string]*cameraRec{}
+	st.Streams = map[string]*streamRec{}
+	st.Retired = nil
+	st.AccountHist = nil
+}
+
+func (st *State) restored() error {
+	if st.Accounts == nil || st.Bridges == nil || st.TokenIndex == nil || st.Cameras == nil || st.Streams == nil {
+		return errors.New("state is missing sections")
+	}
+	// Bridge.TokenHash is not serialised with the bridge; the index holds it.
+	for hash, id := range st.TokenIndex {
+		b := st.Bridges[id]
+		if b == nil {
+			return fmt.Errorf("token index names unknown bridge %s", id)
+		}
+		b.TokenHash = hash
+	}
+	return nil
+}
+
+var (
+	invalid  = cluster.Invalid
+	notFound = cluster.NotFound
+	conflict = cluster.Conflict
+)
 
 type accountRec struct {
 	Account
@@ -97,178 +108,6 @@ type streamRec struct {
 	Own     ownSettings      `json:"own"`
 	History []SettingsChange `json:"history"`
 	PurgeID string           `json:"purge_id,omitempty"` // set when deleted on its own (purge.go)
-
-	usage *usageRec // st.Usage's record of this incarnation, once looked up (usageRecFor)
-}
-
-type requestRec struct {
-	ID       string          `json:"id"`
-	Identity string          `json:"identity"`
-	At       time.Time       `json:"at"`
-	Result   json.RawMessage `json:"result"`
-}
-
-func newState() *state {
-	return &state{
-		Accounts:   map[string]*accountRec{},
-		Bridges:    map[string]*bridgeRec{},
-		TokenIndex: map[string]string{},
-		Cameras:    map[string]*cameraRec{},
-		Streams:    map[string]*streamRec{},
-		Purges:     map[string]*PurgeJob{},
-		Nodes:      map[string]string{},
-		reqs:       map[string]*requestRec{},
-	}
-}
-
-// applyResult is what the FSM's Apply returns to the proposer.
-type applyResult struct {
-	Data json.RawMessage
-	Err  *wireError
-}
-
-// fsm is the meter's raft.FSM. raft calls Apply, Snapshot and Restore from
-// one goroutine; readers take mu.RLock and never wait on raft.
-type fsm struct {
-	log         *slog.Logger
-	maxRequests int
-	requestTTL  time.Duration
-
-	mu sync.RWMutex
-	st *state
-}
-
-var _ raft.FSM = (*fsm)(nil)
-
-func newFSM(log *slog.Logger) *fsm {
-	return &fsm{log: log, maxRequests: defaultMaxRequests, requestTTL: defaultRequestTTL, st: newState()}
-}
-
-// Apply implements raft.FSM. It must be deterministic: it reads no clock
-// and iterates no map where order matters.
-func (f *fsm) Apply(l *raft.Log) any {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.applyLocked(l)
-}
-
-func (f *fsm) applyLocked(l *raft.Log) any {
-	st := f.st
-	st.Applied = l.Index
-	c, err := decodeCommand(l.Data) // codec.go
-	if err != nil {
-		f.log.Error("meter: undecodable command in the log", "index", l.Index, "err", err)
-		return &applyResult{Err: toWire(invalid("malformed_command", "undecodable command: %v", err))}
-	}
-	st.tick(&c) // usage.go
-	if !c.legacy() && st.tokenResults > 0 {
-		// The first versioned command drops the tokens that results of
-		// legacy create_bridge entries hold: every replica does it at the
-		// same index, whichever snapshot it restored.
-		scrubTokens(st.Requests, false)
-		st.tokenResults = 0
-	}
-	identity := c.identity()
-	if c.RequestID != "" {
-		if r := st.reqs[c.RequestID]; r != nil {
-			if r.Identity != identity {
-				return &applyResult{Err: toWire(conflict("idempotency_key_reused",
-					"request id %q was already used for a different request", c.RequestID))}
-			}
-			return &applyResult{Data: r.Result}
-		}
-	}
-	res, err := st.apply(&c)
-	if err != nil {
-		// Refused commands changed nothing, so they need no deduplication.
-		return &applyResult{Err: toWire(err)}
-	}
-	st.Clock = c.Time // usage.go: tick
-	data, err := json.Marshal(res)
-	if err != nil {
-		return &applyResult{Err: toWire(err)}
-	}
-	if c.RequestID != "" {
-		r := &requestRec{ID: c.RequestID, Identity: identity, At: c.Time, Result: data}
-		st.Requests = append(st.Requests, r)
-		st.reqs[r.ID] = r
-	}
-	st.evictRequests(c.Time.Add(-f.requestTTL), f.maxRequests)
-	return &applyResult{Data: data}
-}
-
-func (st *state) evictRequests(before time.Time, max int) {
-	n := 0
-	for n < len(st.Requests) && (len(st.Requests)-n > max || st.Requests[n].At.Before(before)) {
-		delete(st.reqs, st.Requests[n].ID)
-		n++
-	}
-	if n > 0 {
-		st.Requests = slices.Delete(st.Requests, 0, n)
-	}
-}
-
-func (st *state) apply(c *Command) (any, error) {
-	dec := func(v any) error {
-		if err := c.decodePayload(v); err != nil {
-			return invalid("malformed_command", "%s: undecodable payload: %v", c.Type, err)
-		}
-		return nil
-	}
-	switch c.Type {
-	case cmdCreateAccount:
-		var p NewAccount
-		if err := dec(&p); err != nil {
-			return nil, err
-		}
-		return st.createAccount(c.Time, p, c.legacy())
-	case cmdUpdateAccount:
-		var p updateAccount
-		if err := dec(&p); err != nil {
-			return nil, err
-		}
-		return st.updateAccount(c.Time, p.ID, p.Patch, c.legacy())
-	case cmdCreateBridge:
-		var p createBridge
-		if err := dec(&p); err != nil {
-			return nil, err
-		}
-		if c.legacy() {
-			return st.createBridgeV0(c.Time, p, c.Nonce)
-		}
-		return st.createBridge(c.Time, p, c.Nonce)
-	case cmdCreateCamera:
-		var p createCamera
-		if err := dec(&p); err != nil {
-			return nil, err
-		}
-		return st.createCamera(c.Time, p, c.legacy())
-	case cmdUpdateStream:
-		var p updateStream
-		if err := dec(&p); err != nil {
-			return nil, err
-		}
-		return st.updateStream(c.Time, p.ID, p.Patch)
-	case cmdDeleteCamera:
-		var p deleteCamera
-		if err := dec(&p); err != nil {
-			return nil, err
-		}
-		return st.deleteCamera(c.Time, p.ID, c.Nonce)
-	case cmdSetNode:
-		var p setNode
-		if err := dec(&p); err != nil {
-			return nil, err
-		}
-		return st.setNode(p)
-	}
-	if res, ok, err := st.applyUsage(c, dec); ok { // usage.go
-		return res, err
-	}
-	if res, ok, err := st.applyPurge(c, dec); ok {
-		return res, err
-	}
-	return nil, invalid("malformed_command", "unknown command type %q", c.Type)
 }
 
 func specOf(v any) string {
@@ -284,7 +123,7 @@ type AccountResult struct {
 	Created bool    `json:"created"`
 }
 
-func (st *state) createAccount(at time.Time, p NewAccount, legacy bool) (any, error) {
+func (st *State) createAccount(at time.Time, p NewAccount, legacy bool) (any, error) {
 	p.normalize()
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -324,7 +163,7 @@ func patchInt(dst *int, v *int) {
 	}
 }
 
-func (st *state) updateAccount(at time.Time, id string, p AccountPatch, legacy bool) (any, error) {
+func (st *State) updateAccount(at time.Time, id string, p AccountPatch, legacy bool) (any, error) {
 	cur := st.liveAccount(id)
 	if legacy {
 		cur = st.Accounts[id] // a deleted account took changes
@@ -391,7 +230,7 @@ func (st *state) updateAccount(at time.Time, id string, p AccountPatch, legacy b
 
 // inherits reports whether stream s is live and its settings can come from
 // account's defaults (its own account or its reseller).
-func (st *state) inherits(s *streamRec, account string) bool {
+func (st *State) inherits(s *streamRec, account string) bool {
 	if s.Stream.DeletedAt != nil {
 		return false
 	}
@@ -401,7 +240,7 @@ func (st *state) inherits(s *streamRec, account string) bool {
 
 // pinFollowers makes the settings in force of every live stream under
 // account its own. It reads only the state, so it is deterministic.
-func (st *state) pinFollowers(account string) {
+func (st *State) pinFollowers(account string) {
 	for _, s := range st.Streams {
 		if st.inherits(s, account) {
 			pin(s)
@@ -412,7 +251,7 @@ func (st *state) pinFollowers(account string) {
 // reresolve is what a legacy defaults change did: recompute the settings
 // of the live streams under account, recording a history entry where the
 // settings in force change.
-func (st *state) reresolve(at time.Time, account string) {
+func (st *State) reresolve(at time.Time, account string) {
 	for _, s := range st.Streams {
 		if st.inherits(s, account) {
 			st.setSettings(at, s, "account_defaults")
@@ -421,7 +260,7 @@ func (st *state) reresolve(at time.Time, account string) {
 }
 
 // liveAccount returns account id unless it is unknown or deleted.
-func (st *state) liveAccount(id string) *accountRec {
+func (st *State) liveAccount(id string) *accountRec {
 	if a := st.Accounts[id]; a != nil && a.DeletedAt == nil {
 		return a
 	}
@@ -434,7 +273,7 @@ func pin(s *streamRec) {
 
 // resolve applies the defaults chain: the stream's own setting, else the
 // account's default, else its reseller's, else the system's (HD1-D30).
-func (st *state) resolve(own ownSettings, account string, analytics []string) StreamSettings {
+func (st *State) resolve(own ownSettings, account string, analytics []string) StreamSettings {
 	r := StreamSettings{Width: own.Width, Height: own.Height, RetentionDays: own.RetentionDays, Analytics: analytics}
 	for a, depth := st.Accounts[account], 0; a != nil && depth < 2; a, depth = st.Accounts[a.Parent], depth+1 {
 		if r.Width == 0 && a.Defaults.Width > 0 && a.Defaults.Height > 0 {
@@ -464,7 +303,7 @@ func sameSettings(a, b StreamSettings) bool {
 // setSettings resolves s's settings and records a history entry if the
 // settings in force (the last entry) changed, so an update that changes
 // nothing leaves no trace.
-func (st *state) setSettings(at time.Time, s *streamRec, reason string) {
+func (st *State) setSettings(at time.Time, s *streamRec, reason string) {
 	r := st.resolve(s.Own, s.Stream.Account, s.Stream.Analytics)
 	s.Stream.Width, s.Stream.Height, s.Stream.RetentionDays = r.Width, r.Height, r.RetentionDays
 	if n := len(s.History); n > 0 && sameSettings(r, s.History[n-1].StreamSettings) {
@@ -510,7 +349,7 @@ func isHex(s string) bool {
 	return err == nil
 }
 
-func (st *state) createBridge(at time.Time, p createBridge, nonce string) (any, error) {
+func (st *State) createBridge(at time.Time, p createBridge, nonce string) (any, error) {
 	if err := p.Bridge.validate(); err != nil {
 		return nil, err
 	}
@@ -549,7 +388,7 @@ type bridgeResultV0 struct {
 
 // createBridgeV0 applies a legacy create_bridge (the nonce is the plaintext
 // token) as it was first applied: a deleted account took new bridges.
-func (st *state) createBridgeV0(at time.Time, p createBridge, token string) (any, error) {
+func (st *State) createBridgeV0(at time.Time, p createBridge, token string) (any, error) {
 	if err := p.Bridge.validate(); err != nil {
 		return nil, err
 	}
@@ -575,7 +414,6 @@ func (st *state) createBridgeV0(at time.Time, p createBridge, token string) (any
 	}, DigestHA1: auth.DigestHA1(p.Bridge.ID, DigestRealm, token)}
 	st.Bridges[b.ID] = b
 	st.TokenIndex[hash] = b.ID
-	st.tokenResults++
 	return bridgeResultV0{Bridge: b.Bridge, Token: token, Created: true}, nil
 }
 
@@ -586,7 +424,7 @@ type CameraResult struct {
 	Created bool     `json:"created"`
 }
 
-func (st *state) cameraResult(c *cameraRec, created bool) CameraResult {
+func (st *State) cameraResult(c *cameraRec, created bool) CameraResult {
 	r := CameraResult{Camera: c.Camera, Created: created}
 	r.Camera.Streams = slices.Clone(c.Streams)
 	for _, id := range c.Streams {
@@ -596,7 +434,7 @@ func (st *state) cameraResult(c *cameraRec, created bool) CameraResult {
 }
 
 // cameraBridge is the bridge a new camera goes under.
-func (st *state) cameraBridge(id string, legacy bool) (*bridgeRec, error) {
+func (st *State) cameraBridge(id string, legacy bool) (*bridgeRec, error) {
 	b := st.Bridges[id]
 	if b == nil {
 		return nil, invalid("unknown_bridge", "bridge %s does not exist", id)
@@ -618,7 +456,7 @@ func (st *state) cameraBridge(id string, legacy bool) (*bridgeRec, error) {
 // looked at the bridge only after taking a purged camera id back (so a
 // refusal could follow reuseCamera), and left its streams following the
 // defaults; it still does, as it did when first applied.
-func (st *state) createCamera(at time.Time, p createCamera, legacy bool) (any, error) {
+func (st *State) createCamera(at time.Time, p createCamera, legacy bool) (any, error) {
 	if err := p.Camera.normalizeValidate(); err != nil {
 		return nil, err
 	}
@@ -677,7 +515,7 @@ func (st *state) createCamera(at time.Time, p createCamera, legacy bool) (any, e
 	return st.cameraResult(c, true), nil
 }
 
-func (st *state) updateStream(at time.Time, id string, p StreamPatch) (any, error) {
+func (st *State) updateStream(at time.Time, id string, p StreamPatch) (any, error) {
 	s := st.Streams[id]
 	if s == nil || s.Stream.DeletedAt != nil {
 		return nil, notFound("stream %s not found", id)
@@ -710,7 +548,7 @@ type DeleteResult struct {
 	DeletedAt time.Time `json:"deleted_at"`
 }
 
-func (st *state) deleteCamera(at time.Time, id, purgeID string) (any, error) {
+func (st *State) deleteCamera(at time.Time, id, purgeID string) (any, error) {
 	c := st.Cameras[id]
 	if c == nil {
 		return nil, notFound("camera %s not found", id)
@@ -728,7 +566,7 @@ func (st *state) deleteCamera(at time.Time, id, purgeID string) (any, error) {
 			s.Stream.DeletedAt = &t
 		}
 	}
-	st.newPurge(at, c, purgeID) // purge.go
+	st.purges.Add(at, purgeID, c.Account, c.ID, slices.Clone(c.Streams), "")
 	return DeleteResult{Camera: id, PurgeID: purgeID, DeletedAt: t}, nil
 }
 
@@ -741,114 +579,244 @@ func cloneStream(s Stream) Stream {
 	return s
 }
 
-// Snapshot implements raft.FSM. The state is encoded here, under the read
-// lock, so the snapshot is consistent; Persist only writes bytes.
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	b, err := encodeState(f.st)
-	if err != nil {
-		return nil, err
-	}
-	return fsmSnapshot(b), nil
+// retiredCamera keeps a deleted, purged camera and its streams once its id
+// is re-created, so that what past billing runs need is not lost.
+type retiredCamera struct {
+	Camera  Camera       `json:"camera"`
+	Streams []*streamRec `json:"streams"`
 }
 
-// Restore implements raft.FSM.
-func (f *fsm) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
-	st, err := decodeState(rc)
-	if err != nil {
-		return err
+type deleteAccount struct {
+	ID string `json:"id"`
+}
+
+type deleteStream struct {
+	ID string `json:"id"`
+}
+
+// reuseCamera lets a deleted camera's id be created again once its purge is
+// done: the old records move to Retired and the new camera starts empty.
+func (st *State) reuseCamera(c *cameraRec) error {
+	if _, done := st.purges.Done(c.PurgeID); !done {
+		return conflict("deleted_id", "camera %s was deleted and its purge is not done yet; retry once GET /v1/purges/%s says done", c.ID, c.PurgeID)
 	}
-	f.mu.Lock()
-	f.st = st
-	f.mu.Unlock()
+	// A stream deleted on its own before the camera has its own job, which
+	// must not purge the new camera's video.
+	for _, sid := range c.Streams {
+		if s := st.Streams[sid]; s != nil && s.PurgeID != "" {
+			if exists, done := st.purges.Done(s.PurgeID); exists && !done {
+				return conflict("deleted_id", "stream %s of camera %s is still being purged; retry once GET /v1/purges/%s says done", sid, c.ID, s.PurgeID)
+			}
+		}
+	}
+	r := &retiredCamera{Camera: c.Camera}
+	r.Camera.Streams = slices.Clone(c.Streams)
+	for _, sid := range c.Streams {
+		if s := st.Streams[sid]; s != nil && s.Stream.Camera == c.ID && s.Stream.DeletedAt != nil {
+			r.Streams = append(r.Streams, s)
+			delete(st.Streams, sid)
+		}
+	}
+	st.Retired = append(st.Retired, r)
+	delete(st.Cameras, c.ID)
 	return nil
 }
 
-func encodeState(st *state) ([]byte, error) {
-	var buf bytes.Buffer
-	enc, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return nil, fmt.Errorf("meter: encode snapshot: %w", err)
-	}
-	if err := writeStateJSON(enc, st); err != nil { // snapshot.go
-		enc.Close()
-		return nil, fmt.Errorf("meter: encode snapshot: %w", err)
-	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("meter: encode snapshot: %w", err)
-	}
-	return buf.Bytes(), nil
+// AccountDeleteResult is the result of DeleteAccount: the purge of every
+// camera the sub-account had.
+type AccountDeleteResult struct {
+	Account   string            `json:"account"`
+	DeletedAt time.Time         `json:"deleted_at"`
+	Purges    map[string]string `json:"purges"` // camera → purge id
 }
 
-func decodeState(r io.Reader) (*state, error) {
-	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxSnapshotBytes))
-	if err != nil {
-		return nil, fmt.Errorf("meter: restore snapshot: %w", err)
+// deleteAccount deletes a sub-account's cameras (each with its own purge)
+// and marks the account deleted. Its cameras' video is freed by those purge
+// jobs; the account, its bridges, cameras and streams stay in the state for
+// billing but answer ErrNotFound from then on.
+func (st *State) deleteAccount(at time.Time, id, nonce string, legacy bool) (any, error) {
+	a := st.liveAccount(id)
+	if legacy {
+		a = st.Accounts[id] // deleting again succeeded, with the first time
 	}
-	defer dec.Close()
-	st := newState()
-	if err := readStateJSON(dec, st); err != nil { // snapshot.go
-		return nil, fmt.Errorf("meter: restore snapshot (truncated or corrupt?): %w", err)
+	if a == nil {
+		// A retry of the deletion is answered from the recent-request
+		// table; anything else finds nothing, as for every deleted account.
+		return nil, notFound("account %s not found", id)
 	}
-	if st.Accounts == nil || st.Bridges == nil || st.TokenIndex == nil || st.Cameras == nil || st.Streams == nil {
-		return nil, errors.New("meter: restore snapshot: state is missing sections")
+	if a.Parent == "" {
+		return nil, invalid("not_sub_account", "account %s is a reseller; only sub-accounts can be deleted", id)
 	}
-	for _, r := range st.Requests {
-		st.reqs[r.ID] = r
-	}
-	if st.Purges == nil { // snapshots from before purge jobs
-		st.Purges = map[string]*PurgeJob{}
-	}
-	// Bridge.TokenHash is not serialised with the bridge; the index holds it.
-	for hash, id := range st.TokenIndex {
-		b := st.Bridges[id]
-		if b == nil {
-			return nil, fmt.Errorf("meter: restore snapshot: token index names unknown bridge %s", id)
+	res := AccountDeleteResult{Account: id, Purges: map[string]string{}}
+	ids := make([]string, 0)
+	for cid, c := range st.Cameras {
+		if c.Account == id {
+			ids = append(ids, cid)
 		}
-		b.TokenHash = hash
 	}
-	// Restore changes nothing: a replica that restored must hold what one
-	// that replayed the log holds. It only notes the legacy bridge results
-	// that the next versioned command scrubs.
-	st.tokenResults = scrubTokens(st.Requests, true)
-	return st, nil
+	sort.Strings(ids) // map order must not decide anything in Apply
+	for _, cid := range ids {
+		c := st.Cameras[cid]
+		if c.DeletedAt == nil {
+			if nonce == "" {
+				return nil, invalid("malformed_command", "delete_account without a purge nonce")
+			}
+			// One purge per camera, named from the proposer's nonce.
+			if _, err := st.deleteCamera(at, cid, "purge-"+specOf(nonce + "/" + cid)[:32]); err != nil {
+				return nil, err
+			}
+		}
+		res.Purges[cid] = c.PurgeID
+	}
+	if a.DeletedAt == nil {
+		t := at
+		a.DeletedAt = &t
+	}
+	res.DeletedAt = *a.DeletedAt
+	return res, nil
 }
 
-// scrubTokens drops the plaintext bridge tokens that results of legacy
-// create_bridge entries hold, and returns how many it found; with count it
-// only counts. Only a bridge result has both "bridge" and "token".
-func scrubTokens(reqs []*requestRec, count bool) int {
-	n := 0
-	for _, r := range reqs {
-		if !bytes.Contains(r.Result, []byte(`"token"`)) {
-			continue
-		}
-		var m map[string]json.RawMessage
-		if json.Unmarshal(r.Result, &m) != nil || m["bridge"] == nil || m["token"] == nil {
-			continue
-		}
-		n++
-		if count {
-			continue
-		}
-		delete(m, "token")
-		if b, err := json.Marshal(m); err == nil {
-			r.Result = b
-		}
-	}
-	return n
+// StreamDeleteResult is the result of DeleteStream.
+type StreamDeleteResult struct {
+	Stream    string    `json:"stream"`
+	Camera    string    `json:"camera"`
+	PurgeID   string    `json:"purge"`
+	DeletedAt time.Time `json:"deleted_at"`
 }
 
-type fsmSnapshot []byte
-
-func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s); err != nil {
-		_ = sink.Cancel()
-		return fmt.Errorf("meter: persist snapshot: %w", err)
+// deleteStream deletes one stream of a live camera, with a purge job for
+// that stream alone. Deleting it again, or a stream whose camera was
+// deleted, returns the purge that frees it.
+func (st *State) deleteStream(at time.Time, id, purgeID string) (any, error) {
+	s := st.Streams[id]
+	if s == nil {
+		return nil, notFound("stream %s not found", id)
 	}
-	return sink.Close()
+	if s.Stream.DeletedAt != nil {
+		pid := s.PurgeID
+		if c := st.Cameras[s.Stream.Camera]; pid == "" && c != nil {
+			pid = c.PurgeID
+		}
+		return StreamDeleteResult{Stream: id, Camera: s.Stream.Camera, PurgeID: pid, DeletedAt: *s.Stream.DeletedAt}, nil
+	}
+	if !storage.ValidID(purgeID) {
+		return nil, invalid("malformed_command", "delete_stream without a purge id")
+	}
+	t := at
+	s.Stream.DeletedAt, s.PurgeID = &t, purgeID
+	st.purges.Add(at, purgeID, s.Stream.Account, s.Stream.Camera, []string{id}, id)
+	return StreamDeleteResult{Stream: id, Camera: s.Stream.Camera, PurgeID: purgeID, DeletedAt: t}, nil
 }
 
-func (s fsmSnapshot) Release() {}
+// CycleChange is one entry of an account's billing-cycle history: the
+// cycle ordered at At.
+type CycleChange struct {
+	At    time.Time `json:"at"`
+	Cycle string    `json:"cycle"`
+}
+
+// DefaultsChange is one entry of an account's defaults history.
+type DefaultsChange struct {
+	At       time.Time `json:"at"`
+	Defaults Defaults  `json:"defaults"`
+}
+
+type accountHist struct {
+	Cycles   []CycleChange    `json:"cycles"`
+	Defaults []DefaultsChange `json:"defaults"`
+}
+
+// recordAccount appends to a's cycle and defaults history what changed.
+func (st *State) recordAccount(at time.Time, a *Account) {
+	if st.AccountHist == nil {
+		st.AccountHist = map[string]*accountHist{}
+	}
+	h := st.AccountHist[a.ID]
+	if h == nil {
+		h = &accountHist{}
+		st.AccountHist[a.ID] = h
+	}
+	if n := len(h.Cycles); n == 0 || h.Cycles[n-1].Cycle != a.BillingCycle {
+		h.Cycles = append(h.Cycles, CycleChange{At: at, Cycle: a.BillingCycle})
+	}
+	if n := len(h.Defaults); n == 0 || h.Defaults[n-1].Defaults != a.Defaults {
+		h.Defaults = append(h.Defaults, DefaultsChange{At: at, Defaults: a.Defaults})
+	}
+}
+
+// scrubToken drops the plaintext bridge token that the result of a legacy
+// create_bridge entry holds, and reports whether it held one. Only a bridge
+// result has both "bridge" and "token".
+func scrubToken(r json.RawMessage) (json.RawMessage, bool) {
+	if !bytes.Contains(r, []byte(`"token"`)) {
+		return r, false
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(r, &m) != nil || m["bridge"] == nil || m["token"] == nil {
+		return r, false
+	}
+	delete(m, "token")
+	if b, err := json.Marshal(m); err == nil {
+		return b, true
+	}
+	return r, true
+}
+
+// StreamState returns stream id's record as the state holds it, deleted or
+// not; nil when never registered (or retired). The caller holds the
+// machine's lock and does not modify it: other domains read streams this
+// way while they apply a command.
+func (st *State) StreamState(id string) *Stream {
+	if s := st.Streams[id]; s != nil {
+		return &s.Stream
+	}
+	return nil
+}
+
+// Len counts accounts and live and deleted streams (the caller holds the
+// machine's lock).
+func (st *State) Len() (accounts, live, deleted int) {
+	for _, r := range st.Streams {
+		if r.Stream.DeletedAt != nil {
+			deleted++
+		} else {
+			live++
+		}
+	}
+	return len(st.Accounts), live, deleted
+}
+
+// LiveStreams calls f for every live stream (the caller holds the machine's
+// lock; order is unspecified).
+func (st *State) LiveStreams(f func(*Stream)) {
+	for _, r := range st.Streams {
+		if r.Stream.DeletedAt == nil {
+			f(&r.Stream)
+		}
+	}
+}
+
+// EachAccount calls f for every account, deleted or not, with its billing
+// cycle history (the caller holds the machine's lock).
+func (st *State) EachAccount(f func(a *Account, cycles []CycleChange)) {
+	for id, a := range st.Accounts {
+		if h := st.AccountHist[id]; h != nil {
+			f(&a.Account, h.Cycles)
+		} else { // an account from before cycle history: its cycle since creation
+			f(&a.Account, []CycleChange{{At: a.CreatedAt, Cycle: a.BillingCycle}})
+		}
+	}
+}
+
+// EachStream calls f for every stream with its settings history: live,
+// deleted and retired (the caller holds the machine's lock).
+func (st *State) EachStream(f func(s *Stream, history []SettingsChange)) {
+	for _, s := range st.Streams {
+		f(&s.Stream, s.History)
+	}
+	for _, r := range st.Retired {
+		for _, s := range r.Streams {
+			f(&s.Stream, s.History)
+		}
+	}
+}
