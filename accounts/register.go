@@ -17,56 +17,56 @@ func Register(m *cluster.Machine, purges Purges) *State {
 		return st.createAccount(c.Time, p, c.Legacy())
 	})
 	m.Handle(cluster.CmdUpdateAccount, func(c *cluster.Command) (any, error) {
-		var p updateAccount
+		var p UpdateAccountCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.updateAccount(c.Time, p.ID, p.Patch, c.Legacy())
+		return st.UpdateAccountCmd(c.Time, p.ID, p.Patch, c.Legacy())
 	})
 	m.Handle(cluster.CmdCreateBridge, func(c *cluster.Command) (any, error) {
-		var p createBridge
+		var p CreateBridgeCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
 		if c.Legacy() {
 			return st.createBridgeV0(c.Time, p, c.Nonce)
 		}
-		return st.createBridge(c.Time, p, c.Nonce)
+		return st.CreateBridgeCmd(c.Time, p, c.Nonce)
 	})
 	m.Handle(cluster.CmdCreateCamera, func(c *cluster.Command) (any, error) {
-		var p createCamera
+		var p CreateCameraCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.createCamera(c.Time, p, c.Legacy())
+		return st.CreateCameraCmd(c.Time, p, c.Legacy())
 	})
 	m.Handle(cluster.CmdUpdateStream, func(c *cluster.Command) (any, error) {
-		var p updateStream
+		var p UpdateStreamCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.updateStream(c.Time, p.ID, p.Patch)
+		return st.UpdateStreamCmd(c.Time, p.ID, p.Patch)
 	})
 	m.Handle(cluster.CmdDeleteCamera, func(c *cluster.Command) (any, error) {
-		var p deleteCamera
+		var p DeleteCameraCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.deleteCamera(c.Time, p.ID, c.Nonce)
+		return st.DeleteCameraCmd(c.Time, p.ID, c.Nonce)
 	})
 	m.Handle(cluster.CmdDeleteStream, func(c *cluster.Command) (any, error) {
-		var p deleteStream
+		var p DeleteStreamCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.deleteStream(c.Time, p.ID, c.Nonce)
+		return st.DeleteStreamCmd(c.Time, p.ID, c.Nonce)
 	})
 	m.Handle(cluster.CmdDeleteAccount, func(c *cluster.Command) (any, error) {
-		var p deleteAccount
+		var p DeleteAccountCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.deleteAccount(c.Time, p.ID, c.Nonce, c.Legacy())
+		return st.DeleteAccountCmd(c.Time, p.ID, c.Nonce, c.Legacy())
 	})
 	return st
 }
@@ -75,7 +75,7 @@ func Register(m *cluster.Machine, purges Purges) *State {
 // harnesses that build log entries themselves; its nonce is BridgeNonce
 // (or, as earlier versions wrote, a token of ≥ 32 bytes).
 func CreateBridgePayload(account string, b NewBridge) any {
-	return createBridge{Account: account, Bridge: b}
+	return CreateBridgeCmd{Account: account, Bridge: b}
 }
 
 // BridgeNonce is the nonce of cluster.CmdCreateBridge for token: its hash
@@ -84,5 +84,5 @@ func BridgeNonce(bridge, token string) string { return bridgeNonce(bridge, token
 
 // CreateCameraPayload is the payload of cluster.CmdCreateCamera.
 func CreateCameraPayload(bridge string, c NewCamera) any {
-	return createCamera{Bridge: bridge, Camera: c}
+	return CreateCameraCmd{Bridge: bridge, Camera: c}
 }

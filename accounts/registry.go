@@ -174,7 +174,7 @@ func (reg *Registry) CreateAccount(ctx context.Context, requestID string, a NewA
 // UpdateAccount patches an account.
 func (reg *Registry) UpdateAccount(ctx context.Context, requestID, id string, p AccountPatch) (Account, error) {
 	var r Account
-	return r, reg.p.Propose(ctx, cluster.CmdUpdateAccount, requestID, "", updateAccount{ID: id, Patch: p}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdUpdateAccount, requestID, "", UpdateAccountCmd{ID: id, Patch: p}, &r)
 }
 
 // CreateBridge creates a bridge in account and returns its token in
@@ -190,7 +190,7 @@ func (reg *Registry) CreateBridge(ctx context.Context, requestID, account string
 	}
 	token := auth.NewToken()
 	var r BridgeResult
-	if err := reg.p.Propose(ctx, cluster.CmdCreateBridge, requestID, bridgeNonce(b.ID, token), createBridge{Account: account, Bridge: b}, &r); err != nil {
+	if err := reg.p.Propose(ctx, cluster.CmdCreateBridge, requestID, bridgeNonce(b.ID, token), CreateBridgeCmd{Account: account, Bridge: b}, &r); err != nil {
 		return BridgeResult{}, err
 	}
 	if r.Created && r.TokenHash == auth.HashToken(token) {
@@ -208,7 +208,7 @@ func (reg *Registry) CreateCamera(ctx context.Context, requestID, bridge string,
 		return CameraResult{}, err
 	}
 	var r CameraResult
-	return r, reg.p.Propose(ctx, cluster.CmdCreateCamera, requestID, "", createCamera{Bridge: bridge, Camera: c}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdCreateCamera, requestID, "", CreateCameraCmd{Bridge: bridge, Camera: c}, &r)
 }
 
 // UpdateStream patches a live stream's settings; the change is recorded in
@@ -218,7 +218,7 @@ func (reg *Registry) UpdateStream(ctx context.Context, requestID, id string, p S
 		return Stream{}, err
 	}
 	var r Stream
-	return r, reg.p.Propose(ctx, cluster.CmdUpdateStream, requestID, "", updateStream{ID: id, Patch: p}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdUpdateStream, requestID, "", UpdateStreamCmd{ID: id, Patch: p}, &r)
 }
 
 // DeleteCamera marks a camera and its streams deleted at the proposer's
@@ -226,21 +226,21 @@ func (reg *Registry) UpdateStream(ctx context.Context, requestID, id string, p S
 // is to free their video. Deleting a deleted camera returns the same purge.
 func (reg *Registry) DeleteCamera(ctx context.Context, requestID, id string) (DeleteResult, error) {
 	var r DeleteResult
-	return r, reg.p.Propose(ctx, cluster.CmdDeleteCamera, requestID, "purge-"+cluster.RandomID(), deleteCamera{ID: id}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdDeleteCamera, requestID, "purge-"+cluster.RandomID(), DeleteCameraCmd{ID: id}, &r)
 }
 
 // DeleteStream marks one stream deleted at the proposer's time (it stays
 // in the meter for billing) and names the purge job that frees its video.
 func (reg *Registry) DeleteStream(ctx context.Context, requestID, id string) (StreamDeleteResult, error) {
 	var r StreamDeleteResult
-	return r, reg.p.Propose(ctx, cluster.CmdDeleteStream, requestID, "purge-"+cluster.RandomID(), deleteStream{ID: id}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdDeleteStream, requestID, "purge-"+cluster.RandomID(), DeleteStreamCmd{ID: id}, &r)
 }
 
 // DeleteAccount deletes a sub-account and every camera in it; each camera
 // gets a purge job.
 func (reg *Registry) DeleteAccount(ctx context.Context, requestID, id string) (AccountDeleteResult, error) {
 	var r AccountDeleteResult
-	return r, reg.p.Propose(ctx, cluster.CmdDeleteAccount, requestID, cluster.RandomID(), deleteAccount{ID: id}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdDeleteAccount, requestID, cluster.RandomID(), DeleteAccountCmd{ID: id}, &r)
 }
 
 // --- HTTP ---

@@ -163,7 +163,7 @@ func patchInt(dst *int, v *int) {
 	}
 }
 
-func (st *State) updateAccount(at time.Time, id string, p AccountPatch, legacy bool) (any, error) {
+func (st *State) UpdateAccountCmd(at time.Time, id string, p AccountPatch, legacy bool) (any, error) {
 	cur := st.liveAccount(id)
 	if legacy {
 		cur = st.Accounts[id] // a deleted account took changes
@@ -349,7 +349,7 @@ func isHex(s string) bool {
 	return err == nil
 }
 
-func (st *State) createBridge(at time.Time, p createBridge, nonce string) (any, error) {
+func (st *State) CreateBridgeCmd(at time.Time, p CreateBridgeCmd, nonce string) (any, error) {
 	if err := p.Bridge.validate(); err != nil {
 		return nil, err
 	}
@@ -388,7 +388,7 @@ type bridgeResultV0 struct {
 
 // createBridgeV0 applies a legacy create_bridge (the nonce is the plaintext
 // token) as it was first applied: a deleted account took new bridges.
-func (st *State) createBridgeV0(at time.Time, p createBridge, token string) (any, error) {
+func (st *State) createBridgeV0(at time.Time, p CreateBridgeCmd, token string) (any, error) {
 	if err := p.Bridge.validate(); err != nil {
 		return nil, err
 	}
@@ -456,7 +456,7 @@ func (st *State) cameraBridge(id string, legacy bool) (*bridgeRec, error) {
 // looked at the bridge only after taking a purged camera id back (so a
 // refusal could follow reuseCamera), and left its streams following the
 // defaults; it still does, as it did when first applied.
-func (st *State) createCamera(at time.Time, p createCamera, legacy bool) (any, error) {
+func (st *State) CreateCameraCmd(at time.Time, p CreateCameraCmd, legacy bool) (any, error) {
 	if err := p.Camera.normalizeValidate(); err != nil {
 		return nil, err
 	}
@@ -515,7 +515,7 @@ func (st *State) createCamera(at time.Time, p createCamera, legacy bool) (any, e
 	return st.cameraResult(c, true), nil
 }
 
-func (st *State) updateStream(at time.Time, id string, p StreamPatch) (any, error) {
+func (st *State) UpdateStreamCmd(at time.Time, id string, p StreamPatch) (any, error) {
 	s := st.Streams[id]
 	if s == nil || s.Stream.DeletedAt != nil {
 		return nil, notFound("stream %s not found", id)
@@ -548,7 +548,7 @@ type DeleteResult struct {
 	DeletedAt time.Time `json:"deleted_at"`
 }
 
-func (st *State) deleteCamera(at time.Time, id, purgeID string) (any, error) {
+func (st *State) DeleteCameraCmd(at time.Time, id, purgeID string) (any, error) {
 	c := st.Cameras[id]
 	if c == nil {
 		return nil, notFound("camera %s not found", id)
@@ -586,11 +586,11 @@ type retiredCamera struct {
 	Streams []*streamRec `json:"streams"`
 }
 
-type deleteAccount struct {
+type DeleteAccountCmd struct {
 	ID string `json:"id"`
 }
 
-type deleteStream struct {
+type DeleteStreamCmd struct {
 	ID string `json:"id"`
 }
 
@@ -634,7 +634,7 @@ type AccountDeleteResult struct {
 // and marks the account deleted. Its cameras' video is freed by those purge
 // jobs; the account, its bridges, cameras and streams stay in the state for
 // billing but answer ErrNotFound from then on.
-func (st *State) deleteAccount(at time.Time, id, nonce string, legacy bool) (any, error) {
+func (st *State) DeleteAccountCmd(at time.Time, id, nonce string, legacy bool) (any, error) {
 	a := st.liveAccount(id)
 	if legacy {
 		a = st.Accounts[id] // deleting again succeeded, with the first time
@@ -662,7 +662,7 @@ func (st *State) deleteAccount(at time.Time, id, nonce string, legacy bool) (any
 				return nil, invalid("malformed_command", "delete_account without a purge nonce")
 			}
 			// One purge per camera, named from the proposer's nonce.
-			if _, err := st.deleteCamera(at, cid, "purge-"+specOf(nonce + "/" + cid)[:32]); err != nil {
+			if _, err := st.DeleteCameraCmd(at, cid, "purge-"+specOf(nonce + "/" + cid)[:32]); err != nil {
 				return nil, err
 			}
 		}
@@ -687,7 +687,7 @@ type StreamDeleteResult struct {
 // deleteStream deletes one stream of a live camera, with a purge job for
 // that stream alone. Deleting it again, or a stream whose camera was
 // deleted, returns the purge that frees it.
-func (st *State) deleteStream(at time.Time, id, purgeID string) (any, error) {
+func (st *State) DeleteStreamCmd(at time.Time, id, purgeID string) (any, error) {
 	s := st.Streams[id]
 	if s == nil {
 		return nil, notFound("stream %s not found", id)
@@ -820,3 +820,9 @@ func (st *State) EachStream(f func(s *Stream, history []SettingsChange)) {
 		}
 	}
 }
+
+// StreamRec is the state's record of a stream, as State.Streams holds it.
+type StreamRec = streamRec
+
+// OwnSettings are what a stream sets itself (zero: inherit).
+type OwnSettings = ownSettings

@@ -114,7 +114,7 @@ type AccountPatch struct {
 	PrivacySuspendedUntil *time.Time     `json:"privacy_suspended_until,omitempty"`
 }
 
-type updateAccount struct {
+type UpdateAccountCmd struct {
 	ID    string       `json:"id"`
 	Patch AccountPatch `json:"patch"`
 }
@@ -132,7 +132,7 @@ func (b *NewBridge) validate() error {
 	return validName(b.Name)
 }
 
-type createBridge struct {
+type CreateBridgeCmd struct {
 	Account string    `json:"account"`
 	Bridge  NewBridge `json:"bridge"`
 }
@@ -214,7 +214,7 @@ func (c *NewCamera) normalizeValidate() error {
 	return nil
 }
 
-type createCamera struct {
+type CreateCameraCmd struct {
 	Bridge string    `json:"bridge"`
 	Camera NewCamera `json:"camera"`
 }
@@ -252,11 +252,11 @@ func (p *StreamPatch) normalizeValidate() error {
 	return nil
 }
 
-type updateStream struct {
+type UpdateStreamCmd struct {
 	ID    string      `json:"id"`
 	Patch StreamPatch `json:"patch"`
 }
 
-type deleteCamera struct {
+type DeleteCameraCmd struct {
 	ID string `json:"id"`
 }

@@ -119,7 +119,7 @@ func NewMachine(log *slog.Logger) *Machine {
 		return nil
 	}})
 	m.core.Nodes, m.reqs = map[string]string{}, map[string]*requestRec{}
-	m.Handle(CmdSetNode, m.setNode)
+	m.Handle(CmdSetNode, m.SetNodeCmd)
 	return m
 }
 
@@ -193,13 +193,13 @@ func (m *Machine) NodeHTTPAddr(id string) string {
 	return m.core.Nodes[id]
 }
 
-type setNode struct {
+type SetNodeCmd struct {
 	ID       string `json:"id"`
 	HTTPAddr string `json:"http_addr"`
 }
 
-func (m *Machine) setNode(c *Command) (any, error) {
-	var p setNode
+func (m *Machine) SetNodeCmd(c *Command) (any, error) {
+	var p SetNodeCmd
 	if err := c.Decode(&p); err != nil {
 		return nil, err
 	}
@@ -435,4 +435,60 @@ func structFields(ptr any) ([]*field, error) {
 		out = append(out, sf)
 	}
 	return out, nil
+}
+
+// Applied returns the index of the last log entry applied.
+func (m *Machine) Applied() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.core.Applied
+}
+
+// SetAppliedForTest sets the applied index (tests compare states across a
+// refused command, which only moves the index).
+func (m *Machine) SetAppliedForTest(i uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.core.Applied = i
+}
+
+// SetMaxRequests bounds the recent-request table (tests).
+func (m *Machine) SetMaxRequests(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maxRequests = n
+}
+
+// RecentRequests returns the ids in the recent-request table, oldest
+// first, and how many its index holds.
+func (m *Machine) RecentRequests() (ids []string, indexed int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, r := range m.core.Requests {
+		ids = append(ids, r.ID)
+	}
+	return ids, len(m.reqs)
+}
+
+// RecentResult returns the recorded result of request id.
+func (m *Machine) RecentResult(id string) (json.RawMessage, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r := m.reqs[id]
+	if r == nil {
+		return nil, false
+	}
+	return r.Result, true
+}
+
+// WriteJSON writes the state as one JSON object of every section's fields
+// (what Digest hashes), for tests and diagnostics.
+func (m *Machine) WriteJSON(w io.Writer) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ow := newObjectWriter(w)
+	if err := ow.fields(m.digestFields()); err != nil {
+		return err
+	}
+	return ow.bw.Flush()
 }

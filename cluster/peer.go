@@ -371,7 +371,7 @@ func (p *Peer) advertiseLoop(ctx context.Context) {
 		// would change the state.
 		if p.node.CaughtUp() && p.m.NodeHTTPAddr(p.node.ID()) != p.httpAddr {
 			if id, _ := p.node.Leader(); id != "" {
-				err := p.Propose(ctx, CmdSetNode, "", "", setNode{ID: p.node.ID(), HTTPAddr: p.httpAddr}, &setNode{})
+				err := p.Propose(ctx, CmdSetNode, "", "", SetNodeCmd{ID: p.node.ID(), HTTPAddr: p.httpAddr}, &SetNodeCmd{})
 				if err != nil && ctx.Err() == nil {
 					p.log.Debug("meter: publishing the node's HTTP address", "err", err)
 				}
@@ -548,7 +548,7 @@ func (p *Peer) handleJoin(w http.ResponseWriter, r *http.Request) {
 		if j.HTTPAddress != "" {
 			// Publish the newcomer's HTTP address before it takes part, so
 			// writes can be forwarded to it as soon as it could lead.
-			if err := p.Propose(ctx, CmdSetNode, "", "", setNode{ID: j.ID, HTTPAddr: j.HTTPAddress}, &setNode{}); err != nil {
+			if err := p.Propose(ctx, CmdSetNode, "", "", SetNodeCmd{ID: j.ID, HTTPAddr: j.HTTPAddress}, &SetNodeCmd{}); err != nil {
 				return nil, err
 			}
 		}

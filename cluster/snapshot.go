@@ -158,14 +158,7 @@ func (m *Machine) digestFields() []*field {
 // that applied the same log have the same digest.
 func (m *Machine) Digest() (string, error) {
 	h := sha256.New()
-	m.mu.RLock()
-	ow := newObjectWriter(h)
-	err := ow.fields(m.digestFields())
-	if err == nil {
-		err = ow.bw.Flush()
-	}
-	m.mu.RUnlock()
-	if err != nil {
+	if err := m.WriteJSON(h); err != nil {
 		return "", fmt.Errorf("meter: digest: %w", err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -33,7 +33,7 @@ type leaseRec struct {
 	Expires time.Time `json:"expires"`
 }
 
-type leaseCmd struct {
+type Cmd struct {
 	Key    string `json:"key"`
 	Holder string `json:"holder"`
 	TTLMS  int64  `json:"ttl_ms,omitempty"`
@@ -51,7 +51,7 @@ type LeaseResult struct {
 
 // apply applies lease_acquire and lease_release.
 func (st *State) apply(c *cluster.Command) (any, error) {
-	var p leaseCmd
+	var p Cmd
 	if err := c.Decode(&p); err != nil {
 		return nil, err
 	}
@@ -111,11 +111,11 @@ func (r *Replicated) AcquireLease(ctx context.Context, key, holder string, ttl t
 	if ttl < time.Millisecond {
 		return out, fmt.Errorf("meter: lease %s: ttl %v too short", key, ttl)
 	}
-	return out, r.p.ProposeUnrecorded(ctx, cluster.CmdLeaseAcquire, leaseCmd{Key: key, Holder: holder, TTLMS: ttl.Milliseconds(), Renew: renew}, &out)
+	return out, r.p.ProposeUnrecorded(ctx, cluster.CmdLeaseAcquire, Cmd{Key: key, Holder: holder, TTLMS: ttl.Milliseconds(), Renew: renew}, &out)
 }
 
 // ReleaseLease gives key up if holder holds it.
 func (r *Replicated) ReleaseLease(ctx context.Context, key, holder string) error {
 	var out LeaseResult
-	return r.p.ProposeUnrecorded(ctx, cluster.CmdLeaseRelease, leaseCmd{Key: key, Holder: holder}, &out)
+	return r.p.ProposeUnrecorded(ctx, cluster.CmdLeaseRelease, Cmd{Key: key, Holder: holder}, &out)
 }

@@ -36,18 +36,18 @@ func Register(m *cluster.Machine) *State {
 		return nil
 	}})
 	m.Handle(cluster.CmdPurgeProgress, func(c *cluster.Command) (any, error) {
-		var p purgeProgress
+		var p ProgressCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.purgeProgress(c.Time, p)
+		return st.ProgressCmd(c.Time, p)
 	})
 	m.Handle(cluster.CmdPurgeDone, func(c *cluster.Command) (any, error) {
-		var p purgeDone
+		var p DoneCmd
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.purgeDone(c.Time, p.ID)
+		return st.DoneCmd(c.Time, p.ID)
 	})
 	return st
 }
@@ -156,7 +156,7 @@ func clonePurge(p *PurgeJob) PurgeJob {
 	return out
 }
 
-type purgeProgress struct {
+type ProgressCmd struct {
 	ID      string `json:"id"`
 	Cursor  string `json:"cursor"`
 	Objects int64  `json:"objects"`
@@ -164,11 +164,11 @@ type purgeProgress struct {
 	Error   string `json:"error,omitempty"`
 }
 
-type purgeDone struct {
+type DoneCmd struct {
 	ID string `json:"id"`
 }
 
-func (st *State) purgeProgress(at time.Time, p purgeProgress) (any, error) {
+func (st *State) ProgressCmd(at time.Time, p ProgressCmd) (any, error) {
 	j := st.Purges[p.ID]
 	if j == nil {
 		return nil, notFound("purge %s not found", p.ID)
@@ -193,7 +193,7 @@ func (st *State) purgeProgress(at time.Time, p purgeProgress) (any, error) {
 	return clonePurge(j), nil
 }
 
-func (st *State) purgeDone(at time.Time, id string) (any, error) {
+func (st *State) DoneCmd(at time.Time, id string) (any, error) {
 	j := st.Purges[id]
 	if j == nil {
 		return nil, notFound("purge %s not found", id)
@@ -242,21 +242,21 @@ func (j *Jobs) OpenPurges(ctx context.Context) ([]PurgeJob, error) {
 func (j *Jobs) PurgeProgress(ctx context.Context, id, cursor string, objects, bytes int64) (PurgeJob, error) {
 	var r PurgeJob
 	return r, j.p.Propose(ctx, cluster.CmdPurgeProgress, "purge/"+id+"/"+cursor, "",
-		purgeProgress{ID: id, Cursor: cursor, Objects: objects, Bytes: bytes}, &r)
+		ProgressCmd{ID: id, Cursor: cursor, Objects: objects, Bytes: bytes}, &r)
 }
 
 // PurgeFailed records that the job hit an error; the worker keeps retrying
 // and the next progress sets it running again.
 func (j *Jobs) PurgeFailed(ctx context.Context, id, msg string) (PurgeJob, error) {
 	var r PurgeJob
-	return r, j.p.Propose(ctx, cluster.CmdPurgeProgress, "", "", purgeProgress{ID: id, Error: msg}, &r)
+	return r, j.p.Propose(ctx, cluster.CmdPurgeProgress, "", "", ProgressCmd{ID: id, Error: msg}, &r)
 }
 
 // PurgeDone marks a purge finished: storage and index hold nothing of the
 // camera. Its id can then be created again.
 func (j *Jobs) PurgeDone(ctx context.Context, id string) (PurgeJob, error) {
 	var r PurgeJob
-	return r, j.p.Propose(ctx, cluster.CmdPurgeDone, "purge-done/"+id, "", purgeDone{ID: id}, &r)
+	return r, j.p.Propose(ctx, cluster.CmdPurgeDone, "purge-done/"+id, "", DoneCmd{ID: id}, &r)
 }
 
 // Patterns are the patterns Handler serves.

@@ -1,4 +1,4 @@
-package meter
+package accounts_test
 
 import (
 	"context"
@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/replica"
 
 	"github.com/stretchr/testify/require"
 
@@ -35,7 +38,7 @@ type tnode struct {
 	client   *http.Client
 	h        atomic.Value // http.Handler
 	srv      *httptest.Server
-	m        *Meter
+	m        *replica.Replica
 	c        *client
 }
 
@@ -60,7 +63,7 @@ func (n *tnode) httpAddr() string { return strings.TrimPrefix(n.srv.URL, "http:/
 
 // open starts (or restarts) the node; join is another node's HTTP address.
 func (n *tnode) open(ctx context.Context, join string) error {
-	m, err := Open(ctx, Config{
+	m, err := replica.Open(ctx, cluster.PeerConfig{
 		Dir: n.dir, NodeID: n.id, RaftAddr: n.raftAddr, RaftAdvertise: n.adv, HeartbeatTimeout: 150 * time.Millisecond,
 		Join: join, Suffrage: n.suffrage, HTTPAddr: n.httpAddr(), ClusterToken: adminToken, Client: n.client,
 	})
@@ -68,13 +71,13 @@ func (n *tnode) open(ctx context.Context, join string) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	for _, p := range HandlerPatterns() {
-		mux.Handle(p, m.Handler())
+	for _, p := range accounts.HandlerPatterns() {
+		mux.Handle(p, m.Accounts.Handler())
 	}
-	for _, p := range ClusterPatterns() {
+	for _, p := range cluster.ClusterPatterns() {
 		mux.Handle(p, m.ClusterHandler())
 	}
-	n.h.Store(auth.New(adminToken, m).Middleware(mux, nil))
+	n.h.Store(auth.New(adminToken, m.Accounts).Middleware(mux, nil))
 	n.m = m
 	return nil
 }
@@ -203,14 +206,14 @@ func TestClusterJoinForwardStatusAndIngestReplica(t *testing.T) {
 	r = follower.c.op("DELETE", "/v1/cameras/c1", "")
 	require.Equal(t, 202, r.status, r.body)
 	require.Eventually(t, func() bool {
-		_, err := ing.m.Stream(context.Background(), "c1-main")
-		return errors.Is(err, ErrNotFound)
+		_, err := ing.m.Accounts.Stream(context.Background(), "c1-main")
+		return errors.Is(err, accounts.ErrNotFound)
 	}, 2*time.Second, 5*time.Millisecond, "deletion did not reach the ingest node within 2 s")
 
 	// The ingest node survives the loss of a meter node, the leader even:
 	// reads are local, writes wait for the new leader and get through.
 	leader.close()
-	id, err := ing.m.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
+	id, err := ing.m.Accounts.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
 	require.NoError(t, err)
 	require.Equal(t, "b1", id)
 	addCamera(t, ing.c, "after-leader-loss")
@@ -221,7 +224,7 @@ func TestClusterJoinForwardStatusAndIngestReplica(t *testing.T) {
 		}
 	}
 	converged(t, rest...)
-	_, err = ing.m.Stream(context.Background(), "after-leader-loss-s")
+	_, err = ing.m.Accounts.Stream(context.Background(), "after-leader-loss-s")
 	require.NoError(t, err)
 }
 
@@ -270,12 +273,12 @@ func TestForwardRetryAfterLostAnswerIsAppliedOnce(t *testing.T) {
 	require.NotEmpty(t, tok)
 	require.GreaterOrEqual(t, lossy.lost.Load(), int64(4), "every forward was retried after a lost answer")
 	converged(t, nodes...)
-	id, err := leader.m.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
+	id, err := leader.m.Accounts.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
 	require.NoError(t, err)
 	require.Equal(t, "b1", id)
-	leader.m.fsm.mu.RLock()
-	nb := len(leader.m.fsm.st.Bridges)
-	leader.m.fsm.mu.RUnlock()
+	leader.m.Machine.RLock()
+	nb := len(leader.m.Machine.Accounts.Bridges)
+	leader.m.Machine.RUnlock()
 	require.Equal(t, 1, nb)
 }
 
@@ -358,7 +361,7 @@ func TestPartitionedFollowerConverges(t *testing.T) {
 
 	proxy.setCut(false)
 	converged(t, all...)
-	_, err := n3.m.Stream(context.Background(), "p19-s")
+	_, err := n3.m.Accounts.Stream(context.Background(), "p19-s")
 	require.NoError(t, err)
 }
 
@@ -427,7 +430,7 @@ func TestRemoveWipeAndReAddCatchesUp(t *testing.T) {
 	require.NoError(t, leader.m.Node().Snapshot()) // the newcomer may get a snapshot
 	victim.mustOpen(other.httpAddr())
 	converged(t, nodes...)
-	_, err := victim.m.Stream(context.Background(), "w4-s")
+	_, err := victim.m.Accounts.Stream(context.Background(), "w4-s")
 	require.NoError(t, err)
 	ms, err := leader.m.Node().Members()
 	require.NoError(t, err)

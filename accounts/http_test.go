@@ -1,4 +1,4 @@
-package meter
+package accounts_test
 
 import (
 	"context"
@@ -10,6 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/purge"
+
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/internal/machinetest"
+	"github.com/vigilcloud/vigil/replica"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/vigilcloud/vigil/auth"
@@ -17,23 +24,23 @@ import (
 
 const adminToken = "admin-secret-token"
 
-func openMeter(t *testing.T, dir, addr string) *Meter {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := Open(ctx, Config{Dir: dir, NodeID: "m1", RaftAddr: addr, HeartbeatTimeout: 50 * time.Millisecond,
-		Now: func() time.Time { return t0 }})
-	require.NoError(t, err)
-	return m
-}
-
 type client struct {
 	t   *testing.T
 	url string
 }
 
-func serve(t *testing.T, m *Meter) *client {
-	srv := httptest.NewServer(auth.New(adminToken, m).Middleware(m.Handler(), nil))
+func serve(t *testing.T, m *replica.Replica) *client {
+	mux := http.NewServeMux()
+	for _, p := range accounts.HandlerPatterns() {
+		mux.Handle(p, m.Accounts.Handler())
+	}
+	for _, p := range purge.Patterns() {
+		mux.Handle(p, m.Purges.Handler())
+	}
+	for _, p := range meter.Patterns() {
+		mux.Handle(p, m.Meter.Handler(m.Accounts))
+	}
+	srv := httptest.NewServer(auth.New(adminToken, m.Accounts).Middleware(mux, nil))
 	t.Cleanup(srv.Close)
 	return &client{t: t, url: srv.URL}
 }
@@ -85,13 +92,13 @@ func provision(t *testing.T, c *client) (bridgeToken string) {
 }
 
 func TestHTTPProvisioning(t *testing.T) {
-	m := openMeter(t, t.TempDir(), "127.0.0.1:0")
+	m := machinetest.OpenReplica(t, t.TempDir(), "127.0.0.1:0", func() time.Time { return machinetest.T0 })
 	defer m.Close()
 	c := serve(t, m)
 	tok := provision(t, c)
 
 	// The bridge token works for auth lookups.
-	id, err := m.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
+	id, err := m.Accounts.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
 	require.NoError(t, err)
 	require.Equal(t, "b1", id)
 
@@ -122,21 +129,21 @@ func TestHTTPProvisioning(t *testing.T) {
 	require.Equal(t, 202, r.status)
 	require.Equal(t, purge, r.body["purge"])
 	// Deleted: gone for live use, still in the meter.
-	_, err = m.Stream(context.Background(), "c1-main")
-	require.ErrorIs(t, err, ErrNotFound)
-	_, err = m.Camera(context.Background(), "c1")
-	require.ErrorIs(t, err, ErrNotFound)
+	_, err = m.Accounts.Stream(context.Background(), "c1-main")
+	require.ErrorIs(t, err, accounts.ErrNotFound)
+	_, err = m.Accounts.Camera(context.Background(), "c1")
+	require.ErrorIs(t, err, accounts.ErrNotFound)
 	r = c.op("GET", "/v1/meter/streams/c1-main", "")
 	require.Equal(t, 200, r.status)
 	require.NotEmpty(t, r.body["deleted_at"])
 	require.Equal(t, 404, c.op("PATCH", "/v1/streams/c1-main", `{"retention_days":7}`).status)
-	streams, err := m.Streams(context.Background())
+	streams, err := m.Accounts.Streams(context.Background())
 	require.NoError(t, err)
 	require.Empty(t, streams)
 }
 
 func TestHTTPIdempotentRetries(t *testing.T) {
-	m := openMeter(t, t.TempDir(), "127.0.0.1:0")
+	m := machinetest.OpenReplica(t, t.TempDir(), "127.0.0.1:0", func() time.Time { return machinetest.T0 })
 	defer m.Close()
 	c := serve(t, m)
 	provision(t, c)
@@ -150,7 +157,7 @@ func TestHTTPIdempotentRetries(t *testing.T) {
 	require.Equal(t, 200, r2.status)
 	require.Nil(t, r2.body["token"])
 	// The first token stays the bridge's.
-	id, err := m.BridgeByTokenHash(context.Background(), auth.HashToken(r1.body["token"].(string)))
+	id, err := m.Accounts.BridgeByTokenHash(context.Background(), auth.HashToken(r1.body["token"].(string)))
 	require.NoError(t, err)
 	require.Equal(t, "b2", id)
 
@@ -181,7 +188,7 @@ func TestHTTPIdempotentRetries(t *testing.T) {
 		r := c.op("PATCH", "/v1/streams/c1-main", `{"retention_days":`+itoa(d)+`}`)
 		require.Equal(t, 200, r.status)
 	}
-	s, err := m.Stream(context.Background(), "c1-main")
+	s, err := m.Accounts.Stream(context.Background(), "c1-main")
 	require.NoError(t, err)
 	require.Equal(t, 7, s.RetentionDays)
 }
@@ -189,7 +196,7 @@ func TestHTTPIdempotentRetries(t *testing.T) {
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
 
 func TestHTTPErrors(t *testing.T) {
-	m := openMeter(t, t.TempDir(), "127.0.0.1:0")
+	m := machinetest.OpenReplica(t, t.TempDir(), "127.0.0.1:0", func() time.Time { return machinetest.T0 })
 	defer m.Close()
 	c := serve(t, m)
 	bridgeToken := provision(t, c)
@@ -238,13 +245,13 @@ func TestHTTPErrors(t *testing.T) {
 	require.Equal(t, 403, r.status)
 	r = c.do("POST", "/v1/accounts", "", `{"id":"a","name":"A"}`)
 	require.Equal(t, 401, r.status)
-	_, err := m.Account(context.Background(), "a")
-	require.ErrorIs(t, err, ErrNotFound)
+	_, err := m.Accounts.Account(context.Background(), "a")
+	require.ErrorIs(t, err, accounts.ErrNotFound)
 }
 
 func TestRestartSurvival(t *testing.T) {
 	dir := t.TempDir()
-	m := openMeter(t, dir, "127.0.0.1:0")
+	m := machinetest.OpenReplica(t, dir, "127.0.0.1:0", func() time.Time { return machinetest.T0 })
 	addr := m.Node().Addr()
 	c := serve(t, m)
 	tok := provision(t, c)
@@ -253,24 +260,24 @@ func TestRestartSurvival(t *testing.T) {
 	// After the snapshot: replayed from the WAL on restart.
 	require.Equal(t, 201, c.op("POST", "/v1/bridges/b1/cameras", `{"id":"c2","name":"Yard","streams":[{"id":"c2-main"}]}`).status)
 	require.Equal(t, 202, c.op("DELETE", "/v1/cameras/c2", "").status)
-	before, err := m.StreamRecord(context.Background(), "c1-sub")
+	before, err := m.Accounts.StreamRecord(context.Background(), "c1-sub")
 	require.NoError(t, err)
 	require.NoError(t, m.Close())
 
-	m2 := openMeter(t, dir, addr)
+	m2 := machinetest.OpenReplica(t, dir, addr, func() time.Time { return machinetest.T0 })
 	defer m2.Close()
-	after, err := m2.StreamRecord(context.Background(), "c1-sub")
+	after, err := m2.Accounts.StreamRecord(context.Background(), "c1-sub")
 	require.NoError(t, err)
 	require.Equal(t, before, after)
 	require.Len(t, after.History, 2)
-	id, err := m2.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
+	id, err := m2.Accounts.BridgeByTokenHash(context.Background(), auth.HashToken(tok))
 	require.NoError(t, err)
 	require.Equal(t, "b1", id)
-	_, err = m2.Stream(context.Background(), "c2-main")
-	require.ErrorIs(t, err, ErrNotFound)
-	a, err := m2.Account(context.Background(), "s1")
+	_, err = m2.Accounts.Stream(context.Background(), "c2-main")
+	require.ErrorIs(t, err, accounts.ErrNotFound)
+	a, err := m2.Accounts.Account(context.Background(), "s1")
 	require.NoError(t, err)
-	require.Equal(t, CycleAnnual, a.BillingCycle)
+	require.Equal(t, accounts.CycleAnnual, a.BillingCycle)
 
 	// The bridge token still authenticates over HTTP (403 = known, not operator).
 	c2 := serve(t, m2)
