@@ -34,7 +34,7 @@ import (
 // nothing; its id is not handed out again.
 func TestFSMDeletedAccountTakesNoChanges(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	h.Must(cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}}}})
 	var del accounts.AccountDeleteResult
 	require.NoError(t, json.Unmarshal(h.Must(cluster.CmdDeleteAccount, "del", "n", accounts.DeleteAccountCmd{ID: "s1"}), &del))
@@ -48,12 +48,12 @@ func TestFSMDeletedAccountTakesNoChanges(t *testing.T) {
 		code    string
 	}{
 		{"patch", cluster.CmdUpdateAccount, accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Name: new("Renamed")}}, accounts.ErrNotFound, "not_found"},
-		{"patch defaults", cluster.CmdUpdateAccount, accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: ip(7)}}}, accounts.ErrNotFound, "not_found"},
+		{"patch defaults", cluster.CmdUpdateAccount, accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: machinetest.IP(7)}}}, accounts.ErrNotFound, "not_found"},
 		{"new bridge", cluster.CmdCreateBridge, accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b9", Name: "B9"}}, accounts.ErrNotFound, "not_found"},
 		{"existing bridge again", cluster.CmdCreateBridge, accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b1", Name: "B1"}}, accounts.ErrNotFound, "not_found"},
 		{"new camera", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9"}}}}, accounts.ErrNotFound, "not_found"},
 		{"purged camera id again", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}}}}, accounts.ErrNotFound, "not_found"},
-		{"stream", cluster.CmdUpdateStream, accounts.UpdateStreamCmd{ID: "x", Patch: accounts.StreamPatch{RetentionDays: ip(90)}}, accounts.ErrNotFound, "not_found"},
+		{"stream", cluster.CmdUpdateStream, accounts.UpdateStreamCmd{ID: "x", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(90)}}, accounts.ErrNotFound, "not_found"},
 		{"delete again", cluster.CmdDeleteAccount, accounts.DeleteAccountCmd{ID: "s1"}, accounts.ErrNotFound, "not_found"},
 		{"re-create", cluster.CmdCreateAccount, accounts.NewAccount{ID: "s1", Name: "Sub 1", Parent: "r1", Defaults: accounts.Defaults{RetentionDays: 7}}, accounts.ErrConflict, "deleted_id"},
 	}
@@ -99,8 +99,8 @@ func TestFSMDefaultsChangeKeepsExistingStreams(t *testing.T) {
 	h.Must(cluster.CmdCreateCamera, "cam10", "", accounts.CreateCameraCmd{Bridge: "br", Camera: accounts.NewCamera{ID: "cam10", Name: "C", Streams: []accounts.NewStream{{ID: "cam10-main"}}}})
 	require.Equal(t, "HD1-D90", accounts.SKU(streamOf(h, "cam10-main").Stream.Settings()))
 
-	h.Must(cluster.CmdUpdateAccount, "p1", "", accounts.UpdateAccountCmd{ID: "res1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: ip(7), Width: ip(1920), Height: ip(1080)}}})
-	h.Must(cluster.CmdUpdateAccount, "p2", "", accounts.UpdateAccountCmd{ID: "sub2", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: ip(14)}}})
+	h.Must(cluster.CmdUpdateAccount, "p1", "", accounts.UpdateAccountCmd{ID: "res1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: machinetest.IP(7), Width: machinetest.IP(1920), Height: machinetest.IP(1080)}}})
+	h.Must(cluster.CmdUpdateAccount, "p2", "", accounts.UpdateAccountCmd{ID: "sub2", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: machinetest.IP(14)}}})
 	s := streamOf(h, "cam10-main")
 	require.Equal(t, "HD1-D90", accounts.SKU(s.Stream.Settings()))
 	require.Len(t, s.History, 1)
@@ -136,12 +136,12 @@ func TestReplayFromAnySnapshotPoint(t *testing.T) {
 		return len(entries) // its index
 	}
 	add(cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c3", Name: "C3", Streams: []accounts.NewStream{{ID: "new"}}}})
-	marked := add(cluster.CmdUpdateAccount, "d3", "", accounts.UpdateAccountCmd{ID: "r1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{Width: ip(1920), Height: ip(1080), RetentionDays: ip(90)}}})
-	add(cluster.CmdUpdateAccount, "d4", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: ip(0)}}})
+	marked := add(cluster.CmdUpdateAccount, "d3", "", accounts.UpdateAccountCmd{ID: "r1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{Width: machinetest.IP(1920), Height: machinetest.IP(1080), RetentionDays: machinetest.IP(90)}}})
+	add(cluster.CmdUpdateAccount, "d4", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: machinetest.IP(0)}}})
 	add(cluster.CmdCreateCamera, "c4", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c4", Name: "C4", Streams: []accounts.NewStream{{ID: "after"}}}})
 	// A stream a legacy entry added follows the defaults; patching its
 	// retention must not bring in the new default resolution.
-	add(cluster.CmdUpdateStream, "u1", "", accounts.UpdateStreamCmd{ID: "inh", Patch: accounts.StreamPatch{RetentionDays: ip(45)}})
+	add(cluster.CmdUpdateStream, "u1", "", accounts.UpdateStreamCmd{ID: "inh", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(45)}})
 	add(cluster.CmdCreateBridge, "b4", accounts.BridgeNonce("b4", tokens[4]), accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b4", Name: "B4"}})
 	add(cluster.CmdUpdateAccount, "ren2", "", accounts.UpdateAccountCmd{ID: "s2", Patch: accounts.AccountPatch{Name: new("Again")}})
 
@@ -240,7 +240,7 @@ func compress(t *testing.T, raw []byte) []byte {
 // command drops it.
 func TestBridgeTokenNotInLogOrState(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	tok := auth.NewToken()
 	nonce := accounts.BridgeNonce("b9", tok)
 	require.NotContains(t, nonce, tok)

@@ -17,7 +17,7 @@ import (
 // reusable only once every purge of its streams is done.
 func TestFSMDeleteStream(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	cam := accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}}}
 	h.Must(cluster.CmdCreateCamera, "c1", "", cam)
 

@@ -14,7 +14,7 @@ import (
 
 func TestFSMPurgeJob(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	cam := accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}}}
 	h.Must(cluster.CmdCreateCamera, "c1", "", cam)
 	h.Must(cluster.CmdDeleteCamera, "d1", "purge-1", accounts.DeleteCameraCmd{ID: "c1"})
@@ -68,7 +68,7 @@ func TestFSMPurgeJob(t *testing.T) {
 
 func TestFSMDeleteSubAccount(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	h.Must(cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}}}})
 	h.Must(cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c2", Name: "C2", Streams: []accounts.NewStream{{ID: "y"}}}})
 	h.Must(cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: accounts.NewCamera{ID: "c3", Name: "C3", Streams: []accounts.NewStream{{ID: "z"}}}})

@@ -21,21 +21,7 @@ import (
 	"github.com/vigilcloud/vigil/internal/machinetest"
 )
 
-func ip(v int) *int { return &v }
-
 func streamOf(h *machinetest.Harness, id string) *accounts.StreamRec { return h.M.Accounts.Streams[id] }
-
-// seed: reseller r1 (defaults 1920x1080 D60), sub-account s1 (D7), sub s2
-// (no defaults), bridge b1 in s1, bridge b2 in s2.
-func seed(h *machinetest.Harness) {
-	h.Must(cluster.CmdCreateAccount, "r1", "", accounts.NewAccount{ID: "r1", Name: "Reseller", Defaults: accounts.Defaults{Width: 1920, Height: 1080, RetentionDays: 60}})
-	h.Must(cluster.CmdCreateAccount, "s1", "", accounts.NewAccount{ID: "s1", Name: "Sub 1", Parent: "r1", Defaults: accounts.Defaults{RetentionDays: 7}})
-	h.Must(cluster.CmdCreateAccount, "s2", "", accounts.NewAccount{ID: "s2", Name: "Sub 2", Parent: "r1"})
-	h.Must(cluster.CmdCreateAccount, "r2", "", accounts.NewAccount{ID: "r2", Name: "Bare reseller"})
-	h.Must(cluster.CmdCreateBridge, "b1", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b1", Name: "B1"}})
-	h.Must(cluster.CmdCreateBridge, "b2", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s2", Bridge: accounts.NewBridge{ID: "b2", Name: "B2"}})
-	h.Must(cluster.CmdCreateBridge, "b3", auth.NewToken(), accounts.CreateBridgeCmd{Account: "r2", Bridge: accounts.NewBridge{ID: "b3", Name: "B3"}})
-}
 
 func TestFSMCommands(t *testing.T) {
 	cases := []struct {
@@ -59,15 +45,15 @@ func TestFSMCommands(t *testing.T) {
 		{"bridge different fields", cluster.CmdCreateBridge, accounts.CreateBridgeCmd{Account: "s2", Bridge: accounts.NewBridge{ID: "b1", Name: "B1"}}, accounts.ErrConflict, "conflict"},
 		{"camera unknown bridge", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "nope", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9"}}}}, accounts.ErrInvalid, "unknown_bridge"},
 		{"camera no streams", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C"}}, accounts.ErrInvalid, "invalid_streams"},
-		{"camera retention 0", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", RetentionDays: ip(0)}}}}, accounts.ErrInvalid, "invalid_retention"},
-		{"camera retention 3651", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", RetentionDays: ip(3651)}}}}, accounts.ErrInvalid, "invalid_retention"},
-		{"camera width 0", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", Width: ip(0), Height: ip(720)}}}}, accounts.ErrInvalid, "invalid_resolution"},
-		{"camera height negative", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", Width: ip(1280), Height: ip(-1)}}}}, accounts.ErrInvalid, "invalid_resolution"},
+		{"camera retention 0", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", RetentionDays: machinetest.IP(0)}}}}, accounts.ErrInvalid, "invalid_retention"},
+		{"camera retention 3651", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", RetentionDays: machinetest.IP(3651)}}}}, accounts.ErrInvalid, "invalid_retention"},
+		{"camera width 0", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", Width: machinetest.IP(0), Height: machinetest.IP(720)}}}}, accounts.ErrInvalid, "invalid_resolution"},
+		{"camera height negative", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "x9", Width: machinetest.IP(1280), Height: machinetest.IP(-1)}}}}, accounts.ErrInvalid, "invalid_resolution"},
 		{"camera stream id taken", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c9", Name: "C", Streams: []accounts.NewStream{{ID: "st1"}}}}, accounts.ErrConflict, "conflict"},
 		{"camera same fields again", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "Cam", Streams: []accounts.NewStream{{ID: "st1"}}}}, nil, ""},
 		{"camera different fields", cluster.CmdCreateCamera, accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "Renamed", Streams: []accounts.NewStream{{ID: "st1"}}}}, accounts.ErrConflict, "conflict"},
-		{"update unknown stream", cluster.CmdUpdateStream, accounts.UpdateStreamCmd{ID: "nope", Patch: accounts.StreamPatch{RetentionDays: ip(7)}}, accounts.ErrNotFound, "not_found"},
-		{"update bad retention", cluster.CmdUpdateStream, accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: ip(0)}}, accounts.ErrInvalid, "invalid_retention"},
+		{"update unknown stream", cluster.CmdUpdateStream, accounts.UpdateStreamCmd{ID: "nope", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(7)}}, accounts.ErrNotFound, "not_found"},
+		{"update bad retention", cluster.CmdUpdateStream, accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(0)}}, accounts.ErrInvalid, "invalid_retention"},
 		{"update account unknown", cluster.CmdUpdateAccount, accounts.UpdateAccountCmd{ID: "nope"}, accounts.ErrNotFound, "not_found"},
 		{"privacy not allowed", cluster.CmdUpdateAccount, accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{PrivacyMode: new(true)}}, accounts.ErrInvalid, "privacy_mode_not_allowed"},
 		{"delete unknown camera", cluster.CmdDeleteCamera, accounts.DeleteCameraCmd{ID: "nope"}, accounts.ErrNotFound, "not_found"},
@@ -76,7 +62,7 @@ func TestFSMCommands(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := machinetest.New(t)
-			seed(h)
+			machinetest.Seed(h)
 			h.Must(cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "Cam", Streams: []accounts.NewStream{{ID: "st1"}}}})
 			before, err := machinetest.StateOf(t, h.M), error(nil)
 			require.NoError(t, err)
@@ -104,7 +90,7 @@ func TestFSMCommands(t *testing.T) {
 
 func TestFSMDedupe(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	tok1, tok2 := auth.NewToken(), auth.NewToken()
 	first := h.Must(cluster.CmdCreateBridge, "rid-1", accounts.BridgeNonce("b9", tok1), accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b9", Name: "B9"}})
 	// A retry carries a fresh token; it must replay the first result, which
@@ -133,11 +119,11 @@ func TestFSMDedupe(t *testing.T) {
 
 	// Settings updates: a replay must not add a second history entry.
 	h.Must(cluster.CmdCreateCamera, "cam", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "Cam", Streams: []accounts.NewStream{{ID: "st1"}}}})
-	h.Must(cluster.CmdUpdateStream, "up", "", accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: ip(90)}})
-	h.Must(cluster.CmdUpdateStream, "up", "", accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: ip(90)}})
+	h.Must(cluster.CmdUpdateStream, "up", "", accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(90)}})
+	h.Must(cluster.CmdUpdateStream, "up", "", accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(90)}})
 	require.Len(t, streamOf(h, "st1").History, 2)
 	// The same change under another id changes nothing either.
-	h.Must(cluster.CmdUpdateStream, "up2", "", accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: ip(90)}})
+	h.Must(cluster.CmdUpdateStream, "up2", "", accounts.UpdateStreamCmd{ID: "st1", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(90)}})
 	require.Len(t, streamOf(h, "st1").History, 2)
 }
 
@@ -161,10 +147,10 @@ func TestFSMRequestTableBounded(t *testing.T) {
 
 func TestFSMDefaultsResolution(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	h.Must(cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{
-		{ID: "own", Width: ip(3840), Height: ip(2160), RetentionDays: ip(90), Analytics: []string{"people", "lpr", "people"}},
-		{ID: "sub", Width: ip(1280), Height: ip(720)},
+		{ID: "own", Width: machinetest.IP(3840), Height: machinetest.IP(2160), RetentionDays: machinetest.IP(90), Analytics: []string{"people", "lpr", "people"}},
+		{ID: "sub", Width: machinetest.IP(1280), Height: machinetest.IP(720)},
 	}}})
 	h.Must(cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: accounts.NewCamera{ID: "c2", Name: "C2", Streams: []accounts.NewStream{{ID: "reseller"}}}})
 	h.Must(cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b3", Camera: accounts.NewCamera{ID: "c3", Name: "C3", Streams: []accounts.NewStream{{ID: "system"}}}})
@@ -189,10 +175,10 @@ func TestFSMDefaultsResolution(t *testing.T) {
 	// accounts.Defaults change (DESIGN section 1): existing streams keep their plan
 	// and history; streams added afterwards get the new defaults, and a
 	// cleared sub-account default falls back to the reseller's.
-	h.Must(cluster.CmdUpdateAccount, "u1", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: ip(14)}}})
+	h.Must(cluster.CmdUpdateAccount, "u1", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: machinetest.IP(14)}}})
 	h.Must(cluster.CmdCreateCamera, "c4", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c4", Name: "C4", Streams: []accounts.NewStream{{ID: "sub14"}}}})
-	h.Must(cluster.CmdUpdateAccount, "u2", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: ip(0)}}})
-	h.Must(cluster.CmdUpdateAccount, "u3", "", accounts.UpdateAccountCmd{ID: "r1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{Width: ip(2560), Height: ip(1440), RetentionDays: ip(7)}}})
+	h.Must(cluster.CmdUpdateAccount, "u2", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: machinetest.IP(0)}}})
+	h.Must(cluster.CmdUpdateAccount, "u3", "", accounts.UpdateAccountCmd{ID: "r1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{Width: machinetest.IP(2560), Height: machinetest.IP(1440), RetentionDays: machinetest.IP(7)}}})
 	h.Must(cluster.CmdCreateCamera, "c5", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c5", Name: "C5", Streams: []accounts.NewStream{{ID: "sub7"}}}})
 	for _, c := range cases {
 		s := streamOf(h, c.stream)
@@ -203,7 +189,7 @@ func TestFSMDefaultsResolution(t *testing.T) {
 	require.Equal(t, "HD4-D7", accounts.SKU(streamOf(h, "sub7").Stream.Settings()))
 
 	// Patching one side of the resolution keeps the other.
-	h.Must(cluster.CmdUpdateStream, "u4", "", accounts.UpdateStreamCmd{ID: "reseller", Patch: accounts.StreamPatch{Height: ip(1440)}})
+	h.Must(cluster.CmdUpdateStream, "u4", "", accounts.UpdateStreamCmd{ID: "reseller", Patch: accounts.StreamPatch{Height: machinetest.IP(1440)}})
 	s := streamOf(h, "reseller").Stream
 	require.Equal(t, []int{1920, 1440}, []int{s.Width, s.Height})
 	hist := streamOf(h, "reseller").History
@@ -218,7 +204,7 @@ func TestFSMDefaultsResolution(t *testing.T) {
 
 func TestFSMDeleteCamera(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	h.Must(cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}}})
 	d := h.Must(cluster.CmdDeleteCamera, "d1", "purge-1", accounts.DeleteCameraCmd{ID: "c1"})
 	var r accounts.DeleteResult
@@ -233,7 +219,7 @@ func TestFSMDeleteCamera(t *testing.T) {
 	require.NoError(t, json.Unmarshal(d, &r))
 	require.Equal(t, "purge-1", r.PurgeID)
 	// A deleted stream cannot be updated; a deleted id cannot be reused.
-	_, err := h.Apply(cluster.CmdUpdateStream, "u", "", accounts.UpdateStreamCmd{ID: "x", Patch: accounts.StreamPatch{RetentionDays: ip(7)}})
+	_, err := h.Apply(cluster.CmdUpdateStream, "u", "", accounts.UpdateStreamCmd{ID: "x", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(7)}})
 	require.ErrorIs(t, err, accounts.ErrNotFound)
 	_, err = h.Apply(cluster.CmdCreateCamera, "c1b", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}}})
 	require.ErrorIs(t, err, accounts.ErrConflict)
@@ -241,9 +227,9 @@ func TestFSMDeleteCamera(t *testing.T) {
 
 func TestSnapshotRoundTripByteIdentical(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	h.Must(cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x", Analytics: []string{"people"}}}}})
-	h.Must(cluster.CmdUpdateStream, "u", "", accounts.UpdateStreamCmd{ID: "x", Patch: accounts.StreamPatch{RetentionDays: ip(7)}})
+	h.Must(cluster.CmdUpdateStream, "u", "", accounts.UpdateStreamCmd{ID: "x", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(7)}})
 	h.Must(cluster.CmdUpdateAccount, "p", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{PrivacyModeAllowed: new(true), PrivacyMode: new(true), PrivacySuspendedUntil: &machinetest.T0}})
 	h.Must(cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c1"})
 
@@ -269,7 +255,7 @@ func TestSnapshotRoundTripByteIdentical(t *testing.T) {
 
 func TestRestoreDamagedSnapshot(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	good := machinetest.Persist(t, h.M)
 	flipped := bytes.Clone(good)
 	flipped[len(flipped)/2] ^= 0xff
@@ -303,7 +289,7 @@ func encodeRaw(b []byte) ([]byte, error) {
 
 func TestBridgeDigestHA1(t *testing.T) {
 	h := machinetest.New(t)
-	seed(h)
+	machinetest.Seed(h)
 	tok := auth.NewToken()
 	h.Must(cluster.CmdCreateBridge, "b9", tok, accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b9", Name: "B9"}})
 	reg := accounts.New(h.M.Accounts, nil, nil)

@@ -131,16 +131,16 @@ func (m *Meter) StreamUsage(ctx context.Context, id string) (StreamUsage, error)
 
 // Status is the meter's view of its registry and usage.
 type Status struct {
-	NodeID       string     `json:"node_id"`
-	State        string     `json:"state"`
-	Leader       string     `json:"leader"`
-	AppliedIndex uint64     `json:"applied_index"`
-	Clock        time.Time  `json:"clock"`
-	Accounts     int        `json:"accounts"`
-	Streams      int        `json:"streams"`
-	Deleted      int        `json:"deleted_streams"`
-	StoredBytes  int64      `json:"stored_bytes"`
-	Usage        usageStats `json:"usage"`
+	NodeID       string    `json:"node_id"`
+	State        string    `json:"state"`
+	Leader       string    `json:"leader"`
+	AppliedIndex uint64    `json:"applied_index"`
+	Clock        time.Time `json:"clock"`
+	Accounts     int       `json:"accounts"`
+	Streams      int       `json:"streams"`
+	Deleted      int       `json:"deleted_streams"`
+	StoredBytes  int64     `json:"stored_bytes"`
+	Usage        Stats     `json:"usage"`
 }
 
 // Status returns counts and usage counters from the local replica.

@@ -21,7 +21,7 @@ import (
 // State is the meter's section of the replicated state.
 type State struct {
 	Usage      map[string]*usageRec `json:"usage"` // by stream id
-	UsageStats usageStats           `json:"usage_stats"`
+	UsageStats Stats                `json:"usage_stats"`
 	// UsageJournals is the last batch seq applied per ingest journal: a
 	// journal's batches apply once, in order, however late a replay comes.
 	// One entry per ingest data directory, never per segment.
@@ -36,7 +36,7 @@ type State struct {
 func Register(m *cluster.Machine, accts *accounts.State) *State {
 	st := &State{m: m, accounts: accts}
 	m.Register(cluster.Section{Name: "meter", State: st, Reset: func() {
-		st.Usage, st.UsageStats, st.UsageJournals = nil, usageStats{}, nil
+		st.Usage, st.UsageStats, st.UsageJournals = nil, Stats{}, nil
 	}})
 	m.Handle(cluster.CmdUsageBatch, st.applyUsageBatch)
 	m.Handle(cluster.CmdObserveResolution, st.applyObserve)
@@ -100,7 +100,7 @@ type UsageResult struct {
 
 // usageStats are replicated counters, shown by the status endpoint and
 // exported as metrics.
-type usageStats struct {
+type Stats struct {
 	Batches         int64 `json:"batches"`
 	Entries         int64 `json:"entries"`
 	Rejected        int64 `json:"rejected"`
@@ -392,3 +392,7 @@ func (st *State) usageBatch(at time.Time, b UsageBatch) UsageResult {
 	}
 	return r
 }
+
+// ByteHours renders bytes stored for ms milliseconds as byte-hours with
+// three decimals, exactly (the figure billing shows).
+func ByteHours(bytes, ms int64) json.Number { return mul(bytes, ms).ByteHours() }

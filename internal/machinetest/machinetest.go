@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/meter"
@@ -160,4 +162,19 @@ func OpenReplica(t *testing.T, dir, addr string, now func() time.Time) *replica.
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Close() })
 	return r
+}
+
+// IP returns a pointer to v.
+func IP(v int) *int { return &v }
+
+// Seed: reseller r1 (defaults 1920x1080 D60), sub-account s1 (D7), sub s2
+// (no defaults), bare reseller r2; bridge b1 in s1, b2 in s2, b3 in r2.
+func Seed(h *Harness) {
+	h.Must(cluster.CmdCreateAccount, "r1", "", accounts.NewAccount{ID: "r1", Name: "Reseller", Defaults: accounts.Defaults{Width: 1920, Height: 1080, RetentionDays: 60}})
+	h.Must(cluster.CmdCreateAccount, "s1", "", accounts.NewAccount{ID: "s1", Name: "Sub 1", Parent: "r1", Defaults: accounts.Defaults{RetentionDays: 7}})
+	h.Must(cluster.CmdCreateAccount, "s2", "", accounts.NewAccount{ID: "s2", Name: "Sub 2", Parent: "r1"})
+	h.Must(cluster.CmdCreateAccount, "r2", "", accounts.NewAccount{ID: "r2", Name: "Bare reseller"})
+	h.Must(cluster.CmdCreateBridge, "b1", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b1", Name: "B1"}})
+	h.Must(cluster.CmdCreateBridge, "b2", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s2", Bridge: accounts.NewBridge{ID: "b2", Name: "B2"}})
+	h.Must(cluster.CmdCreateBridge, "b3", auth.NewToken(), accounts.CreateBridgeCmd{Account: "r2", Bridge: accounts.NewBridge{ID: "b3", Name: "B3"}})
 }

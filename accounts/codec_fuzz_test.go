@@ -1,9 +1,13 @@
-package meter
+package accounts_test
 
 import (
-	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/replica"
 
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
@@ -13,21 +17,21 @@ import (
 // batch that decodes encodes back to the same batch.
 func FuzzDecodeCommand(f *testing.F) {
 	at := time.Date(2026, 3, 6, 0, 0, 0, 0, time.UTC)
-	bin, err := encodeCommand(cmdUsageBatch, "usage/x", at, "", UsageBatch{ID: "x", From: at.Add(-time.Second), To: at,
-		Entries: []UsageEntry{{Stream: "st", StoredBytes: -5, StoredObjects: 1, IngestedBytes: 7, Segments: 1, Width: 640, Height: 480}}})
+	bin, err := encodeCommand(cluster.CmdUsageBatch, "usage/x", at, "", meter.UsageBatch{ID: "x", From: at.Add(-time.Second), To: at,
+		Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: -5, StoredObjects: 1, IngestedBytes: 7, Segments: 1, Width: 640, Height: 480}}})
 	require.NoError(f, err)
-	js, err := encodeCommand(cmdCreateAccount, "a", at, "", NewAccount{ID: "a", Name: "A"})
+	js, err := encodeCommand(cluster.CmdCreateAccount, "a", at, "", accounts.NewAccount{ID: "a", Name: "A"})
 	require.NoError(f, err)
 	f.Add(bin)
 	f.Add(js)
-	f.Add([]byte{cmdBinaryV1, 0x95})
+	f.Add([]byte{cluster.CmdBinaryV1, 0x95})
 	f.Add([]byte(`{"type":"usage_batch","payload":{"entries":[{"s":"a"}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := decodeCommand(data)
 		if err != nil || !c.binary {
 			return
 		}
-		var b UsageBatch
+		var b meter.UsageBatch
 		if c.decodePayload(&b) != nil {
 			return
 		}
@@ -35,11 +39,11 @@ func FuzzDecodeCommand(f *testing.F) {
 		require.NoError(t, err)
 		c2, err := decodeCommand(again)
 		require.NoError(t, err)
-		var b2 UsageBatch
+		var b2 meter.UsageBatch
 		require.NoError(t, c2.decodePayload(&b2))
 		require.Equal(t, b, b2)
 		require.True(t, c.Time.Equal(c2.Time))
 		// The FSM takes it without a panic.
-		newFSM(slog.New(slog.DiscardHandler)).Apply(&raft.Log{Index: 1, Data: data})
+		replica.NewMachine(nil).Apply(&raft.Log{Index: 1, Data: data})
 	})
 }

@@ -1,4 +1,4 @@
-package meter
+package lease_test
 
 import (
 	"bytes"
@@ -10,16 +10,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/internal/machinetest"
+	"github.com/vigilcloud/vigil/lease"
+
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 )
 
 func TestFSMLease(t *testing.T) {
-	h := newHarness(t) // every apply is a minute after the last
-	acq := func(key, holder string, ttl time.Duration, renew bool) LeaseResult {
+	h := machinetest.New(t) // every apply is a minute after the last
+	acq := func(key, holder string, ttl time.Duration, renew bool) lease.LeaseResult {
 		t.Helper()
-		var r LeaseResult
-		require.NoError(t, json.Unmarshal(h.must(cmdLeaseAcquire, "", "", leaseCmd{Key: key, Holder: holder, TTLMS: ttl.Milliseconds(), Renew: renew}), &r))
+		var r lease.LeaseResult
+		require.NoError(t, json.Unmarshal(h.Must(cluster.CmdLeaseAcquire, "", "", lease.Cmd{Key: key, Holder: holder, TTLMS: ttl.Milliseconds(), Renew: renew}), &r))
 		return r
 	}
 	long := 10 * time.Minute
@@ -30,9 +35,9 @@ func TestFSMLease(t *testing.T) {
 	require.True(t, acq("other", "b", long, false).Held, "keys are independent")
 	require.True(t, acq("k", "a", long, true).Held, "the holder renews")
 	require.True(t, acq("k", "a", long, false).Held, "a repeated acquire by the holder holds")
-	h.must(cmdLeaseRelease, "", "", leaseCmd{Key: "k", Holder: "b"})
+	h.Must(cluster.CmdLeaseRelease, "", "", lease.Cmd{Key: "k", Holder: "b"})
 	require.False(t, acq("k", "b", long, false).Held, "a non-holder's release frees nothing")
-	h.must(cmdLeaseRelease, "", "", leaseCmd{Key: "k", Holder: "a"})
+	h.Must(cluster.CmdLeaseRelease, "", "", lease.Cmd{Key: "k", Holder: "a"})
 	require.False(t, acq("k", "a", long, true).Held, "a released lease cannot be renewed")
 	require.True(t, acq("k", "b", long, false).Held, "released")
 
@@ -43,18 +48,18 @@ func TestFSMLease(t *testing.T) {
 	require.False(t, acq("e", "a", long, true).Held, "lost")
 	require.True(t, acq("gone", "c", time.Minute, false).Held)
 	acq("x", "c", long, false)
-	require.NotContains(t, h.f.st.Leases, "gone", "expired leases are dropped")
+	require.NotContains(t, h.M.Leases.Leases, "gone", "expired leases are dropped")
 
 	// Snapshots keep the leases.
-	st, err := decodeState(bytes.NewReader(persist(t, h.f)))
+	st, err := decodeState(bytes.NewReader(machinetest.Persist(t, h.M)))
 	require.NoError(t, err)
 	require.Equal(t, "b", st.Leases["e"].Holder)
 
 	// Malformed commands change nothing.
-	_, err = h.apply(cmdLeaseAcquire, "", "", leaseCmd{Key: "", Holder: "a", TTLMS: 1})
-	require.ErrorIs(t, err, ErrInvalid)
-	_, err = h.apply(cmdLeaseAcquire, "", "", leaseCmd{Key: "x", Holder: "a"})
-	require.ErrorIs(t, err, ErrInvalid)
+	_, err = h.Apply(cluster.CmdLeaseAcquire, "", "", lease.Cmd{Key: "", Holder: "a", TTLMS: 1})
+	require.ErrorIs(t, err, accounts.ErrInvalid)
+	_, err = h.Apply(cluster.CmdLeaseAcquire, "", "", lease.Cmd{Key: "x", Holder: "a"})
+	require.ErrorIs(t, err, accounts.ErrInvalid)
 	require.Len(t, h.f.st.Requests, 0, "lease commands are not recorded for dedupe")
 }
 
@@ -78,7 +83,7 @@ func TestLeaseOnThreeNodeCluster(t *testing.T) {
 			for round := range 15 {
 				key := keys[round%len(keys)]
 				holder := fmt.Sprintf("n%d-%d", i, round)
-				r, err := n.m.AcquireLease(ctx, key, holder, 30*time.Second, false)
+				r, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, false)
 				if err != nil {
 					return err
 				}
@@ -93,13 +98,13 @@ func TestLeaseOnThreeNodeCluster(t *testing.T) {
 				}
 				holders[key] = holder
 				mu.Unlock()
-				if r, err := n.m.AcquireLease(ctx, key, holder, 30*time.Second, true); err != nil || !r.Held {
+				if r, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, true); err != nil || !r.Held {
 					return fmt.Errorf("renew %s by %s: %v %+v", key, holder, err, r)
 				}
 				mu.Lock()
 				delete(holders, key)
 				mu.Unlock()
-				if err := n.m.ReleaseLease(ctx, key, holder); err != nil {
+				if err := n.m.Leases.ReleaseLease(ctx, key, holder); err != nil {
 					return err
 				}
 			}
