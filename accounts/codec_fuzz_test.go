@@ -17,30 +17,30 @@ import (
 // batch that decodes encodes back to the same batch.
 func FuzzDecodeCommand(f *testing.F) {
 	at := time.Date(2026, 3, 6, 0, 0, 0, 0, time.UTC)
-	bin, err := encodeCommand(cluster.CmdUsageBatch, "usage/x", at, "", meter.UsageBatch{ID: "x", From: at.Add(-time.Second), To: at,
+	bin, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/x", at, "", meter.UsageBatch{ID: "x", From: at.Add(-time.Second), To: at,
 		Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: -5, StoredObjects: 1, IngestedBytes: 7, Segments: 1, Width: 640, Height: 480}}})
 	require.NoError(f, err)
-	js, err := encodeCommand(cluster.CmdCreateAccount, "a", at, "", accounts.NewAccount{ID: "a", Name: "A"})
+	js, err := cluster.EncodeCommand(cluster.CmdCreateAccount, "a", at, "", accounts.NewAccount{ID: "a", Name: "A"})
 	require.NoError(f, err)
 	f.Add(bin)
 	f.Add(js)
-	f.Add([]byte{cluster.CmdBinaryV1, 0x95})
+	f.Add([]byte{0x01, 0x95}) // the binary form's first byte
 	f.Add([]byte(`{"type":"usage_batch","payload":{"entries":[{"s":"a"}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := decodeCommand(data)
-		if err != nil || !c.binary {
+		c, err := cluster.DecodeCommand(data)
+		if err != nil || !c.Binary {
 			return
 		}
 		var b meter.UsageBatch
-		if c.decodePayload(&b) != nil {
+		if meter.DecodeBatch(&c, &b) != nil {
 			return
 		}
-		again, err := encodeCommand(c.Type, c.RequestID, c.Time, c.Nonce, b)
+		again, err := cluster.EncodeCommand(c.Type, c.RequestID, c.Time, c.Nonce, b)
 		require.NoError(t, err)
-		c2, err := decodeCommand(again)
+		c2, err := cluster.DecodeCommand(again)
 		require.NoError(t, err)
 		var b2 meter.UsageBatch
-		require.NoError(t, c2.decodePayload(&b2))
+		require.NoError(t, meter.DecodeBatch(&c2, &b2))
 		require.Equal(t, b, b2)
 		require.True(t, c.Time.Equal(c2.Time))
 		// The FSM takes it without a panic.

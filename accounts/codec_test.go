@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/billing"
@@ -18,18 +19,72 @@ import (
 )
 
 // applyRaw applies a log entry as raft would.
-func (h *machinetest.Harness) applyRaw(data []byte) *cluster.Result {
+func ms(y int, m time.Month, d, hh, mm, ss, milli int) time.Time {
+	return time.Date(y, m, d, hh, mm, ss, milli*1e6, time.UTC)
+}
+
+func cam(id string, streams ...accounts.NewStream) accounts.NewCamera {
+	return accounts.NewCamera{ID: id, Name: id, Streams: streams}
+}
+
+func mustMonth(t *testing.T, s string) int {
+	t.Helper()
+	m, err := billing.ParseMonth(s)
+	require.NoError(t, err)
+	return m
+}
+
+// items returns the run's line items by stream id.
+func items(run billing.BillingRun) map[string]billing.LineItem {
+	out := map[string]billing.LineItem{}
+	for _, r := range run.Resellers {
+		for _, a := range r.Accounts {
+			for _, it := range a.Items {
+				out[it.Stream] = it
+			}
+		}
+	}
+	return out
+}
+
+// rawBinary is a payload already in the binary form.
+type rawBinary []byte
+
+func (r rawBinary) AppendBinary(b []byte) ([]byte, error) { return append(b, r...), nil }
+
+// requireSectionsAsJSON checks that every field of the state JSON js is what
+// encoding/json writes for that field of its section.
+func requireSectionsAsJSON(t *testing.T, js []byte, m *replica.Machine) {
+	t.Helper()
+	var got map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(js, &got))
+	want := map[string]json.RawMessage{}
+	for _, sec := range []any{m.Accounts, m.Purges, m.Leases, m.Usage} {
+		b, err := json.Marshal(sec)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(b, &want))
+	}
+	for k, v := range want {
+		require.JSONEq(t, string(v), string(got[k]), k)
+		require.Equal(t, string(v), string(got[k]), k)
+	}
+}
+
+// binaryV1 is the first byte of a binary log entry.
+const binaryV1 byte = 0x01
+
+func applyRaw(h *machinetest.Harness, data []byte) *cluster.Result {
 	h.T.Helper()
 	h.Index++
 	return h.M.Apply(&raft.Log{Index: h.Index, Data: data}).(*cluster.Result)
 }
 
 // binaryUsage applies a usage batch in the binary form, stamped at its To.
-func (h *machinetest.Harness) binaryUsage(b meter.UsageBatch) meter.UsageResult {
+func binaryUsage(h *machinetest.Harness, b meter.UsageBatch) meter.UsageResult {
 	h.T.Helper()
-	cmd, err := encodeCommand(cluster.CmdUsageBatch, usageRequestIDPrefix+b.ID, b.To, "", b)
+	cmd, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/"+b.ID, b.To, "", b)
 	require.NoError(h.T, err)
-	require.Equal(h.T, cluster.CmdBinaryV1, cmd[0])
+	require.Equal(h.T, binaryV1, cmd[0])
 	r := h.ApplyRaw(cmd)
 	require.Nil(h.T, r.Err)
 	var out meter.UsageResult
@@ -65,22 +120,22 @@ func TestUsageEncodingsApplyAlike(t *testing.T) {
 	}
 	for _, b := range batches {
 		var want meter.UsageResult
-		require.NoError(t, json.Unmarshal(js.mustAt(b.To, cluster.CmdUsageBatch, usageRequestIDPrefix+b.ID, "", b), &want))
-		bin.clock = b.To
-		require.Equal(t, want, bin.binaryUsage(b), b.ID)
+		require.NoError(t, json.Unmarshal(js.MustAt(b.To, cluster.CmdUsageBatch, "usage/"+b.ID, "", b), &want))
+		bin.Clock = b.To
+		require.Equal(t, want, binaryUsage(bin, b), b.ID)
 	}
 	// A retry of a binary batch is deduplicated like a JSON one.
-	require.Equal(t, meter.UsageResult{Applied: 1}, bin.binaryUsage(batches[2]))
+	require.Equal(t, meter.UsageResult{Applied: 1}, binaryUsage(bin, batches[2]))
 
-	wantUsage, err := json.Marshal(js.f.Usage.Usage)
+	wantUsage, err := json.Marshal(js.M.Usage.Usage)
 	require.NoError(t, err)
-	gotUsage, err := json.Marshal(bin.f.Usage.Usage)
+	gotUsage, err := json.Marshal(bin.M.Usage.Usage)
 	require.NoError(t, err)
 	require.JSONEq(t, string(wantUsage), string(gotUsage))
-	require.Equal(t, js.f.Usage.UsageStats, bin.f.Usage.UsageStats)
-	require.Equal(t, js.f.st.Clock, bin.f.st.Clock)
+	require.Equal(t, js.M.Usage.UsageStats, bin.M.Usage.UsageStats)
+	require.Equal(t, js.M.Clock(), bin.M.Clock())
 	for _, m := range []string{"2026-03", "2026-04", "2026-05"} {
-		a, b := js.final(m), bin.final(m)
+		a, b := js.Final(m), bin.Final(m)
 		ja, _, err := billing.RenderBillingRun(&a, "json", "")
 		require.NoError(t, err)
 		jb, _, err := billing.RenderBillingRun(&b, "json", "")
@@ -110,7 +165,7 @@ func TestOldJSONUsageEntryReplays(t *testing.T) {
 	// A batch in the binary form under the same request id is not applied
 	// again (its identity differs, so it is refused).
 	h.Clock = ms(2026, 3, 6, 0, 0, 1, 0)
-	cmd, err := encodeCommand(cluster.CmdUsageBatch, "usage/u-0123456789abcdef-1", h.Clock, "", meter.UsageBatch{ID: "u-0123456789abcdef-1", Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: 1000}}})
+	cmd, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/u-0123456789abcdef-1", h.Clock, "", meter.UsageBatch{ID: "u-0123456789abcdef-1", Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: 1000}}})
 	require.NoError(t, err)
 	r = h.ApplyRaw(cmd)
 	require.NotNil(t, r.Err)
@@ -123,18 +178,16 @@ func TestBadBinaryCommands(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
 	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"})})
-	good, err := encodeCommand(cluster.CmdUsageBatch, "usage/x", ms(2026, 3, 6, 0, 0, 0, 0), "", meter.UsageBatch{ID: "x", Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: 5}}})
+	good, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/x", ms(2026, 3, 6, 0, 0, 0, 0), "", meter.UsageBatch{ID: "x", Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: 5}}})
 	require.NoError(t, err)
 	// A binary envelope around a JSON-only command type.
-	w := wireCommand{Type: cluster.CmdCreateAccount, RequestID: "acct", Time: ms(2026, 3, 6, 0, 0, 0, 0), Payload: []byte(`{"id":"zz","name":"zz"}`)}
-	wrongType, err := w.MarshalMsg([]byte{cluster.CmdBinaryV1})
+	wrongType, err := cluster.EncodeCommand(cluster.CmdCreateAccount, "acct", ms(2026, 3, 6, 0, 0, 0, 0), "", rawBinary(`{"id":"zz","name":"zz"}`))
 	require.NoError(t, err)
 	// A usage envelope whose payload is not a batch.
-	w = wireCommand{Type: cluster.CmdUsageBatch, RequestID: "usage/y", Time: ms(2026, 3, 6, 0, 0, 0, 0), Payload: []byte{0x93, 0x01}}
-	badPayload, err := w.MarshalMsg([]byte{cluster.CmdBinaryV1})
+	badPayload, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/y", ms(2026, 3, 6, 0, 0, 0, 0), "", rawBinary{0x93, 0x01})
 	require.NoError(t, err)
 	cases := map[string][]byte{
-		"version byte only": {cluster.CmdBinaryV1},
+		"version byte only": {binaryV1},
 		"truncated":         good[:len(good)/2],
 		"trailing":          append(append([]byte{}, good...), 0xc0),
 		"json-only type":    wrongType,
@@ -167,7 +220,7 @@ func TestRenderRunJSONMatchesMarshal(t *testing.T) {
 	h.MustAt(ms(2026, 3, 6, 0, 0, 0, 0), cluster.CmdUpdateAccount, "cyc", "", accounts.UpdateAccountCmd{ID: "s2", Patch: accounts.AccountPatch{BillingCycle: new(accounts.CycleAnnual)}})
 	h.Usage(ms(2026, 3, 7, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 1 << 33, IngestedBytes: 1 << 33, Segments: 9})
 	h.MustAt(ms(2026, 5, 20, 0, 0, 0, 0), cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c2"})
-	preview := h.f.billingRun(mustMonth(t, "2026-06"), false, ms(2026, 6, 2, 0, 0, 0, 0))
+	preview := h.Run(mustMonth(t, "2026-06"), false, ms(2026, 6, 2, 0, 0, 0, 0))
 	runs := []billing.BillingRun{h.Final("2026-03"), h.Final("2026-05"), preview, h.Final("2026-01"),
 		{Month: "2026-01"}, {Month: "2026-02", Resellers: []billing.ResellerRun{{ID: "r"}, {ID: "q", Accounts: []billing.AccountRun{}}}}}
 	for _, run := range runs {
@@ -195,27 +248,29 @@ func TestSnapshotStreamedLikeMarshal(t *testing.T) {
 	h.MustAt(ms(2026, 4, 3, 0, 0, 0, 0), cluster.CmdSetNode, "n", "", cluster.SetNodeCmd{ID: "m1", HTTPAddr: "127.0.0.1:1"})
 	h.MustAt(ms(2026, 4, 4, 0, 0, 0, 0), cluster.CmdUpdateAccount, "p", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Name: new("<&> \u2028 é")}})
 
-	want, err := json.Marshal(h.f.st)
-	require.NoError(t, err)
+	// The streaming writer writes each section's fields as encoding/json
+	// would write the section.
 	var got bytes.Buffer
 	require.NoError(t, h.M.WriteJSON(&got))
-	require.Equal(t, string(want), got.String())
-	empty, err := json.Marshal(newState())
-	require.NoError(t, err)
+	want := bytes.Clone(got.Bytes())
+	requireSectionsAsJSON(t, want, h.M)
 	got.Reset()
-	require.NoError(t, writeStateJSON(&got, newState()))
-	require.Equal(t, string(empty), got.String())
+	empty := replica.NewMachine(nil)
+	require.NoError(t, empty.WriteJSON(&got))
+	requireSectionsAsJSON(t, got.Bytes(), empty)
 
 	old, err := encodeRaw(want) // the format before streaming
 	require.NoError(t, err)
 	f2 := replica.NewMachine(nil)
 	require.NoError(t, f2.Restore(io.NopCloser(bytes.NewReader(old))))
-	again, err := json.Marshal(f2.st)
-	require.NoError(t, err)
+	again := machinetest.StateOf(t, f2)
 	require.Equal(t, string(want), string(again))
 	require.Equal(t, machinetest.Persist(t, h.M), machinetest.Persist(t, f2))
 	require.Equal(t, h.M.Accounts.Bridges["b1"].TokenHash, f2.Accounts.Bridges["b1"].TokenHash)
-	require.Len(t, f2.st.reqs, len(h.f.st.Requests))
+	ids, indexed := f2.RecentRequests()
+	wantIDs, _ := h.M.RecentRequests()
+	require.Equal(t, wantIDs, ids)
+	require.Equal(t, len(wantIDs), indexed)
 
 	// Unknown fields and trailing data are refused, as before.
 	for name, js := range map[string]string{

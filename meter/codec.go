@@ -20,8 +20,8 @@ func (b UsageBatch) AppendBinary(buf []byte) ([]byte, error) {
 	return w.MarshalMsg(buf)
 }
 
-// decodeBatch decodes a usage_batch payload in either form.
-func decodeBatch(c *cluster.Command, b *UsageBatch) error {
+// DecodeBatch decodes a usage_batch payload in either form.
+func DecodeBatch(c *cluster.Command, b *UsageBatch) error {
 	if !c.Binary {
 		return c.Decode(b)
 	}

@@ -268,7 +268,7 @@ func usageAt(u *usageRec, m int, c time.Time) (stored, ingested int64, byteMS u1
 // applyUsageBatch applies a usage batch, in either form.
 func (st *State) applyUsageBatch(c *cluster.Command) (any, error) {
 	var b UsageBatch
-	if err := decodeBatch(c, &b); err != nil {
+	if err := DecodeBatch(c, &b); err != nil {
 		return nil, err
 	}
 	// A journal's batch (usage_journal.go) that the meter applied
