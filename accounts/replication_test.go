@@ -17,6 +17,7 @@ import (
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/replica"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/stretchr/testify/require"
 
@@ -440,4 +441,58 @@ func TestRemoveWipeAndReAddCatchesUp(t *testing.T) {
 	require.Equal(t, 400, other.c.op("POST", "/v1/cluster/members", `{"id":"x y","address":"127.0.0.1:1"}`).status)
 	require.Equal(t, 400, other.c.op("POST", "/v1/cluster/members", `{"id":"x","address":"127.0.0.1:1","suffrage":"king"}`).status)
 	require.Equal(t, 400, other.c.op("POST", "/v1/cluster/members", `{"id":"x"}`).status)
+}
+
+// The replicated lease on real nodes (lease.Replicated); here for the
+// three-node harness.
+// TestLeaseOnThreeNodeCluster: workers on three real raft nodes (followers
+// forward to the leader) contend for the same keys; at no time do two of
+// them hold one key.
+func TestLeaseOnThreeNodeCluster(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		holders = map[string]string{}
+		grants  atomic.Int64
+		g       errgroup.Group
+	)
+	keys := []string{"sweep/a", "sweep/b"}
+	for i, n := range nodes {
+		g.Go(func() error {
+			for round := range 15 {
+				key := keys[round%len(keys)]
+				holder := fmt.Sprintf("n%d-%d", i, round)
+				r, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, false)
+				if err != nil {
+					return err
+				}
+				if !r.Held {
+					continue
+				}
+				grants.Add(1)
+				mu.Lock()
+				if other := holders[key]; other != "" {
+					mu.Unlock()
+					return fmt.Errorf("%s granted to %s while %s holds it", key, holder, other)
+				}
+				holders[key] = holder
+				mu.Unlock()
+				if r, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, true); err != nil || !r.Held {
+					return fmt.Errorf("renew %s by %s: %v %+v", key, holder, err, r)
+				}
+				mu.Lock()
+				delete(holders, key)
+				mu.Unlock()
+				if err := n.m.Leases.ReleaseLease(ctx, key, holder); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+	require.Greater(t, grants.Load(), int64(len(keys)), "leases were taken and given back")
 }

@@ -17,13 +17,13 @@ import (
 // lossyReporter commits the first batch but reports a failure, as a
 // connection dropped after the leader committed would.
 type lossyReporter struct {
-	m     *Meter
+	m     *testNode
 	calls int
 }
 
 func (r *lossyReporter) ReportUsage(ctx context.Context, b UsageBatch) (UsageResult, error) {
 	r.calls++
-	res, err := r.m.ReportUsage(ctx, b)
+	res, err := r.m.Meter.ReportUsage(ctx, b)
 	if r.calls == 1 && err == nil {
 		return UsageResult{}, errors.New("connection reset")
 	}
@@ -39,7 +39,7 @@ func TestAggregatorOverRaft(t *testing.T) {
 	c := serve(t, m)
 	provision(t, c)
 	ctx := context.Background()
-	streams, err := m.Streams(ctx)
+	streams, err := m.Accounts.Streams(ctx)
 	require.NoError(t, err)
 	id := streams[0].ID
 
@@ -55,14 +55,14 @@ func TestAggregatorOverRaft(t *testing.T) {
 	require.NoError(t, a.Close(ctx)) // retries the first batch (same id), then sends the free
 	require.Equal(t, 3, r.calls)
 
-	u, err := m.StreamUsage(ctx, id)
+	u, err := m.Meter.StreamUsage(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, int64(1300), u.StorageBytes)
 	require.Equal(t, int64(1), u.StoredObjects)
 	require.Equal(t, int64(2), u.SegmentCount)
 	require.Equal(t, int64(1500), u.IngestedBytes)
 	require.Equal(t, "HD2", u.ObservedTier)
-	st := m.MeterStatus(ctx)
+	st := m.Meter.Status(ctx)
 	require.Equal(t, int64(1), st.Usage.RejectedUnknown)
 	require.Equal(t, int64(2), st.Usage.Batches)
 }

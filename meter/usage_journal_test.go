@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/internal/fsutil"
 )
 
@@ -28,7 +31,7 @@ func TestJournalReplayAfterCrash(t *testing.T) {
 	defer m.Close()
 	provision(t, serve(t, m))
 	ctx := context.Background()
-	streams, err := m.Streams(ctx)
+	streams, err := m.Accounts.Streams(ctx)
 	require.NoError(t, err)
 	id := streams[0].ID
 	dir := t.TempDir()
@@ -67,7 +70,7 @@ func TestJournalReplayAfterCrash(t *testing.T) {
 	a2.resolve(ctx)
 	require.NoError(t, a2.Close(ctx))
 
-	u, err := m.StreamUsage(ctx, id)
+	u, err := m.Meter.StreamUsage(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, StreamUsage{StorageBytes: 1400, StoredObjects: 1, SegmentCount: 2, IngestedBytes: 1500}, StreamUsage{
 		StorageBytes: u.StorageBytes, StoredObjects: u.StoredObjects, SegmentCount: u.SegmentCount, IngestedBytes: u.IngestedBytes})
@@ -123,36 +126,37 @@ func TestJournalTornTail(t *testing.T) {
 // older seq; the next seq applies.
 func TestFSMJournalBatchOnce(t *testing.T) {
 	h := newHarness(t)
-	seed(h)
 	s := "st1"
-	h.must(cmdCreateCamera, "cam", "", createCamera{Bridge: "b1", Camera: NewCamera{ID: "c1", Name: "C", Streams: []NewStream{{ID: s}}}})
+	h.must(cluster.CmdCreateAccount, "a", "", accounts.NewAccount{ID: "a1", Name: "A"})
+	h.must(cluster.CmdCreateBridge, "b", accounts.BridgeNonce("b1", strings.Repeat("t", 43)), accounts.CreateBridgePayload("a1", accounts.NewBridge{ID: "b1", Name: "B"}))
+	h.must(cluster.CmdCreateCamera, "cam", "", accounts.CreateCameraPayload("b1", accounts.NewCamera{ID: "c1", Name: "C", Streams: []accounts.NewStream{{ID: s}}}))
 	batch := func(seq int) UsageBatch {
 		return UsageBatch{ID: fmt.Sprintf("j0123456789abcdef-%d", seq), Entries: []UsageEntry{{Stream: s, StoredBytes: 10, StoredObjects: 1, IngestedBytes: 10, Segments: 1}}}
 	}
 	dup := func(rid string, seq int) bool {
 		var res UsageResult
-		require.NoError(t, json.Unmarshal(h.must(cmdUsageBatch, rid, "", batch(seq)), &res))
+		require.NoError(t, json.Unmarshal(h.must(cluster.CmdUsageBatch, rid, "", batch(seq)), &res))
 		return res.Duplicate
 	}
 	require.False(t, dup("u1", 1))
 	require.True(t, dup("u2", 1))
 	require.False(t, dup("u3", 2))
 	require.True(t, dup("u4", 1))
-	u := h.f.st.Usage[s]
+	u := h.st.Usage[s]
 	require.Equal(t, int64(20), u.IngestedBytes)
 	require.Equal(t, int64(2), u.Segments)
-	require.Equal(t, uint64(2), h.f.st.UsageJournals["0123456789abcdef"])
+	require.Equal(t, uint64(2), h.st.UsageJournals["0123456789abcdef"])
 }
 
 // flakyReporter loses the acknowledgement of every third committed batch.
 type flakyReporter struct {
-	m     *Meter
+	m     *testNode
 	mu    sync.Mutex
 	calls int
 }
 
 func (r *flakyReporter) ReportUsage(ctx context.Context, b UsageBatch) (UsageResult, error) {
-	res, err := r.m.ReportUsage(ctx, b)
+	res, err := r.m.Meter.ReportUsage(ctx, b)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
@@ -170,7 +174,7 @@ func TestJournalConcurrentUploadsThenCrash(t *testing.T) {
 	defer m.Close()
 	provision(t, serve(t, m))
 	ctx := context.Background()
-	streams, err := m.Streams(ctx)
+	streams, err := m.Accounts.Streams(ctx)
 	require.NoError(t, err)
 	id := streams[0].ID
 	dir := t.TempDir()
@@ -230,7 +234,7 @@ func TestJournalConcurrentUploadsThenCrash(t *testing.T) {
 		}})
 	a2.resolve(ctx)
 	require.NoError(t, a2.Close(ctx))
-	u, err := m.StreamUsage(ctx, id)
+	u, err := m.Meter.StreamUsage(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, want, u.IngestedBytes)
 	require.Equal(t, int64(writers*each), u.SegmentCount)
@@ -303,7 +307,7 @@ func TestJournalWriteFailureLosesNothing(t *testing.T) {
 // earlier one was acknowledged.
 type outageReporter struct {
 	t     *testing.T
-	m     *Meter
+	m     *testNode
 	mu    sync.Mutex
 	down  bool
 	lost  bool // the first failure commits
@@ -319,7 +323,7 @@ func (r *outageReporter) ReportUsage(ctx context.Context, b UsageBatch) (UsageRe
 	if r.down && r.lost {
 		return UsageResult{}, errors.New("meter unavailable")
 	}
-	res, err := r.m.ReportUsage(ctx, b)
+	res, err := r.m.Meter.ReportUsage(ctx, b)
 	if r.down {
 		r.lost = true
 		return UsageResult{}, errors.New("connection reset")
@@ -339,7 +343,7 @@ func TestJournalBoundedDuringMeterOutage(t *testing.T) {
 	defer m.Close()
 	provision(t, serve(t, m))
 	ctx := context.Background()
-	streams, err := m.Streams(ctx)
+	streams, err := m.Accounts.Streams(ctx)
 	require.NoError(t, err)
 	id := streams[0].ID
 
@@ -384,7 +388,7 @@ func TestJournalBoundedDuringMeterOutage(t *testing.T) {
 	r.down = false
 	r.mu.Unlock()
 	require.NoError(t, a.Close(ctx))
-	u, err := m.StreamUsage(ctx, id)
+	u, err := m.Meter.StreamUsage(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, want, u.IngestedBytes)
 	require.Equal(t, int64(400), u.SegmentCount)
