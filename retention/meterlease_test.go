@@ -14,19 +14,21 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
+	"github.com/vigilcloud/vigil/cluster"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
-	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/replica"
 )
 
 // startMeterCluster starts n real raft meter nodes on loopback, each
 // behind its own HTTP server (joins and forwards to the leader take the
 // production path).
-func startMeterCluster(t *testing.T, n int) []*meter.Meter {
+func startMeterCluster(t *testing.T, n int) []*replica.Replica {
 	t.Helper()
 	const token = "cluster-test-token"
 	var (
-		nodes []*meter.Meter
+		nodes []*replica.Replica
 		first string // HTTP address of the first node
 	)
 	for i := range n {
@@ -42,7 +44,7 @@ func startMeterCluster(t *testing.T, n int) []*meter.Meter {
 			first = addr
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		m, err := meter.Open(ctx, meter.Config{
+		m, err := replica.Open(ctx, cluster.PeerConfig{
 			Dir: t.TempDir(), NodeID: fmt.Sprintf("n%d", i+1), RaftAddr: tu.FreePort(t), HeartbeatTimeout: 150 * time.Millisecond,
 			Join: join, HTTPAddr: addr, ClusterToken: token,
 		})
@@ -50,13 +52,13 @@ func startMeterCluster(t *testing.T, n int) []*meter.Meter {
 		require.NoError(t, err)
 		t.Cleanup(func() { m.Close() })
 		mux := http.NewServeMux()
-		for _, p := range meter.HandlerPatterns() {
-			mux.Handle(p, m.Handler())
+		for _, p := range accounts.HandlerPatterns() {
+			mux.Handle(p, m.Accounts.Handler())
 		}
-		for _, p := range meter.ClusterPatterns() {
+		for _, p := range cluster.ClusterPatterns() {
 			mux.Handle(p, m.ClusterHandler())
 		}
-		h.Store(auth.New(token, m).Middleware(mux, nil))
+		h.Store(auth.New(token, m.Accounts).Middleware(mux, nil))
 		nodes = append(nodes, m)
 	}
 	return nodes
@@ -124,8 +126,8 @@ func TestSweepersShareMeterLease(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		return keys, nil
 	}}
-	sweeper := func(m *meter.Meter) *Sweeper {
-		l := exclusive{Lease: MeterLease{M: m}, t: t, mu: &mu, holders: holders, grants: &grants}
+	sweeper := func(m *replica.Replica) *Sweeper {
+		l := exclusive{Lease: MeterLease{M: m.Leases}, t: t, mu: &mu, holders: holders, grants: &grants}
 		return NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, slow, f.idx, streams, usage, l)
 	}
 	for _, m := range nodes {

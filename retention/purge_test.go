@@ -11,9 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/cluster"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/purge"
+	"github.com/vigilcloud/vigil/replica"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -45,11 +46,11 @@ func (c *crashingJobs) PurgeProgress(ctx context.Context, id, cursor string, obj
 	return j, err
 }
 
-func openMeter(t *testing.T) *meter.Meter {
+func openMeter(t *testing.T) *replica.Replica {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m, err := meter.Open(ctx, meter.Config{Dir: t.TempDir(), NodeID: "m1", RaftAddr: tu.FreePort(t), HeartbeatTimeout: 50 * time.Millisecond})
+	m, err := replica.Open(ctx, cluster.PeerConfig{Dir: t.TempDir(), NodeID: "m1", RaftAddr: tu.FreePort(t), HeartbeatTimeout: 50 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m
@@ -76,14 +77,14 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	ctx := context.Background()
 	f := newFixture(t, false)
 	m := openMeter(t)
-	_, err := m.CreateAccount(ctx, "", accounts.NewAccount{ID: "a1", Name: "A"})
+	_, err := m.Accounts.CreateAccount(ctx, "", accounts.NewAccount{ID: "a1", Name: "A"})
 	require.NoError(t, err)
-	_, err = m.CreateBridge(ctx, "", "a1", accounts.NewBridge{ID: "b1", Name: "B"})
+	_, err = m.Accounts.CreateBridge(ctx, "", "a1", accounts.NewBridge{ID: "b1", Name: "B"})
 	require.NoError(t, err)
 	cam1 := accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}}
-	_, err = m.CreateCamera(ctx, "", "b1", cam1)
+	_, err = m.Accounts.CreateCamera(ctx, "", "b1", cam1)
 	require.NoError(t, err)
-	_, err = m.CreateCamera(ctx, "", "b1", accounts.NewCamera{ID: "c2", Name: "C2", Streams: []accounts.NewStream{{ID: "z"}}})
+	_, err = m.Accounts.CreateCamera(ctx, "", "b1", accounts.NewCamera{ID: "c2", Name: "C2", Streams: []accounts.NewStream{{ID: "z"}}})
 	require.NoError(t, err)
 
 	rx := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "x"}
@@ -105,7 +106,7 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	}))
 	require.Greater(t, wantObjs, int64(len(sx)+len(sy)), "manifests too")
 	otherBefore := f.keys(t, storage.CameraPrefix("a1", "c2"))
-	usage := MeterUsage{M: m}
+	usage := MeterUsage{M: m.Meter}
 	var sizeX int64
 	for _, s := range sx {
 		sizeX += s.Size
@@ -113,14 +114,14 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	require.NoError(t, usage.Adjust(ctx, "x", sizeX, int64(len(sx))))
 	require.NoError(t, usage.Adjust(ctx, "z", 1234, 1))
 
-	del, err := m.DeleteCamera(ctx, "", "c1")
+	del, err := m.Accounts.DeleteCamera(ctx, "", "c1")
 	require.NoError(t, err)
-	j, err := m.Purge(ctx, del.PurgeID)
+	j, err := m.Purges.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
 	require.Equal(t, purge.PurgePending, j.State)
 
 	// The first worker "crashes" after recording its second batch.
-	cj := &crashingJobs{Jobs: m, n: 2}
+	cj := &crashingJobs{Jobs: m.Purges, n: 2}
 	cfg := PurgerConfig{Straggle: -1, PageSize: 100}
 	var store storage.Backend = f.store
 	if grouped {
@@ -139,7 +140,7 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	}
 	p1 := NewPurger(cfg, store, f.idx, cj, usage, nil)
 	require.Error(t, p1.RunOnce(ctx))
-	j, err = m.Purge(ctx, del.PurgeID)
+	j, err = m.Purges.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
 	require.Equal(t, purge.PurgeFailed, j.State)
 	// What was recorded is exactly what sorts at or before the cursor.
@@ -158,45 +159,45 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 		require.Greater(t, cj.records[1], int64(cfg.PageSize), "the second record covers several pages")
 	}
 	require.NotEmpty(t, f.keys(t, storage.CameraPrefix("a1", "c1")))
-	_, err = m.CreateCamera(ctx, "", "b1", cam1)
+	_, err = m.Accounts.CreateCamera(ctx, "", "b1", cam1)
 	require.ErrorIs(t, err, accounts.ErrConflict, "the id is not reusable before the purge is done")
 
 	// A fresh worker (after the restart) finishes it, counting every
 	// object exactly once.
-	p2 := NewPurger(cfg, store, f.idx, m, usage, nil)
+	p2 := NewPurger(cfg, store, f.idx, m.Purges, usage, nil)
 	require.NoError(t, p2.RunOnce(ctx))
-	j, err = m.Purge(ctx, del.PurgeID)
+	j, err = m.Purges.Purge(ctx, del.PurgeID)
 	require.NoError(t, err)
 	require.Equal(t, purge.PurgeDone, j.State)
 	require.Equal(t, wantObjs, j.ObjectsDeleted)
 	require.Equal(t, wantBytes, j.BytesFreed)
 	require.Empty(t, f.keys(t, storage.CameraPrefix("a1", "c1")))
 	require.Equal(t, otherBefore, f.keys(t, storage.CameraPrefix("a1", "c2")), "other cameras untouched")
-	open, err := m.OpenPurges(ctx)
+	open, err := m.Purges.OpenPurges(ctx)
 	require.NoError(t, err)
 	require.Empty(t, open)
 	// Running again is harmless.
 	require.NoError(t, p2.RunOnce(ctx))
 
 	// Usage: the purged streams are zero, the other untouched.
-	ux, err := m.StreamUsage(ctx, "x")
+	ux, err := m.Meter.StreamUsage(ctx, "x")
 	require.NoError(t, err)
 	require.Zero(t, ux.StorageBytes)
 	require.Zero(t, ux.StoredObjects)
-	uz, err := m.StreamUsage(ctx, "z")
+	uz, err := m.Meter.StreamUsage(ctx, "z")
 	require.NoError(t, err)
 	require.Equal(t, int64(1234), uz.StorageBytes)
 
 	// Re-created with the same ids, the camera starts empty.
-	_, err = m.CreateCamera(ctx, "", "b1", cam1)
+	_, err = m.Accounts.CreateCamera(ctx, "", "b1", cam1)
 	require.NoError(t, err)
 	segs, err := f.idx.Segments(ctx, rx, 0, T.Add(time.Hour).UnixMilli())
 	require.NoError(t, err)
 	require.Empty(t, segs)
-	ux, err = m.StreamUsage(ctx, "x")
+	ux, err = m.Meter.StreamUsage(ctx, "x")
 	require.NoError(t, err)
 	require.Zero(t, ux.StorageBytes)
-	st, err := m.Stream(ctx, "x")
+	st, err := m.Accounts.Stream(ctx, "x")
 	require.NoError(t, err)
 	require.Nil(t, st.DeletedAt)
 }

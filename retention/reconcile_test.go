@@ -19,11 +19,11 @@ func TestReconcileAgainstMinIO(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, false)
 	m := openMeter(t)
-	_, err := m.CreateAccount(ctx, "", accounts.NewAccount{ID: "a1", Name: "A"})
+	_, err := m.Accounts.CreateAccount(ctx, "", accounts.NewAccount{ID: "a1", Name: "A"})
 	require.NoError(t, err)
-	_, err = m.CreateBridge(ctx, "", "a1", accounts.NewBridge{ID: "b1", Name: "B"})
+	_, err = m.Accounts.CreateBridge(ctx, "", "a1", accounts.NewBridge{ID: "b1", Name: "B"})
 	require.NoError(t, err)
-	_, err = m.CreateCamera(ctx, "", "b1", accounts.NewCamera{ID: "c1", Name: "C", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}})
+	_, err = m.Accounts.CreateCamera(ctx, "", "b1", accounts.NewCamera{ID: "c1", Name: "C", Streams: []accounts.NewStream{{ID: "x"}, {ID: "y"}}})
 	require.NoError(t, err)
 	rx := storage.StreamRef{Account: "a1", Camera: "c1", Stream: "x"}
 	sx := f.segs(t, rx, T.Add(-2*time.Hour), T, 5*time.Minute)
@@ -31,13 +31,13 @@ func TestReconcileAgainstMinIO(t *testing.T) {
 	for _, s := range sx {
 		size += s.Size
 	}
-	usage := MeterUsage{M: m}
+	usage := MeterUsage{M: m.Meter}
 	// The meter missed two segments (a crash lost their usage batch).
 	require.NoError(t, usage.Adjust(ctx, "x", size-sx[0].Size-sx[1].Size, int64(len(sx)-2)))
 	// And counts bytes for y that storage does not hold.
 	require.NoError(t, usage.Adjust(ctx, "y", 5000, 3))
 
-	r := &Reconciler{Store: f.store, Streams: m, Usage: usage, Settle: 10 * time.Millisecond}
+	r := &Reconciler{Store: f.store, Streams: m.Accounts, Usage: usage, Settle: 10 * time.Millisecond}
 	drifts, err := r.Reconcile(ctx, "", false)
 	require.NoError(t, err)
 	require.Len(t, drifts, 2)
@@ -54,7 +54,7 @@ func TestReconcileAgainstMinIO(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, drifts, 1)
 	require.True(t, drifts[0].Fixed)
-	u, err := m.StreamUsage(ctx, "x")
+	u, err := m.Meter.StreamUsage(ctx, "x")
 	require.NoError(t, err)
 	require.Equal(t, size, u.StorageBytes)
 	require.Equal(t, int64(len(sx)), u.StoredObjects)
@@ -71,7 +71,7 @@ func TestReconcileAgainstMinIO(t *testing.T) {
 	require.ErrorIs(t, err, meter.ErrNotFound)
 
 	// After a sweep that reports through the same meter, no drift either.
-	sw := NewSweeper(SweeperConfig{Margin: time.Minute, Now: func() time.Time { return T.Add(31 * 24 * time.Hour) }}, f.store, f.idx, m, usage, nil)
+	sw := NewSweeper(SweeperConfig{Margin: time.Minute, Now: func() time.Time { return T.Add(31 * 24 * time.Hour) }}, f.store, f.idx, m.Accounts, usage, nil)
 	st, err := sw.Sweep(ctx)
 	require.NoError(t, err)
 	require.NotZero(t, st.Objects)
