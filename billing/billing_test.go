@@ -196,7 +196,7 @@ func TestUsageBatchDedupeAndRejects(t *testing.T) {
 	var r1, r2 meter.UsageResult
 	require.NoError(t, json.Unmarshal(h.MustAt(b.To, cluster.CmdUsageBatch, "usage/batch-1", "", b), &r1))
 	require.Equal(t, 1, r1.Applied)
-	require.Equal(t, []meter.RejectedEntry{{"nope", "unknown_stream"}, {"gone", "deleted_stream"}, {"st", "invalid_entry"}}, r1.Rejected)
+	require.Equal(t, []meter.RejectedEntry{{Stream: "nope", Reason: "unknown_stream"}, {Stream: "gone", Reason: "deleted_stream"}, {Stream: "st", Reason: "invalid_entry"}}, r1.Rejected)
 	// The retry (a later stamp, same id and payload) changes nothing.
 	before, err := machinetest.StateOf(t, h.M), error(nil)
 	require.NoError(t, err)
