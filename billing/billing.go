@@ -260,33 +260,23 @@ type BillingRun struct {
 }
 
 // evaluate computes the run of month m with cut-off c (CutOff(m) for a
-// final run, now for a preview). Pure: it depends only on its arguments.
-func evaluate(m int, c time.Time, accts map[string]*billAccount, streams []*billStream) BillingRun {
-	run := BillingRun{Month: meter.MonthName(m), CutOff: c.UTC(), Summary: newSummary()}
-	type acctState struct {
-		cycle      string
-		start      int
-		monthsLeft int
-		items      []LineItem
+// final run, now for a preview). Pure: it depends only on its arguments,
+// a read-only view of the meter's state.
+func evaluate(m int, c time.Time, accounts map[string]*billAccount, streams []*billStream) BillingRun {
+	var runs []AccountRun
+	for _, group := range byAccount(inItemOrder(streams)) {
+		id := group[0].Account
+		if ar, ok := accountRun(m, c, id, accounts[id], group); ok {
+			runs = append(runs, ar)
+		}
 	}
-	per := map[string]*acctState{}
-	acctOf := func(id string) *acctState {
-		if a := per[id]; a != nil {
-			return a
-		}
-		a := &acctState{cycle: accounts.CycleMonthly, start: m}
-		if ba := accts[id]; ba != nil {
-			a.cycle, a.start = cycleAt(ba.Cycles, m, c)
-		}
-		if a.cycle == accounts.CycleAnnual {
-			a.monthsLeft = 12 - (m - a.start)
-		}
-		per[id] = a
-		return a
-	}
-	// Streams in line item order (account, bridge, camera, stream,
-	// registration): the items come out sorted, and each account's slice is
-	// allocated once.
+	return rollUp(m, c, accounts, runs)
+}
+
+// inItemOrder sorts a copy of streams in line item order (account,
+// bridge, camera, stream, registration), so that the items come out
+// sorted.
+func inItemOrder(streams []*billStream) []*billStream {
 	streams = slices.Clone(streams)
 	slices.SortFunc(streams, func(x, y *billStream) int {
 		if r := cmp.Compare(x.Account, y.Account); r != 0 {
@@ -303,108 +293,178 @@ func evaluate(m int, c time.Time, accts map[string]*billAccount, streams []*bill
 		}
 		return x.RegisteredAt.Compare(y.RegisteredAt)
 	})
-	for i, s := range streams {
-		if s.RegisteredAt.After(c) {
-			continue
-		}
-		a := acctOf(s.Account)
-		if a.items == nil {
-			n := 1
-			for i+n < len(streams) && streams[i+n].Account == s.Account {
-				n++
-			}
-			a.items = make([]LineItem, 0, n)
-		}
-		var cur *accounts.StreamSettings
-		if registeredAt(s.RegisteredAt, s.DeletedAt, c) {
-			if v, ok := settingsAt(s.History, c); ok {
-				cur = &v
-			}
-		}
-		it := LineItem{Account: s.Account, Bridge: s.Bridge, Camera: s.Camera, Stream: s.ID,
-			RegisteredAt: s.RegisteredAt, Cycle: a.cycle}
-		var billed accounts.StreamSettings
-		if a.cycle == accounts.CycleAnnual {
-			// The booked state: what the cycle's earlier runs billed.
-			var booked *accounts.StreamSettings
-			for k := a.start; k < m; k++ {
-				ck := CutOff(k)
-				if !registeredAt(s.RegisteredAt, s.DeletedAt, ck) {
-					continue
-				}
-				v, ok := settingsAt(s.History, ck)
-				if !ok {
-					continue
-				}
-				if booked == nil {
-					booked = &v
-				} else {
-					mv := mergeSettings(*booked, v)
-					booked = &mv
-				}
-			}
-			switch {
-			case booked == nil && cur == nil:
-				continue
-			case booked == nil && m == a.start:
-				billed, it.Change = *cur, ChangeBooked
-			case booked == nil:
-				billed, it.Change = *cur, ChangeNew
-			case cur == nil:
-				billed, it.Change = *booked, ChangeDeleted
-			default:
-				billed = mergeSettings(*booked, *cur)
-				switch {
-				case !billedEqual(billed, *booked):
-					it.Change = ChangeIncrease
-				case !billedEqual(*cur, *booked):
-					it.Change = ChangeDecrease
-				default:
-					it.Change = ChangeUnchanged
-				}
-			}
-			if booked != nil {
-				it.BookedSKU = accounts.SKU(*booked)
-			}
-			it.MonthsLeft = a.monthsLeft
-		} else {
-			if cur == nil {
-				continue
-			}
-			billed = *cur
-		}
-		if s.DeletedAt != nil && !s.DeletedAt.After(c) {
-			t := s.DeletedAt.UTC()
-			it.DeletedAt = &t
-		}
-		it.SKU = accounts.SKU(billed)
-		it.Analytics = slices.Clone(billed.Analytics)
-		if it.Analytics == nil {
-			it.Analytics = []string{}
-		}
-		it.Width, it.Height, it.RetentionDays = billed.Width, billed.Height, billed.RetentionDays
-		it.StorageBytes, it.IngestedBytes, it.StoredByteHours = s.Usage.StoredBytes, s.Usage.IngestedBytes, s.Usage.StoredByteHours
-		a.items = append(a.items, it)
-	}
+	return streams
+}
 
-	resellers := map[string]*ResellerRun{}
-	ids := make([]string, 0, len(per))
-	for id := range per {
-		ids = append(ids, id)
+// byAccount splits streams sorted by account into one group per account.
+func byAccount(streams []*billStream) [][]*billStream {
+	var groups [][]*billStream
+	for len(streams) > 0 {
+		n := 1
+		for n < len(streams) && streams[n].Account == streams[0].Account {
+			n++
+		}
+		groups = append(groups, streams[:n])
+		streams = streams[n:]
 	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		a := per[id]
-		if len(a.items) == 0 {
+	return groups
+}
+
+// billedCycle is an account's billing cycle in a run month.
+type billedCycle struct {
+	Cycle      string
+	Start      int // annual: the running cycle's first run month; monthly: the run month
+	MonthsLeft int // annual: the cycle's run months from this one on
+}
+
+// cycleOf returns account a's cycle in run month m as ordered by cut-off
+// c; an account missing from the view is billed monthly.
+func cycleOf(a *billAccount, m int, c time.Time) billedCycle {
+	bc := billedCycle{Cycle: accounts.CycleMonthly, Start: m}
+	if a != nil {
+		bc.Cycle, bc.Start = cycleAt(a.Cycles, m, c)
+	}
+	if bc.Cycle == accounts.CycleAnnual {
+		bc.MonthsLeft = 12 - (m - bc.Start)
+	}
+	return bc
+}
+
+// accountRun is account id's part of the run of month m: its cycle and
+// the line items of its streams (given in item order), without summary.
+// ok is false if the month bills none of its streams.
+func accountRun(m int, c time.Time, id string, a *billAccount, streams []*billStream) (AccountRun, bool) {
+	bc := cycleOf(a, m, c)
+	ar := AccountRun{ID: id, Cycle: bc.Cycle, Summary: newSummary()}
+	if bc.Cycle == accounts.CycleAnnual {
+		ar.CycleStart, ar.MonthsLeft = meter.MonthName(bc.Start), bc.MonthsLeft
+	}
+	for _, s := range streams {
+		it, ok := lineItem(s, bc, m, c)
+		if !ok {
 			continue
 		}
-		reseller := id
-		if ba := accts[id]; ba != nil && ba.Parent != "" {
-			reseller = ba.Parent
+		if ar.Items == nil { // allocated once per account
+			ar.Items = make([]LineItem, 0, len(streams))
 		}
-		ar := AccountRun{ID: id, Cycle: a.cycle, Summary: newSummary(), Items: a.items}
-		if a.cycle == accounts.CycleAnnual {
-			ar.CycleStart, ar.MonthsLeft = meter.MonthName(a.start), a.monthsLeft
+		ar.Items = append(ar.Items, it)
+	}
+	return ar, len(ar.Items) > 0
+}
+
+// lineItem is stream s's line item in the run of month m, for an account
+// billed bc. ok is false if the month does not bill s: it was registered
+// after the cut-off, or, outside an annual cycle's booking, it is not
+// registered at the cut-off.
+func lineItem(s *billStream, bc billedCycle, m int, c time.Time) (LineItem, bool) {
+	if s.RegisteredAt.After(c) {
+		return LineItem{}, false
+	}
+	cur := settingsInForce(s, c)
+	it := LineItem{Account: s.Account, Bridge: s.Bridge, Camera: s.Camera, Stream: s.ID,
+		RegisteredAt: s.RegisteredAt, Cycle: bc.Cycle}
+	var billed accounts.StreamSettings
+	if bc.Cycle == accounts.CycleAnnual {
+		booked := bookedSettings(s, bc.Start, m)
+		var ok bool
+		billed, it.Change, ok = annualBilled(booked, cur, m == bc.Start)
+		if !ok {
+			return LineItem{}, false
+		}
+		if booked != nil {
+			it.BookedSKU = accounts.SKU(*booked)
+		}
+		it.MonthsLeft = bc.MonthsLeft
+	} else {
+		if cur == nil {
+			return LineItem{}, false
+		}
+		billed = *cur
+	}
+	if s.DeletedAt != nil && !s.DeletedAt.After(c) {
+		t := s.DeletedAt.UTC()
+		it.DeletedAt = &t
+	}
+	it.SKU = accounts.SKU(billed)
+	it.Analytics = slices.Clone(billed.Analytics)
+	if it.Analytics == nil {
+		it.Analytics = []string{}
+	}
+	it.Width, it.Height, it.RetentionDays = billed.Width, billed.Height, billed.RetentionDays
+	it.StorageBytes, it.IngestedBytes, it.StoredByteHours = s.Usage.StoredBytes, s.Usage.IngestedBytes, s.Usage.StoredByteHours
+	return it, true
+}
+
+// settingsInForce returns s's settings at instant t, nil if s is not
+// registered then or has no settings yet.
+func settingsInForce(s *billStream, t time.Time) *accounts.StreamSettings {
+	if !registeredAt(s.RegisteredAt, s.DeletedAt, t) {
+		return nil
+	}
+	if v, ok := settingsAt(s.History, t); ok {
+		return &v
+	}
+	return nil
+}
+
+// bookedSettings is what the earlier runs of an annual cycle, from run
+// month start to m-1, billed for s: the larger of their settings per
+// billing dimension; nil if none billed it.
+func bookedSettings(s *billStream, start, m int) *accounts.StreamSettings {
+	var booked *accounts.StreamSettings
+	for k := start; k < m; k++ {
+		v := settingsInForce(s, CutOff(k))
+		switch {
+		case v == nil:
+		case booked == nil:
+			booked = v
+		default:
+			mv := mergeSettings(*booked, *v)
+			booked = &mv
+		}
+	}
+	return booked
+}
+
+// annualBilled decides an annual sub-account's subscription for a stream
+// from what the cycle booked and what is in force now (either nil if
+// none): never less than booked, so no credit before the cycle ends. first
+// is the cycle's first run. ok is false if there is nothing to bill.
+func annualBilled(booked, cur *accounts.StreamSettings, first bool) (billed accounts.StreamSettings, change string, ok bool) {
+	switch {
+	case booked == nil && cur == nil:
+		return accounts.StreamSettings{}, "", false
+	case booked == nil && first:
+		return *cur, ChangeBooked, true
+	case booked == nil:
+		return *cur, ChangeNew, true
+	case cur == nil:
+		return *booked, ChangeDeleted, true
+	}
+	billed = mergeSettings(*booked, *cur)
+	switch {
+	case !billedEqual(billed, *booked):
+		change = ChangeIncrease
+	case !billedEqual(*cur, *booked):
+		change = ChangeDecrease
+	default:
+		change = ChangeUnchanged
+	}
+	return billed, change, true
+}
+
+// rollUp assembles the run of month m from the account runs (by account
+// id): each account goes under its reseller (its parent, or itself), its
+// items are stamped with the reseller and counted in the account's, the
+// reseller's and the run's summaries. Resellers come by id, each with its
+// own account first, then its sub-accounts by id.
+func rollUp(m int, c time.Time, accounts map[string]*billAccount, runs []AccountRun) BillingRun {
+	run := BillingRun{Month: meter.MonthName(m), CutOff: c.UTC(), Summary: newSummary()}
+	resellers := map[string]*ResellerRun{}
+	for _, ar := range runs {
+		reseller := ar.ID
+		if ba := accounts[ar.ID]; ba != nil && ba.Parent != "" {
+			reseller = ba.Parent
 		}
 		r := resellers[reseller]
 		if r == nil {
@@ -428,7 +488,6 @@ func evaluate(m int, c time.Time, accts map[string]*billAccount, streams []*bill
 	run.Resellers = make([]ResellerRun, 0, len(rids))
 	for _, id := range rids {
 		r := resellers[id]
-		// The reseller's own account first, then its sub-accounts by id.
 		sort.SliceStable(r.Accounts, func(i, j int) bool {
 			if (r.Accounts[i].ID == id) != (r.Accounts[j].ID == id) {
 				return r.Accounts[i].ID == id
