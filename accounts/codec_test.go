@@ -14,7 +14,6 @@ import (
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/replica"
 
-	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 )
 
@@ -72,12 +71,6 @@ func requireSectionsAsJSON(t *testing.T, js []byte, m *replica.Machine) {
 
 // binaryV1 is the first byte of a binary log entry.
 const binaryV1 byte = 0x01
-
-func applyRaw(h *machinetest.Harness, data []byte) *cluster.Result {
-	h.T.Helper()
-	h.Index++
-	return h.M.Apply(&raft.Log{Index: h.Index, Data: data}).(*cluster.Result)
-}
 
 // binaryUsage applies a usage batch in the binary form, stamped at its To.
 func binaryUsage(h *machinetest.Harness, b meter.UsageBatch) meter.UsageResult {
