@@ -586,10 +586,12 @@ type retiredCamera struct {
 	Streams []*streamRec `json:"streams"`
 }
 
+// DeleteAccountCmd is the payload of cluster.CmdDeleteAccount.
 type DeleteAccountCmd struct {
 	ID string `json:"id"`
 }
 
+// DeleteStreamCmd is the payload of cluster.CmdDeleteStream.
 type DeleteStreamCmd struct {
 	ID string `json:"id"`
 }

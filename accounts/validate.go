@@ -114,6 +114,7 @@ type AccountPatch struct {
 	PrivacySuspendedUntil *time.Time     `json:"privacy_suspended_until,omitempty"`
 }
 
+// UpdateAccountCmd is the payload of cluster.CmdUpdateAccount.
 type UpdateAccountCmd struct {
 	ID    string       `json:"id"`
 	Patch AccountPatch `json:"patch"`
@@ -132,6 +133,7 @@ func (b *NewBridge) validate() error {
 	return validName(b.Name)
 }
 
+// CreateBridgeCmd is the payload of cluster.CmdCreateBridge.
 type CreateBridgeCmd struct {
 	Account string    `json:"account"`
 	Bridge  NewBridge `json:"bridge"`
@@ -214,6 +216,7 @@ func (c *NewCamera) normalizeValidate() error {
 	return nil
 }
 
+// CreateCameraCmd is the payload of cluster.CmdCreateCamera.
 type CreateCameraCmd struct {
 	Bridge string    `json:"bridge"`
 	Camera NewCamera `json:"camera"`
@@ -252,11 +255,13 @@ func (p *StreamPatch) normalizeValidate() error {
 	return nil
 }
 
+// UpdateStreamCmd is the payload of cluster.CmdUpdateStream.
 type UpdateStreamCmd struct {
 	ID    string      `json:"id"`
 	Patch StreamPatch `json:"patch"`
 }
 
+// DeleteCameraCmd is the payload of cluster.CmdDeleteCamera.
 type DeleteCameraCmd struct {
 	ID string `json:"id"`
 }

@@ -193,6 +193,7 @@ func (m *Machine) NodeHTTPAddr(id string) string {
 	return m.core.Nodes[id]
 }
 
+// SetNodeCmd is the payload of CmdSetNode.
 type SetNodeCmd struct {
 	ID       string `json:"id"`
 	HTTPAddr string `json:"http_addr"`

@@ -33,6 +33,7 @@ type leaseRec struct {
 	Expires time.Time `json:"expires"`
 }
 
+// Cmd is the payload of cluster.CmdLeaseAcquire and cluster.CmdLeaseRelease.
 type Cmd struct {
 	Key    string `json:"key"`
 	Holder string `json:"holder"`

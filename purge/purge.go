@@ -156,6 +156,7 @@ func clonePurge(p *PurgeJob) PurgeJob {
 	return out
 }
 
+// ProgressCmd is the payload of cluster.CmdPurgeProgress.
 type ProgressCmd struct {
 	ID      string `json:"id"`
 	Cursor  string `json:"cursor"`
@@ -164,6 +165,7 @@ type ProgressCmd struct {
 	Error   string `json:"error,omitempty"`
 }
 
+// DoneCmd is the payload of cluster.CmdPurgeDone.
 type DoneCmd struct {
 	ID string `json:"id"`
 }
