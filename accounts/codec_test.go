@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/billing"
@@ -16,35 +15,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 )
-
-// applyRaw applies a log entry as raft would.
-func ms(y int, m time.Month, d, hh, mm, ss, milli int) time.Time {
-	return time.Date(y, m, d, hh, mm, ss, milli*1e6, time.UTC)
-}
-
-func cam(id string, streams ...accounts.NewStream) accounts.NewCamera {
-	return accounts.NewCamera{ID: id, Name: id, Streams: streams}
-}
-
-func mustMonth(t *testing.T, s string) int {
-	t.Helper()
-	m, err := billing.ParseMonth(s)
-	require.NoError(t, err)
-	return m
-}
-
-// items returns the run's line items by stream id.
-func items(run billing.BillingRun) map[string]billing.LineItem {
-	out := map[string]billing.LineItem{}
-	for _, r := range run.Resellers {
-		for _, a := range r.Accounts {
-			for _, it := range a.Items {
-				out[it.Stream] = it
-			}
-		}
-	}
-	return out
-}
 
 // rawBinary is a payload already in the binary form.
 type rawBinary []byte
@@ -92,12 +62,12 @@ func TestUsageEncodingsApplyAlike(t *testing.T) {
 	js, bin := machinetest.New(t), machinetest.New(t)
 	for _, h := range []*machinetest.Harness{js, bin} {
 		machinetest.Seed(h)
-		h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"}, accounts.NewStream{ID: "st2"})})
-		h.MustAt(ms(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c2", accounts.NewStream{ID: "gone"})})
-		h.MustAt(ms(2026, 3, 5, 0, 0, 2, 0), cluster.CmdDeleteCamera, "d2", "purge-x", accounts.DeleteCameraCmd{ID: "c2"})
+		h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st"}, accounts.NewStream{ID: "st2"})})
+		h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c2", accounts.NewStream{ID: "gone"})})
+		h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 2, 0), cluster.CmdDeleteCamera, "d2", "purge-x", accounts.DeleteCameraCmd{ID: "c2"})
 	}
 	batches := []meter.UsageBatch{
-		{ID: "b1", From: ms(2026, 3, 5, 23, 59, 59, 0), To: ms(2026, 3, 6, 0, 0, 0, 0), Entries: []meter.UsageEntry{
+		{ID: "b1", From: machinetest.MS(2026, 3, 5, 23, 59, 59, 0), To: machinetest.MS(2026, 3, 6, 0, 0, 0, 0), Entries: []meter.UsageEntry{
 			{Stream: "st", StoredBytes: 100, StoredObjects: 1, IngestedBytes: 100, Segments: 1, Width: 1280, Height: 720},
 			{Stream: "nope", StoredBytes: 100, IngestedBytes: 100, Segments: 1},
 			{Stream: "gone", StoredBytes: 100, IngestedBytes: 100, Segments: 1},
@@ -105,11 +75,11 @@ func TestUsageEncodingsApplyAlike(t *testing.T) {
 			{Stream: "bad id!", Segments: 1},
 			{Stream: "st2", StoredBytes: 1 << 40, StoredObjects: 3, IngestedBytes: 1 << 40, Segments: 3},
 		}},
-		{ID: "b2", To: ms(2026, 4, 2, 12, 0, 0, 1), Entries: []meter.UsageEntry{
+		{ID: "b2", To: machinetest.MS(2026, 4, 2, 12, 0, 0, 1), Entries: []meter.UsageEntry{
 			{Stream: "st", StoredBytes: -50, StoredObjects: -1, Width: 1920, Height: 1080},
 			{Stream: "gone", StoredBytes: -10, StoredObjects: -1},
 		}},
-		{ID: "b3", To: ms(2026, 6, 1, 0, 0, 0, 0), Entries: []meter.UsageEntry{{Stream: "st2", StoredBytes: -(1 << 41)}}},
+		{ID: "b3", To: machinetest.MS(2026, 6, 1, 0, 0, 0, 0), Entries: []meter.UsageEntry{{Stream: "st2", StoredBytes: -(1 << 41)}}},
 	}
 	for _, b := range batches {
 		var want meter.UsageResult
@@ -142,7 +112,7 @@ func TestUsageEncodingsApplyAlike(t *testing.T) {
 func TestOldJSONUsageEntryReplays(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"})})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st"})})
 	old := `{"type":"usage_batch","request_id":"usage/u-0123456789abcdef-1","time":"2026-03-06T00:00:00Z",` +
 		`"payload":{"id":"u-0123456789abcdef-1","from":"2026-03-05T23:59:59Z","to":"2026-03-06T00:00:00Z",` +
 		`"entries":[{"s":"st","b":1000,"o":2,"i":1500,"n":2,"w":1920,"h":1080},{"s":"nope","b":1}]}}`
@@ -153,11 +123,11 @@ func TestOldJSONUsageEntryReplays(t *testing.T) {
 	require.Equal(t, int64(1000), u.StoredBytes)
 	require.Equal(t, int64(2), u.StoredObjects)
 	require.Equal(t, int64(1500), u.IngestedBytes)
-	require.Equal(t, []meter.ObservedResolution{{At: ms(2026, 3, 6, 0, 0, 0, 0), Width: 1920, Height: 1080}}, u.Observed)
-	require.Equal(t, ms(2026, 3, 6, 0, 0, 0, 0), h.M.Clock())
+	require.Equal(t, []meter.ObservedResolution{{At: machinetest.MS(2026, 3, 6, 0, 0, 0, 0), Width: 1920, Height: 1080}}, u.Observed)
+	require.Equal(t, machinetest.MS(2026, 3, 6, 0, 0, 0, 0), h.M.Clock())
 	// A batch in the binary form under the same request id is not applied
 	// again (its identity differs, so it is refused).
-	h.Clock = ms(2026, 3, 6, 0, 0, 1, 0)
+	h.Clock = machinetest.MS(2026, 3, 6, 0, 0, 1, 0)
 	cmd, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/u-0123456789abcdef-1", h.Clock, "", meter.UsageBatch{ID: "u-0123456789abcdef-1", Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: 1000}}})
 	require.NoError(t, err)
 	r = h.ApplyRaw(cmd)
@@ -170,14 +140,14 @@ func TestOldJSONUsageEntryReplays(t *testing.T) {
 func TestBadBinaryCommands(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"})})
-	good, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/x", ms(2026, 3, 6, 0, 0, 0, 0), "", meter.UsageBatch{ID: "x", Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: 5}}})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st"})})
+	good, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/x", machinetest.MS(2026, 3, 6, 0, 0, 0, 0), "", meter.UsageBatch{ID: "x", Entries: []meter.UsageEntry{{Stream: "st", StoredBytes: 5}}})
 	require.NoError(t, err)
 	// A binary envelope around a JSON-only command type.
-	wrongType, err := cluster.EncodeCommand(cluster.CmdCreateAccount, "acct", ms(2026, 3, 6, 0, 0, 0, 0), "", rawBinary(`{"id":"zz","name":"zz"}`))
+	wrongType, err := cluster.EncodeCommand(cluster.CmdCreateAccount, "acct", machinetest.MS(2026, 3, 6, 0, 0, 0, 0), "", rawBinary(`{"id":"zz","name":"zz"}`))
 	require.NoError(t, err)
 	// A usage envelope whose payload is not a batch.
-	badPayload, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/y", ms(2026, 3, 6, 0, 0, 0, 0), "", rawBinary{0x93, 0x01})
+	badPayload, err := cluster.EncodeCommand(cluster.CmdUsageBatch, "usage/y", machinetest.MS(2026, 3, 6, 0, 0, 0, 0), "", rawBinary{0x93, 0x01})
 	require.NoError(t, err)
 	cases := map[string][]byte{
 		"version byte only": {binaryV1},
@@ -207,13 +177,13 @@ func TestBadBinaryCommands(t *testing.T) {
 func TestRenderRunJSONMatchesMarshal(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st", Analytics: []string{"people", "lpr"}}, accounts.NewStream{ID: "st2"})})
-	h.MustAt(ms(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: cam("c2", accounts.NewStream{ID: "x"})})
-	h.MustAt(ms(2026, 3, 5, 0, 0, 2, 0), cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b3", Camera: cam("c3", accounts.NewStream{ID: "y"})})
-	h.MustAt(ms(2026, 3, 6, 0, 0, 0, 0), cluster.CmdUpdateAccount, "cyc", "", accounts.UpdateAccountCmd{ID: "s2", Patch: accounts.AccountPatch{BillingCycle: new(accounts.CycleAnnual)}})
-	h.Usage(ms(2026, 3, 7, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 1 << 33, IngestedBytes: 1 << 33, Segments: 9})
-	h.MustAt(ms(2026, 5, 20, 0, 0, 0, 0), cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c2"})
-	preview := h.Run(mustMonth(t, "2026-06"), false, ms(2026, 6, 2, 0, 0, 0, 0))
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st", Analytics: []string{"people", "lpr"}}, accounts.NewStream{ID: "st2"})})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: machinetest.Cam("c2", accounts.NewStream{ID: "x"})})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 2, 0), cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b3", Camera: machinetest.Cam("c3", accounts.NewStream{ID: "y"})})
+	h.MustAt(machinetest.MS(2026, 3, 6, 0, 0, 0, 0), cluster.CmdUpdateAccount, "cyc", "", accounts.UpdateAccountCmd{ID: "s2", Patch: accounts.AccountPatch{BillingCycle: new(accounts.CycleAnnual)}})
+	h.Usage(machinetest.MS(2026, 3, 7, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 1 << 33, IngestedBytes: 1 << 33, Segments: 9})
+	h.MustAt(machinetest.MS(2026, 5, 20, 0, 0, 0, 0), cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c2"})
+	preview := h.Run(machinetest.Month(t, "2026-06"), false, machinetest.MS(2026, 6, 2, 0, 0, 0, 0))
 	runs := []billing.BillingRun{h.Final("2026-03"), h.Final("2026-05"), preview, h.Final("2026-01"),
 		{Month: "2026-01"}, {Month: "2026-02", Resellers: []billing.ResellerRun{{ID: "r"}, {ID: "q", Accounts: []billing.AccountRun{}}}}}
 	for _, run := range runs {
@@ -224,7 +194,7 @@ func TestRenderRunJSONMatchesMarshal(t *testing.T) {
 		require.Equal(t, "application/json", ctype)
 		require.Equal(t, string(want)+"\n", string(got))
 	}
-	require.Len(t, items(runs[0]), 4)
+	require.Len(t, machinetest.Items(runs[0]), 4)
 }
 
 // TestSnapshotStreamedLikeMarshal: the streamed snapshot JSON is exactly
@@ -234,12 +204,12 @@ func TestRenderRunJSONMatchesMarshal(t *testing.T) {
 func TestSnapshotStreamedLikeMarshal(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st", Analytics: []string{"people"}}, accounts.NewStream{ID: "st2"})})
-	h.MustAt(ms(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: cam("c2", accounts.NewStream{ID: "x"})})
-	h.Usage(ms(2026, 3, 7, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 1 << 33, IngestedBytes: 1 << 33, Segments: 9, Width: 640, Height: 480})
-	h.MustAt(ms(2026, 4, 2, 0, 0, 0, 0), cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c2"})
-	h.MustAt(ms(2026, 4, 3, 0, 0, 0, 0), cluster.CmdSetNode, "n", "", cluster.SetNodeCmd{ID: "m1", HTTPAddr: "127.0.0.1:1"})
-	h.MustAt(ms(2026, 4, 4, 0, 0, 0, 0), cluster.CmdUpdateAccount, "p", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Name: new("<&> \u2028 é")}})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st", Analytics: []string{"people"}}, accounts.NewStream{ID: "st2"})})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: machinetest.Cam("c2", accounts.NewStream{ID: "x"})})
+	h.Usage(machinetest.MS(2026, 3, 7, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 1 << 33, IngestedBytes: 1 << 33, Segments: 9, Width: 640, Height: 480})
+	h.MustAt(machinetest.MS(2026, 4, 2, 0, 0, 0, 0), cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c2"})
+	h.MustAt(machinetest.MS(2026, 4, 3, 0, 0, 0, 0), cluster.CmdSetNode, "n", "", cluster.SetNodeCmd{ID: "m1", HTTPAddr: "127.0.0.1:1"})
+	h.MustAt(machinetest.MS(2026, 4, 4, 0, 0, 0, 0), cluster.CmdUpdateAccount, "p", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Name: new("<&> \u2028 é")}})
 
 	// The streaming writer writes each section's fields as encoding/json
 	// would write the section.

@@ -20,27 +20,6 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 )
 
-func ms(y int, m time.Month, d, hh, mm, ss, milli int) time.Time {
-	return time.Date(y, m, d, hh, mm, ss, milli*1e6, time.UTC)
-}
-
-// items returns the run's line items by stream id.
-func items(run billing.BillingRun) map[string]billing.LineItem {
-	out := map[string]billing.LineItem{}
-	for _, r := range run.Resellers {
-		for _, a := range r.Accounts {
-			for _, it := range a.Items {
-				out[it.Stream] = it
-			}
-		}
-	}
-	return out
-}
-
-func cam(id string, streams ...accounts.NewStream) accounts.NewCamera {
-	return accounts.NewCamera{ID: id, Name: id, Streams: streams}
-}
-
 func TestParseMonth(t *testing.T) {
 	for _, bad := range []string{"2026-13", "abc", "2026-00", "2026-1", "26-01", "2026-01-01", "", "1999-12", "２０２６-01"} {
 		_, err := billing.ParseMonth(bad)
@@ -48,15 +27,15 @@ func TestParseMonth(t *testing.T) {
 	}
 	m, err := billing.ParseMonth("2028-02")
 	require.NoError(t, err)
-	require.Equal(t, ms(2028, 3, 1, 0, 0, 0, 0), billing.CutOff(m))
+	require.Equal(t, machinetest.MS(2028, 3, 1, 0, 0, 0, 0), billing.CutOff(m))
 	m, _ = billing.ParseMonth("2026-12")
-	require.Equal(t, ms(2027, 1, 1, 0, 0, 0, 0), billing.CutOff(m))
+	require.Equal(t, machinetest.MS(2027, 1, 1, 0, 0, 0, 0), billing.CutOff(m))
 }
 
 // TestBillingRegistrationAtCutOff: the state at the cut-off instant,
 // including events stamped exactly at it, decides, to the millisecond.
 func TestBillingRegistrationAtCutOff(t *testing.T) {
-	cut := ms(2026, 4, 1, 0, 0, 0, 0) // March 2026's cut-off
+	cut := machinetest.MS(2026, 4, 1, 0, 0, 0, 0) // March 2026's cut-off
 	cases := []struct {
 		name          string
 		reg, del      time.Time // zero del: not deleted
@@ -66,27 +45,27 @@ func TestBillingRegistrationAtCutOff(t *testing.T) {
 		{"registered last ms of the month", cut.Add(-time.Millisecond), time.Time{}, true, true},
 		{"registered exactly at the cut-off", cut, time.Time{}, true, false},
 		{"registered 1 ms after the cut-off", cut.Add(time.Millisecond), time.Time{}, false, false},
-		{"deleted exactly at the cut-off", ms(2026, 3, 2, 0, 0, 0, 0), cut, false, true},
-		{"deleted 1 ms before the cut-off", ms(2026, 3, 2, 0, 0, 0, 0), cut.Add(-time.Millisecond), false, true},
-		{"deleted 1 ms after the cut-off", ms(2026, 3, 2, 0, 0, 0, 0), cut.Add(time.Millisecond), true, true},
-		{"added and deleted within the month", ms(2026, 3, 10, 0, 0, 0, 0), ms(2026, 3, 20, 0, 0, 0, 0), false, true},
-		{"registered in an earlier month, never deleted", ms(2026, 1, 5, 0, 0, 0, 0), time.Time{}, true, true},
-		{"deleted in an earlier month", ms(2026, 1, 5, 0, 0, 0, 0), ms(2026, 2, 5, 0, 0, 0, 0), false, true},
+		{"deleted exactly at the cut-off", machinetest.MS(2026, 3, 2, 0, 0, 0, 0), cut, false, true},
+		{"deleted 1 ms before the cut-off", machinetest.MS(2026, 3, 2, 0, 0, 0, 0), cut.Add(-time.Millisecond), false, true},
+		{"deleted 1 ms after the cut-off", machinetest.MS(2026, 3, 2, 0, 0, 0, 0), cut.Add(time.Millisecond), true, true},
+		{"added and deleted within the month", machinetest.MS(2026, 3, 10, 0, 0, 0, 0), machinetest.MS(2026, 3, 20, 0, 0, 0, 0), false, true},
+		{"registered in an earlier month, never deleted", machinetest.MS(2026, 1, 5, 0, 0, 0, 0), time.Time{}, true, true},
+		{"deleted in an earlier month", machinetest.MS(2026, 1, 5, 0, 0, 0, 0), machinetest.MS(2026, 2, 5, 0, 0, 0, 0), false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := machinetest.New(t)
 			h.Clock = time.Time{}
-			start := ms(2025, 12, 1, 0, 0, 0, 0)
+			start := machinetest.MS(2025, 12, 1, 0, 0, 0, 0)
 			h.MustAt(start, cluster.CmdCreateAccount, "r", "", accounts.NewAccount{ID: "r", Name: "R"})
 			h.MustAt(start.Add(time.Second), cluster.CmdCreateAccount, "s", "", accounts.NewAccount{ID: "s", Name: "S", Parent: "r"})
 			h.MustAt(start.Add(2*time.Second), cluster.CmdCreateBridge, "b", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s", Bridge: accounts.NewBridge{ID: "b", Name: "B"}})
-			h.MustAt(tc.reg, cluster.CmdCreateCamera, "c", "", accounts.CreateCameraCmd{Bridge: "b", Camera: cam("c", accounts.NewStream{ID: "st"})})
+			h.MustAt(tc.reg, cluster.CmdCreateCamera, "c", "", accounts.CreateCameraCmd{Bridge: "b", Camera: machinetest.Cam("c", accounts.NewStream{ID: "st"})})
 			if !tc.del.IsZero() {
 				h.MustAt(tc.del, cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c"})
 			}
 			h.MustAt(cut.Add(time.Hour), cluster.CmdUsageTick, "tick", "", struct{}{}) // seal March
-			_, billed := items(h.Final("2026-03"))["st"]
+			_, billed := machinetest.Items(h.Final("2026-03"))["st"]
 			require.Equal(t, tc.billed, billed)
 		})
 	}
@@ -95,14 +74,14 @@ func TestBillingRegistrationAtCutOff(t *testing.T) {
 func TestBillingSettingsAndSubscriptions(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h) // r1 (1920x1080 D60) → s1 (D7), s2; r2 bare; bridges b1 (s1), b2 (s2), b3 (r2)
-	cut := ms(2026, 4, 1, 0, 0, 0, 0)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1",
+	cut := machinetest.MS(2026, 4, 1, 0, 0, 0, 0)
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1",
 		accounts.NewStream{ID: "c1-a"}, // inherits: r1's 1920x1080, s1's D7 → HD2-D7
 		accounts.NewStream{ID: "c1-b", Width: machinetest.IP(640), Height: machinetest.IP(480), Analytics: []string{"people", "lpr"}},
 		accounts.NewStream{ID: "c1-c", Width: machinetest.IP(2560), Height: machinetest.IP(1440), RetentionDays: machinetest.IP(30)},
 		accounts.NewStream{ID: "c1-d", Width: machinetest.IP(3840), Height: machinetest.IP(2160), RetentionDays: machinetest.IP(90)})})
-	h.MustAt(ms(2026, 3, 5, 0, 1, 0, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: cam("c2", accounts.NewStream{ID: "c2-a"})}) // r1 defaults: HD2-D60
-	h.MustAt(ms(2026, 3, 5, 0, 2, 0, 0), cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b3", Camera: cam("c3", accounts.NewStream{ID: "c3-a"})}) // system: HD1-D30
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 1, 0, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b2", Camera: machinetest.Cam("c2", accounts.NewStream{ID: "c2-a"})}) // r1 defaults: HD2-D60
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 2, 0, 0), cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b3", Camera: machinetest.Cam("c3", accounts.NewStream{ID: "c3-a"})}) // system: HD1-D30
 	// A correction 1 ms before the cut-off counts; one 1 ms after does not.
 	h.MustAt(cut.Add(-time.Millisecond), cluster.CmdUpdateStream, "u1", "", accounts.UpdateStreamCmd{ID: "c1-c", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(60)}})
 	// A defaults change applies to streams added later, never to c2-a.
@@ -111,7 +90,7 @@ func TestBillingSettingsAndSubscriptions(t *testing.T) {
 
 	run := h.Final("2026-03")
 	require.True(t, run.Final)
-	it := items(run)
+	it := machinetest.Items(run)
 	require.Len(t, it, 6, "a multi-stream camera is billed per stream")
 	want := map[string]string{"c1-a": "HD2-D7", "c1-b": "SD1-D7", "c1-c": "HD4-D60", "c1-d": "HD10-D90", "c2-a": "HD2-D60", "c3-a": "HD1-D30"}
 	for id, sku := range want {
@@ -138,11 +117,11 @@ func TestBillingSettingsAndSubscriptions(t *testing.T) {
 func TestBillingSwitchedOffStillBilled(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"})})
-	h.Usage(ms(2026, 3, 6, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 5000, StoredObjects: 5, IngestedBytes: 5000, Segments: 5})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st"})})
+	h.Usage(machinetest.MS(2026, 3, 6, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 5000, StoredObjects: 5, IngestedBytes: 5000, Segments: 5})
 	// No uploads for three months.
-	h.MustAt(ms(2026, 7, 1, 1, 0, 0, 0), cluster.CmdUsageTick, "tick", "", struct{}{})
-	it := items(h.Final("2026-06"))["st"]
+	h.MustAt(machinetest.MS(2026, 7, 1, 1, 0, 0, 0), cluster.CmdUsageTick, "tick", "", struct{}{})
+	it := machinetest.Items(h.Final("2026-06"))["st"]
 	require.Equal(t, "HD2-D7", it.SKU)
 	require.Equal(t, int64(5000), it.StorageBytes)
 	require.Equal(t, int64(0), it.IngestedBytes)
@@ -154,17 +133,17 @@ func TestBillingSwitchedOffStillBilled(t *testing.T) {
 func TestUsageIntegration(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2028, 1, 20, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"})})
-	h.Usage(ms(2028, 1, 31, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 1000, StoredObjects: 1, IngestedBytes: 1000, Segments: 1})
-	h.Usage(ms(2028, 2, 15, 12, 0, 0, 0), "u2", meter.UsageEntry{Stream: "st", StoredBytes: 3000, StoredObjects: 1, IngestedBytes: 3000, Segments: 1})
-	h.Usage(ms(2028, 3, 1, 0, 0, 0, 1), "u3", meter.UsageEntry{Stream: "st", StoredBytes: -500, StoredObjects: -1}) // freed 1 ms into March
+	h.MustAt(machinetest.MS(2028, 1, 20, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st"})})
+	h.Usage(machinetest.MS(2028, 1, 31, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 1000, StoredObjects: 1, IngestedBytes: 1000, Segments: 1})
+	h.Usage(machinetest.MS(2028, 2, 15, 12, 0, 0, 0), "u2", meter.UsageEntry{Stream: "st", StoredBytes: 3000, StoredObjects: 1, IngestedBytes: 3000, Segments: 1})
+	h.Usage(machinetest.MS(2028, 3, 1, 0, 0, 0, 1), "u3", meter.UsageEntry{Stream: "st", StoredBytes: -500, StoredObjects: -1}) // freed 1 ms into March
 
-	jan := items(h.Final("2028-01"))["st"]
+	jan := machinetest.Items(h.Final("2028-01"))["st"]
 	require.Equal(t, int64(1000), jan.StorageBytes)
 	require.Equal(t, int64(1000), jan.IngestedBytes)
 	require.Equal(t, json.Number("24000.000"), jan.StoredByteHours) // 1000 B × 24 h
 
-	feb := items(h.Final("2028-02"))["st"]
+	feb := machinetest.Items(h.Final("2028-02"))["st"]
 	require.Equal(t, int64(4000), feb.StorageBytes, "storage at the cut-off, before March's free")
 	require.Equal(t, int64(3000), feb.IngestedBytes)
 	// 1000 B × 14.5 days + 4000 B × 14.5 days (Feb 2028 has 29 days).
@@ -172,7 +151,7 @@ func TestUsageIntegration(t *testing.T) {
 
 	// March so far: 4000 B × 1 ms then 3500 B; preview at March 2, 00:00.
 	m, _ := billing.ParseMonth("2028-03")
-	pre := items(h.Run(m, false, ms(2028, 3, 2, 0, 0, 0, 1)))["st"]
+	pre := machinetest.Items(h.Run(m, false, machinetest.MS(2028, 3, 2, 0, 0, 0, 1)))["st"]
 	require.Equal(t, int64(3500), pre.StorageBytes)
 	// (4000×1 + 3500×(86,400,000)) B·ms / 3.6e6 = 84000.001…
 	require.Equal(t, json.Number("84000.001"), pre.StoredByteHours)
@@ -184,10 +163,10 @@ func TestUsageIntegration(t *testing.T) {
 func TestUsageBatchDedupeAndRejects(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"})})
-	h.MustAt(ms(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c2", accounts.NewStream{ID: "gone"})})
-	h.MustAt(ms(2026, 3, 5, 0, 0, 2, 0), cluster.CmdDeleteCamera, "d2", "purge-x", accounts.DeleteCameraCmd{ID: "c2"})
-	b := meter.UsageBatch{ID: "batch-1", To: ms(2026, 3, 6, 0, 0, 0, 0), Entries: []meter.UsageEntry{
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st"})})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c2", accounts.NewStream{ID: "gone"})})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 2, 0), cluster.CmdDeleteCamera, "d2", "purge-x", accounts.DeleteCameraCmd{ID: "c2"})
+	b := meter.UsageBatch{ID: "batch-1", To: machinetest.MS(2026, 3, 6, 0, 0, 0, 0), Entries: []meter.UsageEntry{
 		{Stream: "st", StoredBytes: 100, StoredObjects: 1, IngestedBytes: 100, Segments: 1, Width: 1280, Height: 720},
 		{Stream: "nope", StoredBytes: 100, IngestedBytes: 100, Segments: 1},
 		{Stream: "gone", StoredBytes: 100, IngestedBytes: 100, Segments: 1},
@@ -213,10 +192,10 @@ func TestUsageBatchDedupeAndRejects(t *testing.T) {
 	require.Nil(t, h.M.Usage.Usage["gone"])
 	require.Equal(t, meter.Stats{Batches: 1, Entries: 4, Rejected: 3, RejectedUnknown: 1, RejectedDeleted: 1, RejectedInvalid: 1}, h.M.Usage.UsageStats)
 	// A purge may still free a deleted stream's storage.
-	r := h.Usage(ms(2026, 3, 7, 0, 0, 0, 0), "batch-2", meter.UsageEntry{Stream: "gone", StoredBytes: -10, StoredObjects: -1})
+	r := h.Usage(machinetest.MS(2026, 3, 7, 0, 0, 0, 0), "batch-2", meter.UsageEntry{Stream: "gone", StoredBytes: -10, StoredObjects: -1})
 	require.Equal(t, 1, r.Applied)
 	// Freeing more than stored clamps at zero and is counted.
-	h.Usage(ms(2026, 3, 8, 0, 0, 0, 0), "batch-3", meter.UsageEntry{Stream: "st", StoredBytes: -1000})
+	h.Usage(machinetest.MS(2026, 3, 8, 0, 0, 0, 0), "batch-3", meter.UsageEntry{Stream: "st", StoredBytes: -1000})
 	require.Equal(t, int64(0), h.M.Usage.Usage["st"].StoredBytes)
 	require.Equal(t, int64(2), h.M.Usage.UsageStats.Clamped)
 }
@@ -227,20 +206,20 @@ func TestUsageBatchDedupeAndRejects(t *testing.T) {
 func TestClockMonotonicSealsMonth(t *testing.T) {
 	h := machinetest.New(t)
 	machinetest.Seed(h)
-	h.MustAt(ms(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c1", accounts.NewStream{ID: "st"})})
-	h.Usage(ms(2026, 3, 6, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 100, IngestedBytes: 100, Segments: 1})
-	h.MustAt(ms(2026, 4, 1, 0, 0, 1, 0), cluster.CmdUsageTick, "tick", "", struct{}{})
+	h.MustAt(machinetest.MS(2026, 3, 5, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c1", accounts.NewStream{ID: "st"})})
+	h.Usage(machinetest.MS(2026, 3, 6, 0, 0, 0, 0), "u1", meter.UsageEntry{Stream: "st", StoredBytes: 100, IngestedBytes: 100, Segments: 1})
+	h.MustAt(machinetest.MS(2026, 4, 1, 0, 0, 1, 0), cluster.CmdUsageTick, "tick", "", struct{}{})
 	mar := h.Final("2026-03")
 	b1, _, _ := billing.RenderBillingRun(&mar, "json", "")
 	c1, _, _ := billing.RenderBillingRun(&mar, "csv", "items")
 
 	// Late batch stamped in March, a deletion, a settings change, a new camera.
-	h.Usage(ms(2026, 3, 31, 23, 59, 59, 999), "late", meter.UsageEntry{Stream: "st", StoredBytes: 50, IngestedBytes: 50, Segments: 1})
-	require.Equal(t, ms(2026, 4, 1, 0, 0, 1, 0), h.M.Usage.Usage["st"].LastAt, "clamped to the meter clock")
-	h.MustAt(ms(2026, 3, 31, 0, 0, 0, 0), cluster.CmdUpdateStream, "u", "", accounts.UpdateStreamCmd{ID: "st", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(90)}})
-	h.MustAt(ms(2026, 3, 30, 0, 0, 0, 0), cluster.CmdCreateCamera, "c9", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: cam("c9", accounts.NewStream{ID: "late-cam"})})
-	h.MustAt(ms(2026, 4, 2, 0, 0, 0, 0), cluster.CmdDeleteCamera, "d", "purge-2", accounts.DeleteCameraCmd{ID: "c1"})
-	h.Usage(ms(2026, 5, 2, 0, 0, 0, 0), "may", meter.UsageEntry{Stream: "late-cam", StoredBytes: 1})
+	h.Usage(machinetest.MS(2026, 3, 31, 23, 59, 59, 999), "late", meter.UsageEntry{Stream: "st", StoredBytes: 50, IngestedBytes: 50, Segments: 1})
+	require.Equal(t, machinetest.MS(2026, 4, 1, 0, 0, 1, 0), h.M.Usage.Usage["st"].LastAt, "clamped to the meter clock")
+	h.MustAt(machinetest.MS(2026, 3, 31, 0, 0, 0, 0), cluster.CmdUpdateStream, "u", "", accounts.UpdateStreamCmd{ID: "st", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(90)}})
+	h.MustAt(machinetest.MS(2026, 3, 30, 0, 0, 0, 0), cluster.CmdCreateCamera, "c9", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: machinetest.Cam("c9", accounts.NewStream{ID: "late-cam"})})
+	h.MustAt(machinetest.MS(2026, 4, 2, 0, 0, 0, 0), cluster.CmdDeleteCamera, "d", "purge-2", accounts.DeleteCameraCmd{ID: "c1"})
+	h.Usage(machinetest.MS(2026, 5, 2, 0, 0, 0, 0), "may", meter.UsageEntry{Stream: "late-cam", StoredBytes: 1})
 
 	again := h.Final("2026-03")
 	b2, _, _ := billing.RenderBillingRun(&again, "json", "")
@@ -250,19 +229,13 @@ func TestClockMonotonicSealsMonth(t *testing.T) {
 	// And a snapshot round trip does not change it either.
 	f2 := replica.NewMachine(nil)
 	require.NoError(t, f2.Restore(io.NopCloser(bytes.NewReader(machinetest.Persist(t, h.M)))))
-	again2 := (&machinetest.Harness{T: t, M: f2}).Run(mustMonth(t, "2026-03"), true, ms(2026, 6, 1, 0, 0, 0, 0))
+	again2 := (&machinetest.Harness{T: t, M: f2}).Run(machinetest.Month(t, "2026-03"), true, machinetest.MS(2026, 6, 1, 0, 0, 0, 0))
 	b3, _, _ := billing.RenderBillingRun(&again2, "json", "")
 	require.Equal(t, string(b1), string(b3))
 	// April saw the late batch and the deletion (deleted after April's start).
-	apr := items(h.Final("2026-04"))
+	apr := machinetest.Items(h.Final("2026-04"))
 	require.NotContains(t, apr, "st")
 	require.Contains(t, apr, "late-cam")
-}
-
-func mustMonth(t *testing.T, s string) int {
-	m, err := billing.ParseMonth(s)
-	require.NoError(t, err)
-	return m
 }
 
 // TestCycleTimeline: a switch to annual ordered by the 15th takes effect
@@ -270,15 +243,15 @@ func mustMonth(t *testing.T, s string) int {
 func TestBillingAnnual(t *testing.T) {
 	h := machinetest.New(t)
 	h.Clock = time.Time{}
-	h.MustAt(ms(2026, 1, 2, 0, 0, 0, 0), cluster.CmdCreateAccount, "r", "", accounts.NewAccount{ID: "r", Name: "R"})
-	h.MustAt(ms(2026, 1, 2, 0, 0, 1, 0), cluster.CmdCreateAccount, "s", "", accounts.NewAccount{ID: "s", Name: "S", Parent: "r", BillingCycle: accounts.CycleAnnual})
-	h.MustAt(ms(2026, 1, 2, 0, 0, 2, 0), cluster.CmdCreateBridge, "b", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s", Bridge: accounts.NewBridge{ID: "b", Name: "B"}})
-	h.MustAt(ms(2026, 1, 3, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b", Camera: cam("c1",
+	h.MustAt(machinetest.MS(2026, 1, 2, 0, 0, 0, 0), cluster.CmdCreateAccount, "r", "", accounts.NewAccount{ID: "r", Name: "R"})
+	h.MustAt(machinetest.MS(2026, 1, 2, 0, 0, 1, 0), cluster.CmdCreateAccount, "s", "", accounts.NewAccount{ID: "s", Name: "S", Parent: "r", BillingCycle: accounts.CycleAnnual})
+	h.MustAt(machinetest.MS(2026, 1, 2, 0, 0, 2, 0), cluster.CmdCreateBridge, "b", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s", Bridge: accounts.NewBridge{ID: "b", Name: "B"}})
+	h.MustAt(machinetest.MS(2026, 1, 3, 0, 0, 0, 0), cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b", Camera: machinetest.Cam("c1",
 		accounts.NewStream{ID: "up", Width: machinetest.IP(1280), Height: machinetest.IP(720)},
 		accounts.NewStream{ID: "down", Width: machinetest.IP(1920), Height: machinetest.IP(1080), RetentionDays: machinetest.IP(90)},
 		accounts.NewStream{ID: "same"})})
-	h.MustAt(ms(2026, 1, 3, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b", Camera: cam("c2", accounts.NewStream{ID: "del"})})
-	jan := items(h.Final("2026-01"))
+	h.MustAt(machinetest.MS(2026, 1, 3, 0, 0, 1, 0), cluster.CmdCreateCamera, "c2", "", accounts.CreateCameraCmd{Bridge: "b", Camera: machinetest.Cam("c2", accounts.NewStream{ID: "del"})})
+	jan := machinetest.Items(h.Final("2026-01"))
 	for _, id := range []string{"up", "down", "same", "del"} {
 		require.Equal(t, billing.ChangeBooked, jan[id].Change, id)
 		require.Equal(t, 12, jan[id].MonthsLeft)
@@ -286,11 +259,11 @@ func TestBillingAnnual(t *testing.T) {
 	}
 	// In March: one more analytic on "up", shorter retention on "down",
 	// camera c2 deleted, a new camera.
-	h.MustAt(ms(2026, 3, 3, 0, 0, 0, 0), cluster.CmdUpdateStream, "u1", "", accounts.UpdateStreamCmd{ID: "up", Patch: accounts.StreamPatch{Analytics: &[]string{"people"}}})
-	h.MustAt(ms(2026, 3, 3, 0, 0, 1, 0), cluster.CmdUpdateStream, "u2", "", accounts.UpdateStreamCmd{ID: "down", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(7), Width: machinetest.IP(640), Height: machinetest.IP(480)}})
-	h.MustAt(ms(2026, 3, 3, 0, 0, 2, 0), cluster.CmdDeleteCamera, "d", "purge-3", accounts.DeleteCameraCmd{ID: "c2"})
-	h.MustAt(ms(2026, 3, 3, 0, 0, 3, 0), cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b", Camera: cam("c3", accounts.NewStream{ID: "new"})})
-	mar := items(h.Final("2026-03"))
+	h.MustAt(machinetest.MS(2026, 3, 3, 0, 0, 0, 0), cluster.CmdUpdateStream, "u1", "", accounts.UpdateStreamCmd{ID: "up", Patch: accounts.StreamPatch{Analytics: &[]string{"people"}}})
+	h.MustAt(machinetest.MS(2026, 3, 3, 0, 0, 1, 0), cluster.CmdUpdateStream, "u2", "", accounts.UpdateStreamCmd{ID: "down", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(7), Width: machinetest.IP(640), Height: machinetest.IP(480)}})
+	h.MustAt(machinetest.MS(2026, 3, 3, 0, 0, 2, 0), cluster.CmdDeleteCamera, "d", "purge-3", accounts.DeleteCameraCmd{ID: "c2"})
+	h.MustAt(machinetest.MS(2026, 3, 3, 0, 0, 3, 0), cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b", Camera: machinetest.Cam("c3", accounts.NewStream{ID: "new"})})
+	mar := machinetest.Items(h.Final("2026-03"))
 	require.Equal(t, billing.ChangeIncrease, mar["up"].Change)
 	require.Equal(t, 10, mar["up"].MonthsLeft)
 	require.Equal(t, []string{"people"}, mar["up"].Analytics)
@@ -303,13 +276,13 @@ func TestBillingAnnual(t *testing.T) {
 	require.Equal(t, billing.ChangeNew, mar["new"].Change)
 	require.Equal(t, billing.ChangeUnchanged, mar["same"].Change)
 	// In April the increase is booked; the decrease is still deferred.
-	apr := items(h.Final("2026-04"))
+	apr := machinetest.Items(h.Final("2026-04"))
 	require.Equal(t, billing.ChangeUnchanged, apr["up"].Change)
 	require.Equal(t, "HD1-D30", apr["up"].SKU)
 	require.Equal(t, []string{"people"}, apr["up"].Analytics)
 	require.Equal(t, billing.ChangeDecrease, apr["down"].Change)
 	// Next cycle: the decrease takes effect, the deleted stream is gone.
-	jan27 := items(h.Final("2027-01"))
+	jan27 := machinetest.Items(h.Final("2027-01"))
 	require.Equal(t, billing.ChangeBooked, jan27["down"].Change)
 	require.Equal(t, "SD1-D7", jan27["down"].SKU)
 	require.NotContains(t, jan27, "del")

@@ -178,3 +178,34 @@ func Seed(h *Harness) {
 	h.Must(cluster.CmdCreateBridge, "b2", auth.NewToken(), accounts.CreateBridgeCmd{Account: "s2", Bridge: accounts.NewBridge{ID: "b2", Name: "B2"}})
 	h.Must(cluster.CmdCreateBridge, "b3", auth.NewToken(), accounts.CreateBridgeCmd{Account: "r2", Bridge: accounts.NewBridge{ID: "b3", Name: "B3"}})
 }
+
+// MS is a UTC instant to the millisecond.
+func MS(y int, m time.Month, d, hh, mm, ss, milli int) time.Time {
+	return time.Date(y, m, d, hh, mm, ss, milli*1e6, time.UTC)
+}
+
+// Items returns a run's line items by stream id.
+func Items(run billing.BillingRun) map[string]billing.LineItem {
+	out := map[string]billing.LineItem{}
+	for _, r := range run.Resellers {
+		for _, a := range r.Accounts {
+			for _, it := range a.Items {
+				out[it.Stream] = it
+			}
+		}
+	}
+	return out
+}
+
+// Cam is a new camera id named id with streams.
+func Cam(id string, streams ...accounts.NewStream) accounts.NewCamera {
+	return accounts.NewCamera{ID: id, Name: id, Streams: streams}
+}
+
+// Month parses YYYY-MM.
+func Month(t *testing.T, s string) int {
+	t.Helper()
+	m, err := billing.ParseMonth(s)
+	require.NoError(t, err)
+	return m
+}
