@@ -28,12 +28,32 @@ const (
 	Anonymous Kind = iota
 	Operator
 	Bridge
+	User    // a user of an account, by session or API token
+	Billing // the billing system: meter and billing endpoints only
 )
 
 // Principal is who made a request.
 type Principal struct {
-	Kind Kind
-	ID   string // the bridge id for Bridge
+	Kind    Kind
+	ID      string // the bridge id for Bridge, the user id for User, the token id for Billing
+	Account string // User: the user's account
+	Role    string // User: admin or user
+	TokenID string // User: the token it came with
+}
+
+// Actor names p in audit logs.
+func (p Principal) Actor() string {
+	switch p.Kind {
+	case Operator:
+		return "operator"
+	case Bridge:
+		return "bridge:" + p.ID
+	case User:
+		return "user:" + p.ID
+	case Billing:
+		return "billing:" + p.ID
+	}
+	return "anonymous"
 }
 
 type ctxKey struct{}
@@ -81,12 +101,23 @@ func DigestHA1(user, realm, password string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// UserLookup finds the user or billing principal whose token hashes to
+// hash; ErrUnknownToken when none (or it expired, or was revoked).
+type UserLookup interface {
+	PrincipalByTokenHash(ctx context.Context, hash string) (Principal, error)
+}
+
 // Authenticator resolves bearer tokens.
 type Authenticator struct {
 	adminHash [32]byte
 	bridges   BridgeLookup
+	users     UserLookup
 	lim       *Limiter
 }
+
+// WithUsers makes the authenticator accept user and billing tokens found
+// by u. Call it before serving.
+func (a *Authenticator) WithUsers(u UserLookup) { a.users = u }
 
 // LimitFailures makes the middleware count failed authentications in l and
 // answer 429 to sources that made too many. Call it before serving.
@@ -119,14 +150,20 @@ func (a *Authenticator) Resolve(ctx context.Context, token string) (Principal, e
 	if subtle.ConstantTimeCompare(h[:], a.adminHash[:]) == 1 {
 		return Principal{Kind: Operator}, nil
 	}
-	if a.bridges == nil {
+	hash := hex.EncodeToString(h[:])
+	if a.bridges != nil {
+		id, err := a.bridges.BridgeByTokenHash(ctx, hash)
+		if err == nil {
+			return Principal{Kind: Bridge, ID: id}, nil
+		}
+		if !errors.Is(err, ErrUnknownToken) {
+			return Principal{}, err
+		}
+	}
+	if a.users == nil {
 		return Principal{}, ErrUnknownToken
 	}
-	id, err := a.bridges.BridgeByTokenHash(ctx, hex.EncodeToString(h[:]))
-	if err != nil {
-		return Principal{}, err
-	}
-	return Principal{Kind: Bridge, ID: id}, nil
+	return a.users.PrincipalByTokenHash(ctx, hash)
 }
 
 // BearerToken extracts the token of an "Authorization: Bearer" header.

@@ -31,6 +31,15 @@ const (
 	CmdObserveResolution = "observe_resolution"
 	CmdUsageTick         = "usage_tick"
 
+	// access: users, their invitations, sessions and API tokens, billing
+	// tokens, and the per-account audit log.
+	CmdCreateUser       = "create_user"
+	CmdAcceptInvitation = "accept_invitation"
+	CmdRemoveUser       = "remove_user"
+	CmdCreateToken      = "create_token"
+	CmdRevokeToken      = "revoke_token"
+	CmdAudit            = "audit"
+
 	// cluster: each node's HTTP address, for leader forwarding.
 	CmdSetNode = "set_node"
 )
@@ -41,6 +50,7 @@ var commandTypes = []string{
 	CmdDeleteCamera, CmdDeleteStream, CmdDeleteAccount, CmdPurgeProgress, CmdPurgeDone,
 	CmdLeaseAcquire, CmdLeaseRelease,
 	CmdUsageBatch, CmdObserveResolution, CmdUsageTick,
+	CmdCreateUser, CmdAcceptInvitation, CmdRemoveUser, CmdCreateToken, CmdRevokeToken, CmdAudit,
 	CmdSetNode,
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/access"
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/lease"
@@ -34,6 +35,7 @@ func newMachine() (*cluster.Machine, *accounts.State, *State) {
 	m := cluster.NewMachine(slog.New(slog.DiscardHandler))
 	accts := accounts.Register(m, purge.Register(m))
 	lease.Register(m) // every command type has its apply function
+	access.Register(m, accts)
 	return m, accts, Register(m, accts)
 }
 

@@ -1,5 +1,5 @@
 // Package replica assembles vigil's replicated state machine from its
-// domains (accounts, purge, lease, meter) on one cluster member, and gives
+// domains (accounts, purge, lease, meter, access) on one cluster member, and gives
 // each domain's service over it (and billing's, which reads them all).
 package replica
 
@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/vigilcloud/vigil/access"
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
@@ -23,6 +24,7 @@ type Machine struct {
 	Purges   *purge.State
 	Leases   *lease.State
 	Usage    *meter.State
+	Access   *access.State
 }
 
 // NewMachine returns an empty state machine with every domain registered:
@@ -33,6 +35,7 @@ func NewMachine(log *slog.Logger) *Machine {
 	m.Accounts = accounts.Register(m.Machine, m.Purges)
 	m.Leases = lease.Register(m.Machine)
 	m.Usage = meter.Register(m.Machine, m.Accounts)
+	m.Access = access.Register(m.Machine, m.Accounts)
 	return m
 }
 
@@ -50,6 +53,9 @@ type Replica struct {
 	Leases   *lease.Replicated
 	Meter    *meter.Meter
 	Billing  *billing.Billing
+	// Access has the default configuration (no mailer, no login limiter);
+	// a node replaces it with access.New(Machine.Access, Peer, its config).
+	Access *access.Registry
 }
 
 // Open starts the member (cluster.OpenPeer) on a new machine.
@@ -65,6 +71,7 @@ func Open(ctx context.Context, cfg cluster.PeerConfig) (*Replica, error) {
 		Purges:   purge.New(m.Purges, p, log),
 		Leases:   lease.NewReplicated(p),
 		Meter:    meter.New(m.Usage, p, log),
+		Access:   access.New(m.Access, p, access.Config{Log: log, Now: cfg.Now}),
 	}
 	now := cfg.Now
 	if now == nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vigilcloud/vigil/access"
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/billing"
@@ -324,6 +325,8 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
 		Logger: log, Registerer: reg})
 	authn.LimitFailures(n.authLimiter)
+	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter})
+	authn.WithUsers(n.rep.Access)
 	ing := ingest.New(ingest.Config{
 		MaxBodyBytes:       cfg.MaxSegmentBytes,
 		LiveThreshold:      cfg.LiveThreshold,
@@ -360,6 +363,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	mount(n.rep.Purges.Handler(), purge.Patterns())
 	mount(n.rep.Meter.Handler(n.rep.Accounts), meter.Patterns())
 	mount(n.rep.Billing.Handler(), billing.Patterns())
+	mount(n.rep.Access.Handler(), access.Patterns())
 
 	root := http.NewServeMux()
 	handle(root, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -368,7 +372,9 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	}))
 	handle(root, "GET /readyz", http.HandlerFunc(n.ready))
 	// Unknown routes and methods answer the contract's JSON error too.
-	root.Handle("/v1/", authn.Middleware(httpx.JSONMux(api), playback.HasURLSignature))
+	root.Handle("/v1/", authn.Middleware(httpx.JSONMux(api), func(r *http.Request) bool {
+		return playback.HasURLSignature(r) || access.Anonymous(r)
+	}))
 
 	cl := connlimit.New(l, connlimit.Config{MaxConns: cfg.Guard.maxConns(), MaxConnsPerIP: cfg.Guard.MaxConnsPerIP, Logger: log, Registerer: reg})
 	n.srv = &http.Server{Handler: httpx.CloseUnread(httpx.JSONMux(root)), ReadHeaderTimeout: cfg.Guard.HeaderTimeout, IdleTimeout: cfg.Guard.IdleTimeout, ConnState: cl.ConnState}
