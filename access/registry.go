@@ -202,11 +202,7 @@ func (reg *Registry) CreateUser(ctx context.Context, requestID string, actor aut
 		return User{}, Invitation{}, err
 	}
 	inv := Invitation{ExpiresAt: r.InvitationExpires}
-	reg.st.m.RLock()
-	u := reg.st.Users[r.User.ID]
-	mine := u != nil && u.Invitation != nil && u.Invitation.Hash == auth.HashToken(token)
-	reg.st.m.RUnlock()
-	if !mine {
+	if r.InvitationHash != auth.HashToken(token) {
 		return r.User, inv, nil // a retry of a creation that committed: the token was handed out then
 	}
 	if reg.cfg.Mailer != nil {
@@ -280,17 +276,14 @@ func (reg *Registry) CreateToken(ctx context.Context, requestID string, actor au
 
 func (reg *Registry) newToken(ctx context.Context, requestID string, c CreateTokenCmd) (string, Token, error) {
 	token := auth.NewToken()
-	var t Token
+	var t TokenResult
 	if err := reg.p.Propose(ctx, cluster.CmdCreateToken, requestID, "t-"+cluster.RandomID()[:20]+":"+auth.HashToken(token), c, &t); err != nil {
 		return "", Token{}, err
 	}
-	reg.st.m.RLock()
-	_, mine := reg.st.Tokens[auth.HashToken(token)]
-	reg.st.m.RUnlock()
-	if !mine {
-		return "", t, nil // a retry of a creation that committed: shown then
+	if t.Hash != auth.HashToken(token) {
+		return "", t.Token, nil // a retry of a creation that committed: shown then
 	}
-	return token, t, nil
+	return token, t.Token, nil
 }
 
 // RevokeToken revokes token id (only user's, when user is set).

@@ -126,7 +126,12 @@ type CreateUserCmd struct {
 type UserResult struct {
 	User              User      `json:"user"`
 	InvitationExpires time.Time `json:"invitation_expires_at"`
-	Created           bool      `json:"created"`
+	// InvitationHash tells the proposer whether this attempt created the
+	// user (its token's hash), as a retry answered from the first attempt
+	// carries another; a follower may not have applied the command yet
+	// when the leader answers.
+	InvitationHash string `json:"invitation_hash"`
+	Created        bool   `json:"created"`
 }
 
 // splitNonce splits an "<id>:<hash>" nonce.
@@ -162,7 +167,7 @@ func (st *State) createUser(at time.Time, p CreateUserCmd, nonce string) (any, e
 		Invitation: &invitation{Hash: hash, ExpiresAt: at.Add(InvitationTTL)}}
 	st.Users[u.ID], st.Emails[email], st.Invitations[hash] = u, u.ID, u.ID
 	st.audit(at, p.Account, p.Actor, "user.invited", "user:"+u.ID)
-	return UserResult{User: u.User, InvitationExpires: u.Invitation.ExpiresAt, Created: true}, nil
+	return UserResult{User: u.User, InvitationExpires: u.Invitation.ExpiresAt, InvitationHash: hash, Created: true}, nil
 }
 
 // AcceptCmd is the payload of cluster.CmdAcceptInvitation: the invitation
@@ -268,7 +273,14 @@ func (st *State) createToken(at time.Time, p CreateTokenCmd, nonce string) (any,
 	if p.Kind != KindSession { // sessions are many; logins are not what the audit log is for
 		st.audit(at, t.Account, p.Actor, "token.created", "token:"+t.ID)
 	}
-	return t.Token, nil
+	return TokenResult{Token: t.Token, Hash: hash}, nil
+}
+
+// TokenResult is the result of creating a token; Hash tells the proposer
+// whether this attempt created it (see UserResult).
+type TokenResult struct {
+	Token
+	Hash string `json:"hash"`
 }
 
 // RevokeTokenCmd is the payload of cluster.CmdRevokeToken.

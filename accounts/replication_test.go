@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilcloud/vigil/access"
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/replica"
 	"golang.org/x/sync/errgroup"
@@ -495,4 +496,49 @@ func TestLeaseOnThreeNodeCluster(t *testing.T) {
 	}
 	require.NoError(t, g.Wait())
 	require.Greater(t, grants.Load(), int64(len(keys)), "leases were taken and given back")
+}
+
+// TestAccessRevocationOnEveryNode: a token revoked, or a user removed,
+// through one node is refused by every node within a second (the access
+// domain is replicated state; each node looks tokens up locally).
+func TestAccessRevocationOnEveryNode(t *testing.T) {
+	nodes := startCluster(t, 3)
+	ctx := context.Background()
+	op := auth.Principal{Kind: auth.Operator}
+	_, err := nodes[0].m.Accounts.CreateAccount(ctx, "", accounts.NewAccount{ID: "r1", Name: "R"})
+	require.NoError(t, err)
+	u, inv, err := nodes[1].m.Access.CreateUser(ctx, "", op, "r1", "ann@example.com", access.RoleAdmin)
+	require.NoError(t, err)
+	_, err = nodes[2].m.Access.AcceptInvitation(ctx, inv.Token, "a long enough password")
+	require.NoError(t, err)
+	session, _, err := nodes[0].m.Access.Login(ctx, "ann@example.com", "a long enough password")
+	require.NoError(t, err)
+	api, tok, err := nodes[1].m.Access.CreateToken(ctx, "", auth.Principal{Kind: auth.User, ID: u.ID}, u.ID, "ci")
+	require.NoError(t, err)
+	valid := func(token string) func(*tnode) bool {
+		return func(n *tnode) bool {
+			_, err := n.m.Access.PrincipalByTokenHash(ctx, auth.HashToken(token))
+			return err == nil
+		}
+	}
+	everywhere := func(f func(*tnode) bool, want bool) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			for _, n := range nodes {
+				if f(n) != want {
+					return false
+				}
+			}
+			return true
+		}, time.Second, 10*time.Millisecond)
+	}
+	everywhere(valid(api), true)
+	everywhere(valid(session), true)
+	_, err = nodes[2].m.Access.RevokeToken(ctx, "", op, "", tok.ID)
+	require.NoError(t, err)
+	everywhere(valid(api), false)
+	everywhere(valid(session), true)
+	_, err = nodes[0].m.Access.RemoveUser(ctx, "", op, u.ID)
+	require.NoError(t, err)
+	everywhere(valid(session), false)
 }
