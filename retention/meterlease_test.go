@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigilcloud/vigil/auth"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
 )
 
@@ -65,7 +66,7 @@ func startMeterCluster(t *testing.T, n int) []*meter.Meter {
 // exclusive wraps a node's lease and fails the test when two holders hold
 // one key at once.
 type exclusive struct {
-	Lease
+	lease.Lease
 	t       *testing.T
 	mu      *sync.Mutex
 	holders map[string]int
@@ -73,12 +74,12 @@ type exclusive struct {
 }
 
 type exclusiveHeld struct {
-	Held
+	lease.Held
 	e   exclusive
 	key string
 }
 
-func (e exclusive) TryAcquire(ctx context.Context, key string, ttl time.Duration) (Held, bool, error) {
+func (e exclusive) TryAcquire(ctx context.Context, key string, ttl time.Duration) (lease.Held, bool, error) {
 	h, ok, err := e.Lease.TryAcquire(ctx, key, ttl)
 	if err != nil || !ok {
 		return h, ok, err
@@ -125,7 +126,7 @@ func TestSweepersShareMeterLease(t *testing.T) {
 		return keys, nil
 	}}
 	sweeper := func(m *meter.Meter) *Sweeper {
-		l := exclusive{Lease: MeterLease{M: m}, t: t, mu: &mu, holders: holders, grants: &grants}
+		l := exclusive{Lease: lease.Meter{M: meterLeases{m}}, t: t, mu: &mu, holders: holders, grants: &grants}
 		return NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, slow, f.idx, streams, usage, l)
 	}
 	for _, m := range nodes {
@@ -145,4 +146,16 @@ func TestSweepersShareMeterLease(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, grants.Load(), int64(len(all)))
 	f.checkShared(t, streams, all, usage)
+}
+
+// meterLeases is the meter's lease API as lease.Meter wants it.
+type meterLeases struct{ m *meter.Meter }
+
+func (l meterLeases) AcquireLease(ctx context.Context, key, holder string, ttl time.Duration, renew bool) (bool, error) {
+	r, err := l.m.AcquireLease(ctx, key, holder, ttl, renew)
+	return r.Held, err
+}
+
+func (l meterLeases) ReleaseLease(ctx context.Context, key, holder string) error {
+	return l.m.ReleaseLease(ctx, key, holder)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
@@ -63,13 +64,13 @@ type Purger struct {
 	idx   Index
 	jobs  Jobs
 	usage Usage
-	lease Lease
+	lease lease.Lease
 	log   *slog.Logger
 	met   *Metrics
 }
 
 // NewPurger returns a purge worker; usage may be nil.
-func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, usage Usage, lease Lease) *Purger {
+func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, usage Usage, l lease.Lease) *Purger {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
@@ -102,10 +103,10 @@ func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, us
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	if lease == nil {
-		lease = NewLocalLease(cfg.Now)
+	if l == nil {
+		l = lease.NewLocal(cfg.Now)
 	}
-	return &Purger{cfg: cfg, store: store, idx: idx, jobs: jobs, usage: usage, lease: lease, log: cfg.Logger, met: cfg.Metrics}
+	return &Purger{cfg: cfg, store: store, idx: idx, jobs: jobs, usage: usage, lease: l, log: cfg.Logger, met: cfg.Metrics}
 }
 
 // Run looks for open jobs every Interval and runs them until ctx ends.
@@ -152,7 +153,7 @@ func (p *Purger) runJob(ctx context.Context, j meter.PurgeJob) error {
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
 	// Renewed in the background: a page delete may take longer than the
 	// TTL on a slow store.
-	ctx, stop := KeepLease(ctx, held, p.cfg.LeaseTTL)
+	ctx, stop := lease.Keep(ctx, held, p.cfg.LeaseTTL)
 	defer stop()
 	for {
 		empty, err := p.deleteAll(ctx, &j)

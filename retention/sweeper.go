@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
@@ -105,7 +106,7 @@ type Sweeper struct {
 	idx     Index
 	streams Streams
 	usage   Usage
-	lease   Lease
+	lease   lease.Lease
 	log     *slog.Logger
 	met     *Metrics
 
@@ -130,7 +131,7 @@ type pendingKey struct {
 }
 
 // NewSweeper returns a sweeper; usage may be nil (nothing reported).
-func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Streams, usage Usage, lease Lease) *Sweeper {
+func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Streams, usage Usage, l lease.Lease) *Sweeper {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Minute
 	}
@@ -158,10 +159,10 @@ func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Str
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	if lease == nil {
-		lease = NewLocalLease(cfg.Now)
+	if l == nil {
+		l = lease.NewLocal(cfg.Now)
 	}
-	return &Sweeper{cfg: cfg, store: store, idx: idx, streams: streams, usage: usage, lease: lease,
+	return &Sweeper{cfg: cfg, store: store, idx: idx, streams: streams, usage: usage, lease: l,
 		log: cfg.Logger, met: cfg.Metrics, state: map[storage.StreamRef]*streamState{}}
 }
 
@@ -279,7 +280,7 @@ func (s *Sweeper) sweepStream(ctx context.Context, ref storage.StreamRef, pol Po
 	}
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
 	// Renewed in the background: a long backlog outlasts the TTL.
-	lctx, stop := KeepLease(ctx, held, s.cfg.LeaseTTL)
+	lctx, stop := lease.Keep(ctx, held, s.cfg.LeaseTTL)
 	defer stop()
 	ss := s.stateOf(ref) // only the lease holder of this node touches it
 	objs, bytes, err = s.sweepLocked(lctx, ref, pol, ss)

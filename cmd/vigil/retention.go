@@ -15,9 +15,9 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/vigilcloud/vigil/bench"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/retention"
 )
@@ -51,31 +51,25 @@ func (u aggUsage) Freed(ctx context.Context, stream string, bytes, objects int64
 }
 
 // startRetention runs the sweeper and the purge worker until ctx ends; wg
-// tracks them. rdb may be nil (leases in the meter).
-func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, rdb redis.UniversalClient,
+// tracks them. l is the node's lease.
+func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, l lease.Lease,
 	agg *meter.Aggregator, reg prometheus.Registerer, log *slog.Logger) error {
 	idx, ok := n.index.(retention.Index)
 	if !ok {
 		return fmt.Errorf("retention: index %T cannot trim", n.index)
 	}
-	// Without Redis the meter holds the leases: nodes of one meter cluster
-	// share them (one raft apply per acquire, renewal and release).
-	var lease retention.Lease = retention.MeterLease{M: n.meter}
-	if rdb != nil {
-		lease = retention.NewRedisLease(rdb, "vigil:lease:")
-	}
 	met := retention.NewMetrics(reg)
 	rf := cfg.Retention
 	sw := retention.NewSweeper(retention.SweeperConfig{
 		Interval: rf.Interval, Margin: rf.Margin, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.meter, aggUsage{agg}, lease)
+	}, n.store, idx, n.meter, aggUsage{agg}, l)
 	straggle := rf.PurgeStraggle
 	if straggle == 0 {
 		straggle = -1 // the flag's 0 means none
 	}
 	pw := retention.NewPurger(retention.PurgerConfig{
 		Interval: rf.PurgeInterval, Straggle: straggle, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.meter, retention.MeterUsage{M: n.meter}, lease)
+	}, n.store, idx, n.meter, retention.MeterUsage{M: n.meter}, l)
 	if rf.LifecycleDays > 0 {
 		if cfg.S3Endpoint == "" {
 			return fmt.Errorf("--s3-lifecycle-days needs S3 storage")

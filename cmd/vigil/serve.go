@@ -397,10 +397,11 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		if rdb != nil {
 			lrdb = rdb
 		}
-		if err := startRetention(bg, &n.bgWG, cfg, n, lrdb, usage, reg, log); err != nil {
+		l := nodeLease(lrdb, n.meter) // lease.go
+		if err := startRetention(bg, &n.bgWG, cfg, n, l, usage, reg, log); err != nil {
 			return nil, err
 		}
-		if err := startRTSP(bg, &n.bgWG, cfg, n, ing, lrdb, reg, log); err != nil { // rtsp.go
+		if err := startRTSP(bg, &n.bgWG, cfg, n, ing, l, reg, log); err != nil { // rtsp.go
 			return nil, err
 		}
 	}

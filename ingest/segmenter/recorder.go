@@ -41,8 +41,8 @@ import (
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
-	"github.com/vigilcloud/vigil/retention"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -87,9 +87,9 @@ type Config struct {
 	// MaxBacklog closed segments of one session may wait for storage;
 	// beyond it the session ends (default 20). They stay spooled.
 	MaxBacklog int
-	// Lease keeps a stream to one publisher across nodes (a
-	// retention.RedisLease); nil: per node only.
-	Lease retention.Lease
+	// Lease keeps a stream to one publisher across nodes (the node's
+	// shared lease); nil: per node only.
+	Lease lease.Lease
 	// LeaseTTL is the publisher lease's time to live, renewed at a third
 	// of it (default 15 s).
 	LeaseTTL time.Duration
@@ -141,7 +141,7 @@ type Recorder struct {
 	reg   Registry
 	store Storer
 	idx   Index
-	lease retention.Lease
+	lease lease.Lease
 	log   *slog.Logger
 	m     *metrics
 
@@ -165,11 +165,11 @@ func New(cfg Config, reg Registry, store Storer, idx Index) (*Recorder, error) {
 	if err := os.MkdirAll(cfg.SpoolDir, 0o755); err != nil {
 		return nil, fmt.Errorf("segmenter: spool: %w", err)
 	}
-	lease := cfg.Lease
-	if lease == nil {
-		lease = retention.NewLocalLease(cfg.Now)
+	l := cfg.Lease
+	if l == nil {
+		l = lease.NewLocal(cfg.Now)
 	}
-	return &Recorder{cfg: cfg, reg: reg, store: store, idx: idx, lease: lease, log: cfg.Logger,
+	return &Recorder{cfg: cfg, reg: reg, store: store, idx: idx, lease: l, log: cfg.Logger,
 		m: newMetrics(cfg.Registerer), live: map[string]*session{}, lastEnd: map[string]int64{},
 		spooled: map[string]bool{}, ctx: context.Background()}, nil
 }

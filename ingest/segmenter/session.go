@@ -13,10 +13,10 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/media/avc"
 	"github.com/vigilcloud/vigil/media/fmp4"
 	"github.com/vigilcloud/vigil/meter"
-	"github.com/vigilcloud/vigil/retention"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -29,7 +29,7 @@ type session struct {
 	tracks []*track // by media index; nil = not recorded
 	log    *slog.Logger
 
-	held      retention.Held
+	held      lease.Held
 	live      context.Context // ends when the lease is lost or the stream deleted
 	stopLive  func()
 	backlog   atomic.Int32
@@ -114,9 +114,9 @@ var errStreamDeleted = errors.New("segmenter: the stream was deleted")
 
 // start begins renewing the publisher lease and watching for the stream's
 // deletion; live ends, with the cause, when either stops the recording.
-func (s *session) start(held retention.Held) {
+func (s *session) start(held lease.Held) {
 	s.held = held
-	live, stopRenew := retention.KeepLease(context.Background(), held, s.r.cfg.LeaseTTL)
+	live, stopRenew := lease.Keep(context.Background(), held, s.r.cfg.LeaseTTL)
 	live, stopWatch := context.WithCancelCause(live)
 	exited := make(chan struct{})
 	go func() {
