@@ -57,7 +57,7 @@ type Config struct {
 	// LiveThreshold: a segment that started longer ago is backlog (default 2 min).
 	LiveThreshold time.Duration
 	// LiveConcurrency and BacklogConcurrency are the upload slots of each
-	// class (defaults 256 and 32).
+	// class (defaults 256 and 16).
 	LiveConcurrency    int
 	BacklogConcurrency int
 	// BacklogQueue bounds the backlog uploads waiting for a slot (default 64).
@@ -105,39 +105,60 @@ type UsageRecorder interface {
 	Unsure(putID string)
 }
 
+// DefaultConfig holds the values zero fields of a Config take; vigil
+// serve's flags take their defaults from it.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:       64 << 20,
+		MaxDuration:        10 * time.Minute,
+		MaxFuture:          time.Hour,
+		LiveThreshold:      2 * time.Minute,
+		LiveConcurrency:    256,
+		BacklogConcurrency: 16,
+		BacklogQueue:       64,
+		BacklogWait:        2 * time.Second,
+		LiveWait:           30 * time.Second,
+		BridgeShare:        0.25,
+		BodyIdleTimeout:    10 * time.Second,
+		BodyMinRate:        32 << 10,
+		RetryAfter:         2 * time.Second,
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
 			*v = d
 		}
 	}
 	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 64 << 20
+		c.MaxBodyBytes = d.MaxBodyBytes
 	}
-	def(&c.MaxDuration, 10*time.Minute)
+	def(&c.MaxDuration, d.MaxDuration)
 	if c.MaxDuration > index.MaxSegmentDuration {
 		c.MaxDuration = index.MaxSegmentDuration
 	}
-	def(&c.MaxFuture, time.Hour)
-	def(&c.LiveThreshold, 2*time.Minute)
+	def(&c.MaxFuture, d.MaxFuture)
+	def(&c.LiveThreshold, d.LiveThreshold)
 	if c.LiveConcurrency <= 0 {
-		c.LiveConcurrency = 256
+		c.LiveConcurrency = d.LiveConcurrency
 	}
 	if c.BacklogConcurrency <= 0 {
-		c.BacklogConcurrency = 32
+		c.BacklogConcurrency = d.BacklogConcurrency
 	}
 	if c.BacklogQueue <= 0 {
-		c.BacklogQueue = 64
+		c.BacklogQueue = d.BacklogQueue
 	}
-	def(&c.BacklogWait, 2*time.Second)
-	def(&c.LiveWait, 30*time.Second)
-	def(&c.RetryAfter, 2*time.Second)
+	def(&c.BacklogWait, d.BacklogWait)
+	def(&c.LiveWait, d.LiveWait)
+	def(&c.RetryAfter, d.RetryAfter)
 	if c.BridgeShare <= 0 {
-		c.BridgeShare = 0.25
+		c.BridgeShare = d.BridgeShare
 	}
-	def(&c.BodyIdleTimeout, 10*time.Second)
+	def(&c.BodyIdleTimeout, d.BodyIdleTimeout)
 	if c.BodyMinRate <= 0 {
-		c.BodyMinRate = 32 << 10
+		c.BodyMinRate = d.BodyMinRate
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -29,17 +29,17 @@ type UsageZeroer interface {
 
 // PurgerConfig configures a Purger.
 type PurgerConfig struct {
-	Interval time.Duration // how often open jobs are looked for (default 1s)
+	Interval time.Duration // how often open jobs are looked for (default DefaultPurgeInterval)
 	// Straggle is how long after the deletion an upload that re-checked
 	// the registry before it may still be writing its index entry; a job
 	// is done only after a listing this long after the deletion finds
-	// nothing and the index is dropped once more (default 2s: ingest
+	// nothing and the index is dropped once more (default DefaultStraggle; negative: none. 2s: ingest
 	// re-checks the registry after the object is stored and after it is
 	// indexed, and takes back a write that lands after the deletion, so
 	// only the few milliseconds between its re-check and its answer
 	// straggle, not a body transfer).
 	Straggle time.Duration
-	LeaseTTL time.Duration // default 1 min, renewed while purging
+	LeaseTTL time.Duration // default DefaultLeaseTTL, renewed while purging
 	PageSize int           // objects listed and deleted per request (default 1000)
 	// MaxRecordPages caps how many listed pages one progress record (one
 	// raft apply) covers (default 16).
@@ -72,15 +72,15 @@ type Purger struct {
 // NewPurger returns a purge worker; usage may be nil.
 func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, usage Usage, l lease.Lease) *Purger {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = DefaultPurgeInterval
 	}
 	if cfg.Straggle < 0 {
 		cfg.Straggle = 0
 	} else if cfg.Straggle == 0 {
-		cfg.Straggle = 2 * time.Second
+		cfg.Straggle = DefaultStraggle
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = time.Minute
+		cfg.LeaseTTL = DefaultLeaseTTL
 	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 1000

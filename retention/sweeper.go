@@ -73,10 +73,22 @@ func (m *Metrics) deleted(reason string, objects, bytes int64) {
 	m.bytes.WithLabelValues(reason).Add(float64(bytes))
 }
 
+// Defaults of the sweeper's and the purger's settings that vigil serve
+// exposes as flags.
+const (
+	DefaultSweepInterval = time.Minute
+	// DefaultMargin is the margin vigil serve keeps; a zero
+	// SweeperConfig.Margin means none.
+	DefaultMargin        = 10 * time.Minute
+	DefaultLeaseTTL      = time.Minute
+	DefaultPurgeInterval = time.Second
+	DefaultStraggle      = 2 * time.Second
+)
+
 // SweeperConfig configures a Sweeper.
 type SweeperConfig struct {
-	Interval time.Duration // between sweeps (default 1 min)
-	Margin   time.Duration // safety margin for clock skew (default 10 min)
+	Interval time.Duration // between sweeps (default DefaultSweepInterval)
+	Margin   time.Duration // safety margin for clock skew (zero: none; vigil serve keeps DefaultMargin)
 	// MaxSegmentDuration is the longest segment storage can hold (default
 	// index.MaxSegmentDuration): an hour is wholly expired once its end
 	// plus this is.
@@ -85,7 +97,7 @@ type SweeperConfig struct {
 	// DeleteConcurrency is how many delete requests of one stream's bulk
 	// sweep run at once (default 2).
 	DeleteConcurrency int
-	LeaseTTL          time.Duration // default 2 min, renewed while sweeping
+	LeaseTTL          time.Duration // default DefaultLeaseTTL, renewed while sweeping
 	Now               func() time.Time
 	Logger            *slog.Logger
 	Metrics           *Metrics
@@ -133,7 +145,7 @@ type pendingKey struct {
 // NewSweeper returns a sweeper; usage may be nil (nothing reported).
 func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Streams, usage Usage, l lease.Lease) *Sweeper {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Minute
+		cfg.Interval = DefaultSweepInterval
 	}
 	if cfg.Margin < 0 {
 		cfg.Margin = 0
@@ -148,7 +160,7 @@ func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Str
 		cfg.DeleteConcurrency = 2
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 2 * time.Minute
+		cfg.LeaseTTL = DefaultLeaseTTL
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

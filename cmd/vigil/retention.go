@@ -33,11 +33,11 @@ type retentionFlags struct {
 }
 
 func (r *retentionFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&r.Interval, "retention-interval", time.Minute, "how often the retention sweeper runs")
-	fs.DurationVar(&r.Margin, "retention-margin", 10*time.Minute, "kept beyond retention, so a clock running ahead never deletes early")
-	fs.DurationVar(&r.PurgeInterval, "purge-interval", time.Second, "how often open purge jobs are looked for")
-	fs.DurationVar(&r.PurgeStraggle, "purge-straggle", 2*time.Second, "a purge is done only after a listing this long after the deletion finds nothing (in-flight uploads)")
-	fs.DurationVar(&r.LeaseTTL, "retention-lease-ttl", time.Minute, "lease of a stream's sweep or a purge job; a crashed holder's lease frees after this")
+	fs.DurationVar(&r.Interval, "retention-interval", retention.DefaultSweepInterval, "how often the retention sweeper runs")
+	fs.DurationVar(&r.Margin, "retention-margin", retention.DefaultMargin, "kept beyond retention, so a clock running ahead never deletes early")
+	fs.DurationVar(&r.PurgeInterval, "purge-interval", retention.DefaultPurgeInterval, "how often open purge jobs are looked for")
+	fs.DurationVar(&r.PurgeStraggle, "purge-straggle", retention.DefaultStraggle, "a purge is done only after a listing this long after the deletion finds nothing (in-flight uploads)")
+	fs.DurationVar(&r.LeaseTTL, "retention-lease-ttl", retention.DefaultLeaseTTL, "lease of a stream's sweep or a purge job; a crashed holder's lease frees after this")
 	fs.IntVar(&r.LifecycleDays, "s3-lifecycle-days", 0, "S3 only: set a bucket lifecycle rule expiring objects older than this many days (longest plan + margin); 0 = off")
 }
 

@@ -27,6 +27,8 @@ import (
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
 	"github.com/vigilcloud/vigil/ingest"
+	"github.com/vigilcloud/vigil/ingest/rtsp"
+	"github.com/vigilcloud/vigil/ingest/segmenter"
 	"github.com/vigilcloud/vigil/internal/connlimit"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/meter"
@@ -81,6 +83,7 @@ type nodeConfig struct {
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
+	ingestDef := ingest.DefaultConfig()
 	fs.StringVar(&c.DataDir, "data", "./vigil-data", "data directory (meter raft log, fs objects, admin token)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address for publishing Bridges; empty disables RTSP")
@@ -90,26 +93,26 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
 	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
 	fs.StringVar(&c.Join, "join", "", "HTTP address of any cluster member to join (ignored once the node has raft state)")
-	fs.DurationVar(&c.SegmentDuration, "segment-duration", 6*time.Second, "RTSP segment duration")
-	fs.DurationVar(&c.MaxRTPJump, "rtsp-max-timestamp-jump", 10*time.Second, "an RTP timestamp step beyond this (forward or back) is a jump: the RTSP segment is cut and its clock re-anchored; above the longest frame interval")
+	fs.DurationVar(&c.SegmentDuration, "segment-duration", segmenter.DefaultSegmentDuration, "RTSP segment duration")
+	fs.DurationVar(&c.MaxRTPJump, "rtsp-max-timestamp-jump", segmenter.DefaultMaxTimestampJump, "an RTP timestamp step beyond this (forward or back) is a jump: the RTSP segment is cut and its clock re-anchored; above the longest frame interval")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3 endpoint URL (http://host:port); empty uses the fs backend under --data")
 	fs.StringVar(&c.S3Bucket, "s3-bucket", "vigil", "S3 bucket")
 	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
 	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region")
 	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; empty uses the embedded index")
-	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", 64<<20, "largest accepted segment body")
-	fs.DurationVar(&c.LiveThreshold, "live-threshold", 2*time.Minute, "segments older than this are backlog")
-	fs.IntVar(&c.LiveConcurrency, "live-concurrency", 256, "concurrent live uploads")
-	fs.IntVar(&c.BacklogConcurrency, "backlog-concurrency", 16, "concurrent backlog uploads")
-	fs.IntVar(&c.BacklogQueue, "backlog-queue", 64, "backlog uploads waiting for a slot before 503")
+	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", ingestDef.MaxBodyBytes, "largest accepted segment body")
+	fs.DurationVar(&c.LiveThreshold, "live-threshold", ingestDef.LiveThreshold, "segments older than this are backlog")
+	fs.IntVar(&c.LiveConcurrency, "live-concurrency", ingestDef.LiveConcurrency, "concurrent live uploads")
+	fs.IntVar(&c.BacklogConcurrency, "backlog-concurrency", ingestDef.BacklogConcurrency, "concurrent backlog uploads")
+	fs.IntVar(&c.BacklogQueue, "backlog-queue", ingestDef.BacklogQueue, "backlog uploads waiting for a slot before 503")
 	fs.DurationVar(&c.CompactInterval, "compact-interval", time.Minute, "how often closed hours are compacted into manifests")
 	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (off when empty)")
-	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", 128, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
-	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", 8, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
-	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", 10*time.Second, "an RTSP connection that has not authenticated within this is closed")
+	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", rtsp.DefaultMaxUnauthenticated, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
+	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", rtsp.DefaultMaxUnauthenticatedPerIP, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
+	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", rtsp.DefaultAuthTimeout, "an RTSP connection that has not authenticated within this is closed")
 	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address may make before it is refused (429, RTSP 503)")
 	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", 50, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
 	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", 6*time.Second, "after the burst, one more failed authentication is allowed per this interval")

@@ -65,6 +65,12 @@ type Index interface {
 	Segments(ctx context.Context, ref storage.StreamRef, from, to int64) ([]index.Segment, error)
 }
 
+// Defaults of the Config fields that vigil serve exposes as flags.
+const (
+	DefaultSegmentDuration  = 6 * time.Second
+	DefaultMaxTimestampJump = 10 * time.Second
+)
+
 // Config configures a Recorder. Zero values take the defaults.
 type Config struct {
 	// SpoolDir holds the open and not yet stored segments (required).
@@ -111,10 +117,10 @@ func (c Config) withDefaults() Config {
 			*v = d
 		}
 	}
-	def(&c.SegmentDuration, 6*time.Second)
+	def(&c.SegmentDuration, DefaultSegmentDuration)
 	def(&c.FragmentDuration, time.Second)
 	def(&c.MaxSegmentDuration, time.Minute)
-	def(&c.MaxTimestampJump, 10*time.Second)
+	def(&c.MaxTimestampJump, DefaultMaxTimestampJump)
 	if c.MaxSegmentDuration < 2*c.SegmentDuration {
 		c.MaxSegmentDuration = 2 * c.SegmentDuration
 	}
