@@ -54,22 +54,18 @@ func (u aggUsage) Freed(ctx context.Context, stream string, bytes, objects int64
 // tracks them. l is the node's lease.
 func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, l lease.Lease,
 	agg *meter.Aggregator, reg prometheus.Registerer, log *slog.Logger) error {
-	idx, ok := n.index.(retention.Index)
-	if !ok {
-		return fmt.Errorf("retention: index %T cannot trim", n.index)
-	}
 	met := retention.NewMetrics(reg)
 	rf := cfg.Retention
 	sw := retention.NewSweeper(retention.SweeperConfig{
 		Interval: rf.Interval, Margin: rf.Margin, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.meter, aggUsage{agg}, l)
+	}, n.store, n.index, n.meter, aggUsage{agg}, l)
 	straggle := rf.PurgeStraggle
 	if straggle == 0 {
 		straggle = -1 // the flag's 0 means none
 	}
 	pw := retention.NewPurger(retention.PurgerConfig{
 		Interval: rf.PurgeInterval, Straggle: straggle, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.meter, retention.MeterUsage{M: n.meter}, l)
+	}, n.store, n.index, n.meter, retention.MeterUsage{M: n.meter}, l)
 	if rf.LifecycleDays > 0 {
 		if cfg.S3Endpoint == "" {
 			return fmt.Errorf("--s3-lifecycle-days needs S3 storage")

@@ -196,7 +196,7 @@ type node struct {
 	adminToken  string
 	tokenSource string
 	store       storage.Backend
-	index       index.Index
+	index       nodeIndex
 	meter       *meter.Meter
 	srv         *http.Server
 	log         *slog.Logger
@@ -206,6 +206,19 @@ type node struct {
 	bgWG        sync.WaitGroup // background loops besides compaction
 	closers     []func() error
 	authLimiter *auth.Limiter // failed authentications, HTTP and RTSP
+}
+
+// nodeIndex is a node's recording index. Both implementations also trim
+// a stream's oldest entries, which retention needs.
+type nodeIndex interface {
+	index.Index
+	TrimBefore(ctx context.Context, ref storage.StreamRef, before int64) error
+}
+
+// streamLoader is an index that holds streams in memory (embedded) and
+// must be told at start which streams exist.
+type streamLoader interface {
+	Load(ctx context.Context, refs []storage.StreamRef) error
 }
 
 // startNode opens storage, index and meter, and serves HTTP on cfg.HTTPAddr.
@@ -285,14 +298,14 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	}
 	n.closers = append(n.closers, n.meter.Close)
 
-	if emb, ok := n.index.(*embedded.Index); ok {
+	if ld, ok := n.index.(streamLoader); ok {
 		// Load every registered stream now, so compaction also closes the
 		// hours of streams nobody has touched since the restart.
 		refs, err := meterStreams{n.meter}.StreamRefs(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if err := emb.Load(ctx, refs); err != nil {
+		if err := ld.Load(ctx, refs); err != nil {
 			return nil, fmt.Errorf("index: %w", err)
 		}
 	}
