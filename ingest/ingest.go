@@ -25,11 +25,12 @@ import (
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/media"
 	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/retention"
 	"github.com/vigilcloud/vigil/storage"
 )
 
 // Registry finds streams. Unknown and deleted streams are meter.ErrNotFound
-// (a stream with DeletedAt set is treated the same); any other error means
+// (meter.AcceptsData treats a stream with DeletedAt set the same); any other error means
 // the registry is unavailable.
 type Registry interface {
 	Stream(ctx context.Context, id string) (meter.Stream, error)
@@ -230,9 +231,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	st, err := h.reg.Stream(ctx, up.streamID)
+	st, err := meter.AcceptsData(ctx, h.reg, up.streamID)
 	switch {
-	case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
+	case errors.Is(err, meter.ErrNotFound):
 		httpx.WriteError(w, http.StatusNotFound, "stream_not_found", "unknown or deleted stream "+up.streamID)
 		return
 	case err != nil:
@@ -245,12 +246,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.cfg.Now()
-	if st.RetentionDays > 0 {
-		cutoff := now.Add(-time.Duration(st.RetentionDays) * 24 * time.Hour).UnixMilli()
-		if up.start+up.durationMS < cutoff {
-			httpx.WriteError(w, http.StatusGone, "expired", fmt.Sprintf("segment is older than the stream's %d-day retention", st.RetentionDays))
-			return
-		}
+	if (retention.Policy{Days: st.RetentionDays}).Expired(index.Segment{Start: up.start, DurationMS: up.durationMS}, now) {
+		httpx.WriteError(w, http.StatusGone, "expired", fmt.Sprintf("segment is older than the stream's %d-day retention", st.RetentionDays))
+		return
 	}
 	if up.start > now.Add(h.cfg.MaxFuture).UnixMilli() {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "segment start is too far in the future")
@@ -635,20 +633,14 @@ func (h *Handler) exists(ctx context.Context, st meter.Stream, ref storage.Strea
 // say. The purge of a deletion lists storage only after the deletion is
 // applied, so a write that this check finds live is one the purge finds.
 func (h *Handler) deleted(ctx context.Context, st meter.Stream) error {
-	cur, err := h.reg.Stream(ctx, st.ID)
+	err := meter.StillAcceptsData(ctx, h.reg, st)
 	switch {
-	case errors.Is(err, meter.ErrNotFound) || err == nil && cur.DeletedAt != nil:
-		return fmt.Errorf("%w: %s", ErrStreamDeleted, st.ID)
+	case errors.Is(err, meter.ErrNotFound):
+		return fmt.Errorf("%w: %w", ErrStreamDeleted, err)
 	case err != nil:
 		return fmt.Errorf("%w: registry re-check of %s: %w", ErrStorageUnavailable, st.ID, err)
-	case !sameIncarnation(cur, st):
-		return fmt.Errorf("%w: %s was created again", ErrStreamDeleted, st.ID)
 	}
 	return nil
-}
-
-func sameIncarnation(a, b meter.Stream) bool {
-	return a.Account == b.Account && a.Camera == b.Camera && a.RegisteredAt.Equal(b.RegisteredAt)
 }
 
 // undoAttempts bounds the tries of taking a write back.
@@ -683,8 +675,8 @@ func (h *Handler) undo(ctx context.Context, st meter.Stream, ref storage.StreamR
 // drops it anyway), anything else is rebuilt from storage.
 func (h *Handler) undoIndex(ctx context.Context, st meter.Stream, ref storage.StreamRef, why error) {
 	ctx = context.WithoutCancel(ctx)
-	cur, err := h.reg.Stream(ctx, st.ID)
-	recreated := err == nil && cur.DeletedAt == nil || err != nil && !errors.Is(err, meter.ErrNotFound)
+	_, err := meter.AcceptsData(ctx, h.reg, st.ID)
+	recreated := !errors.Is(err, meter.ErrNotFound) // or the registry cannot say
 	for i := 0; i < undoAttempts; i++ {
 		if recreated {
 			err = h.idx.Rebuild(ctx, ref)

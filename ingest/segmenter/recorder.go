@@ -235,9 +235,9 @@ func (r *Recorder) Announce(ctx context.Context, user, path string, medias []rts
 	if !storage.ValidID(path) {
 		return nil, fmt.Errorf("%w: %q is not a stream id", rtsp.ErrNotFound, path)
 	}
-	st, err := r.reg.Stream(ctx, path)
+	st, err := meter.AcceptsData(ctx, r.reg, path)
 	switch {
-	case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
+	case errors.Is(err, meter.ErrNotFound):
 		return nil, fmt.Errorf("%w: unknown or deleted stream %s", rtsp.ErrNotFound, path)
 	case err != nil:
 		return nil, fmt.Errorf("segmenter: stream %s: %w", path, err)

@@ -130,8 +130,8 @@ func (s *session) start(held lease.Held) {
 			case <-check.C:
 				// A registry outage is no reason to stop recording; only a
 				// deletion is.
-				st, err := s.r.reg.Stream(live, s.st.ID)
-				if errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil {
+				err := meter.StillAcceptsData(live, s.r.reg, s.st)
+				if errors.Is(err, meter.ErrNotFound) {
 					stopWatch(errStreamDeleted)
 					return
 				}
