@@ -466,11 +466,11 @@ func TestLeaseOnThreeNodeCluster(t *testing.T) {
 			for round := range 15 {
 				key := keys[round%len(keys)]
 				holder := fmt.Sprintf("n%d-%d", i, round)
-				r, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, false)
+				held, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, false)
 				if err != nil {
 					return err
 				}
-				if !r.Held {
+				if !held {
 					continue
 				}
 				grants.Add(1)
@@ -481,8 +481,8 @@ func TestLeaseOnThreeNodeCluster(t *testing.T) {
 				}
 				holders[key] = holder
 				mu.Unlock()
-				if r, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, true); err != nil || !r.Held {
-					return fmt.Errorf("renew %s by %s: %v %+v", key, holder, err, r)
+				if held, err := n.m.Leases.AcquireLease(ctx, key, holder, 30*time.Second, true); err != nil || !held {
+					return fmt.Errorf("renew %s by %s: %v (held %v)", key, holder, err, held)
 				}
 				mu.Lock()
 				delete(holders, key)

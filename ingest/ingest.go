@@ -26,11 +26,12 @@ import (
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/media"
 	"github.com/vigilcloud/vigil/meter"
+	"github.com/vigilcloud/vigil/retention"
 	"github.com/vigilcloud/vigil/storage"
 )
 
 // Registry finds streams. Unknown and deleted streams are meter.ErrNotFound
-// (a stream with DeletedAt set is treated the same); any other error means
+// (accounts.AcceptsData treats a stream with DeletedAt set the same); any other error means
 // the registry is unavailable.
 type Registry interface {
 	Stream(ctx context.Context, id string) (accounts.Stream, error)
@@ -58,7 +59,7 @@ type Config struct {
 	// LiveThreshold: a segment that started longer ago is backlog (default 2 min).
 	LiveThreshold time.Duration
 	// LiveConcurrency and BacklogConcurrency are the upload slots of each
-	// class (defaults 256 and 32).
+	// class (defaults 256 and 16).
 	LiveConcurrency    int
 	BacklogConcurrency int
 	// BacklogQueue bounds the backlog uploads waiting for a slot (default 64).
@@ -106,39 +107,60 @@ type UsageRecorder interface {
 	Unsure(putID string)
 }
 
+// DefaultConfig holds the values zero fields of a Config take; vigil
+// serve's flags take their defaults from it.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:       64 << 20,
+		MaxDuration:        10 * time.Minute,
+		MaxFuture:          time.Hour,
+		LiveThreshold:      2 * time.Minute,
+		LiveConcurrency:    256,
+		BacklogConcurrency: 16,
+		BacklogQueue:       64,
+		BacklogWait:        2 * time.Second,
+		LiveWait:           30 * time.Second,
+		BridgeShare:        0.25,
+		BodyIdleTimeout:    10 * time.Second,
+		BodyMinRate:        32 << 10,
+		RetryAfter:         2 * time.Second,
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
 			*v = d
 		}
 	}
 	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 64 << 20
+		c.MaxBodyBytes = d.MaxBodyBytes
 	}
-	def(&c.MaxDuration, 10*time.Minute)
+	def(&c.MaxDuration, d.MaxDuration)
 	if c.MaxDuration > index.MaxSegmentDuration {
 		c.MaxDuration = index.MaxSegmentDuration
 	}
-	def(&c.MaxFuture, time.Hour)
-	def(&c.LiveThreshold, 2*time.Minute)
+	def(&c.MaxFuture, d.MaxFuture)
+	def(&c.LiveThreshold, d.LiveThreshold)
 	if c.LiveConcurrency <= 0 {
-		c.LiveConcurrency = 256
+		c.LiveConcurrency = d.LiveConcurrency
 	}
 	if c.BacklogConcurrency <= 0 {
-		c.BacklogConcurrency = 32
+		c.BacklogConcurrency = d.BacklogConcurrency
 	}
 	if c.BacklogQueue <= 0 {
-		c.BacklogQueue = 64
+		c.BacklogQueue = d.BacklogQueue
 	}
-	def(&c.BacklogWait, 2*time.Second)
-	def(&c.LiveWait, 30*time.Second)
-	def(&c.RetryAfter, 2*time.Second)
+	def(&c.BacklogWait, d.BacklogWait)
+	def(&c.LiveWait, d.LiveWait)
+	def(&c.RetryAfter, d.RetryAfter)
 	if c.BridgeShare <= 0 {
-		c.BridgeShare = 0.25
+		c.BridgeShare = d.BridgeShare
 	}
-	def(&c.BodyIdleTimeout, 10*time.Second)
+	def(&c.BodyIdleTimeout, d.BodyIdleTimeout)
 	if c.BodyMinRate <= 0 {
-		c.BodyMinRate = 32 << 10
+		c.BodyMinRate = d.BodyMinRate
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -210,9 +232,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	st, err := h.reg.Stream(ctx, up.streamID)
+	st, err := accounts.AcceptsData(ctx, h.reg, up.streamID)
 	switch {
-	case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
+	case errors.Is(err, meter.ErrNotFound):
 		httpx.WriteError(w, http.StatusNotFound, "stream_not_found", "unknown or deleted stream "+up.streamID)
 		return
 	case err != nil:
@@ -225,12 +247,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.cfg.Now()
-	if st.RetentionDays > 0 {
-		cutoff := now.Add(-time.Duration(st.RetentionDays) * 24 * time.Hour).UnixMilli()
-		if up.start+up.durationMS < cutoff {
-			httpx.WriteError(w, http.StatusGone, "expired", fmt.Sprintf("segment is older than the stream's %d-day retention", st.RetentionDays))
-			return
-		}
+	if (retention.Policy{Days: st.RetentionDays}).Expired(index.Segment{Start: up.start, DurationMS: up.durationMS}, now) {
+		httpx.WriteError(w, http.StatusGone, "expired", fmt.Sprintf("segment is older than the stream's %d-day retention", st.RetentionDays))
+		return
 	}
 	if up.start > now.Add(h.cfg.MaxFuture).UnixMilli() {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_time", "segment start is too far in the future")
@@ -615,20 +634,14 @@ func (h *Handler) exists(ctx context.Context, st accounts.Stream, ref storage.St
 // say. The purge of a deletion lists storage only after the deletion is
 // applied, so a write that this check finds live is one the purge finds.
 func (h *Handler) deleted(ctx context.Context, st accounts.Stream) error {
-	cur, err := h.reg.Stream(ctx, st.ID)
+	err := accounts.StillAcceptsData(ctx, h.reg, st)
 	switch {
-	case errors.Is(err, meter.ErrNotFound) || err == nil && cur.DeletedAt != nil:
-		return fmt.Errorf("%w: %s", ErrStreamDeleted, st.ID)
+	case errors.Is(err, meter.ErrNotFound):
+		return fmt.Errorf("%w: %w", ErrStreamDeleted, err)
 	case err != nil:
 		return fmt.Errorf("%w: registry re-check of %s: %w", ErrStorageUnavailable, st.ID, err)
-	case !sameIncarnation(cur, st):
-		return fmt.Errorf("%w: %s was created again", ErrStreamDeleted, st.ID)
 	}
 	return nil
-}
-
-func sameIncarnation(a, b accounts.Stream) bool {
-	return a.Account == b.Account && a.Camera == b.Camera && a.RegisteredAt.Equal(b.RegisteredAt)
 }
 
 // undoAttempts bounds the tries of taking a write back.
@@ -663,8 +676,8 @@ func (h *Handler) undo(ctx context.Context, st accounts.Stream, ref storage.Stre
 // drops it anyway), anything else is rebuilt from storage.
 func (h *Handler) undoIndex(ctx context.Context, st accounts.Stream, ref storage.StreamRef, why error) {
 	ctx = context.WithoutCancel(ctx)
-	cur, err := h.reg.Stream(ctx, st.ID)
-	recreated := err == nil && cur.DeletedAt == nil || err != nil && !errors.Is(err, meter.ErrNotFound)
+	_, err := accounts.AcceptsData(ctx, h.reg, st.ID)
+	recreated := !errors.Is(err, meter.ErrNotFound) // or the registry cannot say
 	for i := 0; i < undoAttempts; i++ {
 		if recreated {
 			err = h.idx.Rebuild(ctx, ref)

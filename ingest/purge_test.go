@@ -16,6 +16,7 @@ import (
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/media"
+	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -117,7 +118,8 @@ func TestRecreatedDuringUploadKeepsNewStream(t *testing.T) {
 	// The upload of the old stream, with the re-creation during its Add.
 	r := e.do(t, put{start: strconv.FormatInt(start, 10), body: segment(t, 100)})
 	assert.Equal(t, http.StatusNotFound, r.status, r.body)
-	require.False(t, sameIncarnation(old, e.reg.streams["s1"]))
+	err := accounts.StillAcceptsData(context.Background(), e.reg, old)
+	require.ErrorIs(t, err, meter.ErrNotFound, "another incarnation")
 
 	// The new stream stores its own segment.
 	r = e.do(t, put{start: strconv.FormatInt(newStart, 10), body: newBody})
@@ -132,7 +134,7 @@ func TestRecreatedDuringUploadKeepsNewStream(t *testing.T) {
 	// A late store of the old incarnation (the recorder's retry) after the
 	// new one indexed: taken back, the new stream's index rebuilt intact.
 	body := segment(t, 100)
-	_, _, err := e.h.Store(context.Background(), old, index.Segment{Start: start + 5000, DurationMS: 2000, Size: int64(len(body)), ContentType: media.ContentTypeMP4}, bytes.NewReader(body))
+	_, _, err = e.h.Store(context.Background(), old, index.Segment{Start: start + 5000, DurationMS: 2000, Size: int64(len(body)), ContentType: media.ContentTypeMP4}, bytes.NewReader(body))
 	require.ErrorIs(t, err, ErrStreamDeleted)
 	segs = indexed(t, e.idx, ref1)
 	require.Len(t, segs, 1)

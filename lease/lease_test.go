@@ -1,59 +1,136 @@
-package lease_test
+package lease
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/vigilcloud/vigil/accounts"
-	"github.com/vigilcloud/vigil/cluster"
-	"github.com/vigilcloud/vigil/internal/machinetest"
-	"github.com/vigilcloud/vigil/lease"
-
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	tu "github.com/vigilcloud/vigil/internal/testutil"
 )
 
-func TestFSMLease(t *testing.T) {
-	h := machinetest.New(t) // every apply is a minute after the last
-	acq := func(key, holder string, ttl time.Duration, renew bool) lease.LeaseResult {
-		t.Helper()
-		var r lease.LeaseResult
-		require.NoError(t, json.Unmarshal(h.Must(cluster.CmdLeaseAcquire, "", "", lease.Cmd{Key: key, Holder: holder, TTLMS: ttl.Milliseconds(), Renew: renew}), &r))
-		return r
+// T is "now" in these tests.
+var T = time.Date(2026, 3, 10, 12, 30, 0, 0, time.UTC)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// table is a Replicated lease table in memory, with the meter's rules:
+// a key is free once expired, and only its holder renews or releases it.
+type table struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]localEntry
+}
+
+func (t *table) AcquireLease(ctx context.Context, key, holder string, ttl time.Duration, renew bool) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.m[key]
+	live := ok && t.now().Before(e.expires)
+	if renew && (!live || e.token != holder) || !renew && live {
+		return false, nil
 	}
-	long := 10 * time.Minute
-	require.True(t, acq("k", "a", long, false).Held)
-	r := acq("k", "b", long, false)
-	require.False(t, r.Held, "held by a")
-	require.Equal(t, "a", r.Holder)
-	require.True(t, acq("other", "b", long, false).Held, "keys are independent")
-	require.True(t, acq("k", "a", long, true).Held, "the holder renews")
-	require.True(t, acq("k", "a", long, false).Held, "a repeated acquire by the holder holds")
-	h.Must(cluster.CmdLeaseRelease, "", "", lease.Cmd{Key: "k", Holder: "b"})
-	require.False(t, acq("k", "b", long, false).Held, "a non-holder's release frees nothing")
-	h.Must(cluster.CmdLeaseRelease, "", "", lease.Cmd{Key: "k", Holder: "a"})
-	require.False(t, acq("k", "a", long, true).Held, "a released lease cannot be renewed")
-	require.True(t, acq("k", "b", long, false).Held, "released")
+	t.m[key] = localEntry{token: holder, expires: t.now().Add(ttl)}
+	return true, nil
+}
 
-	// Expiry at the proposer's time: a one-minute lease is gone at the next
-	// apply, and then the old holder cannot renew it.
-	require.True(t, acq("e", "a", time.Minute, false).Held)
-	require.True(t, acq("e", "b", long, false).Held, "expired")
-	require.False(t, acq("e", "a", long, true).Held, "lost")
-	require.True(t, acq("gone", "c", time.Minute, false).Held)
-	acq("x", "c", long, false)
-	require.NotContains(t, h.M.Leases.Leases, "gone", "expired leases are dropped")
+func (t *table) ReleaseLease(ctx context.Context, key, holder string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.m[key]; ok && e.token == holder {
+		delete(t.m, key)
+	}
+	return nil
+}
 
-	// Snapshots keep the leases.
-	st, err := machinetest.Restored(t, machinetest.Persist(t, h.M))
-	require.NoError(t, err)
-	require.Equal(t, "b", st.Leases.Leases["e"].Holder)
+func TestLeases(t *testing.T) {
+	ctx := context.Background()
+	rs := tu.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	clk := &clock{t: T}
+	for name, l := range map[string]Lease{
+		"local": NewLocal(clk.Now), "redis": NewRedis(rdb, "t:"+tu.RandomID()+":"),
+		"meter": Shared{M: &table{now: clk.Now, m: map[string]localEntry{}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, ok, err := l.TryAcquire(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			require.True(t, ok)
+			_, ok, err = l.TryAcquire(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			require.False(t, ok, "held")
+			_, ok, err = l.TryAcquire(ctx, "other", time.Minute)
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.NoError(t, h.Extend(ctx, time.Minute))
+			require.NoError(t, h.Release(ctx))
+			h2, ok, err := l.TryAcquire(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			require.True(t, ok, "released")
+			require.NoError(t, h.Release(ctx), "a stale holder's release is harmless")
+			_, ok, _ = l.TryAcquire(ctx, "k", time.Minute)
+			require.False(t, ok, "the stale release did not free the new holder's lease")
+			require.Error(t, h.Extend(ctx, time.Minute), "a stale holder cannot extend")
+			require.NoError(t, h2.Release(ctx))
+		})
+	}
+	// Expiry.
+	l := NewLocal(clk.Now)
+	_, ok, _ := l.TryAcquire(ctx, "k", time.Minute)
+	require.True(t, ok)
+	clk.Set(T.Add(time.Minute))
+	_, ok, _ = l.TryAcquire(ctx, "k", time.Minute)
+	require.True(t, ok, "expired lease is free")
+	rl := NewRedis(rdb, "t:"+tu.RandomID()+":")
+	_, ok, _ = rl.TryAcquire(ctx, "k", 50*time.Millisecond)
+	require.True(t, ok)
+	require.Eventually(t, func() bool {
+		_, ok, _ := rl.TryAcquire(ctx, "k", time.Minute)
+		return ok
+	}, 10*time.Second, 20*time.Millisecond)
+}
 
-	// Malformed commands change nothing.
-	_, err = h.Apply(cluster.CmdLeaseAcquire, "", "", lease.Cmd{Key: "", Holder: "a", TTLMS: 1})
-	require.ErrorIs(t, err, accounts.ErrInvalid)
-	_, err = h.Apply(cluster.CmdLeaseAcquire, "", "", lease.Cmd{Key: "x", Holder: "a"})
-	require.ErrorIs(t, err, accounts.ErrInvalid)
-	ids, _ := h.M.RecentRequests()
-	require.Len(t, ids, 0, "lease commands are not recorded for dedupe")
+type fakeHeld struct {
+	extends atomic.Int64
+	fail    atomic.Bool
+}
+
+func (f *fakeHeld) Extend(ctx context.Context, ttl time.Duration) error {
+	f.extends.Add(1)
+	if f.fail.Load() {
+		return errors.New("lease lost")
+	}
+	return nil
+}
+
+func (f *fakeHeld) Release(ctx context.Context) error { return nil }
+
+// TestKeep: the lease is renewed in the background while work runs,
+// and the work's context ends, with the renewal's error as its cause, once
+// a renewal fails.
+func TestKeep(t *testing.T) {
+	h := &fakeHeld{}
+	ctx, stop := Keep(context.Background(), h, 30*time.Millisecond)
+	defer stop()
+	require.Eventually(t, func() bool { return h.extends.Load() >= 3 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, ctx.Err())
+	h.fail.Store(true)
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("context not cancelled after the lease was lost")
+	}
+	require.EqualError(t, context.Cause(ctx), "lease lost")
 }

@@ -95,11 +95,14 @@ type Proposer interface {
 	ProposeUnrecorded(ctx context.Context, typ string, payload, out any) error
 }
 
-// Replicated takes leases through raft.
-type Replicated struct{ p Proposer }
+// Table takes leases in the replicated state, through raft; Shared makes
+// a Lease of it.
+type Table struct{ p Proposer }
 
-// NewReplicated returns leases committed through p.
-func NewReplicated(p Proposer) *Replicated { return &Replicated{p: p} }
+// NewTable returns the lease table committed through p.
+func NewTable(p Proposer) *Table { return &Table{p: p} }
+
+var _ Replicated = (*Table)(nil)
 
 // AcquireLease takes key for holder (a random token of the caller) for
 // ttl, or renews it when holder already holds it. With renew, a lease that
@@ -107,16 +110,17 @@ func NewReplicated(p Proposer) *Replicated { return &Replicated{p: p} }
 // many and safe to repeat (the holder decides), so they are not recorded
 // for deduplication, where they would crowd out the records of API
 // requests.
-func (r *Replicated) AcquireLease(ctx context.Context, key, holder string, ttl time.Duration, renew bool) (LeaseResult, error) {
+func (r *Table) AcquireLease(ctx context.Context, key, holder string, ttl time.Duration, renew bool) (held bool, err error) {
 	var out LeaseResult
 	if ttl < time.Millisecond {
-		return out, fmt.Errorf("meter: lease %s: ttl %v too short", key, ttl)
+		return false, fmt.Errorf("meter: lease %s: ttl %v too short", key, ttl)
 	}
-	return out, r.p.ProposeUnrecorded(ctx, cluster.CmdLeaseAcquire, Cmd{Key: key, Holder: holder, TTLMS: ttl.Milliseconds(), Renew: renew}, &out)
+	err = r.p.ProposeUnrecorded(ctx, cluster.CmdLeaseAcquire, Cmd{Key: key, Holder: holder, TTLMS: ttl.Milliseconds(), Renew: renew}, &out)
+	return out.Held, err
 }
 
 // ReleaseLease gives key up if holder holds it.
-func (r *Replicated) ReleaseLease(ctx context.Context, key, holder string) error {
+func (r *Table) ReleaseLease(ctx context.Context, key, holder string) error {
 	var out LeaseResult
 	return r.p.ProposeUnrecorded(ctx, cluster.CmdLeaseRelease, Cmd{Key: key, Holder: holder}, &out)
 }

@@ -50,7 +50,7 @@ type Replica struct {
 	Machine  *Machine
 	Accounts *accounts.Registry
 	Purges   *purge.Jobs
-	Leases   *lease.Replicated
+	Leases   *lease.Table
 	Meter    *meter.Meter
 	Billing  *billing.Billing
 	// Access has the default configuration (no mailer, no login limiter);
@@ -69,7 +69,7 @@ func Open(ctx context.Context, cfg cluster.PeerConfig) (*Replica, error) {
 	r := &Replica{Peer: p, Machine: m,
 		Accounts: accounts.New(m.Accounts, p, log),
 		Purges:   purge.New(m.Purges, p, log),
-		Leases:   lease.NewReplicated(p),
+		Leases:   lease.NewTable(p),
 		Meter:    meter.New(m.Usage, p, log),
 		Access:   access.New(m.Access, p, access.Config{Log: log, Now: cfg.Now}),
 	}

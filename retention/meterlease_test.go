@@ -18,6 +18,7 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/replica"
 )
 
@@ -67,7 +68,7 @@ func startMeterCluster(t *testing.T, n int) []*replica.Replica {
 // exclusive wraps a node's lease and fails the test when two holders hold
 // one key at once.
 type exclusive struct {
-	Lease
+	lease.Lease
 	t       *testing.T
 	mu      *sync.Mutex
 	holders map[string]int
@@ -75,12 +76,12 @@ type exclusive struct {
 }
 
 type exclusiveHeld struct {
-	Held
+	lease.Held
 	e   exclusive
 	key string
 }
 
-func (e exclusive) TryAcquire(ctx context.Context, key string, ttl time.Duration) (Held, bool, error) {
+func (e exclusive) TryAcquire(ctx context.Context, key string, ttl time.Duration) (lease.Held, bool, error) {
 	h, ok, err := e.Lease.TryAcquire(ctx, key, ttl)
 	if err != nil || !ok {
 		return h, ok, err
@@ -127,7 +128,7 @@ func TestSweepersShareMeterLease(t *testing.T) {
 		return keys, nil
 	}}
 	sweeper := func(m *replica.Replica) *Sweeper {
-		l := exclusive{Lease: MeterLease{M: m.Leases}, t: t, mu: &mu, holders: holders, grants: &grants}
+		l := exclusive{Lease: lease.Shared{M: m.Leases}, t: t, mu: &mu, holders: holders, grants: &grants}
 		return NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, slow, f.idx, streams, usage, l)
 	}
 	for _, m := range nodes {

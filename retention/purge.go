@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/purge"
 	"github.com/vigilcloud/vigil/storage"
 )
@@ -28,17 +29,17 @@ type UsageZeroer interface {
 
 // PurgerConfig configures a Purger.
 type PurgerConfig struct {
-	Interval time.Duration // how often open jobs are looked for (default 1s)
+	Interval time.Duration // how often open jobs are looked for (default DefaultPurgeInterval)
 	// Straggle is how long after the deletion an upload that re-checked
 	// the registry before it may still be writing its index entry; a job
 	// is done only after a listing this long after the deletion finds
-	// nothing and the index is dropped once more (default 2s: ingest
+	// nothing and the index is dropped once more (default DefaultStraggle; negative: none. 2s: ingest
 	// re-checks the registry after the object is stored and after it is
 	// indexed, and takes back a write that lands after the deletion, so
 	// only the few milliseconds between its re-check and its answer
 	// straggle, not a body transfer).
 	Straggle time.Duration
-	LeaseTTL time.Duration // default 1 min, renewed while purging
+	LeaseTTL time.Duration // default DefaultLeaseTTL, renewed while purging
 	PageSize int           // objects listed and deleted per request (default 1000)
 	// MaxRecordPages caps how many listed pages one progress record (one
 	// raft apply) covers (default 16).
@@ -63,23 +64,23 @@ type Purger struct {
 	idx   Index
 	jobs  Jobs
 	usage Usage
-	lease Lease
+	lease lease.Lease
 	log   *slog.Logger
 	met   *Metrics
 }
 
 // NewPurger returns a purge worker; usage may be nil.
-func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, usage Usage, lease Lease) *Purger {
+func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, usage Usage, l lease.Lease) *Purger {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = DefaultPurgeInterval
 	}
 	if cfg.Straggle < 0 {
 		cfg.Straggle = 0
 	} else if cfg.Straggle == 0 {
-		cfg.Straggle = 2 * time.Second
+		cfg.Straggle = DefaultStraggle
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = time.Minute
+		cfg.LeaseTTL = DefaultLeaseTTL
 	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 1000
@@ -102,10 +103,10 @@ func NewPurger(cfg PurgerConfig, store storage.Backend, idx Index, jobs Jobs, us
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	if lease == nil {
-		lease = NewLocalLease(cfg.Now)
+	if l == nil {
+		l = lease.NewLocal(cfg.Now)
 	}
-	return &Purger{cfg: cfg, store: store, idx: idx, jobs: jobs, usage: usage, lease: lease, log: cfg.Logger, met: cfg.Metrics}
+	return &Purger{cfg: cfg, store: store, idx: idx, jobs: jobs, usage: usage, lease: l, log: cfg.Logger, met: cfg.Metrics}
 }
 
 // Run looks for open jobs every Interval and runs them until ctx ends.
@@ -152,7 +153,7 @@ func (p *Purger) runJob(ctx context.Context, j purge.PurgeJob) error {
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
 	// Renewed in the background: a page delete may take longer than the
 	// TTL on a slow store.
-	ctx, stop := KeepLease(ctx, held, p.cfg.LeaseTTL)
+	ctx, stop := lease.Keep(ctx, held, p.cfg.LeaseTTL)
 	defer stop()
 	for {
 		empty, err := p.deleteAll(ctx, &j)
@@ -219,15 +220,66 @@ func (p *Purger) deleteAll(ctx context.Context, j *purge.PurgeJob) (empty bool, 
 	listCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	prefix := j.Prefix()
+	pages, listErr := p.listPages(listCtx, prefix)
+	d := &pageDeleter{p: p, prefix: prefix, freed: map[string][2]int64{}, sem: make(chan struct{}, p.cfg.DeleteConcurrency)}
+	finish := func() error {
+		cancel()
+		for range pages { // let the lister end
+		}
+		d.wait()
+		d.flush(context.WithoutCancel(ctx))
+		lerr := *listErr
+		if ctx.Err() == nil && errors.Is(lerr, context.Canceled) {
+			lerr = nil // cancelled by finish
+		}
+		return errors.Join(lerr, d.err())
+	}
 
-	// Lister.
+	found := false
+	flushed := time.Now()
+	for {
+		batch, ok := p.nextBatch(pages)
+		if !ok {
+			break
+		}
+		found = true
+		if err := d.err(); err != nil {
+			return false, errors.Join(err, finish())
+		}
+		todo, counted, size, last := countPages(batch, j.Cursor)
+		// Record the pages before deleting them (see purge.PurgeJob).
+		if counted > 0 {
+			if _, err := p.jobs.PurgeProgress(ctx, j.ID, last, counted, size); err != nil {
+				return false, errors.Join(err, finish())
+			}
+			j.Cursor = last
+		}
+		for _, pg := range todo {
+			if err := d.start(ctx, pg); err != nil {
+				return false, errors.Join(err, finish())
+			}
+		}
+		if time.Since(flushed) > p.cfg.UsageEvery {
+			d.flush(ctx)
+			flushed = time.Now()
+		}
+	}
+	if err := finish(); err != nil {
+		return false, err
+	}
+	return !found, nil
+}
+
+// listPages pages through prefix into the returned channel, closed at the
+// end; the error it stopped on is readable once the channel is closed.
+func (p *Purger) listPages(ctx context.Context, prefix string) (<-chan []storage.ObjectInfo, *error) {
 	pages := make(chan []storage.ObjectInfo, p.cfg.MaxRecordPages)
 	var listErr error
 	go func() {
 		defer close(pages)
 		after := ""
 		for {
-			objs, err := p.store.List(listCtx, prefix, after, p.cfg.PageSize)
+			objs, err := p.store.List(ctx, prefix, after, p.cfg.PageSize)
 			if err != nil {
 				listErr = fmt.Errorf("list %s: %w", prefix, err)
 				return
@@ -237,7 +289,7 @@ func (p *Purger) deleteAll(ctx context.Context, j *purge.PurgeJob) (empty bool, 
 			}
 			select {
 			case pages <- objs:
-			case <-listCtx.Done():
+			case <-ctx.Done():
 				return
 			}
 			if len(objs) < p.cfg.PageSize {
@@ -246,145 +298,130 @@ func (p *Purger) deleteAll(ctx context.Context, j *purge.PurgeJob) (empty bool, 
 			after = objs[len(objs)-1].Key
 		}
 	}()
+	return pages, &listErr
+}
 
-	// Deleters, and what they freed.
-	var (
-		dmu      sync.Mutex
-		delErr   error
-		freed    = map[string][2]int64{} // stream → segment bytes, objects not reported yet
-		sem      = make(chan struct{}, p.cfg.DeleteConcurrency)
-		deleters sync.WaitGroup
-	)
-	flush := func(ctx context.Context) {
-		if p.usage == nil {
+// nextBatch is one group commit: the first page blocks, the others are
+// taken as far as already listed, up to MaxRecordPages. ok is false once
+// the listing ended.
+func (p *Purger) nextBatch(pages <-chan []storage.ObjectInfo) (batch [][]storage.ObjectInfo, ok bool) {
+	first, ok := <-pages
+	if !ok {
+		return nil, false
+	}
+	batch = [][]storage.ObjectInfo{first}
+	for len(batch) < p.cfg.MaxRecordPages {
+		select {
+		case pg, ok := <-pages:
+			if !ok {
+				return batch, true
+			}
+			batch = append(batch, pg)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// purgePage is one listed page: its keys, and what its deletion frees of
+// the keys not counted before.
+type purgePage struct {
+	keys    []string
+	counted int64
+	bytes   int64
+	streams map[string][2]int64 // stream → segment bytes, objects
+}
+
+// countPages turns a batch into pages and totals what is new after cursor:
+// keys at or before it were counted before a crash interrupted their
+// deletion. last is the last new key.
+func countPages(batch [][]storage.ObjectInfo, cursor string) (todo []purgePage, counted, size int64, last string) {
+	for _, objs := range batch {
+		pg := purgePage{keys: make([]string, 0, len(objs)), streams: map[string][2]int64{}}
+		for _, o := range objs {
+			pg.keys = append(pg.keys, o.Key)
+			if o.Key <= cursor {
+				continue
+			}
+			pg.counted++
+			pg.bytes += o.Size
+			last = o.Key
+			if ref, _, err := storage.ParseSegmentKey(o.Key); err == nil {
+				v := pg.streams[ref.Stream]
+				pg.streams[ref.Stream] = [2]int64{v[0] + o.Size, v[1] + 1}
+			}
+		}
+		counted, size = counted+pg.counted, size+pg.bytes
+		todo = append(todo, pg)
+	}
+	return todo, counted, size, last
+}
+
+// pageDeleter deletes recorded pages, DeleteConcurrency at once, and keeps
+// what they freed until it is flushed to usage.
+type pageDeleter struct {
+	p      *Purger
+	prefix string
+	sem    chan struct{}
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	delErr error               // the first failed delete
+	freed  map[string][2]int64 // stream → segment bytes, objects not reported yet
+}
+
+// start deletes pg in the background once a slot is free.
+func (d *pageDeleter) start(ctx context.Context, pg purgePage) error {
+	select {
+	case d.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer func() { <-d.sem }()
+		began := time.Now()
+		err := d.p.store.Delete(ctx, pg.keys)
+		d.p.met.latency.Observe(time.Since(began).Seconds())
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err != nil {
+			if d.delErr == nil {
+				d.delErr = fmt.Errorf("delete under %s: %w", d.prefix, err)
+			}
 			return
 		}
-		dmu.Lock()
-		out := freed
-		freed = map[string][2]int64{}
-		dmu.Unlock()
-		for stream, v := range out {
-			if err := p.usage.Freed(ctx, stream, v[0], v[1]); err != nil {
-				p.log.Warn("retention: report purged bytes", "stream", stream, "err", err)
-			}
+		d.p.met.deleted(ReasonPurge, pg.counted, pg.bytes)
+		for s, v := range pg.streams {
+			f := d.freed[s]
+			d.freed[s] = [2]int64{f[0] + v[0], f[1] + v[1]}
 		}
-	}
-	deleteErr := func() error {
-		dmu.Lock()
-		defer dmu.Unlock()
-		return delErr
-	}
-	finish := func() error {
-		cancel()
-		for range pages { // let the lister end
-		}
-		deleters.Wait()
-		flush(context.WithoutCancel(ctx))
-		if ctx.Err() == nil && errors.Is(listErr, context.Canceled) {
-			listErr = nil // cancelled by finish
-		}
-		return errors.Join(listErr, deleteErr())
-	}
+	}()
+	return nil
+}
 
-	found := false
-	flushed := time.Now()
-	for {
-		// Group commit: the first page blocks, the others are taken as
-		// far as already listed.
-		group, ok := <-pages
-		if !ok {
-			break
-		}
-		found = true
-		batch := [][]storage.ObjectInfo{group}
-	more:
-		for len(batch) < p.cfg.MaxRecordPages {
-			select {
-			case pg, ok := <-pages:
-				if !ok {
-					break more
-				}
-				batch = append(batch, pg)
-			default:
-				break more
-			}
-		}
-		if err := deleteErr(); err != nil {
-			return false, errors.Join(err, finish())
-		}
-		type page struct {
-			keys    []string
-			counted int64
-			bytes   int64
-			streams map[string][2]int64
-		}
-		var (
-			todo          []page
-			counted, size int64
-			last          string
-		)
-		for _, objs := range batch {
-			pg := page{keys: make([]string, 0, len(objs)), streams: map[string][2]int64{}}
-			for _, o := range objs {
-				pg.keys = append(pg.keys, o.Key)
-				// Keys at or before the cursor were counted before a crash
-				// interrupted their deletion.
-				if o.Key <= j.Cursor {
-					continue
-				}
-				pg.counted++
-				pg.bytes += o.Size
-				last = o.Key
-				if ref, _, err := storage.ParseSegmentKey(o.Key); err == nil {
-					v := pg.streams[ref.Stream]
-					pg.streams[ref.Stream] = [2]int64{v[0] + o.Size, v[1] + 1}
-				}
-			}
-			counted, size = counted+pg.counted, size+pg.bytes
-			todo = append(todo, pg)
-		}
-		// Record the pages before deleting them (see purge.PurgeJob).
-		if counted > 0 {
-			if _, err := p.jobs.PurgeProgress(ctx, j.ID, last, counted, size); err != nil {
-				return false, errors.Join(err, finish())
-			}
-			j.Cursor = last
-		}
-		for _, pg := range todo {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return false, errors.Join(ctx.Err(), finish())
-			}
-			deleters.Add(1)
-			go func() {
-				defer deleters.Done()
-				defer func() { <-sem }()
-				began := time.Now()
-				err := p.store.Delete(ctx, pg.keys)
-				p.met.latency.Observe(time.Since(began).Seconds())
-				dmu.Lock()
-				defer dmu.Unlock()
-				if err != nil {
-					if delErr == nil {
-						delErr = fmt.Errorf("delete under %s: %w", prefix, err)
-					}
-					return
-				}
-				p.met.deleted(ReasonPurge, pg.counted, pg.bytes)
-				for s, v := range pg.streams {
-					f := freed[s]
-					freed[s] = [2]int64{f[0] + v[0], f[1] + v[1]}
-				}
-			}()
-		}
-		if time.Since(flushed) > p.cfg.UsageEvery {
-			flush(ctx)
-			flushed = time.Now()
+func (d *pageDeleter) wait() { d.wg.Wait() }
+
+func (d *pageDeleter) err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.delErr
+}
+
+// flush reports what the deletes freed since the last flush.
+func (d *pageDeleter) flush(ctx context.Context) {
+	if d.p.usage == nil {
+		return
+	}
+	d.mu.Lock()
+	out := d.freed
+	d.freed = map[string][2]int64{}
+	d.mu.Unlock()
+	for stream, v := range out {
+		if err := d.p.usage.Freed(ctx, stream, v[0], v[1]); err != nil {
+			d.p.log.Warn("retention: report purged bytes", "stream", stream, "err", err)
 		}
 	}
-	if err := finish(); err != nil {
-		return false, err
-	}
-	return !found, nil
 }

@@ -201,36 +201,3 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	require.NoError(t, err)
 	require.Nil(t, st.DeletedAt)
 }
-
-type fakeHeld struct {
-	extends atomic.Int64
-	fail    atomic.Bool
-}
-
-func (f *fakeHeld) Extend(ctx context.Context, ttl time.Duration) error {
-	f.extends.Add(1)
-	if f.fail.Load() {
-		return errors.New("lease lost")
-	}
-	return nil
-}
-
-func (f *fakeHeld) Release(ctx context.Context) error { return nil }
-
-// TestKeepLease: the lease is renewed in the background while work runs,
-// and the work's context ends, with the renewal's error as its cause, once
-// a renewal fails.
-func TestKeepLease(t *testing.T) {
-	h := &fakeHeld{}
-	ctx, stop := KeepLease(context.Background(), h, 30*time.Millisecond)
-	defer stop()
-	require.Eventually(t, func() bool { return h.extends.Load() >= 3 }, 10*time.Second, 5*time.Millisecond)
-	require.NoError(t, ctx.Err())
-	h.fail.Store(true)
-	select {
-	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("context not cancelled after the lease was lost")
-	}
-	require.EqualError(t, context.Cause(ctx), "lease lost")
-}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -72,10 +73,22 @@ func (m *Metrics) deleted(reason string, objects, bytes int64) {
 	m.bytes.WithLabelValues(reason).Add(float64(bytes))
 }
 
+// Defaults of the sweeper's and the purger's settings that vigil serve
+// exposes as flags.
+const (
+	DefaultSweepInterval = time.Minute
+	// DefaultMargin is the margin vigil serve keeps; a zero
+	// SweeperConfig.Margin means none.
+	DefaultMargin        = 10 * time.Minute
+	DefaultLeaseTTL      = time.Minute
+	DefaultPurgeInterval = time.Second
+	DefaultStraggle      = 2 * time.Second
+)
+
 // SweeperConfig configures a Sweeper.
 type SweeperConfig struct {
-	Interval time.Duration // between sweeps (default 1 min)
-	Margin   time.Duration // safety margin for clock skew (default 10 min)
+	Interval time.Duration // between sweeps (default DefaultSweepInterval)
+	Margin   time.Duration // safety margin for clock skew (zero: none; vigil serve keeps DefaultMargin)
 	// MaxSegmentDuration is the longest segment storage can hold (default
 	// index.MaxSegmentDuration): an hour is wholly expired once its end
 	// plus this is.
@@ -84,7 +97,7 @@ type SweeperConfig struct {
 	// DeleteConcurrency is how many delete requests of one stream's bulk
 	// sweep run at once (default 2).
 	DeleteConcurrency int
-	LeaseTTL          time.Duration // default 2 min, renewed while sweeping
+	LeaseTTL          time.Duration // default DefaultLeaseTTL, renewed while sweeping
 	Now               func() time.Time
 	Logger            *slog.Logger
 	Metrics           *Metrics
@@ -105,7 +118,7 @@ type Sweeper struct {
 	idx     Index
 	streams Streams
 	usage   Usage
-	lease   Lease
+	lease   lease.Lease
 	log     *slog.Logger
 	met     *Metrics
 
@@ -130,9 +143,9 @@ type pendingKey struct {
 }
 
 // NewSweeper returns a sweeper; usage may be nil (nothing reported).
-func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Streams, usage Usage, lease Lease) *Sweeper {
+func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Streams, usage Usage, l lease.Lease) *Sweeper {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Minute
+		cfg.Interval = DefaultSweepInterval
 	}
 	if cfg.Margin < 0 {
 		cfg.Margin = 0
@@ -147,7 +160,7 @@ func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Str
 		cfg.DeleteConcurrency = 2
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 2 * time.Minute
+		cfg.LeaseTTL = DefaultLeaseTTL
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -158,10 +171,10 @@ func NewSweeper(cfg SweeperConfig, store storage.Backend, idx Index, streams Str
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	if lease == nil {
-		lease = NewLocalLease(cfg.Now)
+	if l == nil {
+		l = lease.NewLocal(cfg.Now)
 	}
-	return &Sweeper{cfg: cfg, store: store, idx: idx, streams: streams, usage: usage, lease: lease,
+	return &Sweeper{cfg: cfg, store: store, idx: idx, streams: streams, usage: usage, lease: l,
 		log: cfg.Logger, met: cfg.Metrics, state: map[storage.StreamRef]*streamState{}}
 }
 
@@ -279,7 +292,7 @@ func (s *Sweeper) sweepStream(ctx context.Context, ref storage.StreamRef, pol Po
 	}
 	defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
 	// Renewed in the background: a long backlog outlasts the TTL.
-	lctx, stop := KeepLease(ctx, held, s.cfg.LeaseTTL)
+	lctx, stop := lease.Keep(ctx, held, s.cfg.LeaseTTL)
 	defer stop()
 	ss := s.stateOf(ref) // only the lease holder of this node touches it
 	objs, bytes, err = s.sweepLocked(lctx, ref, pol, ss)
@@ -406,15 +419,12 @@ func (s *Sweeper) sweepHour(ctx context.Context, ref storage.StreamRef, pol Poli
 	}); err != nil {
 		return 0, 0, next, false, fmt.Errorf("list hour %s: %w", hourT.UTC().Format(time.RFC3339), err)
 	}
-	manKey := ref.ManifestKey(hourT)
-	whole := pol.HourExpired(hour, s.cfg.MaxSegmentDuration, now)
 	var (
 		del      []pendingKey
 		kept     []index.Segment
-		manSegs  []index.Segment
-		manifest bool
+		manifest bool // delete the hour's manifest too
 	)
-	if whole {
+	if pol.HourExpired(hour, s.cfg.MaxSegmentDuration, now) {
 		// Everything in the hour expired whatever its duration: no
 		// metadata needed, the fast path of a steady sweep.
 		for _, o := range listed {
@@ -422,92 +432,18 @@ func (s *Sweeper) sweepHour(ctx context.Context, ref storage.StreamRef, pol Poli
 		}
 		manifest = true // delete it if present
 	} else {
-		manSegs, err = index.ReadManifestIfAny(ctx, s.store, ref, hour)
-		if err != nil && !errors.Is(err, index.ErrCorruptManifest) {
+		var manSegs []index.Segment
+		if del, kept, manSegs, err = s.selectInHour(ctx, ref, pol, hour, listed, now); err != nil {
 			return 0, 0, next, false, err
-		}
-		known := map[int64]index.Segment{}
-		for _, sg := range manSegs {
-			known[sg.Start] = sg
-		}
-		open, err := s.idx.Segments(ctx, ref, hour, hour+time.Hour.Milliseconds())
-		if err != nil {
-			return 0, 0, next, false, err
-		}
-		for _, sg := range open {
-			known[sg.Start] = sg
-		}
-		for _, o := range listed {
-			_, start, err := storage.ParseSegmentKey(o.Key)
-			if err != nil {
-				continue
-			}
-			sg, ok := known[start]
-			if !ok {
-				info, err := s.store.Stat(ctx, o.Key)
-				if errors.Is(err, fs.ErrNotExist) {
-					continue
-				}
-				if err != nil {
-					return 0, 0, next, false, err
-				}
-				if sg, err = index.SegmentFromObject(info); err != nil {
-					// Unreadable metadata: keep it until the hour is
-					// wholly expired, then it goes as an orphan.
-					kept = append(kept, index.Segment{Start: start, DurationMS: s.cfg.MaxSegmentDuration.Milliseconds()})
-					continue
-				}
-			}
-			sg.Size = o.Size
-			if pol.Expired(sg, now) {
-				del = append(del, pendingKey{key: o.Key, size: o.Size, reason: ReasonRetention})
-			} else {
-				kept = append(kept, sg)
-			}
 		}
 		if len(kept) == 0 {
 			manifest = true
-		} else if len(manSegs) > 0 {
-			// Rewrite the manifest without the deleted segments before
-			// deleting them: a crash in between leaves unindexed objects
-			// the next sweep finds by listing, never index entries
-			// pointing at nothing.
-			var keepMan []index.Segment
-			gone := map[int64]bool{}
-			for _, d := range del {
-				if _, st, err := storage.ParseSegmentKey(d.key); err == nil {
-					gone[st] = true
-				}
-			}
-			for _, sg := range manSegs {
-				if !gone[sg.Start] {
-					keepMan = append(keepMan, sg)
-				}
-			}
-			if len(keepMan) != len(manSegs) {
-				if err := index.WriteManifest(ctx, s.store, ref, hour, keepMan); err != nil {
-					return 0, 0, next, false, err
-				}
-			}
+		} else if err := s.dropFromManifest(ctx, ref, hour, manSegs, del); err != nil {
+			return 0, 0, next, false, err
 		}
 	}
-	keys := make([]string, 0, len(del)+1)
-	for _, d := range del {
-		keys = append(keys, d.key)
-	}
-	if manifest {
-		keys = append(keys, manKey) // missing keys are not an error
-	}
-	if len(keys) > 0 {
-		began := time.Now()
-		err := s.store.Delete(ctx, keys)
-		s.met.latency.Observe(time.Since(began).Seconds())
-		if err != nil {
-			// Some keys may be gone: settle them at the next sweep.
-			ss.pending = append(ss.pending, del...)
-			return 0, 0, next, false, fmt.Errorf("delete: %w", err)
-		}
-		objs, bytes = s.freed(ctx, ref, del)
+	if objs, bytes, err = s.deleteHour(ctx, ref, ref.ManifestKey(hourT), manifest, del, ss); err != nil {
+		return 0, 0, next, false, err
 	}
 	before := hour + time.Hour.Milliseconds()
 	for _, k := range kept {
@@ -526,6 +462,108 @@ func (s *Sweeper) sweepHour(ctx context.Context, ref storage.StreamRef, pol Poli
 		}
 	}
 	return objs, bytes, next, false, nil
+}
+
+// selectInHour splits the listed objects of an hour that is not wholly
+// expired into those to delete and the segments kept. A segment's duration
+// comes from the hour's manifest (manSegs, also returned), the index, or
+// else its object's metadata.
+func (s *Sweeper) selectInHour(ctx context.Context, ref storage.StreamRef, pol Policy, hour int64, listed []storage.ObjectInfo, now time.Time) (del []pendingKey, kept, manSegs []index.Segment, err error) {
+	manSegs, err = index.ReadManifestIfAny(ctx, s.store, ref, hour)
+	if err != nil && !errors.Is(err, index.ErrCorruptManifest) {
+		return nil, nil, nil, err
+	}
+	known := map[int64]index.Segment{}
+	for _, sg := range manSegs {
+		known[sg.Start] = sg
+	}
+	open, err := s.idx.Segments(ctx, ref, hour, hour+time.Hour.Milliseconds())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, sg := range open {
+		known[sg.Start] = sg
+	}
+	for _, o := range listed {
+		_, start, err := storage.ParseSegmentKey(o.Key)
+		if err != nil {
+			continue
+		}
+		sg, ok := known[start]
+		if !ok {
+			info, err := s.store.Stat(ctx, o.Key)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if sg, err = index.SegmentFromObject(info); err != nil {
+				// Unreadable metadata: keep it until the hour is
+				// wholly expired, then it goes as an orphan.
+				kept = append(kept, index.Segment{Start: start, DurationMS: s.cfg.MaxSegmentDuration.Milliseconds()})
+				continue
+			}
+		}
+		sg.Size = o.Size
+		if pol.Expired(sg, now) {
+			del = append(del, pendingKey{key: o.Key, size: o.Size, reason: ReasonRetention})
+		} else {
+			kept = append(kept, sg)
+		}
+	}
+	return del, kept, manSegs, nil
+}
+
+// dropFromManifest rewrites the hour's manifest without the segments about
+// to be deleted, before they are: a crash in between leaves unindexed
+// objects the next sweep finds by listing, never index entries pointing at
+// nothing.
+func (s *Sweeper) dropFromManifest(ctx context.Context, ref storage.StreamRef, hour int64, manSegs []index.Segment, del []pendingKey) error {
+	if len(manSegs) == 0 {
+		return nil
+	}
+	gone := map[int64]bool{}
+	for _, d := range del {
+		if _, st, err := storage.ParseSegmentKey(d.key); err == nil {
+			gone[st] = true
+		}
+	}
+	var keepMan []index.Segment
+	for _, sg := range manSegs {
+		if !gone[sg.Start] {
+			keepMan = append(keepMan, sg)
+		}
+	}
+	if len(keepMan) == len(manSegs) {
+		return nil
+	}
+	return index.WriteManifest(ctx, s.store, ref, hour, keepMan)
+}
+
+// deleteHour deletes del, and manKey when manifest is set, in one request
+// and counts what was freed. Keys of a failed request go to ss.pending:
+// some may be gone, the next sweep settles them.
+func (s *Sweeper) deleteHour(ctx context.Context, ref storage.StreamRef, manKey string, manifest bool, del []pendingKey, ss *streamState) (objs, bytes int64, err error) {
+	keys := make([]string, 0, len(del)+1)
+	for _, d := range del {
+		keys = append(keys, d.key)
+	}
+	if manifest {
+		keys = append(keys, manKey) // missing keys are not an error
+	}
+	if len(keys) == 0 {
+		return 0, 0, nil
+	}
+	began := time.Now()
+	err = s.store.Delete(ctx, keys)
+	s.met.latency.Observe(time.Since(began).Seconds())
+	if err != nil {
+		ss.pending = append(ss.pending, del...)
+		return 0, 0, fmt.Errorf("delete: %w", err)
+	}
+	objs, bytes = s.freed(ctx, ref, del)
+	return objs, bytes, nil
 }
 
 // freed counts deleted keys in metrics and the meter.

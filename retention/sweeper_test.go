@@ -20,6 +20,7 @@ import (
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/s3"
 )
@@ -228,12 +229,12 @@ func testSweep(t *testing.T, withRedis bool) {
 	usage := newUsage()
 	reg := prometheus.NewRegistry()
 	met := NewMetrics(reg)
-	var lease Lease = NewLocalLease(clk.Now)
+	var ls lease.Lease = lease.NewLocal(clk.Now)
 	if withRedis {
-		lease = NewRedisLease(f.rdb, "lease:")
+		ls = lease.NewRedis(f.rdb, "lease:")
 	}
 	const margin = time.Minute
-	sw := NewSweeper(SweeperConfig{Margin: margin, Now: clk.Now, Metrics: met}, cs, f.idx, streams, usage, lease)
+	sw := NewSweeper(SweeperConfig{Margin: margin, Now: clk.Now, Metrics: met}, cs, f.idx, streams, usage, ls)
 
 	pol := Policy{Days: 1, Margin: margin}
 	gone, kept, goneBytes := expiredOf(pol, segs1, T)
@@ -288,7 +289,7 @@ func testSweep(t *testing.T, withRedis bool) {
 
 	// A node that starts afresh finds out that nothing has expired without
 	// taking a lease (with the meter lease, a raft write per stream).
-	cl := &countingLease{Lease: lease}
+	cl := &countingLease{Lease: ls}
 	fresh := NewSweeper(SweeperConfig{Margin: margin, Now: clk.Now}, f.store, f.idx, streams, usage, cl)
 	st, err = fresh.Sweep(ctx)
 	require.NoError(t, err)
@@ -385,7 +386,7 @@ func TestSweepersShareRedisLease(t *testing.T) {
 	clk := &clock{t: T}
 	var g errgroup.Group
 	for range 2 {
-		sw := NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, f.store, f.idx, streams, usage, NewRedisLease(f.rdb, "lease:"))
+		sw := NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, f.store, f.idx, streams, usage, lease.NewRedis(f.rdb, "lease:"))
 		g.Go(func() error {
 			for range 3 {
 				if _, err := sw.Sweep(ctx); err != nil {
@@ -397,7 +398,7 @@ func TestSweepersShareRedisLease(t *testing.T) {
 	}
 	require.NoError(t, g.Wait())
 	// One more pass settles streams that were busy under the other's lease.
-	sw := NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, f.store, f.idx, streams, usage, NewRedisLease(f.rdb, "lease:"))
+	sw := NewSweeper(SweeperConfig{Margin: time.Minute, Now: clk.Now}, f.store, f.idx, streams, usage, lease.NewRedis(f.rdb, "lease:"))
 	_, err := sw.Sweep(ctx)
 	require.NoError(t, err)
 	f.checkShared(t, streams, all, usage)
@@ -428,51 +429,6 @@ func (f *fixture) checkShared(t *testing.T, streams *staticStreams, all [][]inde
 	}
 }
 
-func TestLeases(t *testing.T) {
-	ctx := context.Background()
-	rs := tu.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
-	t.Cleanup(func() { rdb.Close() })
-	clk := &clock{t: T}
-	for name, l := range map[string]Lease{"local": NewLocalLease(clk.Now), "redis": NewRedisLease(rdb, "t:"+tu.RandomID()+":")} {
-		t.Run(name, func(t *testing.T) {
-			h, ok, err := l.TryAcquire(ctx, "k", time.Minute)
-			require.NoError(t, err)
-			require.True(t, ok)
-			_, ok, err = l.TryAcquire(ctx, "k", time.Minute)
-			require.NoError(t, err)
-			require.False(t, ok, "held")
-			_, ok, err = l.TryAcquire(ctx, "other", time.Minute)
-			require.NoError(t, err)
-			require.True(t, ok)
-			require.NoError(t, h.Extend(ctx, time.Minute))
-			require.NoError(t, h.Release(ctx))
-			h2, ok, err := l.TryAcquire(ctx, "k", time.Minute)
-			require.NoError(t, err)
-			require.True(t, ok, "released")
-			require.NoError(t, h.Release(ctx), "a stale holder's release is harmless")
-			_, ok, _ = l.TryAcquire(ctx, "k", time.Minute)
-			require.False(t, ok, "the stale release did not free the new holder's lease")
-			require.Error(t, h.Extend(ctx, time.Minute), "a stale holder cannot extend")
-			require.NoError(t, h2.Release(ctx))
-		})
-	}
-	// Expiry.
-	l := NewLocalLease(clk.Now)
-	_, ok, _ := l.TryAcquire(ctx, "k", time.Minute)
-	require.True(t, ok)
-	clk.Set(T.Add(time.Minute))
-	_, ok, _ = l.TryAcquire(ctx, "k", time.Minute)
-	require.True(t, ok, "expired lease is free")
-	rl := NewRedisLease(rdb, "t:"+tu.RandomID()+":")
-	_, ok, _ = rl.TryAcquire(ctx, "k", 50*time.Millisecond)
-	require.True(t, ok)
-	require.Eventually(t, func() bool {
-		_, ok, _ := rl.TryAcquire(ctx, "k", time.Minute)
-		return ok
-	}, 10*time.Second, 20*time.Millisecond)
-}
-
 func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -494,12 +450,12 @@ func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float6
 
 // countingLease records the keys it is asked for.
 type countingLease struct {
-	Lease
+	lease.Lease
 	mu   sync.Mutex
 	keys []string
 }
 
-func (c *countingLease) TryAcquire(ctx context.Context, key string, ttl time.Duration) (Held, bool, error) {
+func (c *countingLease) TryAcquire(ctx context.Context, key string, ttl time.Duration) (lease.Held, bool, error) {
 	c.mu.Lock()
 	c.keys = append(c.keys, key)
 	c.mu.Unlock()

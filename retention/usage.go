@@ -2,6 +2,8 @@ package retention
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -63,4 +65,11 @@ func (u MeterUsage) ZeroStored(ctx context.Context, stream string) error {
 		return nil
 	}
 	return u.adjust(ctx, stream, -su.StorageBytes, -su.StoredObjects)
+}
+
+// newToken names one usage batch, so that a retried report counts once.
+func newToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -19,7 +19,7 @@ import (
 // the body or, once the body is read, without completing; time spent
 // waiting for the caller's reader (a client still uploading) does not
 // count. A Get's reader fails when one Read takes longer than d. Bodies the
-// caller owns whole (*os.File, *Spooled) are passed through untouched, so
+// caller owns whole (*os.File, an AdoptableBody) are passed through untouched, so
 // a backend can still copy them in the kernel; they get d plus one second
 // per MiB.
 func WithDeadline(b Backend, d time.Duration) Backend {
@@ -52,7 +52,7 @@ func (s *deadlined) Put(ctx context.Context, key string, r io.Reader, size int64
 	w := newWatchdog(s.d, cancel)
 	defer w.stop()
 	switch r.(type) {
-	case *os.File, *Spooled:
+	case *os.File, AdoptableBody:
 		w.extend(time.Duration(size>>20) * time.Second)
 	default:
 		r = &watchedReader{r: r, w: w}

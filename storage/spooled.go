@@ -22,6 +22,22 @@ type Spooled struct {
 	File *os.File
 }
 
+// AdoptableBody is the optional capability of a Put body that a backend
+// keeping objects as files may adopt instead of copying (Spooled has it).
+type AdoptableBody interface {
+	io.Reader
+	// Size is the body's length in bytes.
+	Size() int64
+	// SpoolFile holds the body from SpoolHeadroom to its end; the Put may
+	// write into the headroom and link the file into place.
+	SpoolFile() *os.File
+}
+
+var _ AdoptableBody = (*Spooled)(nil)
+
+// SpoolFile implements AdoptableBody.
+func (s *Spooled) SpoolFile() *os.File { return s.File }
+
 // NewSpooled returns the body of f: size bytes from SpoolHeadroom.
 func NewSpooled(f *os.File, size int64) *Spooled {
 	return &Spooled{SectionReader: io.NewSectionReader(f, SpoolHeadroom, size), File: f}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/internal/httpx"
 )
 
@@ -30,13 +31,14 @@ type guardFlags struct {
 }
 
 func (g *guardFlags) register(fs *flag.FlagSet) {
+	ingestDef := ingest.DefaultConfig()
 	fs.DurationVar(&g.HeaderTimeout, "http-header-timeout", 10*time.Second, "a connection must send its request headers within this")
 	fs.DurationVar(&g.IdleTimeout, "http-idle-timeout", 60*time.Second, "an idle keep-alive connection is closed after this")
 	fs.IntVar(&g.MaxConns, "http-max-conns", 0, "open HTTP connections in total (0: three quarters of the open-file limit); over it the longest-idle connection is closed, or the new one")
 	fs.IntVar(&g.MaxConnsPerIP, "http-max-conns-per-ip", 256, "open HTTP connections from one source address; over it that source's longest-idle connection is closed, or the new one (0: no cap)")
-	fs.DurationVar(&g.BodyIdleTimeout, "upload-idle-timeout", 10*time.Second, "an upload whose body sends nothing for this long is answered 408 and gives its slot back")
-	fs.Int64Var(&g.BodyMinRate, "upload-min-rate", 32<<10, "slowest accepted upload body, bytes/s: a body must arrive within --upload-idle-timeout + size/rate, else 408")
-	fs.Float64Var(&g.BridgeShare, "bridge-share", 0.25, "largest fraction of the live and of the backlog upload slots one bridge may hold (at least one slot); 1 turns it off")
+	fs.DurationVar(&g.BodyIdleTimeout, "upload-idle-timeout", ingestDef.BodyIdleTimeout, "an upload whose body sends nothing for this long is answered 408 and gives its slot back")
+	fs.Int64Var(&g.BodyMinRate, "upload-min-rate", ingestDef.BodyMinRate, "slowest accepted upload body, bytes/s: a body must arrive within --upload-idle-timeout + size/rate, else 408")
+	fs.Float64Var(&g.BridgeShare, "bridge-share", ingestDef.BridgeShare, "largest fraction of the live and of the backlog upload slots one bridge may hold (at least one slot); 1 turns it off")
 	fs.DurationVar(&g.StorageTimeout, "storage-timeout", 10*time.Second, "a storage call that makes no progress for this long fails (uploads answer 503)")
 	fs.DurationVar(&g.IndexTimeout, "index-timeout", 5*time.Second, "an index call that does not answer within this fails (uploads answer 503)")
 	fs.DurationVar(&g.ReadyTimeout, "readyz-timeout", 2*time.Second, "each /readyz check (storage, index, meter) gets this long, all at once")

@@ -15,9 +15,9 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/vigilcloud/vigil/bench"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/retention"
 )
@@ -33,11 +33,11 @@ type retentionFlags struct {
 }
 
 func (r *retentionFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&r.Interval, "retention-interval", time.Minute, "how often the retention sweeper runs")
-	fs.DurationVar(&r.Margin, "retention-margin", 10*time.Minute, "kept beyond retention, so a clock running ahead never deletes early")
-	fs.DurationVar(&r.PurgeInterval, "purge-interval", time.Second, "how often open purge jobs are looked for")
-	fs.DurationVar(&r.PurgeStraggle, "purge-straggle", 2*time.Second, "a purge is done only after a listing this long after the deletion finds nothing (in-flight uploads)")
-	fs.DurationVar(&r.LeaseTTL, "retention-lease-ttl", time.Minute, "lease of a stream's sweep or a purge job; a crashed holder's lease frees after this")
+	fs.DurationVar(&r.Interval, "retention-interval", retention.DefaultSweepInterval, "how often the retention sweeper runs")
+	fs.DurationVar(&r.Margin, "retention-margin", retention.DefaultMargin, "kept beyond retention, so a clock running ahead never deletes early")
+	fs.DurationVar(&r.PurgeInterval, "purge-interval", retention.DefaultPurgeInterval, "how often open purge jobs are looked for")
+	fs.DurationVar(&r.PurgeStraggle, "purge-straggle", retention.DefaultStraggle, "a purge is done only after a listing this long after the deletion finds nothing (in-flight uploads)")
+	fs.DurationVar(&r.LeaseTTL, "retention-lease-ttl", retention.DefaultLeaseTTL, "lease of a stream's sweep or a purge job; a crashed holder's lease frees after this")
 	fs.IntVar(&r.LifecycleDays, "s3-lifecycle-days", 0, "S3 only: set a bucket lifecycle rule expiring objects older than this many days (longest plan + margin); 0 = off")
 }
 
@@ -51,31 +51,21 @@ func (u aggUsage) Freed(ctx context.Context, stream string, bytes, objects int64
 }
 
 // startRetention runs the sweeper and the purge worker until ctx ends; wg
-// tracks them. rdb may be nil (leases in the meter).
-func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, rdb redis.UniversalClient,
+// tracks them. l is the node's lease.
+func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, l lease.Lease,
 	agg *meter.Aggregator, reg prometheus.Registerer, log *slog.Logger) error {
-	idx, ok := n.index.(retention.Index)
-	if !ok {
-		return fmt.Errorf("retention: index %T cannot trim", n.index)
-	}
-	// Without Redis the meter holds the leases: nodes of one meter cluster
-	// share them (one raft apply per acquire, renewal and release).
-	var lease retention.Lease = retention.MeterLease{M: n.rep.Leases}
-	if rdb != nil {
-		lease = retention.NewRedisLease(rdb, "vigil:lease:")
-	}
 	met := retention.NewMetrics(reg)
 	rf := cfg.Retention
 	sw := retention.NewSweeper(retention.SweeperConfig{
 		Interval: rf.Interval, Margin: rf.Margin, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.rep.Accounts, aggUsage{agg}, lease)
+	}, n.store, n.index, n.rep.Accounts, aggUsage{agg}, l)
 	straggle := rf.PurgeStraggle
 	if straggle == 0 {
 		straggle = -1 // the flag's 0 means none
 	}
 	pw := retention.NewPurger(retention.PurgerConfig{
 		Interval: rf.PurgeInterval, Straggle: straggle, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, idx, n.rep.Purges, retention.MeterUsage{M: n.rep.Meter}, lease)
+	}, n.store, n.index, n.rep.Purges, retention.MeterUsage{M: n.rep.Meter}, l)
 	if rf.LifecycleDays > 0 {
 		if cfg.S3Endpoint == "" {
 			return fmt.Errorf("--s3-lifecycle-days needs S3 storage")

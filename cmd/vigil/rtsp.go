@@ -10,13 +10,12 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
 	"github.com/vigilcloud/vigil/ingest/segmenter"
-	"github.com/vigilcloud/vigil/retention"
+	"github.com/vigilcloud/vigil/lease"
 )
 
 // rtspUDPAddrs returns the UDP RTP/RTCP pair: --rtsp-udp-addr (the RTP
@@ -96,19 +95,15 @@ func pickUDPPair(host string) (int, error) {
 // startRTSP serves RTSP publishing into the recorder, which stores its
 // segments through ing like HTTP uploads. It uploads spooled segments an
 // earlier run left before accepting publishers.
-func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, ing *ingest.Handler, rdb redis.UniversalClient,
+func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, ing *ingest.Handler, l lease.Lease,
 	reg prometheus.Registerer, log *slog.Logger) error {
 	if cfg.RTSPAddr == "" {
 		log.Info("rtsp: disabled (--rtsp-addr empty)")
 		return nil
 	}
-	var lease retention.Lease
-	if rdb != nil {
-		lease = retention.NewRedisLease(rdb, "vigil:lease:")
-	}
 	rec, err := segmenter.New(segmenter.Config{
 		SpoolDir: filepath.Join(cfg.DataDir, "spool"), SegmentDuration: cfg.SegmentDuration, MaxTimestampJump: cfg.MaxRTPJump,
-		Lease: lease, Logger: log, Registerer: reg,
+		Lease: l, Logger: log, Registerer: reg,
 	}, n.rep.Accounts, ing, n.index)
 	if err != nil {
 		return err

@@ -30,6 +30,8 @@ import (
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
 	"github.com/vigilcloud/vigil/ingest"
+	"github.com/vigilcloud/vigil/ingest/rtsp"
+	"github.com/vigilcloud/vigil/ingest/segmenter"
 	"github.com/vigilcloud/vigil/internal/connlimit"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/meter"
@@ -86,6 +88,7 @@ type nodeConfig struct {
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
+	ingestDef := ingest.DefaultConfig()
 	fs.StringVar(&c.DataDir, "data", "./vigil-data", "data directory (meter raft log, fs objects, admin token)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.StringVar(&c.RTSPAddr, "rtsp-addr", "127.0.0.1:8554", "RTSP listen address for publishing Bridges; empty disables RTSP")
@@ -95,26 +98,26 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
 	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
 	fs.StringVar(&c.Join, "join", "", "HTTP address of any cluster member to join (ignored once the node has raft state)")
-	fs.DurationVar(&c.SegmentDuration, "segment-duration", 6*time.Second, "RTSP segment duration")
-	fs.DurationVar(&c.MaxRTPJump, "rtsp-max-timestamp-jump", 10*time.Second, "an RTP timestamp step beyond this (forward or back) is a jump: the RTSP segment is cut and its clock re-anchored; above the longest frame interval")
+	fs.DurationVar(&c.SegmentDuration, "segment-duration", segmenter.DefaultSegmentDuration, "RTSP segment duration")
+	fs.DurationVar(&c.MaxRTPJump, "rtsp-max-timestamp-jump", segmenter.DefaultMaxTimestampJump, "an RTP timestamp step beyond this (forward or back) is a jump: the RTSP segment is cut and its clock re-anchored; above the longest frame interval")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", "", "S3 endpoint URL (http://host:port); empty uses the fs backend under --data")
 	fs.StringVar(&c.S3Bucket, "s3-bucket", "vigil", "S3 bucket")
 	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
 	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region")
 	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; empty uses the embedded index")
-	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", 64<<20, "largest accepted segment body")
-	fs.DurationVar(&c.LiveThreshold, "live-threshold", 2*time.Minute, "segments older than this are backlog")
-	fs.IntVar(&c.LiveConcurrency, "live-concurrency", 256, "concurrent live uploads")
-	fs.IntVar(&c.BacklogConcurrency, "backlog-concurrency", 16, "concurrent backlog uploads")
-	fs.IntVar(&c.BacklogQueue, "backlog-queue", 64, "backlog uploads waiting for a slot before 503")
+	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", ingestDef.MaxBodyBytes, "largest accepted segment body")
+	fs.DurationVar(&c.LiveThreshold, "live-threshold", ingestDef.LiveThreshold, "segments older than this are backlog")
+	fs.IntVar(&c.LiveConcurrency, "live-concurrency", ingestDef.LiveConcurrency, "concurrent live uploads")
+	fs.IntVar(&c.BacklogConcurrency, "backlog-concurrency", ingestDef.BacklogConcurrency, "concurrent backlog uploads")
+	fs.IntVar(&c.BacklogQueue, "backlog-queue", ingestDef.BacklogQueue, "backlog uploads waiting for a slot before 503")
 	fs.DurationVar(&c.CompactInterval, "compact-interval", time.Minute, "how often closed hours are compacted into manifests")
 	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (off when empty)")
-	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", 128, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
-	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", 8, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
-	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", 10*time.Second, "an RTSP connection that has not authenticated within this is closed")
+	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", rtsp.DefaultMaxUnauthenticated, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
+	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", rtsp.DefaultMaxUnauthenticatedPerIP, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
+	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", rtsp.DefaultAuthTimeout, "an RTSP connection that has not authenticated within this is closed")
 	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address may make before it is refused (429, RTSP 503)")
 	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", 50, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
 	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", 6*time.Second, "after the burst, one more failed authentication is allowed per this interval")
@@ -192,25 +195,44 @@ node to a cluster.`, stdout, stderr)
 	return n.Close()
 }
 
-// node is one running vigil: all roles in one process.
+// node is one running vigil: all roles in one process. startNode starts
+// its parts in order; each part that must be stopped registers how with
+// onStop, and Close stops them in the reverse order.
 type node struct {
+	cfg         nodeConfig
+	log         *slog.Logger
+	reg         *prometheus.Registry
 	addr        string
+	listener    net.Listener
 	adminToken  string
 	tokenSource string
 	store       storage.Backend
-	index       index.Index
-	rep         *replica.Replica // the replicated state: registry, usage, billing
-	srv         *http.Server
-	log         *slog.Logger
+	rdb         *redis.Client // nil without --redis-addr
+	index       nodeIndex
+	rep         *replica.Replica // the replicated state: registry, usage, billing, access
+	usage       *meter.Aggregator
+	bounded     index.Index // the request path's index
+	ingest      *ingest.Handler
 	readyWait   time.Duration
-	cancel      context.CancelFunc
-	done        chan struct{}
-	bgWG        sync.WaitGroup // background loops besides compaction
-	closers     []func() error
-	authLimiter *auth.Limiter // failed authentications, HTTP and RTSP
+	authLimiter *auth.Limiter  // failed authentications, HTTP and RTSP
+	stops       []func() error // in start order
 }
 
-// startNode opens storage, index and meter, and serves HTTP on cfg.HTTPAddr.
+// nodeIndex is a node's recording index. Both implementations also trim
+// a stream's oldest entries, which retention needs.
+type nodeIndex interface {
+	index.Index
+	TrimBefore(ctx context.Context, ref storage.StreamRef, before int64) error
+}
+
+// streamLoader is an index that holds streams in memory (embedded) and
+// must be told at start which streams exist.
+type streamLoader interface {
+	Load(ctx context.Context, refs []storage.StreamRef) error
+}
+
+// startNode opens storage, index and meter, starts the background work
+// and serves HTTP on cfg.HTTPAddr.
 func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -219,115 +241,177 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		return nil, err
 	}
 	// n is not the named result: every error return below sets that to
-	// nil, and the cleanup and the serving goroutine still need the node.
-	n := &node{log: log, done: make(chan struct{}), readyWait: cfg.Guard.ReadyTimeout}
+	// nil, and the cleanup still needs the node.
+	n := &node{cfg: cfg, log: log, readyWait: cfg.Guard.ReadyTimeout, reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
 		}
 	}()
-	n.adminToken, n.tokenSource, err = adminToken(cfg.DataDir)
-	if err != nil {
-		return nil, err
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The start order; Close stops the parts in the reverse order: HTTP
+	// first, then the background work, the usage flush, the meter, and
+	// the listener and Redis last.
+	for _, step := range []func(context.Context) error{
+		n.openToken,
+		n.openStorage,
+		n.openIndex,
+		n.listen,     // before the meter, which publishes this address
+		n.openMeter,  // so that other nodes can forward writes here
+		n.loadIndex,  // needs the meter's streams
+		n.openUsage,  // flushed on the way out, before the meter closes
+		n.openIngest, // shared by HTTP uploads and the RTSP recorder
+		n.startBackground,
+		n.serveHTTP,
+	} {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.serveDebug()
+	return n, nil
+}
 
+// onStop registers how to stop a part that has started.
+func (n *node) onStop(stop func() error) { n.stops = append(n.stops, stop) }
+
+// Close stops everything the node started, in the reverse order.
+func (n *node) Close() error {
+	var errs []error
+	for i := len(n.stops) - 1; i >= 0; i-- {
+		errs = append(errs, n.stops[i]())
+	}
+	n.stops = nil
+	return errors.Join(errs...)
+}
+
+func (n *node) openToken(ctx context.Context) (err error) {
+	n.adminToken, n.tokenSource, err = adminToken(n.cfg.DataDir)
+	return err
+}
+
+func (n *node) openStorage(ctx context.Context) error {
+	cfg := n.cfg
 	var store storage.Backend
+	var err error
 	if cfg.S3Endpoint != "" {
 		store, err = s3.New(ctx, s3.Config{Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket,
 			AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey, Region: cfg.S3Region})
 		if err != nil {
-			return nil, fmt.Errorf("storage: %w", err)
+			return fmt.Errorf("storage: %w", err)
 		}
-		log.Info("storage: s3", "endpoint", cfg.S3Endpoint, "bucket", cfg.S3Bucket)
+		n.log.Info("storage: s3", "endpoint", cfg.S3Endpoint, "bucket", cfg.S3Bucket)
 	} else {
 		store, err = fs.New(filepath.Join(cfg.DataDir, "objects"))
 		if err != nil {
-			return nil, fmt.Errorf("storage: %w", err)
+			return fmt.Errorf("storage: %w", err)
 		}
-		log.Info("storage: fs", "root", filepath.Join(cfg.DataDir, "objects"))
+		n.log.Info("storage: fs", "root", filepath.Join(cfg.DataDir, "objects"))
 	}
-	n.store = storage.Instrument(storage.WithDeadline(store, cfg.Guard.StorageTimeout), reg)
+	n.store = storage.Instrument(storage.WithDeadline(store, cfg.Guard.StorageTimeout), n.reg)
+	return nil
+}
 
-	var rdb *redis.Client // also the retention lease
-	if cfg.RedisAddr != "" {
-		// Request contexts bound every Redis call (a frozen Redis fails
-		// an upload within --index-timeout); the socket timeouts bound the
-		// background work.
-		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true,
-			ReadTimeout: cfg.Guard.IndexTimeout, WriteTimeout: cfg.Guard.IndexTimeout})
-		rdb = rc
-		n.closers = append(n.closers, rc.Close)
-		n.index = redisindex.New(rc, n.store, redisindex.Options{Logger: log})
-		log.Info("index: redis", "addr", cfg.RedisAddr)
-	} else {
-		n.index = embedded.New(n.store, embedded.Options{Logger: log})
-		log.Info("index: embedded")
+// openIndex opens the Redis index with --redis-addr (that client also
+// holds the node's lease), else the embedded one.
+func (n *node) openIndex(ctx context.Context) error {
+	cfg := n.cfg
+	if cfg.RedisAddr == "" {
+		n.index = embedded.New(n.store, embedded.Options{Logger: n.log})
+		n.log.Info("index: embedded")
+		return nil
 	}
+	// Request contexts bound every Redis call (a frozen Redis fails
+	// an upload within --index-timeout); the socket timeouts bound the
+	// background work.
+	n.rdb = redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true,
+		ReadTimeout: cfg.Guard.IndexTimeout, WriteTimeout: cfg.Guard.IndexTimeout})
+	n.onStop(n.rdb.Close)
+	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log})
+	n.log.Info("index: redis", "addr", cfg.RedisAddr)
+	return nil
+}
 
-	// Listen before the meter opens: the meter publishes this address so
-	// that other nodes can forward writes here when it leads.
-	l, err := net.Listen("tcp", cfg.HTTPAddr)
+func (n *node) listen(ctx context.Context) error {
+	l, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	n.closers = append(n.closers, func() error { _ = l.Close(); return nil })
-	n.addr = l.Addr().String()
+	n.onStop(func() error { _ = l.Close(); return nil })
+	n.listener, n.addr = l, l.Addr().String()
+	return nil
+}
+
+func (n *node) openMeter(ctx context.Context) (err error) {
+	cfg := n.cfg
 	suffrage := cluster.SuffrageVoter
 	if !cfg.hasRole("meter") {
 		suffrage = cluster.SuffrageNonvoter // ingest-only: a local read replica
 	}
 	n.rep, err = replica.Open(ctx, cluster.PeerConfig{
-		Dir: filepath.Join(cfg.DataDir, "meter"), NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Logger: log,
-		Join: cfg.Join, Suffrage: suffrage, HTTPAddr: n.addr, ClusterToken: n.adminToken, Registerer: reg,
+		Dir: filepath.Join(cfg.DataDir, "meter"), NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Logger: n.log,
+		Join: cfg.Join, Suffrage: suffrage, HTTPAddr: n.addr, ClusterToken: n.adminToken, Registerer: n.reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("meter: %w", err)
+		return fmt.Errorf("meter: %w", err)
 	}
-	n.closers = append(n.closers, n.rep.Close)
+	n.onStop(n.rep.Close)
+	return nil
+}
 
-	if emb, ok := n.index.(*embedded.Index); ok {
-		// Load every registered stream now, so compaction also closes the
-		// hours of streams nobody has touched since the restart.
-		refs, err := meterStreams{n.rep.Accounts}.StreamRefs(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := emb.Load(ctx, refs); err != nil {
-			return nil, fmt.Errorf("index: %w", err)
-		}
+// loadIndex loads every registered stream into an index that holds
+// streams in memory, so that compaction also closes the hours of streams
+// nobody has touched since the restart.
+func (n *node) loadIndex(ctx context.Context) error {
+	ld, ok := n.index.(streamLoader)
+	if !ok {
+		return nil
 	}
-	// Usage deltas from ingest go to the meter once a second; what the
-	// meter has not committed is kept in a local journal, so a killed
-	// process loses and double-counts nothing (docs/billing.md). The closer
-	// (it runs before the meter's) flushes what is pending on shutdown.
+	refs, err := meterStreams{n.rep.Accounts}.StreamRefs(ctx)
+	if err != nil {
+		return err
+	}
+	if err := ld.Load(ctx, refs); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	return nil
+}
+
+// openUsage starts the usage aggregator. Usage deltas from ingest go to
+// the meter once a second; what the meter has not committed is kept in a
+// local journal, so a killed process loses and double-counts nothing
+// (docs/billing.md). Its stop (before the meter's) flushes what is pending.
+func (n *node) openUsage(ctx context.Context) error {
+	cfg := n.cfg
 	journal, err := meter.OpenJournal(filepath.Join(cfg.DataDir, "usage"))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	usage := meter.NewAggregator(n.rep.Meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: log, Registerer: reg,
+	n.usage = meter.NewAggregator(n.rep.Meter, meter.AggregatorConfig{NodeID: cfg.NodeID, Logger: n.log, Registerer: n.reg,
 		Journal: journal, ResolveTimeout: cfg.Guard.StorageTimeout, ResolveMax: cfg.UsageResolveMax,
 		Resolve: func(ctx context.Context, key string) (string, error) {
 			info, err := n.store.Stat(ctx, key)
 			return info.Metadata[meter.PutIDMetadata], err
 		}})
-	n.closers = append(n.closers, func() error {
+	n.onStop(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := usage.Close(ctx); err != nil {
-			log.Warn("usage: deltas not flushed at shutdown; the journal keeps them", "err", err)
+		if err := n.usage.Close(ctx); err != nil {
+			n.log.Warn("usage: deltas not flushed at shutdown; the journal keeps them", "err", err)
 		}
 		return journal.Close()
 	})
-	authn := auth.New(n.adminToken, n.rep.Accounts)
-	bounded := index.WithDeadline(n.index, cfg.Guard.IndexTimeout) // the request path's index
+	return nil
+}
+
+// openIngest makes the upload handler and the failed-authentication
+// limiter, which HTTP and RTSP share.
+func (n *node) openIngest(ctx context.Context) error {
+	cfg := n.cfg
+	n.bounded = index.WithDeadline(n.index, cfg.Guard.IndexTimeout)
 	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
-		Logger: log, Registerer: reg})
-	authn.LimitFailures(n.authLimiter)
-	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter})
-	authn.WithUsers(n.rep.Access)
-	ing := ingest.New(ingest.Config{
+		Logger: n.log, Registerer: n.reg})
+	n.ingest = ingest.New(ingest.Config{
 		MaxBodyBytes:       cfg.MaxSegmentBytes,
 		LiveThreshold:      cfg.LiveThreshold,
 		LiveConcurrency:    cfg.LiveConcurrency,
@@ -336,19 +420,53 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		BridgeShare:        cfg.Guard.BridgeShare,
 		BodyIdleTimeout:    cfg.Guard.BodyIdleTimeout,
 		BodyMinRate:        cfg.Guard.BodyMinRate,
-		Logger:             log,
-		Registerer:         reg,
-		Usage:              usage,
-	}, n.store, bounded, n.rep.Accounts)
+		Logger:             n.log,
+		Registerer:         n.reg,
+		Usage:              n.usage,
+	}, n.store, n.bounded, n.rep.Accounts)
+	return nil
+}
+
+// startBackground runs compaction, the usage flush and, on ingest nodes,
+// retention and the RTSP recorder, until the node stops. They outlive
+// ctx (startNode's): only Close ends them.
+func (n *node) startBackground(ctx context.Context) error {
+	cfg := n.cfg
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	n.onStop(func() error { cancel(); wg.Wait(); return nil })
+	wg.Go(func() { n.compactLoop(bg, cfg.CompactInterval, cfg.CompactGrace) })
+	go n.usage.Run(bg)
+	if !cfg.hasRole("ingest") {
+		return nil
+	}
+	var rdb redis.UniversalClient
+	if n.rdb != nil {
+		rdb = n.rdb
+	}
+	l := nodeLease(rdb, n.rep.Leases) // lease.go
+	if err := startRetention(bg, &wg, cfg, n, l, n.usage, n.reg, n.log); err != nil {
+		return err
+	}
+	return startRTSP(bg, &wg, cfg, n, n.ingest, l, n.reg, n.log) // rtsp.go
+}
+
+// serveHTTP serves the API, metrics and health on the node's listener.
+func (n *node) serveHTTP(ctx context.Context) error {
+	cfg, log, reg := n.cfg, n.log, n.reg
+	authn := auth.New(n.adminToken, n.rep.Accounts)
+	authn.LimitFailures(n.authLimiter)
+	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter})
+	authn.WithUsers(n.rep.Access)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
-	play := playback.NewWithOptions(n.store, bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
+	play := playback.NewWithOptions(n.store, n.bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
 	handle := func(mux *http.ServeMux, pattern string, h http.Handler) { mux.Handle(pattern, rm.Wrap(pattern, h)) }
 	if cfg.hasRole("ingest") {
-		handle(api, ingest.SegmentPattern, ing)
+		handle(api, ingest.SegmentPattern, n.ingest)
 		handle(api, playback.Pattern, play)
 	}
 	mount := func(h http.Handler, patterns []string) {
@@ -376,48 +494,40 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 		return playback.HasURLSignature(r) || access.Anonymous(r)
 	}))
 
-	cl := connlimit.New(l, connlimit.Config{MaxConns: cfg.Guard.maxConns(), MaxConnsPerIP: cfg.Guard.MaxConnsPerIP, Logger: log, Registerer: reg})
-	n.srv = &http.Server{Handler: httpx.CloseUnread(httpx.JSONMux(root)), ReadHeaderTimeout: cfg.Guard.HeaderTimeout, IdleTimeout: cfg.Guard.IdleTimeout, ConnState: cl.ConnState}
+	cl := connlimit.New(n.listener, connlimit.Config{MaxConns: cfg.Guard.maxConns(), MaxConnsPerIP: cfg.Guard.MaxConnsPerIP, Logger: log, Registerer: reg})
+	srv := &http.Server{Handler: httpx.CloseUnread(httpx.JSONMux(root)), ReadHeaderTimeout: cfg.Guard.HeaderTimeout, IdleTimeout: cfg.Guard.IdleTimeout, ConnState: cl.ConnState}
 	go func() {
-		if err := n.srv.Serve(cl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(cl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
 		}
 	}()
+	n.onStop(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	})
+	return nil
+}
 
-	if cfg.DebugAddr != "" {
-		dbg := http.NewServeMux()
-		dbg.HandleFunc("/debug/pprof/", pprof.Index)
-		dbg.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		dbg.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		go func() {
-			if err := http.ListenAndServe(cfg.DebugAddr, dbg); err != nil {
-				log.Error("debug server", "err", err)
-			}
-		}()
+// serveDebug serves net/http/pprof on --debug-addr, if set, for the
+// life of the process.
+func (n *node) serveDebug() {
+	if n.cfg.DebugAddr == "" {
+		return
 	}
-
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n.cancel = cancel
-	go n.compactLoop(bg, cfg.CompactInterval, cfg.CompactGrace)
-	go usage.Run(bg)
-	if cfg.hasRole("ingest") {
-		var lrdb redis.UniversalClient
-		if rdb != nil {
-			lrdb = rdb
+	dbg := http.NewServeMux()
+	dbg.HandleFunc("/debug/pprof/", pprof.Index)
+	dbg.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	dbg.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() {
+		if err := http.ListenAndServe(n.cfg.DebugAddr, dbg); err != nil {
+			n.log.Error("debug server", "err", err)
 		}
-		if err := startRetention(bg, &n.bgWG, cfg, n, lrdb, usage, reg, log); err != nil {
-			return nil, err
-		}
-		if err := startRTSP(bg, &n.bgWG, cfg, n, ing, lrdb, reg, log); err != nil { // rtsp.go
-			return nil, err
-		}
-	}
-	return n, nil
+	}()
 }
 
 // compactLoop closes hours into manifests once they ended grace ago.
 func (n *node) compactLoop(ctx context.Context, every, grace time.Duration) {
-	defer close(n.done)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -431,32 +541,6 @@ func (n *node) compactLoop(ctx context.Context, every, grace time.Duration) {
 			}
 		}
 	}
-}
-
-// Close stops serving and closes everything the node opened.
-func (n *node) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var errs []error
-	if n.srv != nil {
-		errs = append(errs, n.srv.Shutdown(ctx))
-	}
-	if n.cancel != nil {
-		n.cancel()
-		<-n.done
-		n.bgWG.Wait()
-	}
-	errs = append(errs, n.closeAll())
-	return errors.Join(errs...)
-}
-
-func (n *node) closeAll() error {
-	var errs []error
-	for i := len(n.closers) - 1; i >= 0; i-- {
-		errs = append(errs, n.closers[i]())
-	}
-	n.closers = nil
-	return errors.Join(errs...)
 }
 
 // adminToken returns the operator token from VIGIL_ADMIN_TOKEN, or the one

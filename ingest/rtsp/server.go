@@ -13,12 +13,16 @@ import (
 	"time"
 )
 
+// Defaults of the Config fields that vigil serve exposes as flags.
 const (
-	defaultIdleTimeout        = 60 * time.Second
-	writeTimeout              = 10 * time.Second
-	defaultMaxUnauthenticated = 128
-	defaultMaxUnauthPerIP     = 8
-	defaultAuthTimeout        = 10 * time.Second
+	DefaultMaxUnauthenticated      = 128
+	DefaultMaxUnauthenticatedPerIP = 8
+	DefaultAuthTimeout             = 10 * time.Second
+)
+
+const (
+	defaultIdleTimeout = 60 * time.Second
+	writeTimeout       = 10 * time.Second
 	// maxRefusing bounds the goroutines that answer refused connections; a
 	// flood beyond it is closed without an answer.
 	maxRefusing = 64
@@ -85,13 +89,13 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxUnauthenticated <= 0 {
-		cfg.MaxUnauthenticated = defaultMaxUnauthenticated
+		cfg.MaxUnauthenticated = DefaultMaxUnauthenticated
 	}
 	if cfg.MaxUnauthenticatedPerIP <= 0 {
-		cfg.MaxUnauthenticatedPerIP = defaultMaxUnauthPerIP
+		cfg.MaxUnauthenticatedPerIP = DefaultMaxUnauthenticatedPerIP
 	}
 	if cfg.AuthTimeout <= 0 {
-		cfg.AuthTimeout = defaultAuthTimeout
+		cfg.AuthTimeout = DefaultAuthTimeout
 	}
 	if cfg.NonceTTL <= 0 {
 		cfg.NonceTTL = defaultNonceTTL

@@ -42,8 +42,8 @@ import (
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/ingest"
 	"github.com/vigilcloud/vigil/ingest/rtsp"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
-	"github.com/vigilcloud/vigil/retention"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -65,6 +65,12 @@ type Storer interface {
 type Index interface {
 	Segments(ctx context.Context, ref storage.StreamRef, from, to int64) ([]index.Segment, error)
 }
+
+// Defaults of the Config fields that vigil serve exposes as flags.
+const (
+	DefaultSegmentDuration  = 6 * time.Second
+	DefaultMaxTimestampJump = 10 * time.Second
+)
 
 // Config configures a Recorder. Zero values take the defaults.
 type Config struct {
@@ -88,9 +94,9 @@ type Config struct {
 	// MaxBacklog closed segments of one session may wait for storage;
 	// beyond it the session ends (default 20). They stay spooled.
 	MaxBacklog int
-	// Lease keeps a stream to one publisher across nodes (a
-	// retention.RedisLease); nil: per node only.
-	Lease retention.Lease
+	// Lease keeps a stream to one publisher across nodes (the node's
+	// shared lease); nil: per node only.
+	Lease lease.Lease
 	// LeaseTTL is the publisher lease's time to live, renewed at a third
 	// of it (default 15 s).
 	LeaseTTL time.Duration
@@ -112,10 +118,10 @@ func (c Config) withDefaults() Config {
 			*v = d
 		}
 	}
-	def(&c.SegmentDuration, 6*time.Second)
+	def(&c.SegmentDuration, DefaultSegmentDuration)
 	def(&c.FragmentDuration, time.Second)
 	def(&c.MaxSegmentDuration, time.Minute)
-	def(&c.MaxTimestampJump, 10*time.Second)
+	def(&c.MaxTimestampJump, DefaultMaxTimestampJump)
 	if c.MaxSegmentDuration < 2*c.SegmentDuration {
 		c.MaxSegmentDuration = 2 * c.SegmentDuration
 	}
@@ -142,7 +148,7 @@ type Recorder struct {
 	reg   Registry
 	store Storer
 	idx   Index
-	lease retention.Lease
+	lease lease.Lease
 	log   *slog.Logger
 	m     *metrics
 
@@ -166,11 +172,11 @@ func New(cfg Config, reg Registry, store Storer, idx Index) (*Recorder, error) {
 	if err := os.MkdirAll(cfg.SpoolDir, 0o755); err != nil {
 		return nil, fmt.Errorf("segmenter: spool: %w", err)
 	}
-	lease := cfg.Lease
-	if lease == nil {
-		lease = retention.NewLocalLease(cfg.Now)
+	l := cfg.Lease
+	if l == nil {
+		l = lease.NewLocal(cfg.Now)
 	}
-	return &Recorder{cfg: cfg, reg: reg, store: store, idx: idx, lease: lease, log: cfg.Logger,
+	return &Recorder{cfg: cfg, reg: reg, store: store, idx: idx, lease: l, log: cfg.Logger,
 		m: newMetrics(cfg.Registerer), live: map[string]*session{}, lastEnd: map[string]int64{},
 		spooled: map[string]bool{}, ctx: context.Background()}, nil
 }
@@ -230,9 +236,9 @@ func (r *Recorder) Announce(ctx context.Context, user, path string, medias []rts
 	if !storage.ValidID(path) {
 		return nil, fmt.Errorf("%w: %q is not a stream id", rtsp.ErrNotFound, path)
 	}
-	st, err := r.reg.Stream(ctx, path)
+	st, err := accounts.AcceptsData(ctx, r.reg, path)
 	switch {
-	case errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil:
+	case errors.Is(err, meter.ErrNotFound):
 		return nil, fmt.Errorf("%w: unknown or deleted stream %s", rtsp.ErrNotFound, path)
 	case err != nil:
 		return nil, fmt.Errorf("segmenter: stream %s: %w", path, err)

@@ -14,10 +14,10 @@ import (
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/media/avc"
 	"github.com/vigilcloud/vigil/media/fmp4"
 	"github.com/vigilcloud/vigil/meter"
-	"github.com/vigilcloud/vigil/retention"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -30,7 +30,7 @@ type session struct {
 	tracks []*track // by media index; nil = not recorded
 	log    *slog.Logger
 
-	held      retention.Held
+	held      lease.Held
 	live      context.Context // ends when the lease is lost or the stream deleted
 	stopLive  func()
 	backlog   atomic.Int32
@@ -115,9 +115,9 @@ var errStreamDeleted = errors.New("segmenter: the stream was deleted")
 
 // start begins renewing the publisher lease and watching for the stream's
 // deletion; live ends, with the cause, when either stops the recording.
-func (s *session) start(held retention.Held) {
+func (s *session) start(held lease.Held) {
 	s.held = held
-	live, stopRenew := retention.KeepLease(context.Background(), held, s.r.cfg.LeaseTTL)
+	live, stopRenew := lease.Keep(context.Background(), held, s.r.cfg.LeaseTTL)
 	live, stopWatch := context.WithCancelCause(live)
 	exited := make(chan struct{})
 	go func() {
@@ -131,8 +131,8 @@ func (s *session) start(held retention.Held) {
 			case <-check.C:
 				// A registry outage is no reason to stop recording; only a
 				// deletion is.
-				st, err := s.r.reg.Stream(live, s.st.ID)
-				if errors.Is(err, meter.ErrNotFound) || err == nil && st.DeletedAt != nil {
+				err := accounts.StillAcceptsData(live, s.r.reg, s.st)
+				if errors.Is(err, meter.ErrNotFound) {
 					stopWatch(errStreamDeleted)
 					return
 				}

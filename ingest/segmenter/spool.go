@@ -440,9 +440,9 @@ func (r *Recorder) upload(ctx context.Context, job uploadJob) {
 			}
 			wait = min(2*wait, r.cfg.RetryMax)
 		}
-		st, err := r.reg.Stream(ctx, job.stream)
+		st, err := accounts.AcceptsData(ctx, r.reg, job.stream)
 		switch {
-		case errors.Is(err, meter.ErrNotFound) || err == nil && (st.DeletedAt != nil || !job.incarnationOf(st)):
+		case errors.Is(err, meter.ErrNotFound) || err == nil && !job.incarnationOf(st):
 			// The camera was deleted (and maybe created again with the
 			// same ids): its video must go, not be stored.
 			log.WarnContext(ctx, "segmenter: stream deleted; recorded segment discarded")

@@ -11,7 +11,7 @@
 //
 // Writes stream into root/.tmp, are fsynced, then linked (IfAbsent) or
 // renamed into place, and the parent directory is fsynced. Leftovers in
-// .tmp from a crash are removed by New. A storage.Spooled body is not
+// .tmp from a crash are removed by New. A storage.AdoptableBody (Spooled) is not
 // copied: its file already has the header's room in front of the body, so
 // the header is written there and that file is synced and linked in its
 // place (falling back to a copy when it is on another file system). Key segments may not begin with
@@ -181,7 +181,7 @@ func (b *Backend) put(ctx context.Context, key string, r io.Reader, size int64, 
 	if err := ctx.Err(); err != nil {
 		return storage.ObjectInfo{}, err
 	}
-	if sp, ok := r.(*storage.Spooled); ok && sp.Size() == size {
+	if sp, ok := r.(storage.AdoptableBody); ok && sp.Size() == size {
 		info, adopted, err := b.adopt(ctx, key, sp, hdr, opts)
 		if adopted || err != nil {
 			return info, err
@@ -228,8 +228,8 @@ func putInfo(key string, size int64, st os.FileInfo, opts storage.PutOptions) st
 // file is synced and linked (or renamed) to key. adopted is false, with no
 // error, when the file cannot be linked from where it is (another file
 // system); the caller copies it then.
-func (b *Backend) adopt(ctx context.Context, key string, sp *storage.Spooled, hdr []byte, opts storage.PutOptions) (info storage.ObjectInfo, adopted bool, err error) {
-	f := sp.File
+func (b *Backend) adopt(ctx context.Context, key string, sp storage.AdoptableBody, hdr []byte, opts storage.PutOptions) (info storage.ObjectInfo, adopted bool, err error) {
+	f := sp.SpoolFile()
 	st, err := f.Stat()
 	if err != nil {
 		return storage.ObjectInfo{}, false, wrapDisk(err)
