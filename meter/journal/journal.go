@@ -27,9 +27,9 @@ import (
 
 // Journal is an ingest node's local record of the usage the meter has not
 // committed yet, so that a killed process neither loses nor double-counts
-// it. It holds no per-segment history: a segment's record
-// lives only until the batch that counts it is written, and the file is
-// rewritten with just the live records once it grows.
+// it. It holds no per-segment history: a segment's record lives only
+// until the batch that counts it is written, and the file is rewritten
+// with just the live records once it grows.
 //
 // Records, one per line (CRC-32C, space, JSON):
 //   - i: an intent, written and fsynced before a segment's storage Put; its
