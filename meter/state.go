@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/meter/journal"
 	"github.com/vigilcloud/vigil/storage"
 )
 
@@ -271,9 +272,9 @@ func (st *State) applyUsageBatch(c *cluster.Command) (any, error) {
 	if err := DecodeBatch(c, &b); err != nil {
 		return nil, err
 	}
-	// A journal's batch (usage_journal.go) that the meter applied
+	// A journal's batch (meter/journal) that the meter applied
 	// already: a replay after a crash, past the request table's reach.
-	src, seq, journaled := journalBatchID(b.ID)
+	src, seq, journaled := journal.ParseBatchID(b.ID)
 	if journaled && seq <= st.UsageJournals[src] {
 		return UsageResult{Duplicate: true}, nil
 	}

@@ -2,6 +2,7 @@ package meter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,8 +88,10 @@ func TestAggregatorCountsUnexpectedDuplicate(t *testing.T) {
 	dir := t.TempDir()
 	j, err := OpenJournal(dir)
 	require.NoError(t, err)
-	seq, id := j.nextBatch()
-	require.NoError(t, j.batch(seq, &UsageBatch{ID: id, Entries: []UsageEntry{{Stream: "s1", Segments: 1}}}, nil))
+	seq, id := j.NextBatch()
+	data, err := json.Marshal(UsageBatch{ID: id, Entries: []UsageEntry{{Stream: "s1", Segments: 1}}})
+	require.NoError(t, err)
+	require.NoError(t, j.Batch(seq, data, nil))
 	require.NoError(t, j.Close())
 
 	j, err = OpenJournal(dir)

@@ -1,4 +1,8 @@
-package meter
+// Package journal is an ingest node's crash-safe local record of the usage
+// the meter has not committed yet (docs/billing.md). It knows nothing of
+// usage batches' contents: it stores each batch as the JSON its caller
+// encoded, so that it depends on nothing of the meter's.
+package journal
 
 import (
 	"bufio"
@@ -23,9 +27,9 @@ import (
 
 // Journal is an ingest node's local record of the usage the meter has not
 // committed yet, so that a killed process neither loses nor double-counts
-// it (docs/billing.md). It holds no per-segment history: a segment's record
-// lives only until the batch that counts it is written, and the file is
-// rewritten with just the live records once it grows.
+// it. It holds no per-segment history: a segment's record lives only
+// until the batch that counts it is written, and the file is rewritten
+// with just the live records once it grows.
 //
 // Records, one per line (CRC-32C, space, JSON):
 //   - i: an intent, written and fsynced before a segment's storage Put; its
@@ -36,7 +40,7 @@ import (
 //   - f: bytes and objects freed by retention or a purge.
 //   - b: a batch (written and fsynced before it is submitted) and the
 //     records it counts; its id is j<journal id>-<seq>, and the meter
-//     applies each journal's batches once, in seq order (usage.go).
+//     applies each journal's batches once, in seq order (ParseBatchID).
 //   - c: the meter committed batch seq.
 //
 // Its methods are safe for concurrent use.
@@ -44,7 +48,7 @@ type Journal struct {
 	dir string
 
 	mu      sync.Mutex
-	f       journalWriter
+	f       writer
 	id      string
 	nextOrd uint64
 	nextSeq uint64
@@ -59,111 +63,116 @@ type Journal struct {
 	compactMu    sync.Mutex // one rewrite at a time
 	tail         [][]byte   // during a rewrite: the records appended since its snapshot
 	closed       bool
-	compactBytes int64            // rewrite the file once it is this big and twice the last rewrite
-	rewritten    int64            // the size of the last rewrite: about the live records
-	recovery     *journalRecovery // what Open found, until an Aggregator takes it
+	compactBytes int64     // rewrite the file once it is this big and twice the last rewrite
+	rewritten    int64     // the size of the last rewrite: about the live records
+	recovery     *Recovery // what Open found, until its one reader takes it
 
 	// Tests replace these.
 	syncDir       func(dir string) error
 	afterSnapshot func() // a rewrite has taken its snapshot, without locks
 }
 
-// journalWriter is the open journal file: an *os.File, or in tests one
-// that fails as a full disk does.
-type journalWriter interface {
+// writer is the open journal file: an *os.File, or in tests one that
+// fails as a full disk does.
+type writer interface {
 	io.WriterAt
 	Truncate(size int64) error
 	Sync() error
 	Close() error
 }
 
-type journalIntent struct {
-	Ord    uint64
+// Intent is a storage Put of Size bytes to Key that was about to start.
+// Unless a batch counts it or NotCreated settles it, its outcome is
+// decided by whether the object at Key carries PutID.
+type Intent struct {
+	Ord    uint64 // the record's number, listed by the batch that counts it
 	Stream string
 	Key    string
 	Size   int64
 	PutID  string
 }
 
-type journalFree struct {
+// Free is storage freed by retention or a purge that no batch counts yet.
+type Free struct {
 	Ord            uint64
 	Stream         string
 	Bytes, Objects int64
 }
 
-type journalRec struct {
-	T       string      `json:"t"`
-	J       string      `json:"j,omitempty"` // h: journal id
-	N       uint64      `json:"n,omitempty"` // i, x, f: ord; h: next ord
-	Q       uint64      `json:"q,omitempty"` // b, c: seq; h: next seq
-	Stream  string      `json:"s,omitempty"`
-	Key     string      `json:"k,omitempty"`
-	PutID   string      `json:"p,omitempty"`
-	Bytes   int64       `json:"b,omitempty"`
-	Objects int64       `json:"o,omitempty"`
-	Batch   *UsageBatch `json:"batch,omitempty"`
-	Ords    [][2]uint64 `json:"ords,omitempty"` // b: the records it counts, as ranges [first, last]
+// Batch is a batch not known to be committed: Data is exactly the JSON
+// its caller gave Journal.Batch.
+type Batch struct {
+	Seq  uint64
+	Data json.RawMessage
+}
+
+// Recovery is what a journal held when it was opened: what the previous
+// process left unsettled.
+type Recovery struct {
+	Batches []Batch  // to submit again first, in seq order
+	Intents []Intent // to resolve against storage, in ord order
+	Frees   []Free   // to count again, in ord order
+}
+
+// rec is one line's JSON. Its field names are the file format.
+type rec struct {
+	T       string          `json:"t"`
+	J       string          `json:"j,omitempty"` // h: journal id
+	N       uint64          `json:"n,omitempty"` // i, x, f: ord; h: next ord
+	Q       uint64          `json:"q,omitempty"` // b, c: seq; h: next seq
+	Stream  string          `json:"s,omitempty"`
+	Key     string          `json:"k,omitempty"`
+	PutID   string          `json:"p,omitempty"`
+	Bytes   int64           `json:"b,omitempty"`
+	Objects int64           `json:"o,omitempty"`
+	Batch   json.RawMessage `json:"batch,omitempty"`
+	Ords    [][2]uint64     `json:"ords,omitempty"` // b: the records it counts, as ranges [first, last]
 }
 
 const (
-	journalFile         = "usage.journal"
+	fileName            = "usage.journal"
 	defaultCompactBytes = 4 << 20
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// journalRecovery is what a journal held when it was opened.
-type journalRecovery struct {
-	batches []*UsageBatch // not known to be committed, in seq order
-	seqs    []uint64
-	intents []journalIntent // to resolve against storage
-	frees   []journalFree   // to count again
-}
-
-// OpenJournal opens (or creates) the journal in dir.
-func OpenJournal(dir string) (*Journal, error) {
-	j, rec, err := openJournal(dir)
-	if err != nil {
-		return nil, err
-	}
-	j.recovery = rec
-	return j, nil
-}
-
-// takeRecovery hands what Open found to the one aggregator that replays it.
-func (j *Journal) takeRecovery() *journalRecovery {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	r := j.recovery
-	j.recovery = nil
-	if r == nil {
-		r = &journalRecovery{}
-	}
-	return r
-}
-
-func openJournal(dir string) (*Journal, *journalRecovery, error) {
+// Open opens (or creates) the journal in dir. What the previous process
+// left is in Recovery; the file is rewritten with just that, so a start
+// never inherits a big file.
+func Open(dir string) (*Journal, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("usage journal: %w", err)
+		return nil, fmt.Errorf("usage journal: %w", err)
 	}
 	j := &Journal{dir: dir, nextOrd: 1, nextSeq: 1, live: map[uint64][]byte{}, batches: map[uint64][]byte{},
-		compactBytes: defaultCompactBytes, syncDir: fsutil.SyncDir}
-	rec := &journalRecovery{}
-	if err := j.read(rec); err != nil {
-		return nil, nil, err
+		compactBytes: defaultCompactBytes, syncDir: fsutil.SyncDir, recovery: &Recovery{}}
+	if err := j.read(j.recovery); err != nil {
+		return nil, err
 	}
 	if j.id == "" {
 		j.id = cluster.RandomID()[:16]
 	}
 	if err := j.compact(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return j, rec, nil
+	return j, nil
+}
+
+// Recovery hands what Open found to its one reader, which replays it:
+// later calls find nothing, so nothing is replayed twice.
+func (j *Journal) Recovery() Recovery {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r := j.recovery
+	j.recovery = nil
+	if r == nil {
+		return Recovery{}
+	}
+	return *r
 }
 
 // read replays the file; a torn or corrupt tail (a crash mid-append) ends it.
-func (j *Journal) read(rec *journalRecovery) error {
-	f, err := os.Open(filepath.Join(j.dir, journalFile))
+func (j *Journal) read(out *Recovery) error {
+	f, err := os.Open(filepath.Join(j.dir, fileName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -171,16 +180,16 @@ func (j *Journal) read(rec *journalRecovery) error {
 		return fmt.Errorf("usage journal: %w", err)
 	}
 	defer f.Close()
-	intents := map[uint64]journalIntent{}
-	frees := map[uint64]journalFree{}
-	batches := map[uint64]*UsageBatch{}
-	r := bufio.NewReaderSize(f, 1<<16)
+	intents := map[uint64]Intent{}
+	frees := map[uint64]Free{}
+	batches := map[uint64]json.RawMessage{}
+	br := bufio.NewReaderSize(f, 1<<16)
 	for {
-		line, err := r.ReadBytes('\n')
+		line, err := br.ReadBytes('\n')
 		if err != nil {
 			break // EOF, or a last line without its newline: torn
 		}
-		r, ok := decodeJournalLine(line)
+		r, ok := decodeLine(line)
 		if !ok {
 			break
 		}
@@ -189,17 +198,17 @@ func (j *Journal) read(rec *journalRecovery) error {
 			j.id = r.J
 			j.nextOrd, j.nextSeq = max(j.nextOrd, r.N), max(j.nextSeq, r.Q)
 		case "i":
-			intents[r.N] = journalIntent{Ord: r.N, Stream: r.Stream, Key: r.Key, Size: r.Bytes, PutID: r.PutID}
+			intents[r.N] = Intent{Ord: r.N, Stream: r.Stream, Key: r.Key, Size: r.Bytes, PutID: r.PutID}
 			j.live[r.N] = slices.Clone(line)
 		case "f":
-			frees[r.N] = journalFree{Ord: r.N, Stream: r.Stream, Bytes: r.Bytes, Objects: r.Objects}
+			frees[r.N] = Free{Ord: r.N, Stream: r.Stream, Bytes: r.Bytes, Objects: r.Objects}
 			j.live[r.N] = slices.Clone(line)
 		case "x":
 			delete(intents, r.N)
 			delete(j.live, r.N)
 		case "b":
-			if r.Batch == nil {
-				continue
+			if len(r.Batch) == 0 || string(r.Batch) == "null" {
+				continue // no batch (absent or null): skipped, as the release before did
 			}
 			for _, rg := range r.Ords {
 				for o := rg[0]; o <= rg[1]; o++ {
@@ -220,19 +229,18 @@ func (j *Journal) read(rec *journalRecovery) error {
 		}
 	}
 	for _, seq := range slices.Sorted(maps.Keys(batches)) {
-		rec.batches = append(rec.batches, batches[seq])
-		rec.seqs = append(rec.seqs, seq)
+		out.Batches = append(out.Batches, Batch{Seq: seq, Data: batches[seq]})
 	}
 	for _, o := range slices.Sorted(maps.Keys(intents)) {
-		rec.intents = append(rec.intents, intents[o])
+		out.Intents = append(out.Intents, intents[o])
 	}
 	for _, o := range slices.Sorted(maps.Keys(frees)) {
-		rec.frees = append(rec.frees, frees[o])
+		out.Frees = append(out.Frees, frees[o])
 	}
 	return nil
 }
 
-func encodeJournalLine(r journalRec) ([]byte, error) {
+func encodeLine(r rec) ([]byte, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
@@ -243,8 +251,8 @@ func encodeJournalLine(r journalRec) ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-func decodeJournalLine(line []byte) (journalRec, bool) {
-	var r journalRec
+func decodeLine(line []byte) (rec, bool) {
+	var r rec
 	line = line[:len(line)-1]
 	if len(line) < 10 || line[8] != ' ' {
 		return r, false
@@ -305,16 +313,18 @@ func (j *Journal) sync(upto int64) error {
 	return nil
 }
 
-// PutID is the put id of intent ord: unique across journals and restarts.
+// putID is the put id of intent ord: unique across journals and restarts.
 func (j *Journal) putID(ord uint64) string { return "j" + j.id + "-" + strconv.FormatUint(ord, 10) }
 
-// intent durably records a Put about to start and returns its ord and put id.
-func (j *Journal) intent(stream, key string, size int64) (uint64, string, error) {
+// Intent durably records a storage Put about to start, before it starts:
+// a crash at any point after leaves the Put for recovery to decide. The
+// caller stores the returned PutID in the object's metadata.
+func (j *Journal) Intent(stream, key string, size int64) (Intent, error) {
 	j.mu.Lock()
 	ord := j.nextOrd
 	j.nextOrd++
-	pid := j.putID(ord)
-	line, err := encodeJournalLine(journalRec{T: "i", N: ord, Stream: stream, Key: key, PutID: pid, Bytes: size})
+	in := Intent{Ord: ord, Stream: stream, Key: key, Size: size, PutID: j.putID(ord)}
+	line, err := encodeLine(rec{T: "i", N: ord, Stream: stream, Key: key, PutID: in.PutID, Bytes: size})
 	var off int64
 	if err == nil {
 		off, err = j.appendLocked(line)
@@ -324,30 +334,32 @@ func (j *Journal) intent(stream, key string, size int64) (uint64, string, error)
 	}
 	j.mu.Unlock()
 	if err != nil {
-		return 0, "", err
+		return Intent{}, err
 	}
-	return ord, pid, j.sync(off)
+	return in, j.sync(off)
 }
 
-// notCreated records that intent ord's Put created nothing.
-func (j *Journal) notCreated(ord uint64) {
+// NotCreated records that intent ord's Put created nothing, so recovery
+// need not ask storage. Not fsynced, and a failure is ignored: a lost
+// record only means that recovery asks.
+func (j *Journal) NotCreated(ord uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	delete(j.live, ord)
-	if line, err := encodeJournalLine(journalRec{T: "x", N: ord}); err == nil {
+	if line, err := encodeLine(rec{T: "x", N: ord}); err == nil {
 		_, _ = j.appendLocked(line) // lost: recovery asks storage instead
 	}
 }
 
-// free records freed storage and returns its ord. Not fsynced: a free
-// follows a deletion that already happened, and a lost one is what
-// `vigil meter reconcile` repairs.
-func (j *Journal) free(stream string, bytes, objects int64) (uint64, error) {
+// Free records freed storage and returns its ord, for the batch that
+// counts it. Not fsynced: a free follows a deletion that already happened,
+// and a lost one is what `vigil meter reconcile` repairs.
+func (j *Journal) Free(stream string, bytes, objects int64) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	ord := j.nextOrd
 	j.nextOrd++
-	line, err := encodeJournalLine(journalRec{T: "f", N: ord, Stream: stream, Bytes: bytes, Objects: objects})
+	line, err := encodeLine(rec{T: "f", N: ord, Stream: stream, Bytes: bytes, Objects: objects})
 	if err == nil {
 		_, err = j.appendLocked(line)
 	}
@@ -358,19 +370,23 @@ func (j *Journal) free(stream string, bytes, objects int64) (uint64, error) {
 	return ord, nil
 }
 
-// nextBatch allocates a batch seq and its id.
-func (j *Journal) nextBatch() (uint64, string) {
+// NextBatch allocates a batch seq and the batch's id, j<journal id>-<seq>:
+// seqs never repeat across restarts, since the meter applies a journal's
+// batches once, in seq order.
+func (j *Journal) NextBatch() (seq uint64, id string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	seq := j.nextSeq
+	seq = j.nextSeq
 	j.nextSeq++
 	return seq, "j" + j.id + "-" + strconv.FormatUint(seq, 10)
 }
 
-// batch durably records batch seq and the records it counts, before it is
-// submitted.
-func (j *Journal) batch(seq uint64, b *UsageBatch, ords []uint64) error {
-	line, err := encodeJournalLine(journalRec{T: "b", Q: seq, Batch: b, Ords: ordRanges(ords)})
+// Batch durably records batch seq, encoded as data (JSON, returned as is
+// by Recovery), and settles the records of ords that it counts. Call it
+// before the batch is submitted: a replay after a crash is then this same
+// batch, which the meter applies once.
+func (j *Journal) Batch(seq uint64, data json.RawMessage, ords []uint64) error {
+	line, err := encodeLine(rec{T: "b", Q: seq, Batch: data, Ords: ordRanges(ords)})
 	if err != nil {
 		return err
 	}
@@ -405,20 +421,31 @@ func ordRanges(ords []uint64) [][2]uint64 {
 	return out
 }
 
-// committed records that the meter applied batch seq.
-func (j *Journal) committed(seq uint64) {
+// Committed records that the meter applied batch seq, so it is not
+// replayed. Not fsynced, and a failure is ignored: the meter answers a
+// replay of an applied batch as a duplicate and changes nothing.
+func (j *Journal) Committed(seq uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	delete(j.batches, seq)
-	if line, err := encodeJournalLine(journalRec{T: "c", Q: seq}); err == nil {
+	if line, err := encodeLine(rec{T: "c", Q: seq}); err == nil {
 		_, _ = j.appendLocked(line) // lost: the meter refuses the batch's replay
 	}
 }
 
-// compactIfBig rewrites the file once it is compactBytes big and twice its
+// SetCompactBytes sets the size from which the file is rewritten (Open
+// sets 4 MiB). Tests lower it to see rewrites happen under load.
+func (j *Journal) SetCompactBytes(n int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.compactBytes = n
+}
+
+// CompactIfBig rewrites the file once it is compactBytes big and twice its
 // last rewrite (which held about the live records): the cost of rewrites
-// stays proportional to what is appended, whatever is live.
-func (j *Journal) compactIfBig() error {
+// stays proportional to what is appended, whatever is live. Call it after
+// Batch and Committed, which settle records.
+func (j *Journal) CompactIfBig() error {
 	j.compactMu.Lock()
 	defer j.compactMu.Unlock()
 	j.mu.Lock()
@@ -437,7 +464,7 @@ func (j *Journal) compactIfBig() error {
 // the journal). Lock order: syncMu, then mu.
 func (j *Journal) compact() error {
 	j.mu.Lock()
-	hdr, _ := encodeJournalLine(journalRec{T: "h", J: j.id, N: j.nextOrd, Q: j.nextSeq})
+	hdr, _ := encodeLine(rec{T: "h", J: j.id, N: j.nextOrd, Q: j.nextSeq})
 	recs := [][]byte{hdr}
 	for _, m := range []map[uint64][]byte{j.live, j.batches} {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
@@ -450,8 +477,8 @@ func (j *Journal) compact() error {
 		j.afterSnapshot()
 	}
 
-	tmp := filepath.Join(j.dir, journalFile+".tmp")
-	f, size, err := writeJournalFile(tmp, recs)
+	tmp := filepath.Join(j.dir, fileName+".tmp")
+	f, size, err := writeFile(tmp, recs)
 	if err != nil {
 		j.mu.Lock()
 		j.tail = nil
@@ -477,7 +504,7 @@ func (j *Journal) compact() error {
 		err = f.Sync()
 	}
 	if err == nil && !closed {
-		err = os.Rename(tmp, filepath.Join(j.dir, journalFile))
+		err = os.Rename(tmp, filepath.Join(j.dir, fileName))
 	}
 	if err != nil || closed {
 		j.mu.Unlock()
@@ -503,8 +530,8 @@ func (j *Journal) compact() error {
 	return nil
 }
 
-// writeJournalFile writes recs to a new file at path and fsyncs it.
-func writeJournalFile(path string, recs [][]byte) (*os.File, int64, error) {
+// writeFile writes recs to a new file at path and fsyncs it.
+func writeFile(path string, recs [][]byte) (*os.File, int64, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, 0, err
@@ -545,8 +572,10 @@ func (j *Journal) Close() error {
 	return err
 }
 
-// journalBatchID parses a journal batch id, j<16 hex>-<seq>.
-func journalBatchID(id string) (journal string, seq uint64, ok bool) {
+// ParseBatchID parses a batch id NextBatch made, j<16 hex>-<seq>, into the
+// journal's id and the seq: the meter keeps the last seq it applied per
+// journal, to apply each batch once however late a replay comes.
+func ParseBatchID(id string) (journal string, seq uint64, ok bool) {
 	src, n, found := strings.Cut(id, "-")
 	if !found || len(src) != 17 || src[0] != 'j' {
 		return "", 0, false

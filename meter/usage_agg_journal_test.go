@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/cluster"
-	"github.com/vigilcloud/vigil/internal/fsutil"
+	"github.com/vigilcloud/vigil/meter/journal"
 )
 
 // TestJournalReplayAfterCrash: a process is "killed" after the meter
@@ -80,45 +79,10 @@ func TestJournalReplayAfterCrash(t *testing.T) {
 	j3, err := OpenJournal(dir)
 	require.NoError(t, err)
 	defer j3.Close()
-	rec := j3.takeRecovery()
-	require.Empty(t, rec.batches)
-	require.Empty(t, rec.intents)
-	require.Empty(t, rec.frees)
-}
-
-// TestJournalTornTail: a record cut short by a crash ends the replay; the
-// records before it count, and appends go on after a rewrite.
-func TestJournalTornTail(t *testing.T) {
-	dir := t.TempDir()
-	j, err := OpenJournal(dir)
-	require.NoError(t, err)
-	_, _, err = j.intent("s1", "k1", 10)
-	require.NoError(t, err)
-	_, _, err = j.intent("s1", "k2", 20)
-	require.NoError(t, err)
-	require.NoError(t, j.Close())
-	path := filepath.Join(dir, journalFile)
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(path, b[:len(b)-5], 0o600)) // the second record torn
-
-	j2, err := OpenJournal(dir)
-	require.NoError(t, err)
-	rec := j2.takeRecovery()
-	require.Len(t, rec.intents, 1)
-	require.Equal(t, "k1", rec.intents[0].Key)
-	ord, pid, err := j2.intent("s1", "k3", 30)
-	require.NoError(t, err)
-	require.Equal(t, fmt.Sprintf("j%s-%d", j2.id, ord), pid)
-	require.NoError(t, j2.Close())
-
-	j3, err := OpenJournal(dir)
-	require.NoError(t, err)
-	defer j3.Close()
-	rec = j3.takeRecovery()
-	require.Len(t, rec.intents, 2)
-	require.Equal(t, "k3", rec.intents[1].Key)
-	require.Greater(t, rec.intents[1].Ord, rec.intents[0].Ord)
+	rec := j3.Recovery()
+	require.Empty(t, rec.Batches)
+	require.Empty(t, rec.Intents)
+	require.Empty(t, rec.Frees)
 }
 
 // TestFSMJournalBatchOnce: a journal's batch replayed after the request
@@ -241,66 +205,6 @@ func TestJournalConcurrentUploadsThenCrash(t *testing.T) {
 	require.Equal(t, want, u.StorageBytes)
 }
 
-// fullDisk is the journal file on a disk that fills up: while full, a write
-// stores part of its bytes and fails with ENOSPC, as write(2) does.
-type fullDisk struct {
-	*os.File
-	full bool
-}
-
-func (f *fullDisk) Write(p []byte) (int, error) {
-	if f.full {
-		n, _ := f.File.Write(p[:len(p)/2])
-		return n, syscall.ENOSPC
-	}
-	return f.File.Write(p)
-}
-
-func (f *fullDisk) WriteAt(p []byte, off int64) (int, error) {
-	if f.full {
-		n, _ := f.File.WriteAt(p[:len(p)/2], off)
-		return n, syscall.ENOSPC
-	}
-	return f.File.WriteAt(p, off)
-}
-
-// TestJournalWriteFailureLosesNothing: an append that fails part-way (a full
-// disk) must not cost the records appended after it: the next start still
-// finds the fsynced intents and batches written once space came back, and
-// allocates batch seqs after them.
-func TestJournalWriteFailureLosesNothing(t *testing.T) {
-	dir := t.TempDir()
-	j, err := OpenJournal(dir)
-	require.NoError(t, err)
-	ord1, _, err := j.intent("s1", "k1", 10)
-	require.NoError(t, err)
-	disk := &fullDisk{File: j.f.(*os.File)}
-	j.f = disk
-	disk.full = true
-	_, _, err = j.intent("s1", "k2", 20)
-	require.ErrorIs(t, err, syscall.ENOSPC)
-	_, err = j.free("s1", 5, 1)
-	require.ErrorIs(t, err, syscall.ENOSPC)
-	disk.full = false
-	_, _, err = j.intent("s1", "k3", 30)
-	require.NoError(t, err)
-	seq, _ := j.nextBatch()
-	b := &UsageBatch{ID: "x", Entries: []UsageEntry{{Stream: "s1", StoredBytes: 10, StoredObjects: 1, IngestedBytes: 10, Segments: 1}}}
-	require.NoError(t, j.batch(seq, b, []uint64{ord1}))
-	require.NoError(t, j.Close())
-
-	j2, err := OpenJournal(dir)
-	require.NoError(t, err)
-	defer j2.Close()
-	rec := j2.takeRecovery()
-	require.Equal(t, []uint64{seq}, rec.seqs, "the batch written after the failed append")
-	require.Len(t, rec.intents, 1)
-	require.Equal(t, "k3", rec.intents[0].Key)
-	require.Empty(t, rec.frees)
-	next, _ := j2.nextBatch()
-	require.Greater(t, next, seq, "a batch seq the meter may have applied is not reused")
-}
-
 // outageReporter is a meter that goes away: while down, a submission fails
 // (the first one after committing, its acknowledgement lost). It checks that
 // a journal's batches are submitted in seq order: never one before every
@@ -317,7 +221,7 @@ type outageReporter struct {
 func (r *outageReporter) ReportUsage(ctx context.Context, b UsageBatch) (UsageResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, seq, ok := journalBatchID(b.ID)
+	_, seq, ok := journal.ParseBatchID(b.ID)
 	require.True(r.t, ok)
 	require.LessOrEqual(r.t, seq, r.acked+1, "batch %d submitted before %d was acknowledged", seq, r.acked+1)
 	if r.down && r.lost {
@@ -351,7 +255,7 @@ func TestJournalBoundedDuringMeterOutage(t *testing.T) {
 	j, err := OpenJournal(dir)
 	require.NoError(t, err)
 	defer j.Close()
-	j.compactBytes = 4 << 10
+	j.SetCompactBytes(4 << 10)
 	r := &outageReporter{t: t, m: m, down: true}
 	a := NewAggregator(r, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j})
 	var want int64
@@ -364,26 +268,20 @@ func TestJournalBoundedDuringMeterOutage(t *testing.T) {
 			want += size
 		}
 		require.Error(t, a.Flush(ctx))
-		j.mu.Lock()
-		live := len(j.live)
-		j.mu.Unlock()
+		rec, _ := journalOnDisk(t, dir)
 		a.mu.Lock()
 		ords := len(a.ords)
 		a.mu.Unlock()
-		require.Zero(t, live, "tick %d: uploads kept one journal record each", tick)
+		require.Zero(t, len(rec.Intents)+len(rec.Frees), "tick %d: uploads kept one journal record each", tick)
 		require.Zero(t, ords, "tick %d", tick)
 	}
 	// Rewritten meanwhile: the file holds the 20 batches, not the 400
 	// uploads' records (at most twice the live records, and one tick's).
-	fi, err := os.Stat(filepath.Join(dir, journalFile))
+	fi, err := os.Stat(filepath.Join(dir, "usage.journal"))
 	require.NoError(t, err)
-	j.mu.Lock()
-	var live int
-	for _, l := range j.batches {
-		live += len(l)
-	}
-	j.mu.Unlock()
-	require.Less(t, fi.Size(), int64(2*live+4<<10))
+	rec, live := journalOnDisk(t, dir)
+	require.Len(t, rec.Batches, 20)
+	require.Less(t, fi.Size(), 2*live+4<<10)
 	r.mu.Lock()
 	r.down = false
 	r.mu.Unlock()
@@ -393,86 +291,74 @@ func TestJournalBoundedDuringMeterOutage(t *testing.T) {
 	require.Equal(t, want, u.IngestedBytes)
 	require.Equal(t, int64(400), u.SegmentCount)
 	require.Equal(t, want, u.StorageBytes)
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	require.Empty(t, j.batches)
+	rec, _ = journalOnDisk(t, dir)
+	require.Empty(t, rec.Batches)
 }
 
-// TestJournalCompactionDoesNotBlockAppends: while a rewrite writes the new
-// file, uploads and batches still append (and fsync); what they append
-// meanwhile is in the new file.
-func TestJournalCompactionDoesNotBlockAppends(t *testing.T) {
-	dir := t.TempDir()
-	j, err := OpenJournal(dir)
+// journalOnDisk is what a process killed now would recover from the journal
+// in dir (read from a copy, which Open rewrites), and the size of that
+// rewrite: about the live records.
+func journalOnDisk(t *testing.T, dir string) (journal.Recovery, int64) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "usage.journal"))
 	require.NoError(t, err)
-	ord1, _, err := j.intent("s1", "k1", 10)
+	cp := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(cp, "usage.journal"), b, 0o600))
+	j, err := journal.Open(cp)
 	require.NoError(t, err)
-	snap, release := make(chan struct{}), make(chan struct{})
-	j.afterSnapshot = func() { close(snap); <-release }
-	j.compactBytes = 1
-	compacted := make(chan error, 1)
-	go func() { compacted <- j.compactIfBig() }()
-	<-snap
-
-	appended := make(chan error, 1)
-	var seq uint64
-	go func() {
-		appended <- func() error {
-			if _, _, err := j.intent("s1", "k2", 20); err != nil {
-				return err
-			}
-			if _, err := j.free("s1", 5, 1); err != nil {
-				return err
-			}
-			seq, _ = j.nextBatch()
-			return j.batch(seq, &UsageBatch{ID: "x", Entries: []UsageEntry{{Stream: "s1", Segments: 1}}}, []uint64{ord1})
-		}()
-	}()
-	select {
-	case err := <-appended:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		close(release)
-		t.Fatal("appends wait for the rewrite's disk I/O")
-	}
-	close(release)
-	require.NoError(t, <-compacted)
-	_, _, err = j.intent("s1", "k3", 30)
+	defer j.Close()
+	fi, err := os.Stat(filepath.Join(cp, "usage.journal"))
 	require.NoError(t, err)
-	require.NoError(t, j.Close())
-
-	j2, err := OpenJournal(dir)
-	require.NoError(t, err)
-	defer j2.Close()
-	rec := j2.takeRecovery()
-	require.Equal(t, []uint64{seq}, rec.seqs)
-	require.Len(t, rec.intents, 2)
-	require.Equal(t, "k2", rec.intents[0].Key)
-	require.Equal(t, "k3", rec.intents[1].Key)
-	require.Len(t, rec.frees, 1)
+	return j.Recovery(), fi.Size()
 }
 
-// TestJournalCompactionDirSyncFails: once the rewrite is renamed into
-// place, appends go to it even if the directory's fsync then fails; they
-// used to go to the unlinked old file and were lost.
-func TestJournalCompactionDirSyncFails(t *testing.T) {
+// recordingReporter keeps the batches submitted to it.
+type recordingReporter struct {
+	mu      sync.Mutex
+	batches []UsageBatch
+}
+
+func (r *recordingReporter) ReportUsage(_ context.Context, b UsageBatch) (UsageResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, b)
+	return UsageResult{Applied: len(b.Entries)}, nil
+}
+
+// TestAggregatorReplaysPreviousReleaseJournal: the journal a node of the
+// release before left (meter/journal/testdata) is replayed the same: its
+// two unsettled batches first, as they were, then its free and the Put
+// storage says it created, in a new batch after them.
+func TestAggregatorReplaysPreviousReleaseJournal(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("journal", "testdata", "usage.journal"))
+	require.NoError(t, err)
 	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "usage.journal"), b, 0o600))
 	j, err := OpenJournal(dir)
 	require.NoError(t, err)
-	_, _, err = j.intent("s1", "k1", 10)
-	require.NoError(t, err)
-	j.syncDir = func(string) error { return syscall.EIO }
-	j.compactBytes = 1
-	require.ErrorIs(t, j.compactIfBig(), syscall.EIO)
-	j.syncDir = fsutil.SyncDir
-	_, _, err = j.intent("s1", "k2", 20)
-	require.NoError(t, err)
-	require.NoError(t, j.Close())
+	defer j.Close()
+	r := &recordingReporter{}
+	now := time.Date(2026, 3, 1, 13, 0, 0, 0, time.UTC)
+	a := NewAggregator(r, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j, Now: func() time.Time { return now },
+		Resolve: func(_ context.Context, key string) (string, error) {
+			require.Equal(t, "c1-main/1772366404000", key)
+			return "j310d7683db5d8a20-5", nil
+		}})
+	ctx := context.Background()
+	a.resolve(ctx)
+	require.NoError(t, a.Close(ctx))
 
-	j2, err := OpenJournal(dir)
-	require.NoError(t, err)
-	defer j2.Close()
-	rec := j2.takeRecovery()
-	require.Len(t, rec.intents, 2)
-	require.Equal(t, "k2", rec.intents[1].Key)
+	from := time.Date(2026, 3, 1, 12, 0, 1, 123456789, time.UTC)
+	require.Equal(t, []UsageBatch{
+		{ID: "j310d7683db5d8a20-2", From: from, To: from.Add(time.Second), Entries: []UsageEntry{
+			{Stream: "c1-main", StoredBytes: 500, StoredObjects: 1, IngestedBytes: 500, Segments: 1}}},
+		{ID: "j310d7683db5d8a20-3", From: from.Add(time.Second), To: from.Add(2 * time.Second), Entries: []UsageEntry{
+			{Stream: "c1-<sub>&", Width: 640, Height: 480}}},
+		{ID: "j310d7683db5d8a20-4", From: now, To: now, Entries: []UsageEntry{
+			{Stream: "c1-main", StoredBytes: 900 - 1000, StoredObjects: 0, IngestedBytes: 900, Segments: 1}}},
+	}, r.batches)
+	rec, _ := journalOnDisk(t, dir)
+	require.Empty(t, rec.Batches)
+	require.Empty(t, rec.Intents)
+	require.Empty(t, rec.Frees)
 }
