@@ -119,7 +119,7 @@ func server(t *testing.T, logs *bytes.Buffer, burst int) (*httptest.Server, stri
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r := machinetest.OpenReplica(t, t.TempDir(), "127.0.0.1:0", nil)
 	lim := auth.NewLimiter(auth.LimitConfig{Burst: burst, Refill: time.Hour, Logger: log})
-	r.Access = access.New(r.Machine.Access, r.Peer, access.Config{Log: log, Limiter: lim})
+	r.Access = access.New(r.Machine.Access, r.Peer, access.Config{Log: log, Limiter: lim, Accounts: r.Accounts})
 	mux := http.NewServeMux()
 	for _, p := range accounts.HandlerPatterns() {
 		mux.Handle(p, r.Accounts.Handler())

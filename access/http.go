@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/internal/httpx"
@@ -51,8 +52,7 @@ func (reg *Registry) Handler() http.Handler {
 
 // WriteError answers err, mapping ErrForbidden to 403.
 func (reg *Registry) WriteError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, ErrForbidden) {
-		httpx.WriteError(w, http.StatusForbidden, "forbidden", err.Error())
+	if accounts.WriteForbidden(w, err) {
 		return
 	}
 	cluster.WriteError(w, r, reg.cfg.Log, err)
@@ -60,7 +60,7 @@ func (reg *Registry) WriteError(w http.ResponseWriter, r *http.Request, err erro
 
 func (reg *Registry) handleCreateUser(w http.ResponseWriter, r *http.Request, account string) {
 	p := auth.FromContext(r.Context())
-	if err := reg.Allowed(p, account, Admin); err != nil {
+	if err := reg.cfg.Accounts.Allowed(p, account, accounts.Admin); err != nil {
 		reg.WriteError(w, r, err)
 		return
 	}
@@ -84,7 +84,7 @@ func (reg *Registry) handleCreateUser(w http.ResponseWriter, r *http.Request, ac
 }
 
 func (reg *Registry) handleListUsers(w http.ResponseWriter, r *http.Request, account string) {
-	if err := reg.Allowed(auth.FromContext(r.Context()), account, Read); err != nil {
+	if err := reg.cfg.Accounts.Allowed(auth.FromContext(r.Context()), account, accounts.Read); err != nil {
 		reg.WriteError(w, r, err)
 		return
 	}
@@ -95,7 +95,7 @@ func (reg *Registry) handleRemoveUser(w http.ResponseWriter, r *http.Request, id
 	p := auth.FromContext(r.Context())
 	u, err := reg.User(r.Context(), id)
 	if err == nil {
-		err = reg.Allowed(p, u.Account, Admin)
+		err = reg.cfg.Accounts.Allowed(p, u.Account, accounts.Admin)
 	}
 	if err != nil {
 		reg.WriteError(w, r, err)
@@ -212,7 +212,7 @@ func (reg *Registry) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		user = p.ID
 	case p.Kind == auth.Operator && in.Kind == KindBilling:
 	default:
-		reg.WriteError(w, r, errors.Join(ErrForbidden, errors.New("users create their own API tokens; the operator creates billing tokens (kind billing)")))
+		reg.WriteError(w, r, errors.Join(accounts.ErrForbidden, errors.New("users create their own API tokens; the operator creates billing tokens (kind billing)")))
 		return
 	}
 	token, t, err := reg.CreateToken(r.Context(), rid, p, user, in.Name)
@@ -258,7 +258,7 @@ func (reg *Registry) handleRevokeToken(w http.ResponseWriter, r *http.Request, i
 }
 
 func (reg *Registry) handleAudit(w http.ResponseWriter, r *http.Request, account string) {
-	if err := reg.Allowed(auth.FromContext(r.Context()), account, Read); err != nil {
+	if err := reg.cfg.Accounts.Allowed(auth.FromContext(r.Context()), account, accounts.Read); err != nil {
 		reg.WriteError(w, r, err)
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
 )
@@ -25,6 +26,8 @@ type Mailer interface {
 
 // Config configures a Registry.
 type Config struct {
+	// Accounts answers the scope rule (accounts.Registry.Allowed).
+	Accounts   *accounts.Registry
 	Log        *slog.Logger
 	Now        func() time.Time // expiry of sessions on reads; default time.Now
 	SessionTTL time.Duration    // default 12 h
@@ -59,50 +62,6 @@ func New(st *State, p Proposer, cfg Config) *Registry {
 		cfg.SessionTTL = DefaultSessionTTL
 	}
 	return &Registry{st: st, p: p, cfg: cfg}
-}
-
-// ErrForbidden is a principal acting outside its scope or role.
-var ErrForbidden = errors.New("forbidden")
-
-// Need is what an action needs of the principal in an account.
-type Need int
-
-// Needs.
-const (
-	Read  Need = iota // list, read, watch
-	Admin             // manage users and settings
-)
-
-// Allowed reports whether p may act on account with need: the operator
-// everywhere; a user in its own account and, when that account is a
-// reseller, in its sub-accounts; admin needs the admin role. Bridges and
-// billing tokens manage no account.
-func (reg *Registry) Allowed(p auth.Principal, account string, need Need) error {
-	switch p.Kind {
-	case auth.Operator:
-		return nil
-	case auth.User:
-	default:
-		return fmt.Errorf("%w: %s cannot manage accounts", ErrForbidden, p.Actor())
-	}
-	if need == Admin && p.Role != RoleAdmin {
-		return fmt.Errorf("%w: an admin of the account is required", ErrForbidden)
-	}
-	reg.st.m.RLock()
-	defer reg.st.m.RUnlock()
-	if reg.reachesLocked(p.Account, account) {
-		return nil
-	}
-	return fmt.Errorf("%w: account %s is outside %s's scope", ErrForbidden, account, p.Actor())
-}
-
-// reachesLocked: own account, or a sub-account of it.
-func (reg *Registry) reachesLocked(own, account string) bool {
-	if own == account {
-		return true
-	}
-	a := reg.st.accounts.Accounts[account]
-	return a != nil && a.Parent != "" && a.Parent == own
 }
 
 // PrincipalByTokenHash implements auth.UserLookup: a live session, API or

@@ -22,8 +22,8 @@ import (
 
 // Roles of a user in its account.
 const (
-	RoleAdmin = "admin" // manages the users and settings of accounts in its scope
-	RoleUser  = "user"  // reads and watches
+	RoleAdmin = accounts.RoleAdmin // manages the users and settings of accounts in its scope
+	RoleUser  = "user"             // reads and watches
 )
 
 // Token kinds.

@@ -71,8 +71,8 @@ func Open(ctx context.Context, cfg cluster.PeerConfig) (*Replica, error) {
 		Purges:   purge.New(m.Purges, p, log),
 		Leases:   lease.NewTable(p),
 		Meter:    meter.New(m.Usage, p, log),
-		Access:   access.New(m.Access, p, access.Config{Log: log, Now: cfg.Now}),
 	}
+	r.Access = access.New(m.Access, p, access.Config{Log: log, Now: cfg.Now, Accounts: r.Accounts})
 	now := cfg.Now
 	if now == nil {
 		now = time.Now

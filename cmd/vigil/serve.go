@@ -456,7 +456,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	cfg, log, reg := n.cfg, n.log, n.reg
 	authn := auth.New(n.adminToken, n.rep.Accounts)
 	authn.LimitFailures(n.authLimiter)
-	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter})
+	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter, Accounts: n.rep.Accounts})
 	authn.WithUsers(n.rep.Access)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
