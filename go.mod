@@ -51,7 +51,6 @@ require (
 	go.etcd.io/bbolt v1.3.6 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/exp v0.0.0-20220827204233-334a2380cb91 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
@@ -59,4 +58,7 @@ require (
 	gopkg.in/ini.v1 v1.67.3 // indirect
 )
 
-require golang.org/x/time v0.16.0
+require (
+	golang.org/x/crypto v0.57.0
+	golang.org/x/time v0.16.0
+)
