@@ -25,6 +25,7 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/health"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
@@ -72,6 +73,7 @@ type nodeConfig struct {
 	DebugAddr          string
 	Retention          retentionFlags // retention.go
 	Guard              guardFlags     // guard.go
+	Health             healthFlags    // health.go
 
 	// Before authentication (RTSP) and after failed ones (HTTP and RTSP).
 	RTSPMaxUnauth      int
@@ -120,6 +122,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.UsageResolveMax, "usage-resolve-max", 1000, "uploads of unknown outcome (and a killed process's) checked against storage per usage flush (1s); the rest wait for the next")
 	c.Retention.register(fs)
 	c.Guard.register(fs)
+	c.Health.register(fs)
 }
 
 func (c *nodeConfig) validate() error {
@@ -153,6 +156,9 @@ func (c *nodeConfig) validate() error {
 	}
 	if c.UsageResolveMax <= 0 {
 		return errors.New("--usage-resolve-max must be positive")
+	}
+	if err := c.Health.validate(); err != nil {
+		return err
 	}
 	return c.Guard.validate()
 }
@@ -360,6 +366,7 @@ func startNode(ctx context.Context, cfg nodeConfig, log *slog.Logger) (_ *node, 
 	mount(n.rep.Purges.Handler(), purge.Patterns())
 	mount(n.rep.Meter.Handler(n.rep.Accounts), meter.Patterns())
 	mount(n.rep.Billing.Handler(), billing.Patterns())
+	handle(api, health.Pattern, healthHandler(n.rep.Accounts, bounded, cfg.Health, reg, log)) // health.go
 
 	root := http.NewServeMux()
 	handle(root, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
