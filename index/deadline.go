@@ -9,8 +9,8 @@ import (
 	"github.com/vigilcloud/vigil/storage"
 )
 
-// WithDeadline bounds the point calls of ix (Add, Lookup, DropStream,
-// Ping) by d each, so that an index whose store stops
+// WithDeadline bounds the point calls of ix (Add, Lookup, Latest,
+// DropStream, Ping) by d each, so that an index whose store stops
 // answering fails them with ErrUnavailable (an upload answers 503) instead
 // of holding the request. Range scans (Segments, Spans) and background
 // work over many streams (Compact, Rebuild) pass through; their single
@@ -65,6 +65,14 @@ func (x *deadlined) Segments(ctx context.Context, ref storage.StreamRef, from, t
 
 func (x *deadlined) Spans(ctx context.Context, ref storage.StreamRef, from, to int64) ([]Span, error) {
 	return x.ix.Spans(ctx, ref, from, to)
+}
+
+// Latest is a point read: bounded like Lookup.
+func (x *deadlined) Latest(ctx context.Context, ref storage.StreamRef) (Segment, int64, error) {
+	ctx, cancel := x.ctx(ctx)
+	defer cancel()
+	s, recv, err := x.ix.Latest(ctx, ref)
+	return s, recv, x.wrap(ctx, err)
 }
 
 func (x *deadlined) Compact(ctx context.Context, cutoff int64) error {

@@ -49,6 +49,13 @@ type Index interface {
 	Segments(ctx context.Context, ref storage.StreamRef, from, to int64) ([]Segment, error)
 	// Spans returns the coverage spans that overlap [from, to), by start.
 	Spans(ctx context.Context, ref storage.StreamRef, from, to int64) ([]Span, error)
+	// Latest returns the segment that ends last (of those, the one that
+	// starts last) and the wall-clock time, Unix ms, at which an Add
+	// recorded it: 0 when unknown (it came from storage in a rebuild). It
+	// answers from per-stream state without reading storage, except for
+	// indexes written before it existed. A stream without segments is an
+	// error matching fs.ErrNotExist.
+	Latest(ctx context.Context, ref storage.StreamRef) (seg Segment, receivedMS int64, err error)
 	// Compact closes every hour of every stream that ends before the
 	// cutoff (Unix ms): its open entries are merged into the hour's
 	// manifest in storage and dropped from the index.

@@ -80,3 +80,23 @@ func hourStart(ms int64) int64 {
 	}
 	return ms - ms%hourMS
 }
+
+// Later reports whether a ends after b, or ends with it and starts after
+// it: the order in which Latest picks a stream's last segment.
+func Later(a, b Segment) bool {
+	return a.End() > b.End() || a.End() == b.End() && a.Start > b.Start
+}
+
+// LatestOf returns the segment of segs that Later puts last.
+func LatestOf(segs []Segment) (Segment, bool) {
+	if len(segs) == 0 {
+		return Segment{}, false
+	}
+	best := segs[0]
+	for _, s := range segs[1:] {
+		if Later(s, best) {
+			best = s
+		}
+	}
+	return best, true
+}

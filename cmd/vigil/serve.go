@@ -26,6 +26,7 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/health"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/index/redisindex"
@@ -75,6 +76,7 @@ type nodeConfig struct {
 	DebugAddr          string
 	Retention          retentionFlags // retention.go
 	Guard              guardFlags     // guard.go
+	Health             healthFlags    // health.go
 
 	// Before authentication (RTSP) and after failed ones (HTTP and RTSP).
 	RTSPMaxUnauth      int
@@ -124,6 +126,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.UsageResolveMax, "usage-resolve-max", 1000, "uploads of unknown outcome (and a killed process's) checked against storage per usage flush (1s); the rest wait for the next")
 	c.Retention.register(fs)
 	c.Guard.register(fs)
+	c.Health.register(fs)
 }
 
 func (c *nodeConfig) validate() error {
@@ -157,6 +160,9 @@ func (c *nodeConfig) validate() error {
 	}
 	if c.UsageResolveMax <= 0 {
 		return errors.New("--usage-resolve-max must be positive")
+	}
+	if err := c.Health.validate(); err != nil {
+		return err
 	}
 	return c.Guard.validate()
 }
@@ -482,6 +488,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	mount(n.rep.Meter.Handler(n.rep.Accounts), meter.Patterns())
 	mount(n.rep.Billing.Handler(), billing.Patterns())
 	mount(n.rep.Access.Handler(), access.Patterns())
+	handle(api, health.Pattern, healthHandler(n.rep.Accounts, n.bounded, cfg.Health, reg, log)) // health.go
 
 	root := http.NewServeMux()
 	handle(root, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

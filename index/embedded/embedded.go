@@ -61,6 +61,11 @@ type stream struct {
 	// compacted is the latest hour that has (or may have) a manifest, -1
 	// for none. Adds into later hours need not read a manifest.
 	compacted int64
+	// last is the segment Latest answers (index.Later order), lastRecv
+	// when Add recorded it (0 after a load from storage).
+	last     index.Segment
+	hasLast  bool
+	lastRecv int64
 }
 
 // New returns an embedded index over store.
@@ -131,7 +136,10 @@ func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream) err
 		}
 		s.open[h] = m
 	}
-	s.spans = index.SpansOf(st.All(), ix.tol)
+	all := st.All()
+	s.spans = index.SpansOf(all, ix.tol)
+	s.last, s.hasLast = index.LatestOf(all)
+	s.lastRecv = 0
 	s.compacted = st.LastManifestHour()
 	s.loaded = true
 	return nil
@@ -174,6 +182,9 @@ func (ix *Index) Add(ctx context.Context, ref storage.StreamRef, seg index.Segme
 	}
 	s.open[h][seg.Start] = seg
 	s.spans = index.InsertSpan(s.spans, index.Span{Start: seg.Start, End: seg.End()}, ix.tol)
+	if !s.hasLast || index.Later(seg, s.last) {
+		s.last, s.hasLast, s.lastRecv = seg, true, time.Now().UnixMilli()
+	}
 	return seg, true, nil
 }
 
@@ -242,6 +253,20 @@ func (ix *Index) Spans(ctx context.Context, ref storage.StreamRef, from, to int6
 	}
 	defer s.mu.Unlock()
 	return index.OverlappingSpans(s.spans, from, to), nil
+}
+
+// Latest implements index.Index from memory. Coverage that retention
+// trimmed away takes the segment with it.
+func (ix *Index) Latest(ctx context.Context, ref storage.StreamRef) (index.Segment, int64, error) {
+	s, err := ix.lock(ctx, ref)
+	if err != nil {
+		return index.Segment{}, 0, err
+	}
+	defer s.mu.Unlock()
+	if len(s.spans) == 0 || !s.hasLast {
+		return index.Segment{}, 0, fmt.Errorf("embedded: latest of %s: %w", ref.StreamPrefix(), fs.ErrNotExist)
+	}
+	return s.last, s.lastRecv, nil
 }
 
 // OpenCount returns how many open (uncompacted) entries ref has.
@@ -352,6 +377,9 @@ func (ix *Index) TrimBefore(ctx context.Context, ref storage.StreamRef, before i
 	}
 	defer s.mu.Unlock()
 	s.spans = index.TrimSpans(s.spans, before)
+	if s.hasLast && s.last.End() <= before {
+		s.hasLast = false
+	}
 	for h, m := range s.open {
 		for start := range m {
 			if start < before {

@@ -61,6 +61,7 @@ func Run(t *testing.T, newFixture func(t *testing.T) Fixture) {
 		{"DropStream", testDropStream},
 		{"InvalidInput", testInvalid},
 		{"TrimBefore", testTrimBefore},
+		{"Latest", testLatest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newFixture(t)) })
@@ -466,4 +467,58 @@ func testTrimBefore(t *testing.T, f Fixture) {
 	Ingest(t, f, ref, Seg(Base+hour+15_000))
 	_, spans = allSegments(t, f.Index, ref)
 	require.Equal(t, []index.Span{{Start: Base + hour + 10_000, End: Base + hour + 25_000}}, spans)
+}
+
+func testLatest(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	ref := Ref(t, "s1")
+	_, _, err := f.Index.Latest(ctx, ref)
+	require.ErrorIs(t, err, fs.ErrNotExist, "a stream without segments")
+
+	before := time.Now().UnixMilli()
+	a, b := Seg(Base+hour), Seg(Base+hour+10_000)
+	Ingest(t, f, ref, b)
+	Ingest(t, f, ref, a) // arrives later but ends earlier
+	got, recv, err := f.Index.Latest(ctx, ref)
+	require.NoError(t, err)
+	require.Equal(t, b, got)
+	require.GreaterOrEqual(t, recv, before, "received at the Add")
+	require.LessOrEqual(t, recv, time.Now().UnixMilli())
+
+	// A backlog segment from an earlier hour does not displace it; a
+	// shorter segment starting later, ending at the same instant, does.
+	Ingest(t, f, ref, Seg(Base))
+	tail := Seg(Base + hour + 15_000)
+	tail.DurationMS = 5_000
+	Ingest(t, f, ref, tail)
+	got, _, err = f.Index.Latest(ctx, ref)
+	require.NoError(t, err)
+	require.Equal(t, tail, got)
+
+	// Compaction moves it to a manifest; Latest still answers.
+	require.NoError(t, f.Index.Compact(ctx, Base+3*hour))
+	got, _, err = f.Index.Latest(ctx, ref)
+	require.NoError(t, err)
+	require.Equal(t, tail, got)
+
+	// Rebuilt from storage alone: the same segment, its receipt time unknown.
+	if f.Reopen != nil {
+		fresh := f.Reopen(t)
+		require.NoError(t, fresh.Rebuild(ctx, ref))
+		got, recv, err = fresh.Latest(ctx, ref)
+		require.NoError(t, err)
+		require.Equal(t, tail, got)
+		require.Zero(t, recv)
+		f.Index = fresh
+	}
+
+	var keys []string
+	require.NoError(t, storage.Walk(ctx, f.Store, ref.StreamPrefix(), func(o storage.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	}))
+	require.NoError(t, f.Store.Delete(ctx, keys))
+	require.NoError(t, f.Index.DropStream(ctx, ref))
+	_, _, err = f.Index.Latest(ctx, ref)
+	require.ErrorIs(t, err, fs.ErrNotExist, "a dropped stream")
 }

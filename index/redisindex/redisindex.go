@@ -7,7 +7,8 @@
 //	<prefix>{a/c/s}:open:<hour>  hash   start → segment JSON, the open hour's entries
 //	<prefix>{a/c/s}:hours        zset   hours that have open entries (score = hour)
 //	<prefix>{a/c/s}:spans        zset   coverage spans "start:end" (score = start)
-//	<prefix>{a/c/s}:meta         hash   gen (random, new at every compaction), compacted (latest compacted hour)
+//	<prefix>{a/c/s}:meta         hash   gen (random, new at every compaction), compacted (latest compacted hour),
+//	                                    last, last_start, last_end, last_recv (the latest segment, for Latest)
 //	<prefix>{a/c/s}:lease:<hour> string compaction lease
 //	<prefix>streams              set    "a/c/s" of streams with open hours
 //
@@ -160,7 +161,7 @@ func (ix *Index) Add(ctx context.Context, ref storage.StreamRef, seg index.Segme
 	// Each retry means a compaction of this stream finished meanwhile, which
 	// happens about once an hour; a handful of rounds is plenty.
 	for range 8 {
-		res, err := addScript.Run(ctx, ix.rdb, keys, seg.Start, val, hour, expect, seg.Start, seg.End(), ix.tol).Slice()
+		res, err := addScript.Run(ctx, ix.rdb, keys, seg.Start, val, hour, expect, seg.Start, seg.End(), ix.tol, time.Now().UnixMilli()).Slice()
 		if err != nil {
 			return index.Segment{}, false, fail("add", ref, err)
 		}
@@ -317,6 +318,44 @@ func (ix *Index) Spans(ctx context.Context, ref storage.StreamRef, from, to int6
 		}
 	}
 	return spans, nil
+}
+
+// Latest implements index.Index: the last span and the meta hash, one
+// round trip. A stream whose meta lacks the latest segment (written before
+// Latest existed, or by such a node since) is answered from Segments.
+func (ix *Index) Latest(ctx context.Context, ref storage.StreamRef) (index.Segment, int64, error) {
+	if err := ref.Validate(); err != nil {
+		return index.Segment{}, 0, fmt.Errorf("redisindex: %w", err)
+	}
+	pipe := ix.rdb.Pipeline()
+	spanCmd := pipe.ZRevRange(ctx, ix.spansKey(ref), 0, 0)
+	metaCmd := pipe.HMGet(ctx, ix.metaKey(ref), "last", "last_recv")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return index.Segment{}, 0, fail("latest", ref, err)
+	}
+	if len(spanCmd.Val()) == 0 {
+		return index.Segment{}, 0, fmt.Errorf("redisindex: latest of %s: %w", member(ref), fs.ErrNotExist)
+	}
+	span, err := parseSpan(spanCmd.Val()[0])
+	if err != nil {
+		return index.Segment{}, 0, err
+	}
+	if v, ok := metaCmd.Val()[0].(string); ok {
+		seg, err := decodeSeg(v)
+		if err == nil && seg.End() == span.End {
+			recv, _ := strconv.ParseInt(fmt.Sprint(metaCmd.Val()[1]), 10, 64)
+			return seg, recv, nil
+		}
+	}
+	segs, err := ix.Segments(ctx, ref, span.End-1, span.End)
+	if err != nil {
+		return index.Segment{}, 0, err
+	}
+	seg, ok := index.LatestOf(segs)
+	if !ok {
+		return index.Segment{}, 0, fmt.Errorf("redisindex: latest of %s: %w", member(ref), fs.ErrNotExist)
+	}
+	return seg, 0, nil
 }
 
 func parseSpan(m string) (index.Span, error) {
@@ -479,7 +518,9 @@ func (ix *Index) Rebuild(ctx context.Context, ref storage.StreamRef) error {
 	if err != nil {
 		return fail("rebuild", ref, err)
 	}
-	spans := index.SpansOf(st.All(), ix.tol)
+	all := st.All()
+	spans := index.SpansOf(all, ix.tol)
+	last, hasLast := index.LatestOf(all)
 	byHour := st.UnindexedByHour()
 	wm := st.LastManifestHour()
 
@@ -491,6 +532,14 @@ func (ix *Index) Rebuild(ctx context.Context, ref storage.StreamRef) error {
 		}
 		// A new gen makes an Add that read a manifest before look again.
 		pipe.HSet(ctx, ix.metaKey(ref), "gen", newToken())
+		pipe.HDel(ctx, ix.metaKey(ref), "last", "last_start", "last_end", "last_recv")
+		if hasLast {
+			v, err := json.Marshal(last)
+			if err != nil {
+				return err
+			}
+			pipe.HSet(ctx, ix.metaKey(ref), "last", string(v), "last_start", last.Start, "last_end", last.End())
+		}
 		for h, segs := range byHour {
 			vals := make([]any, 0, 2*len(segs))
 			for _, s := range segs {

@@ -9,7 +9,8 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS: open hash of the hour, hours zset, spans zset, meta hash.
 // ARGV: start, segment JSON, hour, expected gen ("" when the caller has not
-// read the hour's manifest), segment start, segment end, gap tolerance.
+// read the hour's manifest), segment start, segment end, gap tolerance, the
+// caller's clock (Unix ms).
 //
 // Returns {0, existing JSON} when the start is open already; {2, gen} when
 // the hour may have a manifest that the caller must check first (then call
@@ -19,6 +20,9 @@ import "github.com/redis/go-redis/v9"
 // Spans are kept as members "start:end" scored by start, pairwise separated
 // by more than the tolerance; the loop merges the new segment with its
 // neighbours one at a time, so it touches O(merged spans) members.
+//
+// The meta hash keeps the stream's latest segment (index.Later order) for
+// Latest: last (JSON), last_start, last_end and last_recv (ARGV[8]).
 var addScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then return {0, cur} end
@@ -44,6 +48,13 @@ while true do
   if xe > e then e = xe end
 end
 redis.call('ZADD', KEYS[3], string.format('%d', s), string.format('%d:%d', s, e))
+local le = tonumber(redis.call('HGET', KEYS[4], 'last_end') or '-1')
+local ls = tonumber(redis.call('HGET', KEYS[4], 'last_start') or '-1')
+local ns = tonumber(ARGV[5])
+local ne = tonumber(ARGV[6])
+if ne > le or (ne == le and ns > ls) then
+  redis.call('HSET', KEYS[4], 'last', ARGV[2], 'last_start', ARGV[5], 'last_end', ARGV[6], 'last_recv', ARGV[8])
+end
 return {1, newHour}
 `)
 
