@@ -268,12 +268,16 @@ func TestRestoreDamagedSnapshot(t *testing.T) {
 		"not zstd":  []byte("hello world, this is not a snapshot"),
 		"bad json":  notJSON,
 	}
+	before := h.State()
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
 			f := replica.NewMachine(nil)
 			err := f.Restore(io.NopCloser(bytes.NewReader(b)))
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "meter: restore snapshot")
+			// A snapshot that does not decode changes nothing.
+			require.Error(t, h.M.Restore(io.NopCloser(bytes.NewReader(b))))
+			require.Equal(t, string(before), string(h.State()))
 		})
 	}
 }

@@ -356,8 +356,9 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	return fsmSnapshot(buf.Bytes()), nil
 }
 
-// Restore implements raft.FSM. A failed restore leaves the state as it was
-// only up to the failure: raft stops on it, and the node does not serve.
+// Restore implements raft.FSM. A snapshot that does not decode changes
+// nothing; one that decodes but fails a section's check (Restored) leaves
+// that section as restored, and raft stops on the error.
 func (m *Machine) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	dec, err := zstd.NewReader(rc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxSnapshotBytes))
@@ -365,13 +366,22 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("meter: restore snapshot: %w", err)
 	}
 	defer dec.Close()
+	// Decode into fresh copies of the sections first: a snapshot that
+	// fails to decode leaves the state as it was.
+	sh, err := m.newShadow()
+	if err != nil {
+		return fmt.Errorf("meter: restore snapshot: %w", err)
+	}
+	if err := sh.read(dec); err != nil {
+		return fmt.Errorf("meter: restore snapshot (truncated or corrupt?): %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range m.sections {
 		s.Reset()
 	}
-	if err := m.readSnapshot(dec); err != nil {
-		return fmt.Errorf("meter: restore snapshot (truncated or corrupt?): %w", err)
+	for _, name := range sh.decoded {
+		m.fields[name].v.Set(sh.fields[name].v)
 	}
 	for _, s := range m.sections {
 		if s.Restored == nil {

@@ -179,9 +179,32 @@ func (or objectReader) delim(want json.Delim) error {
 	return nil
 }
 
-// readSnapshot decodes a sectioned or a flat (older) snapshot into the
-// reset sections; the caller holds the lock.
-func (m *Machine) readSnapshot(r io.Reader) error {
+// shadow is a fresh copy of every section's fields that a snapshot is
+// decoded into before it replaces the state.
+type shadow struct {
+	fields   map[string]*field            // by field name, across sections
+	sections map[string]map[string]*field // section → its fields by name
+	decoded  []string                     // field names the snapshot held
+}
+
+func (m *Machine) newShadow() (*shadow, error) {
+	sh := &shadow{fields: map[string]*field{}, sections: map[string]map[string]*field{}}
+	for _, s := range m.sections {
+		fs, err := structFields(reflect.New(reflect.TypeOf(s.State).Elem()).Interface())
+		if err != nil {
+			return nil, err
+		}
+		byName := map[string]*field{}
+		for _, f := range fs {
+			byName[f.name], sh.fields[f.name] = f, f
+		}
+		sh.sections[s.Name] = byName
+	}
+	return sh, nil
+}
+
+// read decodes a sectioned or a flat (older) snapshot.
+func (sh *shadow) read(r io.Reader) error {
 	d := json.NewDecoder(r)
 	d.DisallowUnknownFields()
 	or := objectReader{d}
@@ -204,16 +227,12 @@ func (m *Machine) readSnapshot(r io.Reader) error {
 		name, _ := tok.(string)
 		if name == "sections" && !sawSections {
 			sawSections = true
-			if err := m.readSections(or); err != nil {
+			if err := sh.readSections(or); err != nil {
 				return err
 			}
 			continue
 		}
-		f := m.fields[name]
-		if f == nil {
-			return fmt.Errorf("unknown field %q", name)
-		}
-		if err := or.field(f); err != nil {
+		if err := sh.field(or, sh.fields[name], name); err != nil {
 			return err
 		}
 	}
@@ -226,7 +245,7 @@ func (m *Machine) readSnapshot(r io.Reader) error {
 	return nil
 }
 
-func (m *Machine) readSections(or objectReader) error {
+func (sh *shadow) readSections(or objectReader) error {
 	if err := or.delim('{'); err != nil {
 		return fmt.Errorf("sections: %w", err)
 	}
@@ -236,8 +255,8 @@ func (m *Machine) readSections(or objectReader) error {
 			return err
 		}
 		name, _ := tok.(string)
-		i := slices.IndexFunc(m.sections, func(s *section) bool { return s.Name == name })
-		if i < 0 {
+		fields, ok := sh.sections[name]
+		if !ok {
 			return fmt.Errorf("unknown section %q", name)
 		}
 		if err := or.delim('{'); err != nil {
@@ -249,11 +268,7 @@ func (m *Machine) readSections(or objectReader) error {
 				return err
 			}
 			fname, _ := tok.(string)
-			j := slices.IndexFunc(m.sections[i].fields, func(f *field) bool { return f.name == fname })
-			if j < 0 {
-				return fmt.Errorf("section %s: unknown field %q", name, fname)
-			}
-			if err := or.field(m.sections[i].fields[j]); err != nil {
+			if err := sh.field(or, fields[fname], name+"."+fname); err != nil {
 				return err
 			}
 		}
@@ -262,6 +277,21 @@ func (m *Machine) readSections(or objectReader) error {
 		}
 	}
 	return or.delim('}')
+}
+
+// field decodes the next value into f (nil: an unknown field).
+func (sh *shadow) field(or objectReader, f *field, name string) error {
+	if f == nil {
+		return fmt.Errorf("unknown field %q", name)
+	}
+	if slices.Contains(sh.decoded, f.name) {
+		return fmt.Errorf("field %q twice", name)
+	}
+	if err := or.field(f); err != nil {
+		return err
+	}
+	sh.decoded = append(sh.decoded, f.name)
+	return nil
 }
 
 // field decodes one field's value, a string-keyed map one entry at a time.
