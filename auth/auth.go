@@ -200,7 +200,7 @@ func (a *Authenticator) Middleware(next http.Handler, allowAnonymous func(*http.
 		}
 		if anonymous {
 			ctx := context.WithValue(r.Context(), failureKey{}, func(reason string) {
-				a.lim.Fail(r.Context(), "http", reason, src, "", slog.String("path", r.URL.Path))
+				a.lim.Fail(r.Context(), "http", reason, src, "", slog.String("path", SafePath(r.URL.Path)))
 			})
 			next.ServeHTTP(w, r.WithContext(ctx))
 			return
@@ -208,7 +208,7 @@ func (a *Authenticator) Middleware(next http.Handler, allowAnonymous func(*http.
 		p, err := a.Resolve(r.Context(), token)
 		switch {
 		case errors.Is(err, ErrUnknownToken):
-			a.lim.Fail(r.Context(), "http", "unknown_token", src, "", slog.String("path", r.URL.Path))
+			a.lim.Fail(r.Context(), "http", "unknown_token", src, "", slog.String("path", SafePath(r.URL.Path)))
 			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
 			return
 		case err != nil:
@@ -218,6 +218,15 @@ func (a *Authenticator) Middleware(next http.Handler, allowAnonymous func(*http.
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
 	})
+}
+
+// SafePath is a request path fit for a log line: an invitation link's
+// path carries its token, which is a secret.
+func SafePath(path string) string {
+	if strings.HasPrefix(path, "/v1/invitations/") {
+		return "/v1/invitations/{token}/accept"
+	}
+	return path
 }
 
 // RequireOperator wraps h so that only the operator reaches it.

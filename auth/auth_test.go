@@ -108,3 +108,12 @@ func TestRequireOperator(t *testing.T) {
 		}
 	}
 }
+
+func TestSafePath(t *testing.T) {
+	if got := SafePath("/v1/invitations/c2VjcmV0LXRva2VuLXZhbHVl/accept"); got != "/v1/invitations/{token}/accept" {
+		t.Fatalf("invitation path logged as %q", got)
+	}
+	if got := SafePath("/v1/streams/s/segments/1"); got != "/v1/streams/s/segments/1" {
+		t.Fatalf("path changed to %q", got)
+	}
+}

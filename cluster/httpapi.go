@@ -117,7 +117,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	default:
-		log.Error("meter: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		log.Error("meter: request failed", "method", r.Method, "path", auth.SafePath(r.URL.Path), "err", err)
 		httpx.WriteError(w, http.StatusInternalServerError, "internal", "internal error")
 	}
 }
