@@ -47,7 +47,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/rs/xid v1.6.0 // indirect
-	github.com/wneessen/go-mail v0.8.1 // indirect
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.etcd.io/bbolt v1.3.6 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
@@ -60,4 +59,7 @@ require (
 	gopkg.in/ini.v1 v1.67.3 // indirect
 )
 
-require golang.org/x/time v0.16.0
+require (
+	github.com/wneessen/go-mail v0.8.1
+	golang.org/x/time v0.16.0
+)
