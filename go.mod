@@ -59,6 +59,7 @@ require (
 )
 
 require (
+	github.com/wneessen/go-mail v0.8.1
 	golang.org/x/crypto v0.57.0
 	golang.org/x/time v0.16.0
 )

@@ -19,6 +19,8 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/internal/machinetest"
+	"github.com/vigilcloud/vigil/internal/mailpittest"
+	"github.com/vigilcloud/vigil/mail"
 )
 
 const hashLen = 64
@@ -254,4 +256,57 @@ func TestLoginLimited(t *testing.T) {
 	res.Body.Close()
 	require.Equal(t, 429, res.StatusCode)
 	require.NotEmpty(t, res.Header.Get("Retry-After"))
+}
+
+// TestInvitationByMail: with SMTP configured, creating a user mails the
+// invitation (mailpit, a real SMTP server on loopback) and returns no token;
+// the link in the mail activates the user through vigil's own endpoint.
+func TestInvitationByMail(t *testing.T) {
+	mp := mailpittest.Start(t, mailpittest.Options{Username: "vigil", Password: "smtp-secret-password"})
+	s, err := mail.New(mail.Config{Host: mp.Host, Port: mp.Port, Username: "vigil", Password: "smtp-secret-password",
+		From: "vigil@example.com", TLS: "none", Timeout: 5 * time.Second})
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	const admin = "operator-secret-token-0123456789"
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := machinetest.OpenReplica(t, t.TempDir(), "127.0.0.1:0", nil)
+	mux := http.NewServeMux()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	r.Access = access.New(r.Machine.Access, r.Peer, access.Config{Log: log, Accounts: r.Accounts,
+		Mailer: mail.Invitations{Sender: s, BaseURL: srv.URL}, PublicURL: srv.URL})
+	for _, p := range accounts.HandlerPatterns() {
+		mux.Handle(p, r.Accounts.Handler())
+	}
+	for _, p := range access.Patterns() {
+		mux.Handle(p, r.Access.Handler())
+	}
+	a := auth.New(admin, r.Accounts)
+	a.WithUsers(r.Access)
+	srv.Config.Handler = a.Middleware(mux, access.Anonymous)
+
+	st, _ := call(t, srv, "POST", "/v1/accounts", admin, `{"id":"r1","name":"R"}`)
+	require.Equal(t, 201, st)
+	st, out := call(t, srv, "POST", "/v1/accounts/r1/users", admin, `{"email":"Carol@Example.com","role":"user"}`)
+	require.Equal(t, 201, st, out)
+	inv := out["invitation"].(map[string]any)
+	require.Equal(t, true, inv["sent"])
+	require.Nil(t, inv["token"], "a mailed invitation's token is not returned")
+
+	msg := mp.WaitMessage(t, "carol@example.com")
+	var link string
+	for _, line := range strings.Split(msg.Text, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), srv.URL+"/v1/invitations/") {
+			link = strings.TrimSpace(line)
+		}
+	}
+	require.NotEmpty(t, link, msg.Text)
+	st, _ = call(t, srv, "POST", strings.TrimPrefix(link, srv.URL), "", `{"password":"a long enough password"}`)
+	require.Equal(t, 200, st)
+	st, out = call(t, srv, "POST", "/v1/sessions", "", `{"email":"carol@example.com","password":"a long enough password"}`)
+	require.Equal(t, 201, st, out)
+	token := strings.TrimSuffix(strings.TrimPrefix(link, srv.URL+"/v1/invitations/"), "/accept")
+	require.NotContains(t, logs.String(), token)
+	require.NotContains(t, logs.String(), "smtp-secret-password")
 }

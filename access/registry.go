@@ -11,6 +11,7 @@ import (
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/mail"
 )
 
 // Proposer commits commands (a *cluster.Peer).
@@ -35,6 +36,8 @@ type Config struct {
 	// Limiter limits failed logins and invitation guesses per e-mail and
 	// per source address (the node's limiter of failed authentications).
 	Limiter *auth.Limiter
+	// PublicURL is the base of invitation links (--public-url).
+	PublicURL string
 }
 
 // DefaultSessionTTL is how long a login's session token works.
@@ -146,6 +149,7 @@ func (reg *Registry) AuditLog(ctx context.Context, account string, from, limit i
 // e-mail carried it.
 type Invitation struct {
 	Token     string    `json:"token,omitempty"`
+	Link      string    `json:"link,omitempty"` // with Token: the activation link to hand over`
 	ExpiresAt time.Time `json:"expires_at"`
 	Sent      bool      `json:"sent"` // e-mailed to the user
 }
@@ -173,6 +177,9 @@ func (reg *Registry) CreateUser(ctx context.Context, requestID string, actor aut
 		}
 	}
 	inv.Token = token
+	if reg.cfg.PublicURL != "" {
+		inv.Link = mail.InvitationLink(reg.cfg.PublicURL, token)
+	}
 	return r.User, inv, nil
 }
 

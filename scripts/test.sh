@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real servers, installing what it needs:
-# redis-server and ffmpeg from Debian's packages, MinIO and mc built with
-# `go install` at pinned versions into a cache outside the repository.
+# redis-server and ffmpeg from Debian's packages, MinIO, mc and mailpit (the
+# SMTP server the mail tests send to) built with `go install` at pinned
+# versions into a cache outside the repository.
 set -euo pipefail
 
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
+MAILPIT_VERSION=v1.33.1
 STATICCHECK_VERSION=v0.8.2
 CACHE=${VIGIL_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vigil-tools}
 
@@ -33,6 +35,7 @@ install_go_tool() { # name module version
 }
 install_go_tool minio github.com/minio/minio "$MINIO_VERSION"
 install_go_tool mc github.com/minio/mc "$MC_VERSION"
+install_go_tool mailpit github.com/axllent/mailpit "$MAILPIT_VERSION"
 # staticcheck is installed like MinIO: `go run pkg@version` inside this module
 # would resolve it against (and rewrite) go.mod.
 install_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck "$STATICCHECK_VERSION"

@@ -77,6 +77,7 @@ type nodeConfig struct {
 	Retention          retentionFlags // retention.go
 	Guard              guardFlags     // guard.go
 	Health             healthFlags    // health.go
+	SMTP               smtpFlags      // smtp.go
 
 	// Before authentication (RTSP) and after failed ones (HTTP and RTSP).
 	RTSPMaxUnauth      int
@@ -127,6 +128,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	c.Retention.register(fs)
 	c.Guard.register(fs)
 	c.Health.register(fs)
+	c.SMTP.register(fs)
 }
 
 func (c *nodeConfig) validate() error {
@@ -462,7 +464,12 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	cfg, log, reg := n.cfg, n.log, n.reg
 	authn := auth.New(n.adminToken, n.rep.Accounts)
 	authn.LimitFailures(n.authLimiter)
-	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter, Accounts: n.rep.Accounts})
+	mailer, base, err := cfg.SMTP.accessMail(n.addr)
+	if err != nil {
+		return err
+	}
+	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter,
+		Accounts: n.rep.Accounts, Mailer: mailer, PublicURL: base})
 	authn.WithUsers(n.rep.Access)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
