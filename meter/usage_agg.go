@@ -288,10 +288,19 @@ func (a *Aggregator) Observe(stream string, width, height int) {
 // Freed records objects deleted by retention or a purge (bytes and objects
 // positive: they are subtracted).
 func (a *Aggregator) Freed(stream string, bytes, objects int64) {
+	a.Adjust(stream, -bytes, -objects)
+}
+
+// Adjust records a signed change of a stream's stored bytes and objects
+// that is not an upload: a free (negative) or a reconcile correction
+// (either sign). Ingested bytes and segments are left alone. It is
+// journaled like a free, so a killed process neither loses nor repeats it.
+func (a *Aggregator) Adjust(stream string, bytes, objects int64) {
 	var ord uint64
 	if a.cfg.Journal != nil {
 		var err error
-		if ord, err = a.cfg.Journal.Free(stream, bytes, objects); err != nil {
+		// The journal records frees as positive amounts.
+		if ord, err = a.cfg.Journal.Free(stream, -bytes, -objects); err != nil {
 			a.cfg.Logger.Warn("usage: free not journaled", "stream", stream, "err", err)
 		}
 	}
@@ -301,8 +310,8 @@ func (a *Aggregator) Freed(stream string, bytes, objects int64) {
 		a.ords = append(a.ords, ord)
 	}
 	e := a.entry(stream)
-	e.StoredBytes -= bytes
-	e.StoredObjects -= objects
+	e.StoredBytes += bytes
+	e.StoredObjects += objects
 }
 
 // Run submits a batch every interval until ctx ends. It does not flush on

@@ -451,7 +451,7 @@ func (n *node) startBackground(ctx context.Context) error {
 		rdb = n.rdb
 	}
 	l := nodeLease(rdb, n.rep.Leases) // lease.go
-	if err := startRetention(bg, &wg, cfg, n, l, n.usage, n.reg, n.log); err != nil {
+	if err := startRetention(bg, &wg, cfg, n, l, n.reg, n.log); err != nil {
 		return err
 	}
 	return startRTSP(bg, &wg, cfg, n, n.ingest, l, n.reg, n.log) // rtsp.go
