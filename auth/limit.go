@@ -15,17 +15,26 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// Defaults of LimitConfig, which the --auth-failure-* flags take.
+const (
+	DefaultBurst  = 10              // failures per source address
+	DefaultRefill = 6 * time.Second // ten a minute once the burst is spent
+	// DefaultIdentityBurst is what an unset IdentityBurst comes to with
+	// the default Burst (5 × Burst).
+	DefaultIdentityBurst = 5 * DefaultBurst
+)
+
 // LimitConfig configures a Limiter. Zero fields take the defaults.
 type LimitConfig struct {
 	// Burst is how many failed authentications one source address may make
-	// before it is refused (default 10).
+	// before it is refused (default DefaultBurst).
 	Burst int
 	// IdentityBurst is the same for one claimed identity from all sources
 	// together (default 5 × Burst: one guessing source is stopped by its
 	// own limit long before it could lock the identity's owner out).
 	IdentityBurst int
 	// Refill is the time in which one more failure is allowed again
-	// (default 6 s: ten a minute once the burst is spent).
+	// (default DefaultRefill).
 	Refill time.Duration
 	// TrustTTL is how long a successful authentication exempts its
 	// (identity, source) pair from the identity limit (default 24 h), so a
@@ -75,13 +84,13 @@ type trustKey struct {
 // NewLimiter returns a Limiter; its metrics are registered on cfg.Registerer.
 func NewLimiter(cfg LimitConfig) *Limiter {
 	if cfg.Burst <= 0 {
-		cfg.Burst = 10
+		cfg.Burst = DefaultBurst
 	}
 	if cfg.IdentityBurst <= 0 {
 		cfg.IdentityBurst = 5 * cfg.Burst
 	}
 	if cfg.Refill <= 0 {
-		cfg.Refill = 6 * time.Second
+		cfg.Refill = DefaultRefill
 	}
 	if cfg.TrustTTL <= 0 {
 		cfg.TrustTTL = 24 * time.Hour

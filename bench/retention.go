@@ -18,6 +18,7 @@ import (
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
 	"github.com/vigilcloud/vigil/internal/servers"
+	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/purge"
 	"github.com/vigilcloud/vigil/replica"
 	"github.com/vigilcloud/vigil/retention"
@@ -248,7 +249,9 @@ func RunRetention(ctx context.Context, cfg RetentionConfig) ([]Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	pw := retention.NewPurger(retention.PurgerConfig{Straggle: -1}, store, idx, m.Purges, retention.MeterUsage{M: m.Meter}, nil)
+	// Usage goes through an Aggregator, as on a node (no journal: nothing here is killed).
+	usage := retention.MeterUsage{Agg: meter.NewAggregator(m.Meter, meter.AggregatorConfig{}), M: m.Meter}
+	pw := retention.NewPurger(retention.PurgerConfig{Straggle: -1}, store, idx, m.Purges, usage, nil)
 	began := time.Now()
 	if err := pw.RunOnce(ctx); err != nil {
 		return nil, err

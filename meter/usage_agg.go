@@ -22,10 +22,17 @@ type UsageReporter interface {
 	ReportUsage(ctx context.Context, b UsageBatch) (UsageResult, error)
 }
 
+// Defaults of AggregatorConfig.
+const (
+	DefaultInterval       = time.Second
+	DefaultResolveTimeout = 5 * time.Second
+	DefaultResolveMax     = 1000 // the --usage-resolve-max default
+)
+
 // AggregatorConfig configures an Aggregator.
 type AggregatorConfig struct {
 	NodeID     string
-	Interval   time.Duration // how often a batch is submitted; default 1s
+	Interval   time.Duration // how often a batch is submitted; default DefaultInterval
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // optional
 	Now        func() time.Time
@@ -38,8 +45,9 @@ type AggregatorConfig struct {
 	// the object at key (PutIDMetadata), or an error matching fs.ErrNotExist
 	// when there is none. It decides intents whose Put ended unseen.
 	Resolve func(ctx context.Context, key string) (putID string, err error)
-	// ResolveTimeout bounds one Resolve call (default 5s) and ResolveMax
-	// the calls per interval (default 1000): a slow or failing storage
+	// ResolveTimeout bounds one Resolve call (default DefaultResolveTimeout)
+	// and ResolveMax the calls per interval (default DefaultResolveMax): a
+	// slow or failing storage
 	// delays the decision, never the batches.
 	ResolveTimeout time.Duration
 	ResolveMax     int
@@ -81,7 +89,7 @@ type Aggregator struct {
 // NewAggregator returns an aggregator submitting to r; call Run.
 func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = DefaultInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -90,10 +98,10 @@ func NewAggregator(r UsageReporter, cfg AggregatorConfig) *Aggregator {
 		cfg.Now = time.Now
 	}
 	if cfg.ResolveTimeout <= 0 {
-		cfg.ResolveTimeout = 5 * time.Second
+		cfg.ResolveTimeout = DefaultResolveTimeout
 	}
 	if cfg.ResolveMax <= 0 {
-		cfg.ResolveMax = 1000
+		cfg.ResolveMax = DefaultResolveMax
 	}
 	a := &Aggregator{r: r, cfg: cfg, pending: map[string]*UsageEntry{}, observed: map[string][2]int{}, begun: map[string]journal.Intent{},
 		// Batch ids must never repeat across restarts: a random prefix per run.
@@ -288,10 +296,19 @@ func (a *Aggregator) Observe(stream string, width, height int) {
 // Freed records objects deleted by retention or a purge (bytes and objects
 // positive: they are subtracted).
 func (a *Aggregator) Freed(stream string, bytes, objects int64) {
+	a.Adjust(stream, -bytes, -objects)
+}
+
+// Adjust records a signed change of a stream's stored bytes and objects
+// that is not an upload: a free (negative) or a reconcile correction
+// (either sign). Ingested bytes and segments are left alone. It is
+// journaled like a free, so a killed process neither loses nor repeats it.
+func (a *Aggregator) Adjust(stream string, bytes, objects int64) {
 	var ord uint64
 	if a.cfg.Journal != nil {
 		var err error
-		if ord, err = a.cfg.Journal.Free(stream, bytes, objects); err != nil {
+		// The journal records frees as positive amounts.
+		if ord, err = a.cfg.Journal.Free(stream, -bytes, -objects); err != nil {
 			a.cfg.Logger.Warn("usage: free not journaled", "stream", stream, "err", err)
 		}
 	}
@@ -301,8 +318,8 @@ func (a *Aggregator) Freed(stream string, bytes, objects int64) {
 		a.ords = append(a.ords, ord)
 	}
 	e := a.entry(stream)
-	e.StoredBytes -= bytes
-	e.StoredObjects -= objects
+	e.StoredBytes += bytes
+	e.StoredObjects += objects
 }
 
 // Run submits a batch every interval until ctx ends. It does not flush on

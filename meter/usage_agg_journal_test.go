@@ -362,3 +362,36 @@ func TestAggregatorReplaysPreviousReleaseJournal(t *testing.T) {
 	require.Empty(t, rec.Intents)
 	require.Empty(t, rec.Frees)
 }
+
+// TestJournalReplaysAdjustments: a correction of either sign (reconcile)
+// is journaled like a free, so a process killed before its batch replays
+// it once, and it leaves ingested bytes and segments alone.
+func TestJournalReplaysAdjustments(t *testing.T) {
+	m := openMeter(t, t.TempDir(), "127.0.0.1:0")
+	defer m.Close()
+	provision(t, serve(t, m))
+	ctx := context.Background()
+	streams, err := m.Accounts.Streams(ctx)
+	require.NoError(t, err)
+	id := streams[0].ID
+	dir := t.TempDir()
+
+	j1, err := OpenJournal(dir)
+	require.NoError(t, err)
+	a1 := NewAggregator(m, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j1})
+	a1.Adjust(id, 5000, 4)
+	a1.Adjust(id, -1000, -1)
+	a1.Freed(id, 500, 1)
+	// SIGKILL: nothing is closed or flushed.
+
+	j2, err := OpenJournal(dir)
+	require.NoError(t, err)
+	defer j2.Close()
+	a2 := NewAggregator(m, AggregatorConfig{NodeID: "n1", Interval: time.Hour, Journal: j2})
+	require.NoError(t, a2.Close(ctx))
+	u, err := m.Meter.StreamUsage(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, StreamUsage{StorageBytes: 3500, StoredObjects: 2}, StreamUsage{
+		StorageBytes: u.StorageBytes, StoredObjects: u.StoredObjects, SegmentCount: u.SegmentCount, IngestedBytes: u.IngestedBytes})
+	require.NoError(t, j1.Close())
+}

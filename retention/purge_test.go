@@ -13,6 +13,7 @@ import (
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/cluster"
 	tu "github.com/vigilcloud/vigil/internal/testutil"
+	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/purge"
 	"github.com/vigilcloud/vigil/replica"
 	"github.com/vigilcloud/vigil/storage"
@@ -54,6 +55,12 @@ func openMeter(t *testing.T) *replica.Replica {
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// aggUsage is usage as the node wires it: through an Aggregator (here
+// without a journal, flushed only when asked), read back from the meter.
+func aggUsage(m *replica.Replica) MeterUsage {
+	return MeterUsage{Agg: meter.NewAggregator(m.Meter, meter.AggregatorConfig{Interval: time.Hour}), M: m.Meter}
 }
 
 // TestPurgeResumesExactly crashes a purge right after its second progress
@@ -106,7 +113,7 @@ func testPurgeResumes(t *testing.T, grouped bool) {
 	}))
 	require.Greater(t, wantObjs, int64(len(sx)+len(sy)), "manifests too")
 	otherBefore := f.keys(t, storage.CameraPrefix("a1", "c2"))
-	usage := MeterUsage{M: m.Meter}
+	usage := aggUsage(m)
 	var sizeX int64
 	for _, s := range sx {
 		sizeX += s.Size

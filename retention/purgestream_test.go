@@ -33,7 +33,7 @@ func TestPurgeOneStream(t *testing.T) {
 	require.NoError(t, f.idx.Compact(ctx, T.Add(-time.Hour).UnixMilli()))
 	yKeys := f.keys(t, ry.StreamPrefix())
 	require.NotEmpty(t, yKeys)
-	usage := MeterUsage{M: m.Meter}
+	usage := aggUsage(m)
 	require.NoError(t, usage.Adjust(ctx, "x", 1000, int64(len(sx))))
 	require.NoError(t, usage.Adjust(ctx, "y", 2000, int64(len(sy))))
 

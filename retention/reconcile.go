@@ -31,7 +31,7 @@ type Drift struct {
 type Reconciler struct {
 	Store   storage.Backend
 	Streams Streams
-	Usage   MeterUsage
+	Usage   MeterUsage // the node's, so its own deltas are flushed before a measure
 	// Settle is how long a drift must persist, unchanged, before it is
 	// fixed: ingest reports usage in batches about once a second, so a
 	// segment just stored may not be counted yet (default 3s).
@@ -40,9 +40,20 @@ type Reconciler struct {
 }
 
 // Reconcile checks every live stream (or only stream, when set) and, with
-// fix, corrects the meter's counters by a usage adjustment (a meter
-// command) so they equal what storage holds.
+// fix, corrects the meter's counters by a usage adjustment (through the
+// node's Aggregator, committed before it returns) so they equal what
+// storage holds.
 func (r *Reconciler) Reconcile(ctx context.Context, stream string, fix bool) ([]Drift, error) {
+	// What this node's Aggregator holds (a sweep's frees) counts as
+	// reported: flushed first, so it is not measured as drift.
+	if err := r.Usage.Flush(ctx); err != nil {
+		if fix {
+			return nil, err
+		}
+		if r.Log != nil {
+			r.Log.Warn("reconcile: this node's usage not flushed; measuring anyway", "err", err)
+		}
+	}
 	list, err := r.Streams.Streams(ctx)
 	if err != nil {
 		return nil, err
@@ -71,6 +82,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, stream string, fix bool) ([]
 				return out, ctx.Err()
 			case <-time.After(settle):
 			}
+			// An adjustment this node queued before (a fix whose
+			// commit failed) lands now, and shows as a changed drift.
+			if err := r.Usage.Flush(ctx); err != nil {
+				return out, err
+			}
 			d2, err := r.measure(ctx, ref)
 			if err != nil {
 				return out, err
@@ -98,7 +114,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, stream string, fix bool) ([]
 // both reads agree (nothing was reported meanwhile).
 func (r *Reconciler) measure(ctx context.Context, ref storage.StreamRef) (Drift, error) {
 	for attempt := 0; ; attempt++ {
-		u1, err := r.Usage.M.StreamUsage(ctx, ref.Stream)
+		u1, err := r.Usage.StreamUsage(ctx, ref.Stream)
 		if err != nil {
 			return Drift{}, err
 		}
@@ -110,7 +126,7 @@ func (r *Reconciler) measure(ctx context.Context, ref storage.StreamRef) (Drift,
 		}); err != nil {
 			return Drift{}, fmt.Errorf("retention: reconcile %s: %w", ref.Stream, err)
 		}
-		u2, err := r.Usage.M.StreamUsage(ctx, ref.Stream)
+		u2, err := r.Usage.StreamUsage(ctx, ref.Stream)
 		if err != nil {
 			return Drift{}, err
 		}

@@ -31,7 +31,7 @@ func TestReconcileAgainstMinIO(t *testing.T) {
 	for _, s := range sx {
 		size += s.Size
 	}
-	usage := MeterUsage{M: m.Meter}
+	usage := aggUsage(m)
 	// The meter missed two segments (a crash lost their usage batch).
 	require.NoError(t, usage.Adjust(ctx, "x", size-sx[0].Size-sx[1].Size, int64(len(sx)-2)))
 	// And counts bytes for y that storage does not hold.

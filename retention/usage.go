@@ -2,61 +2,79 @@ package retention
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"time"
 
 	"github.com/vigilcloud/vigil/meter"
 )
 
-// UsageMeter is the meter's usage API that MeterUsage reports through.
-type UsageMeter interface {
-	ReportUsage(ctx context.Context, b meter.UsageBatch) (meter.UsageResult, error)
+// Aggregator is the node's usage aggregator (*meter.Aggregator): it
+// journals each delta locally and submits them to the meter in batches, so
+// a killed process neither loses nor double-counts one.
+type Aggregator interface {
+	Adjust(stream string, bytes, objects int64)
+	Flush(ctx context.Context) error
+}
+
+// StreamUsages reads a stream's usage as the meter counts it.
+type StreamUsages interface {
 	StreamUsage(ctx context.Context, id string) (meter.StreamUsage, error)
 }
 
-// MeterUsage reports freed storage to the meter as usage batches with
-// negative stored deltas (accepted also for deleted streams).
+// MeterUsage is the one way freed and corrected stored bytes reach the
+// meter, for the sweeper, the purge worker and reconcile alike: through the
+// node's Aggregator, read back from the meter where a count must be exact.
 type MeterUsage struct {
-	M   UsageMeter
-	Now func() time.Time
+	Agg Aggregator
+	M   StreamUsages
 }
 
 var _ UsageZeroer = MeterUsage{}
 
-// Freed implements Usage.
+// Freed implements Usage: the free goes out with the Aggregator's next
+// batch (about a second).
 func (u MeterUsage) Freed(ctx context.Context, stream string, bytes, objects int64) error {
-	return u.adjust(ctx, stream, -bytes, -objects)
+	u.Agg.Adjust(stream, -bytes, -objects)
+	return nil
 }
 
-// Adjust applies a signed stored-bytes correction (reconcile).
+// Adjust applies a signed stored-bytes correction (reconcile) and returns
+// once the meter committed it. What this node still holds goes first, so a
+// correction is never queued behind an earlier one it was measured without;
+// if that fails, nothing is adjusted.
 func (u MeterUsage) Adjust(ctx context.Context, stream string, bytes, objects int64) error {
-	return u.adjust(ctx, stream, bytes, objects)
-}
-
-func (u MeterUsage) adjust(ctx context.Context, stream string, bytes, objects int64) error {
-	now := time.Now
-	if u.Now != nil {
-		now = u.Now
-	}
-	t := now().UTC()
-	res, err := u.M.ReportUsage(ctx, meter.UsageBatch{
-		ID: "retention-" + newToken(), From: t, To: t,
-		Entries: []meter.UsageEntry{{Stream: stream, StoredBytes: bytes, StoredObjects: objects}},
-	})
-	if err != nil {
+	if err := u.Flush(ctx); err != nil {
 		return err
 	}
-	if len(res.Rejected) > 0 {
-		return fmt.Errorf("retention: meter refused usage of %s: %s", stream, res.Rejected[0].Reason)
+	u.Agg.Adjust(stream, bytes, objects)
+	if err := u.Flush(ctx); err != nil {
+		return fmt.Errorf("retention: usage adjustment of %s journaled, not yet committed: %w", stream, err)
 	}
 	return nil
 }
 
+// Flush submits what the Aggregator holds, so that the meter's counts are
+// current for this node.
+func (u MeterUsage) Flush(ctx context.Context) error {
+	if err := u.Agg.Flush(ctx); err != nil {
+		return fmt.Errorf("retention: flush usage: %w", err)
+	}
+	return nil
+}
+
+// StreamUsage reads the meter's count for stream.
+func (u MeterUsage) StreamUsage(ctx context.Context, stream string) (meter.StreamUsage, error) {
+	return u.M.StreamUsage(ctx, stream)
+}
+
 // ZeroStored implements UsageZeroer: whatever the meter still counts as
-// stored for a purged stream is given back.
+// stored for a purged stream is given back. The frees this node holds are
+// flushed before the count is read (else they would be given back twice),
+// and the give-back is committed before ZeroStored returns (the purge is
+// marked done only after it).
 func (u MeterUsage) ZeroStored(ctx context.Context, stream string) error {
+	if err := u.Flush(ctx); err != nil {
+		return err
+	}
 	su, err := u.M.StreamUsage(ctx, stream)
 	if err != nil {
 		return err
@@ -64,12 +82,6 @@ func (u MeterUsage) ZeroStored(ctx context.Context, stream string) error {
 	if su.StorageBytes == 0 && su.StoredObjects == 0 {
 		return nil
 	}
-	return u.adjust(ctx, stream, -su.StorageBytes, -su.StoredObjects)
-}
-
-// newToken names one usage batch, so that a retried report counts once.
-func newToken() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	u.Agg.Adjust(stream, -su.StorageBytes, -su.StoredObjects)
+	return u.Flush(ctx)
 }

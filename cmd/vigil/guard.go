@@ -7,11 +7,22 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vigilcloud/vigil/ingest"
+	"github.com/vigilcloud/vigil/internal/connlimit"
 	"github.com/vigilcloud/vigil/internal/httpx"
+)
+
+// Timeouts the guard flags start from. The packages that apply them
+// (net/http, storage.WithDeadline, index.WithDeadline) have no default of
+// their own: zero there means no deadline, so the node's defaults are here.
+const (
+	defaultHeaderTimeout  = 10 * time.Second
+	defaultIdleTimeout    = 60 * time.Second
+	defaultStorageTimeout = 10 * time.Second
+	defaultIndexTimeout   = 5 * time.Second
+	defaultReadyTimeout   = 2 * time.Second
 )
 
 // guardFlags are the limits and timeouts that keep one slow, stalled or
@@ -32,16 +43,16 @@ type guardFlags struct {
 
 func (g *guardFlags) register(fs *flag.FlagSet) {
 	ingestDef := ingest.DefaultConfig()
-	fs.DurationVar(&g.HeaderTimeout, "http-header-timeout", 10*time.Second, "a connection must send its request headers within this")
-	fs.DurationVar(&g.IdleTimeout, "http-idle-timeout", 60*time.Second, "an idle keep-alive connection is closed after this")
+	fs.DurationVar(&g.HeaderTimeout, "http-header-timeout", defaultHeaderTimeout, "a connection must send its request headers within this")
+	fs.DurationVar(&g.IdleTimeout, "http-idle-timeout", defaultIdleTimeout, "an idle keep-alive connection is closed after this")
 	fs.IntVar(&g.MaxConns, "http-max-conns", 0, "open HTTP connections in total (0: three quarters of the open-file limit); over it the longest-idle connection is closed, or the new one")
-	fs.IntVar(&g.MaxConnsPerIP, "http-max-conns-per-ip", 256, "open HTTP connections from one source address; over it that source's longest-idle connection is closed, or the new one (0: no cap)")
+	fs.IntVar(&g.MaxConnsPerIP, "http-max-conns-per-ip", connlimit.DefaultMaxConnsPerIP, "open HTTP connections from one source address; over it that source's longest-idle connection is closed, or the new one (0: no cap)")
 	fs.DurationVar(&g.BodyIdleTimeout, "upload-idle-timeout", ingestDef.BodyIdleTimeout, "an upload whose body sends nothing for this long is answered 408 and gives its slot back")
 	fs.Int64Var(&g.BodyMinRate, "upload-min-rate", ingestDef.BodyMinRate, "slowest accepted upload body, bytes/s: a body must arrive within --upload-idle-timeout + size/rate, else 408")
 	fs.Float64Var(&g.BridgeShare, "bridge-share", ingestDef.BridgeShare, "largest fraction of the live and of the backlog upload slots one bridge may hold (at least one slot); 1 turns it off")
-	fs.DurationVar(&g.StorageTimeout, "storage-timeout", 10*time.Second, "a storage call that makes no progress for this long fails (uploads answer 503)")
-	fs.DurationVar(&g.IndexTimeout, "index-timeout", 5*time.Second, "an index call that does not answer within this fails (uploads answer 503)")
-	fs.DurationVar(&g.ReadyTimeout, "readyz-timeout", 2*time.Second, "each /readyz check (storage, index, meter) gets this long, all at once")
+	fs.DurationVar(&g.StorageTimeout, "storage-timeout", defaultStorageTimeout, "a storage call that makes no progress for this long fails (uploads answer 503)")
+	fs.DurationVar(&g.IndexTimeout, "index-timeout", defaultIndexTimeout, "an index call that does not answer within this fails (uploads answer 503)")
+	fs.DurationVar(&g.ReadyTimeout, "readyz-timeout", defaultReadyTimeout, "each /readyz check (storage, index, meter) gets this long, all at once")
 }
 
 func (g *guardFlags) validate() error {
@@ -62,18 +73,12 @@ func (g *guardFlags) validate() error {
 	return nil
 }
 
-// maxConns is --http-max-conns, or three quarters of the open-file limit
-// (Go raises the soft limit to the hard one at start), which leaves
-// descriptors for storage, Redis, raft and RTSP.
+// maxConns is --http-max-conns, or connlimit.DefaultMaxConns.
 func (g *guardFlags) maxConns() int {
 	if g.MaxConns > 0 {
 		return g.MaxConns
 	}
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
-		return 1 << 20
-	}
-	return max(64, int(rl.Cur/4*3))
+	return connlimit.DefaultMaxConns()
 }
 
 // ready answers 200 once storage, index and meter all answer. The checks

@@ -18,7 +18,6 @@ import (
 
 	"github.com/vigilcloud/vigil/bench"
 	"github.com/vigilcloud/vigil/lease"
-	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/retention"
 )
 
@@ -41,31 +40,31 @@ func (r *retentionFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&r.LifecycleDays, "s3-lifecycle-days", 0, "S3 only: set a bucket lifecycle rule expiring objects older than this many days (longest plan + margin); 0 = off")
 }
 
-// aggUsage reports freed bytes through the usage aggregator, batched with
-// ingest's deltas.
-type aggUsage struct{ a *meter.Aggregator }
-
-func (u aggUsage) Freed(ctx context.Context, stream string, bytes, objects int64) error {
-	u.a.Freed(stream, bytes, objects)
-	return nil
+// nodeUsage is the node's one way to report freed and corrected stored
+// bytes, for the sweeper, the purge worker and reconcile: its usage
+// Aggregator (journaled, batched with ingest's deltas), read back from the
+// meter where a count must be exact (docs/retention.md).
+func nodeUsage(n *node) retention.MeterUsage {
+	return retention.MeterUsage{Agg: n.usage, M: n.rep.Meter}
 }
 
 // startRetention runs the sweeper and the purge worker until ctx ends; wg
 // tracks them. l is the node's lease.
 func startRetention(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node, l lease.Lease,
-	agg *meter.Aggregator, reg prometheus.Registerer, log *slog.Logger) error {
+	reg prometheus.Registerer, log *slog.Logger) error {
 	met := retention.NewMetrics(reg)
 	rf := cfg.Retention
+	usage := nodeUsage(n)
 	sw := retention.NewSweeper(retention.SweeperConfig{
 		Interval: rf.Interval, Margin: rf.Margin, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, n.index, n.rep.Accounts, aggUsage{agg}, l)
+	}, n.store, n.index, n.rep.Accounts, usage, l)
 	straggle := rf.PurgeStraggle
 	if straggle == 0 {
 		straggle = -1 // the flag's 0 means none
 	}
 	pw := retention.NewPurger(retention.PurgerConfig{
 		Interval: rf.PurgeInterval, Straggle: straggle, LeaseTTL: rf.LeaseTTL, Logger: log, Metrics: met,
-	}, n.store, n.index, n.rep.Purges, retention.MeterUsage{M: n.rep.Meter}, l)
+	}, n.store, n.index, n.rep.Purges, usage, l)
 	if rf.LifecycleDays > 0 {
 		if cfg.S3Endpoint == "" {
 			return fmt.Errorf("--s3-lifecycle-days needs S3 storage")
@@ -127,7 +126,7 @@ func runBenchRetention(ctx context.Context, args []string, stdout, stderr io.Wri
 // reconciler serves POST /v1/meter/reconcile: the meter's stored bytes per
 // stream against the segment objects in storage.
 func reconciler(n *node, log *slog.Logger) http.Handler {
-	r := &retention.Reconciler{Store: n.store, Streams: n.rep.Accounts, Usage: retention.MeterUsage{M: n.rep.Meter}, Log: log}
+	r := &retention.Reconciler{Store: n.store, Streams: n.rep.Accounts, Usage: nodeUsage(n), Log: log}
 	return r.Handler()
 }
 

@@ -121,10 +121,10 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.RTSPMaxUnauth, "rtsp-max-unauthenticated", rtsp.DefaultMaxUnauthenticated, "RTSP connections not yet authenticated, apart from --rtsp-max-sessions; a new one beyond it closes the oldest")
 	fs.IntVar(&c.RTSPMaxUnauthPerIP, "rtsp-max-unauthenticated-per-ip", rtsp.DefaultMaxUnauthenticatedPerIP, "unauthenticated RTSP connections per remote address; more are answered 503 and closed")
 	fs.DurationVar(&c.RTSPAuthTimeout, "rtsp-auth-timeout", rtsp.DefaultAuthTimeout, "an RTSP connection that has not authenticated within this is closed")
-	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", 10, "failed authentications (HTTP and RTSP) one source address may make before it is refused (429, RTSP 503)")
-	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", 50, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
-	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", 6*time.Second, "after the burst, one more failed authentication is allowed per this interval")
-	fs.IntVar(&c.UsageResolveMax, "usage-resolve-max", 1000, "uploads of unknown outcome (and a killed process's) checked against storage per usage flush (1s); the rest wait for the next")
+	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", auth.DefaultBurst, "failed authentications (HTTP and RTSP) one source address may make before it is refused (429, RTSP 503)")
+	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", auth.DefaultIdentityBurst, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
+	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", auth.DefaultRefill, "after the burst, one more failed authentication is allowed per this interval")
+	fs.IntVar(&c.UsageResolveMax, "usage-resolve-max", meter.DefaultResolveMax, "uploads of unknown outcome (and a killed process's) checked against storage per usage flush (1s); the rest wait for the next")
 	c.Retention.register(fs)
 	c.Guard.register(fs)
 	c.Health.register(fs)
@@ -453,7 +453,7 @@ func (n *node) startBackground(ctx context.Context) error {
 		rdb = n.rdb
 	}
 	l := nodeLease(rdb, n.rep.Leases) // lease.go
-	if err := startRetention(bg, &wg, cfg, n, l, n.usage, n.reg, n.log); err != nil {
+	if err := startRetention(bg, &wg, cfg, n, l, n.reg, n.log); err != nil {
 		return err
 	}
 	return startRTSP(bg, &wg, cfg, n, n.ingest, l, n.reg, n.log) // rtsp.go

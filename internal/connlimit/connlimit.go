@@ -10,10 +10,27 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// DefaultMaxConnsPerIP is the per-source cap the --http-max-conns-per-ip
+// flag starts from: far above what a Bridge or a browser opens, far below
+// what exhausts descriptors.
+const DefaultMaxConnsPerIP = 256
+
+// DefaultMaxConns is the total cap when none is set: three quarters of the
+// open-file limit (Go raises the soft limit to the hard one at start),
+// which leaves descriptors for storage, Redis, raft and RTSP.
+func DefaultMaxConns() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 20
+	}
+	return max(64, int(rl.Cur/4*3))
+}
 
 // Config sets the caps. Zero or negative means no cap.
 type Config struct {

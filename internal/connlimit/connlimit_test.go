@@ -114,3 +114,16 @@ func TestTotalCapEvictsIdleThenRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultMaxConns: the total cap leaves descriptors for the rest of the
+// process (a quarter of the open-file limit), and is never below 64.
+func TestDefaultMaxConns(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 || rl.Cur < 256 {
+		t.Skip("open-file limit unusable for this check")
+	}
+	got := DefaultMaxConns()
+	if spare := int(rl.Cur) - got; got < 64 || spare < int(rl.Cur)/4 {
+		t.Fatalf("DefaultMaxConns() = %d with an open-file limit of %d", got, rl.Cur)
+	}
+}
