@@ -251,6 +251,42 @@ func (r *Recorder) Announce(ctx context.Context, user, path string, medias []rts
 		return nil, err
 	}
 
+	// A Bridge that reconnects at once may announce before its previous
+	// session here has released the stream (that session's connection is
+	// still being closed, its lease released through raft or Redis): wait
+	// a little for it before answering 455.
+	deadline := time.Now().Add(publishGrace)
+	var s *session
+	for {
+		var err error
+		s, err = r.reserve(ctx, st, tracks)
+		if err == nil || !errors.Is(err, rtsp.ErrBusy) || !time.Now().Before(deadline) {
+			if err != nil {
+				return nil, err
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(publishRetry):
+		}
+	}
+	r.m.sessions.Inc()
+	r.log.InfoContext(ctx, "segmenter: publishing", "stream", path, "bridge", user, "tracks", len(tracks))
+	return s, nil
+}
+
+// How long Announce waits for a stream's previous publisher to let go.
+const (
+	publishGrace = 3 * time.Second
+	publishRetry = 50 * time.Millisecond
+)
+
+// reserve takes the stream for a new session: this node's reservation and
+// the cluster-wide publisher lease.
+func (r *Recorder) reserve(ctx context.Context, st accounts.Stream, tracks []*track) (*session, error) {
+	path := st.ID
 	r.mu.Lock()
 	if _, busy := r.live[path]; busy {
 		r.mu.Unlock()
@@ -271,8 +307,6 @@ func (r *Recorder) Announce(ctx context.Context, user, path string, medias []rts
 		return nil, fmt.Errorf("%w: stream %s is published on another node", rtsp.ErrBusy, path)
 	}
 	s.start(held)
-	r.m.sessions.Inc()
-	r.log.InfoContext(ctx, "segmenter: publishing", "stream", path, "bridge", user, "tracks", len(tracks))
 	return s, nil
 }
 
