@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/media"
@@ -197,8 +198,8 @@ type playlistHead struct {
 }
 
 // writePlaylist writes the m3u8 of segs (by start) of streamID, with URLs
-// signed until exp.
-func (h *Handler) writePlaylist(b *bytes.Buffer, streamID string, segs []index.Segment, head playlistHead, exp time.Time) {
+// signed for p until exp.
+func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID string, segs []index.Segment, head playlistHead, exp time.Time) {
 	target := int64(6)
 	if len(segs) > 0 {
 		target = 1
@@ -219,7 +220,11 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, streamID string, segs []index.S
 		if len(h.sign.key) == 0 {
 			return rel
 		}
-		return rel + "?" + h.sign.query(base+rel, exp)
+		q, ok := h.sign.query(base+rel, p, exp)
+		if !ok {
+			return rel // the player must send the bearer token
+		}
+		return rel + "?" + q
 	}
 	for i, s := range segs {
 		if i > 0 && discontinuous(segs[i-1], s) {
@@ -253,7 +258,7 @@ func writeM3U8(w http.ResponseWriter, b *bytes.Buffer, cache string) {
 }
 
 // playlist serves the VOD playlist of [start, end).
-func (h *Handler) playlist(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
+func (h *Handler) playlist(w http.ResponseWriter, r *http.Request, p auth.Principal, streamID string, ref storage.StreamRef) {
 	from, to, ok := parseWindow(w, r, MaxPlaylistWindow)
 	if !ok {
 		return
@@ -270,7 +275,7 @@ func (h *Handler) playlist(w http.ResponseWriter, r *http.Request, streamID stri
 		return
 	}
 	var b bytes.Buffer
-	h.writePlaylist(&b, streamID, segs, playlistHead{}, h.opts.Now().Add(h.opts.URLTTL))
+	h.writePlaylist(&b, p, streamID, segs, playlistHead{}, h.opts.Now().Add(h.opts.URLTTL))
 	// The signed URLs expire, so the playlist is not cached for long.
 	writeM3U8(w, &b, "private, max-age=60")
 }
@@ -283,7 +288,7 @@ func (h *Handler) playlist(w http.ResponseWriter, r *http.Request, streamID stri
 // window's first segment crosses midnight (players realign on
 // EXT-X-PROGRAM-DATE-TIME), and when a backlog upload lands earlier that
 // day.
-func (h *Handler) live(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
+func (h *Handler) live(w http.ResponseWriter, r *http.Request, p auth.Principal, streamID string, ref storage.StreamRef) {
 	ctx := r.Context()
 	now := h.opts.Now()
 	nowMS := now.UnixMilli()
@@ -300,7 +305,7 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request, streamID string, 
 	}
 	head.live = true
 	var b bytes.Buffer
-	h.writePlaylist(&b, streamID, segs, head, now.Add(h.opts.URLTTL))
+	h.writePlaylist(&b, p, streamID, segs, head, now.Add(h.opts.URLTTL))
 	writeM3U8(w, &b, "no-cache")
 }
 

@@ -2,9 +2,11 @@ package playback
 
 import (
 	"bytes"
-	"strings"
+	"net/url"
 	"testing"
 	"time"
+
+	"github.com/vigilcloud/vigil/auth"
 )
 
 func FuzzFindMoof(f *testing.F) {
@@ -57,15 +59,19 @@ func FuzzParseRange(f *testing.F) {
 func FuzzVerifySignature(f *testing.F) {
 	s := signer{key: DeriveURLKey("k")}
 	now := time.Unix(1_700_000_000, 0)
-	q := s.query("/v1/streams/s1/segments/1", now.Add(time.Hour))
-	exps, sig, _ := strings.Cut(strings.TrimPrefix(q, "exp="), "&sig=")
-	f.Add("/v1/streams/s1/segments/1", exps, sig)
-	f.Add("/v1/streams/s1/segments/2", exps, sig)
-	f.Add("", "", "")
-	f.Fuzz(func(t *testing.T, path, exp, sg string) {
-		err := s.verify(path, exp, sg, now)
-		if err == nil && (path != "/v1/streams/s1/segments/1" || sg != sig) {
-			t.Fatalf("accepted %q %q %q", path, exp, sg)
+	user := auth.Principal{Kind: auth.User, ID: "u1", Account: "a1", Role: "user", TokenID: "t1"}
+	q, _ := s.query("/v1/streams/s1/segments/1", user, now.Add(time.Hour))
+	v, _ := url.ParseQuery(q)
+	exps, by, sig := v.Get(paramExp), v.Get(paramBy), v.Get(paramSig)
+	f.Add("/v1/streams/s1/segments/1", exps, by, sig)
+	f.Add("/v1/streams/s1/segments/2", exps, by, sig)
+	f.Add("/v1/streams/s1/segments/1", exps, "user.u1.a1.admin.t1", sig)
+	f.Add("/v1/streams/s1/segments/1", exps, "operator", sig)
+	f.Add("", "", "", "")
+	f.Fuzz(func(t *testing.T, path, exp, b, sg string) {
+		p, err := s.verify(path, exp, &b, sg, now)
+		if err == nil && (path != "/v1/streams/s1/segments/1" || b != by || sg != sig || p != user) {
+			t.Fatalf("accepted %q %q %q %q as %+v", path, exp, b, sg, p)
 		}
 	})
 }

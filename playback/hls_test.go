@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,13 +266,13 @@ func TestHLSContentTypeChangeIsDiscontinuity(t *testing.T) {
 	segs, err := e.idx.Segments(context.Background(), ref, base, base+4000)
 	require.NoError(t, err)
 	segs[1].ContentType = "video/mp2t" // same time line, another container
-	h.writePlaylist(&b, "s1", segs, playlistHead{}, time.Now())
+	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, playlistHead{}, time.Now())
 	assert.Contains(t, b.String(), "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME")
 	assert.Equal(t, 1, strings.Count(b.String(), "#EXT-X-MAP"))
 	// And a resolution change.
 	segs[1].ContentType, segs[0].Width, segs[0].Height, segs[1].Width, segs[1].Height = "video/mp4", 640, 480, 1280, 720
 	b.Reset()
-	h.writePlaylist(&b, "s1", segs, playlistHead{}, time.Now())
+	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, playlistHead{}, time.Now())
 	assert.Equal(t, 1, strings.Count(b.String(), "#EXT-X-DISCONTINUITY\n"))
 }
 
@@ -415,7 +416,8 @@ func TestSignedURLs(t *testing.T) {
 	assert.Equal(t, http.StatusPartialContent, resp.StatusCode)
 	assert.Equal(t, []byte{0x47}, b)
 
-	expVal, sig0, _ := strings.Cut(strings.TrimPrefix(q0, "exp="), "&sig=")
+	expVal, by0, sig0 := splitSigned(t, q0)
+	require.Equal(t, "operator", by0)
 	tampered := []byte(sig0)
 	tampered[0] = 'A' // the first character's 6 bits all count
 	if sig0[0] == 'A' {
@@ -428,10 +430,13 @@ func TestSignedURLs(t *testing.T) {
 		code       string
 	}{
 		{"no signature", p0, 401, "unauthorized"},
-		{"tampered signature", p0 + "?exp=" + expVal + "&sig=" + string(tampered), 403, "bad_signature"},
-		{"later exp with the same sig", p0 + "?exp=" + strconv.FormatInt(later+3600, 10) + "&sig=" + sig0, 403, "bad_signature"},
-		{"sig not base64", p0 + "?exp=" + expVal + "&sig=%25%25", 403, "bad_signature"},
-		{"exp not a number", p0 + "?exp=soon&sig=" + sig0, 403, "bad_signature"},
+		{"tampered signature", p0 + "?exp=" + expVal + "&by=" + by0 + "&sig=" + string(tampered), 403, "bad_signature"},
+		{"later exp with the same sig", p0 + "?exp=" + strconv.FormatInt(later+3600, 10) + "&by=" + by0 + "&sig=" + sig0, 403, "bad_signature"},
+		{"sig not base64", p0 + "?exp=" + expVal + "&by=" + by0 + "&sig=%25%25", 403, "bad_signature"},
+		{"exp not a number", p0 + "?exp=soon&by=" + by0 + "&sig=" + sig0, 403, "bad_signature"},
+		{"another signer with the same sig", p0 + "?exp=" + expVal + "&by=user.u1.acct.admin.t1&sig=" + sig0, 403, "bad_signature"},
+		{"signer not a principal", p0 + "?exp=" + expVal + "&by=root&sig=" + sig0, 403, "bad_signature"},
+		{"first format (no signer)", p0 + "?exp=" + expVal + "&sig=" + sig0, 403, "signed_url_outdated"},
 		{"other segment's signature", p0 + "?" + q1, 403, "bad_signature"},
 		{"same start on another stream", strings.Replace(p0, "/s1/", "/s2/", 1) + "?" + q0, 403, "bad_signature"},
 		{"init of a signed segment", strings.Replace(p0, "/media.ts", "/init.mp4", 1) + "?" + q0, 403, "bad_signature"},
@@ -467,12 +472,28 @@ func TestSignedURLsOtherKey(t *testing.T) {
 	// what this one signed.
 	a, b := signer{key: DeriveURLKey("one")}, signer{key: DeriveURLKey("two")}
 	exp := time.Now().Add(time.Hour)
-	q := a.query("/v1/streams/s1/segments/1", exp)
-	exps, sig, _ := strings.Cut(strings.TrimPrefix(q, "exp="), "&sig=")
-	require.NoError(t, a.verify("/v1/streams/s1/segments/1", exps, sig, time.Now()))
-	assert.ErrorIs(t, b.verify("/v1/streams/s1/segments/1", exps, sig, time.Now()), errSigInvalid)
-	assert.ErrorIs(t, signer{}.verify("/v1/streams/s1/segments/1", exps, sig, time.Now()), errSigInvalid)
-	assert.ErrorIs(t, a.verify("/v1/streams/s1/segments/1", exps, sig, exp), errSigExpired)
+	op := auth.Principal{Kind: auth.Operator}
+	q, ok := a.query("/v1/streams/s1/segments/1", op, exp)
+	require.True(t, ok)
+	exps, by, sig := splitSigned(t, q)
+	p, err := a.verify("/v1/streams/s1/segments/1", exps, &by, sig, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, op, p)
+	_, err = b.verify("/v1/streams/s1/segments/1", exps, &by, sig, time.Now())
+	assert.ErrorIs(t, err, errSigInvalid)
+	_, err = signer{}.verify("/v1/streams/s1/segments/1", exps, &by, sig, time.Now())
+	assert.ErrorIs(t, err, errSigInvalid)
+	_, err = a.verify("/v1/streams/s1/segments/1", exps, &by, sig, exp)
+	assert.ErrorIs(t, err, errSigExpired)
+}
+
+// splitSigned splits a signed query into its exp, by and sig values.
+func splitSigned(t *testing.T, q string) (exp, by, sig string) {
+	t.Helper()
+	v, err := url.ParseQuery(q)
+	require.NoError(t, err)
+	require.Len(t, v, 3, q)
+	return v.Get(paramExp), v.Get(paramBy), v.Get(paramSig)
 }
 
 var seqRE = regexp.MustCompile(`#EXT-X-MEDIA-SEQUENCE:(\d+)`)

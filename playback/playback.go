@@ -1,5 +1,25 @@
 // Package playback is the viewer-facing HTTP API: a stream's recordings in
-// a time window, and the bytes of one segment with Range support.
+// a time window, the bytes of one segment with Range support, HLS
+// playlists and clips.
+//
+// Who may view (issue 13, DESIGN.md section 1):
+//   - The operator reaches every stream. Users reach the streams of the
+//     accounts in their scope (accounts.Registry.Allowed with Read): their
+//     own account and, for a reseller's users, its sub-accounts. Bridge and
+//     billing tokens read nothing (403).
+//   - Privacy mode: while a stream's account has it on and not suspended
+//     (privacy_suspended_until unset or past), only the account's own users
+//     get its video (segments, playlists, live, clips); everyone else in
+//     scope, the reseller's users in particular, gets 403 privacy_mode,
+//     and the refusal goes to the account's audit log (privacy.refused, at
+//     most once a minute per actor and stream on each node). The recordings
+//     list stays visible: it is metadata.
+//   - The operator is exempt from privacy mode. The operator token is the
+//     service's own root credential ("the operator token reaches
+//     everything"); privacy mode protects the customer from its reseller,
+//     and a reseller never holds it.
+//   - Signed segment URLs (sign.go) act as the principal who fetched the
+//     playlist, checked again when used.
 package playback
 
 import (
@@ -30,10 +50,13 @@ const Pattern = "GET /v1/streams/{stream}/"
 // MaxWindow is the longest recordings window one request may ask for.
 const MaxWindow = 31 * 24 * time.Hour
 
-// Registry finds streams; unknown and deleted ones are meter.ErrNotFound
-// (DeletedAt set counts as deleted).
+// Registry finds streams and their accounts and answers the scope rule (a
+// *accounts.Registry). Unknown and deleted streams and accounts are
+// meter.ErrNotFound (DeletedAt set counts as deleted).
 type Registry interface {
 	Stream(ctx context.Context, id string) (accounts.Stream, error)
+	Account(ctx context.Context, id string) (accounts.Account, error)
+	Allowed(p auth.Principal, account string, need accounts.Need) error
 }
 
 // Index is the part of the recording index playback reads.
@@ -45,12 +68,13 @@ type Index interface {
 
 // Handler serves the viewer endpoints. It is safe for concurrent use.
 type Handler struct {
-	store storage.Backend
-	idx   Index
-	reg   Registry
-	log   *slog.Logger
-	sign  signer
-	opts  Options
+	store   storage.Backend
+	idx     Index
+	reg     Registry
+	log     *slog.Logger
+	sign    signer
+	opts    Options
+	refused refusals
 }
 
 // Options tune a Handler; zero values take the defaults.
@@ -68,6 +92,12 @@ type Options struct {
 	LiveWindow   time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Audit records refusals by privacy mode (an *access.Registry); nil
+	// records none.
+	Audit Auditor
+	// Signers checks the user who signed a URL when it is used; without
+	// it, only URLs the operator signed open.
+	Signers Signers
 }
 
 // New returns the playback handler reading store and idx, with streams
@@ -104,14 +134,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := auth.FromContext(r.Context())
-	if p.Kind == auth.Anonymous && !HasURLSignature(r) {
-		httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
-		return
-	}
-	if p.Kind != auth.Operator && p.Kind != auth.Anonymous {
-		// Viewer scoping (users, privacy mode) is not built yet: only the
-		// operator, or a URL the operator's playlist signed, may watch.
-		httpx.WriteError(w, http.StatusForbidden, "forbidden", "not allowed to view this stream")
+	switch p.Kind {
+	case auth.Anonymous:
+		if !HasURLSignature(r) {
+			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+			return
+		}
+	case auth.Operator, auth.User:
+	default:
+		httpx.WriteError(w, http.StatusForbidden, "forbidden", p.Actor()+" reads no video")
 		return
 	}
 	streamID, rest, err := splitPath(r)
@@ -134,12 +165,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
 			return
 		}
-		q := r.URL.Query()
-		if err := h.sign.verify(r.URL.EscapedPath(), q.Get(paramExp), q.Get(paramSig), h.opts.Now()); err != nil {
-			if errors.Is(err, errSigInvalid) { // a guess; an expired URL is an old player
-				auth.ReportFailure(r.Context(), "bad_signature")
-			}
-			httpx.WriteError(w, http.StatusForbidden, "bad_signature", err.Error())
+		var ok bool
+		if p, ok = h.signedPrincipal(w, r); !ok {
 			return
 		}
 	}
@@ -153,6 +180,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, "meter_unavailable", "stream registry unavailable")
 		return
 	}
+	if err := h.reg.Allowed(p, st.Account, accounts.Read); err != nil {
+		httpx.WriteError(w, http.StatusForbidden, "forbidden", err.Error())
+		return
+	}
+	// The recordings list is metadata: privacy mode leaves it visible.
+	if rt.kind != routeRecordings && !h.mayWatch(w, r, p, st) {
+		return
+	}
 	ref := storage.StreamRef{Account: st.Account, Camera: st.Camera, Stream: st.ID}
 	switch rt.kind {
 	case routeRecordings:
@@ -164,9 +199,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case routeMediaTS:
 		h.transportStream(w, r, ref, rt.start)
 	case routePlaylist:
-		h.playlist(w, r, st.ID, ref)
+		h.playlist(w, r, p, st.ID, ref)
 	case routeLive:
-		h.live(w, r, st.ID, ref)
+		h.live(w, r, p, st.ID, ref)
 	case routeClip:
 		h.clip(w, r, ref)
 	}

@@ -31,8 +31,27 @@ import (
 const adminToken = "admin-token"
 
 type fakeRegistry struct {
-	mu      sync.Mutex
-	streams map[string]accounts.Stream
+	mu       sync.Mutex
+	streams  map[string]accounts.Stream
+	accounts map[string]accounts.Account // absent ones exist, with no settings
+}
+
+func (f *fakeRegistry) Account(ctx context.Context, id string) (accounts.Account, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if a, ok := f.accounts[id]; ok {
+		return a, nil
+	}
+	return accounts.Account{ID: id}, nil
+}
+
+// Allowed is the scope rule without the account tree: the operator, and a
+// user in its own account. The real rule is tested with a real replica.
+func (f *fakeRegistry) Allowed(p auth.Principal, account string, need accounts.Need) error {
+	if p.Kind == auth.Operator || p.Kind == auth.User && p.Account == account {
+		return nil
+	}
+	return accounts.ErrForbidden
 }
 
 func (f *fakeRegistry) Stream(ctx context.Context, id string) (accounts.Stream, error) {

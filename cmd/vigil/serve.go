@@ -473,7 +473,8 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	authn.WithUsers(n.rep.Access)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
-	play := playback.NewWithOptions(n.store, n.bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken)})
+	play := playback.NewWithOptions(n.store, n.bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken),
+		Audit: n.rep.Access, Signers: signers{n.rep.Access}})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
