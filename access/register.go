@@ -8,8 +8,8 @@ import (
 // Register adds the access section and commands to m; users belong to
 // the accounts of accts.
 func Register(m *cluster.Machine, accts *accounts.State) *State {
-	st := &State{m: m, accounts: accts}
-	m.Register(cluster.Section{Name: "access", State: st, Reset: st.reset})
+	st := &State{m: m, accounts: accts, byID: map[string]string{}}
+	m.Register(cluster.Section{Name: "access", State: st, Reset: st.reset, Restored: st.restored})
 	m.Handle(cluster.CmdCreateUser, func(c *cluster.Command) (any, error) {
 		var p CreateUserCmd
 		if err := c.Decode(&p); err != nil {

@@ -86,6 +86,24 @@ func (reg *Registry) PrincipalByTokenHash(ctx context.Context, hash string) (aut
 	return auth.Principal{Kind: auth.User, ID: u.ID, Account: u.Account, Role: u.Role, TokenID: t.ID}, nil
 }
 
+// SignerPrincipal returns the principal of user's live token id (the
+// signer of a playback URL, checked when the URL is used);
+// auth.ErrUnknownToken when the user was removed or the token revoked or
+// expired.
+func (reg *Registry) SignerPrincipal(ctx context.Context, user, tokenID string) (auth.Principal, error) {
+	reg.st.m.RLock()
+	h, ok := reg.st.byID[tokenID]
+	reg.st.m.RUnlock()
+	if !ok {
+		return auth.Principal{}, auth.ErrUnknownToken
+	}
+	p, err := reg.PrincipalByTokenHash(ctx, h)
+	if err != nil || p.Kind != auth.User || p.ID != user {
+		return auth.Principal{}, auth.ErrUnknownToken
+	}
+	return p, nil
+}
+
 // User returns a user; ErrNotFound when unknown.
 func (reg *Registry) User(ctx context.Context, id string) (User, error) {
 	reg.st.m.RLock()

@@ -96,10 +96,19 @@ type State struct {
 
 	m        *cluster.Machine
 	accounts *accounts.State
+	byID     map[string]string // token id → hash; derived from Tokens
 }
 
 func (st *State) reset() {
 	st.Users, st.Emails, st.Invitations, st.Tokens, st.Audit = nil, nil, nil, nil, nil
+	st.byID = map[string]string{}
+}
+
+func (st *State) restored() error {
+	for h, t := range st.Tokens {
+		st.byID[t.ID] = h
+	}
+	return nil
 }
 
 // NormalizeEmail trims an e-mail and lowers its case: e-mails are unique
@@ -215,6 +224,7 @@ func (st *State) removeUser(at time.Time, p RemoveUserCmd) (any, error) {
 	for h, t := range st.Tokens {
 		if t.User == u.ID {
 			delete(st.Tokens, h)
+			delete(st.byID, t.ID)
 		}
 	}
 	if u.Invitation != nil {
@@ -270,6 +280,7 @@ func (st *State) createToken(at time.Time, p CreateTokenCmd, nonce string) (any,
 		st.Tokens = map[string]*tokenRec{}
 	}
 	st.Tokens[hash] = t
+	st.byID[t.ID] = hash
 	if p.Kind != KindSession { // sessions are many; logins are not what the audit log is for
 		st.audit(at, t.Account, p.Actor, "token.created", "token:"+t.ID)
 	}
@@ -291,14 +302,15 @@ type RevokeTokenCmd struct {
 }
 
 func (st *State) revokeToken(at time.Time, p RevokeTokenCmd) (any, error) {
-	for h, t := range st.Tokens {
-		if t.ID == p.ID && (p.User == "" || t.User == p.User) {
-			delete(st.Tokens, h)
-			st.audit(at, t.Account, p.Actor, "token.revoked", "token:"+t.ID)
-			return t.Token, nil
-		}
+	h, ok := st.byID[p.ID]
+	t := st.Tokens[h]
+	if !ok || t == nil || (p.User != "" && t.User != p.User) {
+		return nil, cluster.NotFound("token %s not found", p.ID)
 	}
-	return nil, cluster.NotFound("token %s not found", p.ID)
+	delete(st.Tokens, h)
+	delete(st.byID, p.ID)
+	st.audit(at, t.Account, p.Actor, "token.revoked", "token:"+t.ID)
+	return t.Token, nil
 }
 
 // AuditCmd is the payload of cluster.CmdAudit: an event of the read path

@@ -108,6 +108,11 @@ type streamRec struct {
 	Own     ownSettings      `json:"own"`
 	History []SettingsChange `json:"history"`
 	PurgeID string           `json:"purge_id,omitempty"` // set when deleted on its own (purge.go)
+
+	// ext is another domain's derived data for this stream incarnation
+	// (the meter's usage record), kept here so that a batch entry costs
+	// one map lookup; never serialised, rebuilt on demand after a restore.
+	ext any
 }
 
 func specOf(v any) string {
@@ -773,6 +778,15 @@ func (st *State) StreamState(id string) *Stream {
 		return &s.Stream
 	}
 	return nil
+}
+
+// StreamExt is StreamState with the stream incarnation's slot for another
+// domain's derived data (see streamRec.ext); nil, nil when unknown.
+func (st *State) StreamExt(id string) (*Stream, *any) {
+	if s := st.Streams[id]; s != nil {
+		return &s.Stream, &s.ext
+	}
+	return nil, nil
 }
 
 // Len counts accounts and live and deleted streams (the caller holds the

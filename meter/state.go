@@ -319,7 +319,13 @@ func (e *UsageEntry) onlyFrees() bool {
 // usageRecFor returns the usage record of s's current incarnation; the
 // record of an earlier incarnation (a camera id re-created after its purge)
 // is kept under id@registered-ms so that past billing runs do not change.
-func (st *State) usageRecFor(s *accounts.Stream) *usageRec {
+func (st *State) usageRecFor(s *accounts.Stream, ext *any) *usageRec {
+	// The record of an incarnation stays the same object (only its key
+	// changes when the id is registered again), so the stream keeps a
+	// pointer to it: one map lookup per batch entry.
+	if u, ok := (*ext).(*usageRec); ok {
+		return u
+	}
 	if st.Usage == nil {
 		st.Usage = map[string]*usageRec{}
 	}
@@ -332,6 +338,7 @@ func (st *State) usageRecFor(s *accounts.Stream) *usageRec {
 		u = &usageRec{Registered: s.RegisteredAt}
 		st.Usage[s.ID] = u
 	}
+	*ext = u
 	return u
 }
 
@@ -358,7 +365,7 @@ func (st *State) usageBatch(at time.Time, b UsageBatch) UsageResult {
 		st.UsageStats.Entries++
 		// Look the stream up first: a registered stream's id is valid, so
 		// only an unknown one pays for the full check (same outcomes).
-		s := st.accounts.StreamState(e.Stream)
+		s, ext := st.accounts.StreamExt(e.Stream)
 		if s == nil || !e.validCounts() {
 			if !e.valid() {
 				reject(e, "invalid_entry", &st.UsageStats.RejectedInvalid)
@@ -371,7 +378,7 @@ func (st *State) usageBatch(at time.Time, b UsageBatch) UsageResult {
 			reject(e, "deleted_stream", &st.UsageStats.RejectedDeleted)
 			continue
 		}
-		u := st.usageRecFor(s)
+		u := st.usageRecFor(s, ext)
 		u.advanceIn(at, m, start)
 		u.StoredBytes += e.StoredBytes
 		u.StoredObjects += e.StoredObjects

@@ -474,7 +474,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
 	play := playback.NewWithOptions(n.store, n.bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken),
-		Audit: n.rep.Access, Signers: signers{n.rep.Access}})
+		Audit: n.rep.Access, Signers: n.rep.Access})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
