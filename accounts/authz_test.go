@@ -205,21 +205,39 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return "POST", "/v1/accounts", fmt.Sprintf(`{"id":%q,"name":"N","parent":%q}`, w.id("na"), x)
 		}},
 	}
-	for _, e := range endpoints {
-		for _, role := range allRoles {
-			for _, x := range targets {
-				want := 403
-				switch {
-				case role == roleNone:
-					want = 401
-				case slices.Contains(e.allowed[role], x):
-					want = e.ok
-				case e.name == "POST sub-account" && role == roleOperator:
-					want = 400
+	// Every cell again under each billing lock and privacy state of s1:
+	// the lock binds s1's own users only where it locks (new cameras and
+	// streams, stream settings); privacy mode guards video, not
+	// provisioning, so it changes no cell here.
+	locks := []string{`{"lock_billing_settings":false}`, `{"lock_billing_settings":true}`}
+	privacy := []string{`{"privacy_mode":false}`, `{"privacy_mode":true,"privacy_suspended_until":null}`, `{"privacy_suspended_until":"2099-01-01T00:00:00Z"}`}
+	st, _ := w.do(roleOperator, "PATCH", "/v1/accounts/s1", `{"privacy_mode_allowed":true}`)
+	require.Equal(t, 200, st)
+	for li, lock := range locks {
+		for _, pm := range privacy {
+			for _, b := range []string{lock, pm} {
+				st, out := w.do(roleOperator, "PATCH", "/v1/accounts/s1", b)
+				require.Equal(t, 200, st, out)
+			}
+			for _, e := range endpoints {
+				for _, role := range allRoles {
+					for _, x := range targets {
+						want := 403
+						switch {
+						case role == roleNone:
+							want = 401
+						case li == 1 && role == roleSubAdmin && x == "s1" && (e.name == "POST camera" || e.name == "PATCH stream"):
+							want = 403 // billing_settings_locked
+						case slices.Contains(e.allowed[role], x):
+							want = e.ok
+						case e.name == "POST sub-account" && role == roleOperator:
+							want = 400
+						}
+						method, path, body := e.req(x)
+						st, out := w.do(role, method, path, body)
+						require.Equal(t, want, st, "%s by %s on %s (%s %s): %v", e.name, role, x, lock, pm, out)
+					}
 				}
-				method, path, body := e.req(x)
-				st, out := w.do(role, method, path, body)
-				require.Equal(t, want, st, "%s by %s on %s: %v", e.name, role, x, out)
 			}
 		}
 	}
