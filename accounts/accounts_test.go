@@ -135,7 +135,9 @@ func TestReplayFromAnySnapshotPoint(t *testing.T) {
 		entries = append(entries, b)
 		return len(entries) // its index
 	}
-	add := func(typ, rid, nonce string, payload any) int { return addV(cluster.CommandV1, typ, rid, nonce, payload) }
+	add := func(typ, rid, nonce string, payload any) int {
+		return addV(cluster.CommandV1, typ, rid, nonce, payload)
+	}
 	add(cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c3", Name: "C3", Streams: []accounts.NewStream{{ID: "new"}}}})
 	marked := add(cluster.CmdUpdateAccount, "d3", "", accounts.UpdateAccountCmd{ID: "r1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{Width: machinetest.IP(1920), Height: machinetest.IP(1080), RetentionDays: machinetest.IP(90)}}})
 	add(cluster.CmdUpdateAccount, "d4", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{RetentionDays: machinetest.IP(0)}}})
