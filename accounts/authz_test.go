@@ -262,6 +262,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 	require.Contains(t, string(js), `"sku":"Mx-HD1-D7"`)
 	require.Contains(t, string(js), `"Mx-HD1-D7":`, "summaries count prefixed SKUs")
 	require.NotContains(t, string(js), `"sku":"HD1`)
+	req, err := http.NewRequest("GET", w.srv.URL+"/v1/billing/runs/"+month+"?format=csv", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+w.tokens[roleBilling])
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	csv, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	require.Contains(t, string(csv), ",Mx-HD1-D7,")
+	require.NotContains(t, string(csv), ",HD1-D7,")
 }
 
 func TestDeleteSubAccountScope(t *testing.T) {
