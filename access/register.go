@@ -10,6 +10,7 @@ import (
 func Register(m *cluster.Machine, accts *accounts.State) *State {
 	st := &State{m: m, accounts: accts, byID: map[string]string{}}
 	m.Register(cluster.Section{Name: "access", State: st, Reset: st.reset, Restored: st.restored})
+	accts.SetAudit(st.audit) // privacy changes, applied by update_account
 	m.Handle(cluster.CmdCreateUser, func(c *cluster.Command) (any, error) {
 		var p CreateUserCmd
 		if err := c.Decode(&p); err != nil {

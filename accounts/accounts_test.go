@@ -126,14 +126,17 @@ func TestReplayFromAnySnapshotPoint(t *testing.T) {
 	require.Len(t, old, len(v0))
 	entries := slices.Clone(v0)
 	tokens := []string{strings.Repeat("A", 43), strings.Repeat("B", 43), strings.Repeat("C", 43), strings.Repeat("D", 43), strings.Repeat("E", 43)}
-	add := func(typ, rid, nonce string, payload any) int {
+	addV := func(version int, typ, rid, nonce string, payload any) int {
 		p, err := json.Marshal(payload)
 		require.NoError(t, err)
 		at := machinetest.T0.Add(time.Duration(len(entries)+1) * time.Minute)
-		b, err := json.Marshal(map[string]any{"type": typ, "request_id": rid, "time": at, "nonce": nonce, "payload": json.RawMessage(p), "version": 1})
+		b, err := json.Marshal(map[string]any{"type": typ, "request_id": rid, "time": at, "nonce": nonce, "payload": json.RawMessage(p), "version": version})
 		require.NoError(t, err)
 		entries = append(entries, b)
 		return len(entries) // its index
+	}
+	add := func(typ, rid, nonce string, payload any) int {
+		return addV(cluster.CommandV1, typ, rid, nonce, payload)
 	}
 	add(cluster.CmdCreateCamera, "c3", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c3", Name: "C3", Streams: []accounts.NewStream{{ID: "new"}}}})
 	marked := add(cluster.CmdUpdateAccount, "d3", "", accounts.UpdateAccountCmd{ID: "r1", Patch: accounts.AccountPatch{Defaults: &accounts.DefaultsPatch{Width: machinetest.IP(1920), Height: machinetest.IP(1080), RetentionDays: machinetest.IP(90)}}})
@@ -144,6 +147,21 @@ func TestReplayFromAnySnapshotPoint(t *testing.T) {
 	add(cluster.CmdUpdateStream, "u1", "", accounts.UpdateStreamCmd{ID: "inh", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(45)}})
 	add(cluster.CmdCreateBridge, "b4", accounts.BridgeNonce("b4", tokens[4]), accounts.CreateBridgeCmd{Account: "s1", Bridge: accounts.NewBridge{ID: "b4", Name: "B4"}})
 	add(cluster.CmdUpdateAccount, "ren2", "", accounts.UpdateAccountCmd{ID: "s2", Patch: accounts.AccountPatch{Name: new("Again")}})
+	add(cluster.CmdCreateAccount, "s3", "", accounts.NewAccount{ID: "s3", Name: "S3", Parent: "r1"})
+	// Privacy, as version 1 meant it (s3): withdrawing the allowance ends
+	// privacy mode, a null suspension is ignored, nothing is audited.
+	until := machinetest.T0.Add(30 * 24 * time.Hour)
+	privacy := func(version int, rid, account string, p accounts.AccountPatch) {
+		addV(version, cluster.CmdUpdateAccount, rid, "", accounts.UpdateAccountCmd{ID: account, Patch: p, Actor: "user:" + rid})
+	}
+	privacy(1, "p1", "s3", accounts.AccountPatch{PrivacyModeAllowed: new(true), PrivacyMode: new(true), PrivacySuspendedUntil: accounts.OptionalTime{Set: true, Time: &until}})
+	privacy(1, "p2", "s3", accounts.AccountPatch{PrivacyModeAllowed: new(false), PrivacySuspendedUntil: accounts.OptionalTime{Set: true}})
+	// ... and as version 2 means it (s1): the allowance's withdrawal leaves
+	// it on, null ends the suspension, each change is audited.
+	privacy(2, "q1", "s1", accounts.AccountPatch{PrivacyModeAllowed: new(true)})
+	privacy(2, "q2", "s1", accounts.AccountPatch{PrivacyMode: new(true), PrivacySuspendedUntil: accounts.OptionalTime{Set: true, Time: &until}})
+	privacy(2, "q3", "s1", accounts.AccountPatch{PrivacyModeAllowed: new(false)})
+	privacy(2, "q4", "s1", accounts.AccountPatch{PrivacySuspendedUntil: accounts.OptionalTime{Set: true}})
 
 	apply := func(f *replica.Machine, from, to int) {
 		for i := from; i < to; i++ {
@@ -185,6 +203,19 @@ func TestReplayFromAnySnapshotPoint(t *testing.T) {
 		require.Equal(t, want, stateJSON(f), "restored this version's snapshot at %d", k)
 		apply(g, k, min(k+1, len(entries)))
 	}
+
+	v1, v2 := full.Accounts.Accounts["s3"], full.Accounts.Accounts["s1"]
+	require.False(t, v1.PrivacyMode, "v1: withdrawing the allowance ended privacy mode")
+	require.Equal(t, &until, v1.PrivacySuspendedUntil, "v1: null was ignored")
+	require.True(t, v2.PrivacyMode, "v2: withdrawing the allowance does not end privacy mode")
+	require.False(t, v2.PrivacyModeAllowed)
+	require.Nil(t, v2.PrivacySuspendedUntil, "v2: null ends the suspension")
+	require.Empty(t, full.Access.Audit["s3"], "v1 entries audit nothing")
+	var audited []string
+	for _, e := range full.Access.Audit["s1"] {
+		audited = append(audited, e.Actor+" "+e.Action)
+	}
+	require.Equal(t, []string{"user:q1 privacy.allowed", "user:q2 privacy.on", "user:q2 privacy.suspended", "user:q3 privacy.disallowed", "user:q4 privacy.resumed"}, audited)
 
 	// The marked defaults changes moved no existing stream; a stream added
 	// after them has the new defaults.

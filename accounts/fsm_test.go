@@ -230,7 +230,7 @@ func TestSnapshotRoundTripByteIdentical(t *testing.T) {
 	machinetest.Seed(h)
 	h.Must(cluster.CmdCreateCamera, "c1", "", accounts.CreateCameraCmd{Bridge: "b1", Camera: accounts.NewCamera{ID: "c1", Name: "C1", Streams: []accounts.NewStream{{ID: "x", Analytics: []string{"people"}}}}})
 	h.Must(cluster.CmdUpdateStream, "u", "", accounts.UpdateStreamCmd{ID: "x", Patch: accounts.StreamPatch{RetentionDays: machinetest.IP(7)}})
-	h.Must(cluster.CmdUpdateAccount, "p", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{PrivacyModeAllowed: new(true), PrivacyMode: new(true), PrivacySuspendedUntil: &machinetest.T0}})
+	h.Must(cluster.CmdUpdateAccount, "p", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{PrivacyModeAllowed: new(true), PrivacyMode: new(true), PrivacySuspendedUntil: accounts.OptionalTime{Set: true, Time: &machinetest.T0}}})
 	h.Must(cluster.CmdDeleteCamera, "d", "purge-1", accounts.DeleteCameraCmd{ID: "c1"})
 
 	b1 := machinetest.Persist(t, h.M)

@@ -35,10 +35,10 @@ func serve(t *testing.T, m *replica.Replica) *client {
 		mux.Handle(p, m.Accounts.Handler())
 	}
 	for _, p := range purge.Patterns() {
-		mux.Handle(p, m.Purges.Handler())
+		mux.Handle(p, m.Purges.Handler(m.Accounts))
 	}
 	for _, p := range meter.Patterns() {
-		mux.Handle(p, m.Meter.Handler(m.Accounts))
+		mux.Handle(p, m.Meter.Handler(m.Accounts, ""))
 	}
 	srv := httptest.NewServer(auth.New(adminToken, m.Accounts).Middleware(mux, nil))
 	t.Cleanup(srv.Close)

@@ -21,7 +21,7 @@ func Register(m *cluster.Machine, purges Purges) *State {
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.UpdateAccountCmd(c.Time, p.ID, p.Patch, c.Legacy())
+		return st.UpdateAccountCmd(c.Time, p, c.Version)
 	})
 	m.Handle(cluster.CmdCreateBridge, func(c *cluster.Command) (any, error) {
 		var p CreateBridgeCmd

@@ -126,6 +126,49 @@ func (reg *Registry) BridgeByTokenHash(ctx context.Context, hash string) (string
 	return id, nil
 }
 
+// What ownerOf looks up.
+type ownedKind int
+
+const (
+	ownedBridge ownedKind = iota
+	ownedCamera
+	ownedStream
+)
+
+// ownerOf returns the account a bridge, camera or stream belongs to,
+// deleted or not (a retried deletion is authorized like the first); "" when
+// unknown, which is outside every user's scope.
+func (reg *Registry) ownerOf(kind ownedKind, id string) string {
+	reg.st.m.RLock()
+	defer reg.st.m.RUnlock()
+	switch kind {
+	case ownedBridge:
+		if b := reg.st.Bridges[id]; b != nil {
+			return b.Account
+		}
+	case ownedCamera:
+		if c := reg.st.Cameras[id]; c != nil {
+			return c.Account
+		}
+	case ownedStream:
+		if s := reg.st.Streams[id]; s != nil {
+			return s.Stream.Account
+		}
+	}
+	return ""
+}
+
+// accountRecord returns account id as the state holds it, deleted or not.
+func (reg *Registry) accountRecord(id string) (Account, bool) {
+	reg.st.m.RLock()
+	defer reg.st.m.RUnlock()
+	a := reg.st.Accounts[id]
+	if a == nil {
+		return Account{}, false
+	}
+	return a.Account, true
+}
+
 // StreamRecord is the meter's view of a stream, deleted or not: settings in
 // force, SKU and settings history.
 type StreamRecord struct {
@@ -171,10 +214,11 @@ func (reg *Registry) CreateAccount(ctx context.Context, requestID string, a NewA
 	return r, reg.p.Propose(ctx, cluster.CmdCreateAccount, requestID, "", a, &r)
 }
 
-// UpdateAccount patches an account.
-func (reg *Registry) UpdateAccount(ctx context.Context, requestID, id string, p AccountPatch) (Account, error) {
+// UpdateAccount patches an account; actor is named in its audit log for a
+// privacy change.
+func (reg *Registry) UpdateAccount(ctx context.Context, requestID string, actor auth.Principal, id string, p AccountPatch) (Account, error) {
 	var r Account
-	return r, reg.p.Propose(ctx, cluster.CmdUpdateAccount, requestID, "", UpdateAccountCmd{ID: id, Patch: p}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdUpdateAccount, requestID, "", UpdateAccountCmd{ID: id, Patch: p, Actor: actor.Actor()}, &r)
 }
 
 // CreateBridge creates a bridge in account and returns its token in

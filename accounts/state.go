@@ -33,6 +33,7 @@ type State struct {
 
 	m      *cluster.Machine
 	purges Purges
+	audit  AuditFunc // nil: not audited
 }
 
 // Purges is the purge domain as deletions see it (package purge): a
@@ -168,7 +169,13 @@ func patchInt(dst *int, v *int) {
 	}
 }
 
-func (st *State) UpdateAccountCmd(at time.Time, id string, p AccountPatch, legacy bool) (any, error) {
+// UpdateAccountCmd applies an update_account written at command version
+// (cluster.CommandVersion). Before CommandV2, withdrawing
+// privacy_mode_allowed switched privacy mode off, a null
+// privacy_suspended_until was ignored and nothing was audited; those
+// entries replay so.
+func (st *State) UpdateAccountCmd(at time.Time, p UpdateAccountCmd, version int) (any, error) {
+	id, legacy, v2 := p.ID, version < cluster.CommandV1, version >= cluster.CommandV2
 	cur := st.liveAccount(id)
 	if legacy {
 		cur = st.Accounts[id] // a deleted account took changes
@@ -177,44 +184,8 @@ func (st *State) UpdateAccountCmd(at time.Time, id string, p AccountPatch, legac
 		return nil, notFound("account %s not found", id)
 	}
 	a := cur.Account // work on a copy; commit only if valid
-	if p.Name != nil {
-		if err := validName(*p.Name); err != nil {
-			return nil, err
-		}
-		a.Name = *p.Name
-	}
-	if p.BillingCycle != nil {
-		if err := validCycle(*p.BillingCycle); err != nil {
-			return nil, err
-		}
-		a.BillingCycle = *p.BillingCycle
-	}
-	if d := p.Defaults; d != nil {
-		patchInt(&a.Defaults.Width, d.Width)
-		patchInt(&a.Defaults.Height, d.Height)
-		patchInt(&a.Defaults.RetentionDays, d.RetentionDays)
-		if err := a.Defaults.validate(); err != nil {
-			return nil, err
-		}
-	}
-	if p.LockBillingSettings != nil {
-		a.LockBillingSettings = *p.LockBillingSettings
-	}
-	if p.PrivacyModeAllowed != nil {
-		a.PrivacyModeAllowed = *p.PrivacyModeAllowed
-		if !a.PrivacyModeAllowed {
-			a.PrivacyMode = false // the reseller withdrew it
-		}
-	}
-	if p.PrivacyMode != nil {
-		if *p.PrivacyMode && !a.PrivacyModeAllowed {
-			return nil, invalid("privacy_mode_not_allowed", "privacy mode is not allowed for account %s", id)
-		}
-		a.PrivacyMode = *p.PrivacyMode
-	}
-	if p.PrivacySuspendedUntil != nil {
-		t := p.PrivacySuspendedUntil.UTC()
-		a.PrivacySuspendedUntil = &t
+	if err := patchAccount(&a, &p.Patch, v2); err != nil {
+		return nil, err
 	}
 	a.UpdatedAt = at
 	defaultsChanged := a.Defaults != cur.Defaults
@@ -225,12 +196,91 @@ func (st *State) UpdateAccountCmd(at time.Time, id string, p AccountPatch, legac
 		// shortens an existing stream.
 		st.pinFollowers(id)
 	}
+	if v2 {
+		st.auditPrivacy(at, p.Actor, &cur.Account, &a)
+	}
 	cur.Account = a
 	st.recordAccount(at, &cur.Account) // billing.go
 	if defaultsChanged && legacy {
 		st.reresolve(at, id)
 	}
 	return a, nil
+}
+
+// patchAccount applies p to a; v2 is the meaning of cluster.CommandV2.
+func patchAccount(a *Account, p *AccountPatch, v2 bool) error {
+	if p.Name != nil {
+		if err := validName(*p.Name); err != nil {
+			return err
+		}
+		a.Name = *p.Name
+	}
+	if p.BillingCycle != nil {
+		if err := validCycle(*p.BillingCycle); err != nil {
+			return err
+		}
+		a.BillingCycle = *p.BillingCycle
+	}
+	if d := p.Defaults; d != nil {
+		patchInt(&a.Defaults.Width, d.Width)
+		patchInt(&a.Defaults.Height, d.Height)
+		patchInt(&a.Defaults.RetentionDays, d.RetentionDays)
+		if err := a.Defaults.validate(); err != nil {
+			return err
+		}
+	}
+	if p.LockBillingSettings != nil {
+		a.LockBillingSettings = *p.LockBillingSettings
+	}
+	if p.PrivacyModeAllowed != nil {
+		a.PrivacyModeAllowed = *p.PrivacyModeAllowed
+		if !a.PrivacyModeAllowed && !v2 {
+			a.PrivacyMode = false // before v2, withdrawing the allowance ended it
+		}
+	}
+	if p.PrivacyMode != nil {
+		if *p.PrivacyMode && !a.PrivacyModeAllowed && !(v2 && a.PrivacyMode) { // v2: keeping it on needs no allowance
+			return invalid("privacy_mode_not_allowed", "privacy mode is not allowed for account %s", a.ID)
+		}
+		a.PrivacyMode = *p.PrivacyMode
+	}
+	switch u := p.PrivacySuspendedUntil; {
+	case u.Time != nil:
+		t := u.Time.UTC()
+		a.PrivacySuspendedUntil = &t
+	case u.Set && v2: // null ends the suspension
+		a.PrivacySuspendedUntil = nil
+	}
+	return nil
+}
+
+// AuditFunc appends an entry to account's audit log as a command is
+// applied. Package access installs its log (accounts cannot import access,
+// which imports accounts).
+type AuditFunc func(at time.Time, account, actor, action, target string)
+
+// SetAudit installs the audit log that privacy changes are written to.
+func (st *State) SetAudit(f AuditFunc) { st.audit = f }
+
+// auditPrivacy writes what an update changed of privacy mode, its
+// allowance and its suspension to the account's audit log.
+func (st *State) auditPrivacy(at time.Time, actor string, was, now *Account) {
+	if st.audit == nil {
+		return
+	}
+	target := "account:" + now.ID
+	if was.PrivacyModeAllowed != now.PrivacyModeAllowed {
+		st.audit(at, now.ID, actor, map[bool]string{true: "privacy.allowed", false: "privacy.disallowed"}[now.PrivacyModeAllowed], target)
+	}
+	if was.PrivacyMode != now.PrivacyMode {
+		st.audit(at, now.ID, actor, map[bool]string{true: "privacy.on", false: "privacy.off"}[now.PrivacyMode], target)
+	}
+	switch w, n := was.PrivacySuspendedUntil, now.PrivacySuspendedUntil; {
+	case n != nil && (w == nil || !w.Equal(*n)):
+		st.audit(at, now.ID, actor, "privacy.suspended", target+" until "+n.Format(time.RFC3339))
+	case n == nil && w != nil:
+		st.audit(at, now.ID, actor, "privacy.resumed", target)
+	}
 }
 
 // inherits reports whether stream s is live and its settings can come from

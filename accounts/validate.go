@@ -103,7 +103,8 @@ type DefaultsPatch struct {
 	RetentionDays *int `json:"retention_days,omitempty"`
 }
 
-// AccountPatch is PATCH /v1/accounts/{id}; nil fields are left alone.
+// AccountPatch is PATCH /v1/accounts/{id}; nil (absent) fields are left
+// alone. PrivacySuspendedUntil tells null (end the suspension) from absent.
 type AccountPatch struct {
 	Name                  *string        `json:"name,omitempty"`
 	BillingCycle          *string        `json:"billing_cycle,omitempty"`
@@ -111,13 +112,62 @@ type AccountPatch struct {
 	LockBillingSettings   *bool          `json:"lock_billing_settings,omitempty"`
 	PrivacyModeAllowed    *bool          `json:"privacy_mode_allowed,omitempty"`
 	PrivacyMode           *bool          `json:"privacy_mode,omitempty"`
-	PrivacySuspendedUntil *time.Time     `json:"privacy_suspended_until,omitempty"`
+	PrivacySuspendedUntil OptionalTime   `json:"privacy_suspended_until,omitzero"`
 }
 
-// UpdateAccountCmd is the payload of cluster.CmdUpdateAccount.
+// billing reports whether p changes billing settings: the defaults or the
+// billing cycle (what lock_billing_settings locks).
+func (p *AccountPatch) billing() bool { return p.Defaults != nil || p.BillingCycle != nil }
+
+// resellerOnly reports whether p sets what only the reseller of a
+// sub-account sets.
+func (p *AccountPatch) resellerOnly() bool {
+	return p.LockBillingSettings != nil || p.PrivacyModeAllowed != nil || p.BillingCycle != nil
+}
+
+// privacy reports whether p switches privacy mode or its suspension, which
+// only the account's own admin does.
+func (p *AccountPatch) privacy() bool { return p.PrivacyMode != nil || p.PrivacySuspendedUntil.Set }
+
+// OptionalTime is a JSON time that tells null (Set, Time nil) from absent
+// (not Set): a patch field where null means "clear".
+type OptionalTime struct {
+	Set  bool
+	Time *time.Time
+}
+
+// IsZero reports absence, so that omitzero leaves an absent field out.
+func (t OptionalTime) IsZero() bool { return !t.Set }
+
+// MarshalJSON writes the time or null.
+func (t OptionalTime) MarshalJSON() ([]byte, error) {
+	if t.Time == nil {
+		return []byte("null"), nil
+	}
+	return t.Time.MarshalJSON()
+}
+
+// UnmarshalJSON is called for a present field, null included.
+func (t *OptionalTime) UnmarshalJSON(b []byte) error {
+	t.Set, t.Time = true, nil
+	if string(b) == "null" {
+		return nil
+	}
+	var v time.Time
+	if err := v.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	t.Time = &v
+	return nil
+}
+
+// UpdateAccountCmd is the payload of cluster.CmdUpdateAccount. Actor names
+// who made the change, for the audit log (empty in entries written before
+// cluster.CommandV2).
 type UpdateAccountCmd struct {
 	ID    string       `json:"id"`
 	Patch AccountPatch `json:"patch"`
+	Actor string       `json:"actor,omitempty"`
 }
 
 // NewBridge creates a bridge in an account.

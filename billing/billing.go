@@ -221,6 +221,59 @@ type Summary struct {
 	Analytics     map[string]int `json:"analytics"`
 }
 
+var skuPrefixRE = regexp.MustCompile(`^[A-Za-z0-9-]{0,16}$`)
+
+// ValidSKUPrefix checks a SKU prefix (--sku-prefix, e.g. "Mx-"):
+// [A-Za-z0-9-]{0,16}.
+func ValidSKUPrefix(p string) error {
+	if !skuPrefixRE.MatchString(p) {
+		return fmt.Errorf("SKU prefix %q: want [A-Za-z0-9-]{0,16}", p)
+	}
+	return nil
+}
+
+// SetSKUPrefix sets what goes before every SKU of the runs BillingRun
+// returns (DESIGN.md section 1: the prefix is configuration). Call it
+// before serving.
+func (b *Billing) SetSKUPrefix(p string) error {
+	if err := ValidSKUPrefix(p); err != nil {
+		return err
+	}
+	b.skuPrefix = p
+	return nil
+}
+
+// prefixSKUs puts prefix before every SKU run names: line items, booked
+// SKUs and the summaries' counts.
+func prefixSKUs(run *BillingRun, prefix string) {
+	if prefix == "" {
+		return
+	}
+	prefixCounts := func(s *Summary) {
+		m := make(map[string]int, len(s.SKUs))
+		for k, v := range s.SKUs {
+			m[prefix+k] = v
+		}
+		s.SKUs = m
+	}
+	prefixCounts(&run.Summary)
+	for i := range run.Resellers {
+		rr := &run.Resellers[i]
+		prefixCounts(&rr.Summary)
+		for j := range rr.Accounts {
+			a := &rr.Accounts[j]
+			prefixCounts(&a.Summary)
+			for k := range a.Items {
+				it := &a.Items[k]
+				it.SKU = prefix + it.SKU
+				if it.BookedSKU != "" {
+					it.BookedSKU = prefix + it.BookedSKU
+				}
+			}
+		}
+	}
+}
+
 func newSummary() Summary { return Summary{SKUs: map[string]int{}, Analytics: map[string]int{}} }
 
 func (s *Summary) add(it *LineItem) {

@@ -28,6 +28,8 @@ type Billing struct {
 	sealer   Sealer
 	now      func() time.Time
 	log      *slog.Logger
+	// skuPrefix goes before every SKU a run served names (SetSKUPrefix).
+	skuPrefix string
 }
 
 // Sealer seals usage up to a cut-off (*meter.Meter).
@@ -76,7 +78,9 @@ func (b *Billing) BillingRun(ctx context.Context, month string) (BillingRun, err
 			return BillingRun{}, err
 		}
 	}
-	return b.run(mi, final, now), nil
+	run := b.run(mi, final, now)
+	prefixSKUs(&run, b.skuPrefix)
+	return run, nil
 }
 
 // Patterns are the http.ServeMux patterns Handler serves.
@@ -84,10 +88,10 @@ func Patterns() []string {
 	return []string{"GET /v1/billing/runs/{month}"}
 }
 
-// Handler serves billing runs (operator token).
+// Handler serves billing runs to the operator and billing tokens only.
 func (b *Billing) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/billing/runs/{month}", cluster.Operator(b.handleBillingRun))
+	mux.HandleFunc("GET /v1/billing/runs/{month}", meter.OperatorOrBilling(b.handleBillingRun))
 	return mux
 }
 

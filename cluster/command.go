@@ -43,13 +43,22 @@ const (
 	// CommandV1: an account defaults change moves no existing stream (they
 	// are pinned first), a new stream pins its settings, a deleted account
 	// takes no change, a bridge result holds no token.
-	CommandV1      = 1
-	CommandVersion = CommandV1
+	CommandV1 = 1
+	// CommandV2: update_account keeps privacy mode on when the reseller
+	// withdraws privacy_mode_allowed, ends a suspension on
+	// privacy_suspended_until null, and writes privacy changes to the
+	// account's audit log.
+	CommandV2      = 2
+	CommandVersion = CommandV2
 )
 
 // Legacy reports whether c was written before CommandV1 and applies with
 // the earlier meaning.
 func (c *Command) Legacy() bool { return c.Version < CommandV1 }
+
+// Before reports whether c was written before command version v and
+// applies with the meaning it had then.
+func (c *Command) Before(v int) bool { return c.Version < v }
 
 // identity is what a request id stands for: a reused id with another
 // identity is refused.

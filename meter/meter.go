@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/storage"
@@ -166,19 +167,21 @@ func Patterns() []string {
 }
 
 // Handler serves the meter status and a stream's record with its usage
-// (reg answers the record). Mount it behind auth.Middleware: it requires
-// the operator principal.
-func (m *Meter) Handler(reg *accounts.Registry) http.Handler {
+// (reg answers the record; its SKU carries skuPrefix, the configured
+// prefix). Mount it behind auth.Middleware: it serves the operator and
+// billing tokens only.
+func (m *Meter) Handler(reg *accounts.Registry, skuPrefix string) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/meter/status", cluster.Operator(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/meter/status", OperatorOrBilling(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, m.Status(r.Context()))
 	}))
-	mux.HandleFunc("GET /v1/meter/streams/{id}", cluster.Operator(cluster.WithID(func(w http.ResponseWriter, r *http.Request, id string) {
+	mux.HandleFunc("GET /v1/meter/streams/{id}", OperatorOrBilling(cluster.WithID(func(w http.ResponseWriter, r *http.Request, id string) {
 		rec, err := reg.StreamRecord(r.Context(), id)
 		if err != nil {
 			cluster.WriteError(w, r, m.log, err)
 			return
 		}
+		rec.SKU = skuPrefix + rec.SKU
 		u, err := m.StreamUsage(r.Context(), id)
 		if err != nil {
 			cluster.WriteError(w, r, m.log, err)
@@ -191,4 +194,16 @@ func (m *Meter) Handler(reg *accounts.Registry) http.Handler {
 		}{rec, u, rec.Settings()})
 	})))
 	return mux
+}
+
+// OperatorOrBilling lets only the operator and the billing system's
+// tokens through to h: meter and billing endpoints are theirs alone.
+func OperatorOrBilling(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if k := auth.FromContext(r.Context()).Kind; k != auth.Operator && k != auth.Billing {
+			httpx.WriteError(w, http.StatusForbidden, "forbidden", "the operator or a billing token is required")
+			return
+		}
+		h(w, r)
+	}
 }

@@ -52,7 +52,7 @@ func newScopeEnv(t *testing.T) *scopeEnv {
 		require.NoError(t, err)
 	}
 	allowed := true
-	_, err := acc.UpdateAccount(ctx, "", "s1", accounts.AccountPatch{PrivacyModeAllowed: &allowed})
+	_, err := acc.UpdateAccount(ctx, "", auth.Principal{Kind: auth.Operator}, "s1", accounts.AccountPatch{PrivacyModeAllowed: &allowed})
 	require.NoError(t, err)
 	b, err := acc.CreateBridge(ctx, "", "s1", accounts.NewBridge{ID: "b1", Name: "B1"})
 	require.NoError(t, err)
@@ -143,7 +143,11 @@ func (e *scopeEnv) paths() map[string]string {
 
 func (e *scopeEnv) setPrivacy(t *testing.T, on bool, until *time.Time) {
 	t.Helper()
-	_, err := e.rep.Accounts.UpdateAccount(context.Background(), "", "s1", accounts.AccountPatch{PrivacyMode: &on, PrivacySuspendedUntil: until})
+	patch := accounts.AccountPatch{PrivacyMode: &on}
+	if until != nil {
+		patch.PrivacySuspendedUntil = accounts.OptionalTime{Set: true, Time: until}
+	}
+	_, err := e.rep.Accounts.UpdateAccount(context.Background(), "", auth.Principal{Kind: auth.Operator}, "s1", patch)
 	require.NoError(t, err)
 }
 

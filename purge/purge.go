@@ -13,6 +13,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/storage"
@@ -264,16 +266,29 @@ func (j *Jobs) PurgeDone(ctx context.Context, id string) (PurgeJob, error) {
 // Patterns are the patterns Handler serves.
 func Patterns() []string { return []string{"GET /v1/purges/{id}"} }
 
-// Handler serves GET /v1/purges/{id}. Mount it behind auth.Middleware: it
-// requires the operator principal.
-func (j *Jobs) Handler() http.Handler {
+// Scope is the scope rule (an *accounts.Registry).
+type Scope interface {
+	Allowed(p auth.Principal, account string, need accounts.Need) error
+}
+
+// Handler serves GET /v1/purges/{id}. Mount it behind auth.Middleware: a
+// job is read by whoever may read its account in scope.
+func (j *Jobs) Handler(scope Scope) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/purges/{id}", cluster.Operator(cluster.WithID(j.handleGetPurge)))
+	mux.HandleFunc("GET /v1/purges/{id}", cluster.WithID(func(w http.ResponseWriter, r *http.Request, id string) {
+		j.handleGetPurge(w, r, id, scope)
+	}))
 	return mux
 }
 
-func (j *Jobs) handleGetPurge(w http.ResponseWriter, r *http.Request, id string) {
+func (j *Jobs) handleGetPurge(w http.ResponseWriter, r *http.Request, id string, scope Scope) {
 	job, err := j.Purge(r.Context(), id)
+	// An unknown job has no account, which is outside every user's scope:
+	// only the operator learns that it does not exist.
+	if err := scope.Allowed(auth.FromContext(r.Context()), job.Account, accounts.Read); err != nil {
+		accounts.WriteForbidden(w, err)
+		return
+	}
 	if err != nil {
 		cluster.WriteError(w, r, j.log, err)
 		return

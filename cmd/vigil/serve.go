@@ -88,6 +88,7 @@ type nodeConfig struct {
 	AuthFailureRefill  time.Duration
 
 	UsageResolveMax int // unsure Puts checked against storage per usage tick
+	SKUPrefix       string
 }
 
 func (c *nodeConfig) register(fs *flag.FlagSet) {
@@ -125,6 +126,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.AuthIdentityBurst, "auth-failure-identity-burst", auth.DefaultIdentityBurst, "failed RTSP authentications for one user from all sources before new sources claiming it are refused")
 	fs.DurationVar(&c.AuthFailureRefill, "auth-failure-refill", auth.DefaultRefill, "after the burst, one more failed authentication is allowed per this interval")
 	fs.IntVar(&c.UsageResolveMax, "usage-resolve-max", meter.DefaultResolveMax, "uploads of unknown outcome (and a killed process's) checked against storage per usage flush (1s); the rest wait for the next")
+	fs.StringVar(&c.SKUPrefix, "sku-prefix", "", "prefix of every SKU in billing runs and the meter's stream records (e.g. Mx- for Mx-HD1-D30); [A-Za-z0-9-]{0,16}")
 	c.Retention.register(fs)
 	c.Guard.register(fs)
 	c.Health.register(fs)
@@ -165,6 +167,9 @@ func (c *nodeConfig) validate() error {
 	}
 	if err := c.Health.validate(); err != nil {
 		return err
+	}
+	if err := billing.ValidSKUPrefix(c.SKUPrefix); err != nil {
+		return fmt.Errorf("--sku-prefix: %w", err)
 	}
 	return c.Guard.validate()
 }
@@ -492,8 +497,11 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.rep.Accounts}, log)))
 	handle(api, "POST /v1/meter/reconcile", auth.RequireOperator(reconciler(n, log))) // retention.go
 	mount(n.rep.Accounts.Handler(), accounts.HandlerPatterns())
-	mount(n.rep.Purges.Handler(), purge.Patterns())
-	mount(n.rep.Meter.Handler(n.rep.Accounts), meter.Patterns())
+	mount(n.rep.Purges.Handler(n.rep.Accounts), purge.Patterns())
+	mount(n.rep.Meter.Handler(n.rep.Accounts, cfg.SKUPrefix), meter.Patterns())
+	if err := n.rep.Billing.SetSKUPrefix(cfg.SKUPrefix); err != nil {
+		return err
+	}
 	mount(n.rep.Billing.Handler(), billing.Patterns())
 	mount(n.rep.Access.Handler(), access.Patterns())
 	handle(api, health.Pattern, healthHandler(n.rep.Accounts, n.bounded, cfg.Health, reg, log)) // health.go
