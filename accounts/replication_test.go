@@ -511,7 +511,9 @@ func TestAccessRevocationOnEveryNode(t *testing.T) {
 	require.NoError(t, err)
 	_, err = nodes[2].m.Access.AcceptInvitation(ctx, inv.Token, "a long enough password")
 	require.NoError(t, err)
-	session, _, err := nodes[0].m.Access.Login(ctx, "ann@example.com", "a long enough password")
+	// Read your writes: the node that took the acceptance has applied it
+	// when it answers, leader or not.
+	session, _, err := nodes[2].m.Access.Login(ctx, "ann@example.com", "a long enough password")
 	require.NoError(t, err)
 	api, tok, err := nodes[1].m.Access.CreateToken(ctx, "", auth.Principal{Kind: auth.User, ID: u.ID}, u.ID, "ci")
 	require.NoError(t, err)

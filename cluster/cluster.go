@@ -209,14 +209,20 @@ func Open(ctx context.Context, cfg Config, fsm raft.FSM) (*Node, error) {
 // that ends first returns ctx's error, but the command may still commit;
 // commands carry request ids so that a retry is applied at most once.
 func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
+	res, _, err := n.ApplyIndex(ctx, cmd)
+	return res, err
+}
+
+// ApplyIndex is Apply that also returns the command's log index.
+func (n *Node) ApplyIndex(ctx context.Context, cmd []byte) (any, uint64, error) {
 	if n.raft.State() != raft.Leader {
-		return nil, n.notLeader()
+		return nil, 0, n.notLeader()
 	}
 	timeout := defaultApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
 	}
 	f := n.raft.Apply(cmd, timeout)
@@ -224,18 +230,18 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
 	go func() { done <- f.Error() }()
 	select {
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	case err := <-done:
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 			errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, n.notLeader()
+			return nil, 0, n.notLeader()
 		case errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, fmt.Errorf("cluster: apply: %w", context.DeadlineExceeded)
+			return nil, 0, fmt.Errorf("cluster: apply: %w", context.DeadlineExceeded)
 		case err != nil:
-			return nil, fmt.Errorf("cluster: apply: %w", err)
+			return nil, 0, fmt.Errorf("cluster: apply: %w", err)
 		}
-		return f.Response(), nil
+		return f.Response(), f.Index(), nil
 	}
 }
 

@@ -248,9 +248,10 @@ func (p *Peer) applyCmd(ctx context.Context, cmd []byte) (*Result, error) {
 		lastErr := error(err)
 		if nl.LeaderID != "" && nl.LeaderID != p.node.ID() {
 			if addr := p.m.NodeHTTPAddr(nl.LeaderID); addr != "" {
-				r, ferr := p.forward(ctx, addr, cmd)
+				r, index, ferr := p.forward(ctx, addr, cmd)
 				if ferr == nil {
 					p.metrics.forwarded.Inc()
+					p.awaitApplied(ctx, index)
 					return r, nil
 				}
 				if !errors.Is(ferr, errForward) {
@@ -275,49 +276,76 @@ func (p *Peer) applyCmd(ctx context.Context, cmd []byte) (*Result, error) {
 	}
 }
 
+// awaitApplied waits, for up to readYourWritesWait, until this node has
+// applied log index i: a client that wrote through a follower then reads
+// from it sees its write (a login right after an invitation's acceptance,
+// a token right after its creation). The write has committed either way.
+func (p *Peer) awaitApplied(ctx context.Context, i uint64) {
+	if i == 0 || p.node.AppliedIndex() >= i {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, readYourWritesWait)
+	defer cancel()
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for p.node.AppliedIndex() < i {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// readYourWritesWait bounds awaitApplied: a follower lags the leader by
+// milliseconds unless it is catching up from far behind.
+const readYourWritesWait = 2 * time.Second
+
 // wireResult is an applyResult on the wire (internal apply responses).
+// Index is the command's log index (0 from a leader of an older release).
 type wireResult struct {
-	Data json.RawMessage `json:"data,omitempty"`
-	Err  *wireError      `json:"err,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+	Err   *wireError      `json:"err,omitempty"`
+	Index uint64          `json:"index,omitempty"`
 }
 
 // forward sends cmd to the leader at addr. A transport error, a 503 (not
 // the leader any more, or an election) or a 5xx is errForward (retry); any
 // other failure (e.g. 401: the nodes do not share the cluster token) is
 // returned as is.
-func (p *Peer) forward(ctx context.Context, addr string, cmd []byte) (*Result, error) {
+func (p *Peer) forward(ctx context.Context, addr string, cmd []byte) (*Result, uint64, error) {
 	actx, cancel := context.WithTimeout(ctx, forwardAttemptTTL)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, httpURL(addr)+"/v1/internal/apply", bytes.NewReader(cmd))
 	if err != nil {
-		return nil, fmt.Errorf("meter: forward: %w", err)
+		return nil, 0, fmt.Errorf("meter: forward: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+p.clusterToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := p.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %v", errForward, err)
+		return nil, 0, fmt.Errorf("%w: %v", errForward, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read answer: %v", errForward, err)
+		return nil, 0, fmt.Errorf("%w: read answer: %v", errForward, err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
 	case resp.StatusCode >= 500:
-		return nil, fmt.Errorf("%w: leader answered %d: %s", errForward, resp.StatusCode, strings.TrimSpace(string(body)))
+		return nil, 0, fmt.Errorf("%w: leader answered %d: %s", errForward, resp.StatusCode, strings.TrimSpace(string(body)))
 	default:
-		return nil, fmt.Errorf("meter: forward to leader at %s: %d: %s", addr, resp.StatusCode, strings.TrimSpace(string(body)))
+		return nil, 0, fmt.Errorf("meter: forward to leader at %s: %d: %s", addr, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	var wr wireResult
 	if err := json.Unmarshal(body, &wr); err != nil {
-		return nil, fmt.Errorf("meter: forward: decode leader's answer: %w", err)
+		return nil, 0, fmt.Errorf("meter: forward: decode leader's answer: %w", err)
 	}
-	return &Result{Data: wr.Data, Err: wr.Err}, nil
+	return &Result{Data: wr.Data, Err: wr.Err}, wr.Index, nil
 }
 
 func httpURL(addr string) string {
@@ -340,7 +368,7 @@ func (p *Peer) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "malformed_command", "body is not a meter command")
 		return
 	}
-	res, err := p.node.Apply(r.Context(), cmd)
+	res, index, err := p.node.ApplyIndex(r.Context(), cmd)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		code := "unavailable"
@@ -355,7 +383,7 @@ func (p *Peer) handleInternalApply(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusInternalServerError, "internal", fmt.Sprintf("unexpected apply result %T", res))
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, wireResult{Data: ar.Data, Err: ar.Err})
+	httpx.WriteJSON(w, http.StatusOK, wireResult{Data: ar.Data, Err: ar.Err, Index: index})
 }
 
 // advertiseLoop keeps this node's entry in the node map equal to its HTTP
