@@ -83,7 +83,7 @@ func (reg *Registry) PrincipalByTokenHash(ctx context.Context, hash string) (aut
 	if u == nil {
 		return auth.Principal{}, auth.ErrUnknownToken
 	}
-	return auth.Principal{Kind: auth.User, ID: u.ID, Account: u.Account, Role: u.Role, TokenID: t.ID}, nil
+	return auth.Principal{Kind: auth.User, ID: u.ID, Account: u.Account, Role: u.Role, TokenID: t.ID, Delegated: u.Delegated}, nil
 }
 
 // SignerPrincipal returns the principal of user's live token id (the

@@ -44,6 +44,10 @@ type User struct {
 	Role        string     `json:"role"`
 	CreatedAt   time.Time  `json:"created_at"`
 	ActivatedAt *time.Time `json:"activated_at,omitempty"`
+	// Delegated: created by a user of another account (the reseller), so
+	// privacy mode counts it as the reseller's. The operator's and the
+	// account's own admins' users are not delegated.
+	Delegated bool `json:"delegated,omitempty"`
 }
 
 // Active reports whether the user has set a password.
@@ -172,7 +176,14 @@ func (st *State) createUser(at time.Time, p CreateUserCmd, nonce string) (any, e
 	if st.Users == nil {
 		st.Users, st.Emails, st.Invitations = map[string]*userRec{}, map[string]string{}, map[string]string{}
 	}
-	u := &userRec{User: User{ID: id, Account: p.Account, Email: email, Role: p.Role, CreatedAt: at},
+	delegated := false
+	if creator, ok := strings.CutPrefix(p.Actor, "user:"); ok {
+		c := st.Users[creator]
+		// A creator removed since the command was proposed counts as an
+		// outsider: the safe side for privacy mode.
+		delegated = c == nil || c.Account != p.Account || c.Delegated
+	}
+	u := &userRec{User: User{ID: id, Account: p.Account, Email: email, Role: p.Role, CreatedAt: at, Delegated: delegated},
 		Invitation: &invitation{Hash: hash, ExpiresAt: at.Add(InvitationTTL)}}
 	st.Users[u.ID], st.Emails[email], st.Invitations[hash] = u, u.ID, u.ID
 	st.audit(at, p.Account, p.Actor, "user.invited", "user:"+u.ID)

@@ -458,3 +458,31 @@ func TestPrivacyPatchRules(t *testing.T) {
 		"operator privacy.on",
 	}, got)
 }
+
+// TestPrivacyDelegatedAdmin: an admin the reseller creates in the
+// customer's account (through POST /v1/accounts/s1/users, whose invitation
+// it receives) cannot switch privacy mode off or suspend it.
+func TestPrivacyDelegatedAdmin(t *testing.T) {
+	w := newWorld(t)
+	st, _ := w.do(roleResellerAdmin, "PATCH", "/v1/accounts/s1", `{"privacy_mode_allowed":true}`)
+	require.Equal(t, 200, st)
+	st, _ = w.do(roleSubAdmin, "PATCH", "/v1/accounts/s1", `{"privacy_mode":true}`)
+	require.Equal(t, 200, st)
+	st, out := w.do(roleResellerAdmin, "POST", "/v1/accounts/s1/users", `{"email":"spy@example.com","role":"admin"}`)
+	require.Equal(t, 201, st, out)
+	require.Equal(t, true, out["user"].(map[string]any)["delegated"])
+	inv := out["invitation"].(map[string]any)["token"].(string)
+	_, err := w.r.Access.AcceptInvitation(context.Background(), inv, "a long enough password")
+	require.NoError(t, err)
+	spy, _, err := w.r.Access.Login(context.Background(), "spy@example.com", "a long enough password")
+	require.NoError(t, err)
+	w.tokens["spy"] = spy
+	for _, body := range []string{`{"privacy_mode":false}`, `{"privacy_suspended_until":"2030-01-01T00:00:00Z"}`} {
+		st, _ := w.do("spy", "PATCH", "/v1/accounts/s1", body)
+		require.Equal(t, 403, st, body)
+	}
+	// A user the customer's own admin creates is the customer's.
+	st, out = w.do(roleSubAdmin, "POST", "/v1/accounts/s1/users", `{"email":"own@example.com","role":"admin"}`)
+	require.Equal(t, 201, st, out)
+	require.Nil(t, out["user"].(map[string]any)["delegated"])
+}

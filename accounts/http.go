@@ -125,8 +125,8 @@ func (reg *Registry) mayPatchAccount(p auth.Principal, id string, patch *Account
 	if patch.resellerOnly() && (a.Parent == "" || p.Account != a.Parent) {
 		return fmt.Errorf("%w: only the reseller sets lock_billing_settings, privacy_mode_allowed and billing_cycle of a sub-account", ErrForbidden)
 	}
-	if patch.privacy() && p.Account != id {
-		return fmt.Errorf("%w: only the account's own admin switches privacy mode or suspends it", ErrForbidden)
+	if patch.privacy() && (p.Account != id || p.Delegated) {
+		return fmt.Errorf("%w: only the account's own admin switches privacy mode or suspends it (not one its reseller created)", ErrForbidden)
 	}
 	return nil
 }

@@ -39,6 +39,10 @@ type Principal struct {
 	Account string // User: the user's account
 	Role    string // User: admin or user
 	TokenID string // User: the token it came with
+	// Delegated: a user that someone outside its account (its reseller)
+	// created. Privacy mode treats it as the reseller's: it does not see
+	// the account's video nor switch privacy mode (docs/security.md).
+	Delegated bool
 }
 
 // Actor names p in audit logs.

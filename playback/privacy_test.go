@@ -36,6 +36,9 @@ type scopeEnv struct {
 	bridge, billing                           string
 	r1Admin, r1User, s1User, s2Admin, r2Admin string
 	r1UserID                                  string
+	// Users of s1 made by its reseller's admin (delegated) and by its own
+	// admin.
+	s1ByReseller, s1ByOwnAdmin string
 	start                                     int64 // first of the two uploaded segments
 }
 
@@ -61,8 +64,8 @@ func newScopeEnv(t *testing.T) *scopeEnv {
 	require.NoError(t, err)
 
 	op := auth.Principal{Kind: auth.Operator}
-	login := func(account, email, role string) (string, string) {
-		u, inv, err := rep.Access.CreateUser(ctx, "", op, account, email, role)
+	loginBy := func(by auth.Principal, account, email, role string) (string, string) {
+		u, inv, err := rep.Access.CreateUser(ctx, "", by, account, email, role)
 		require.NoError(t, err)
 		_, err = rep.Access.AcceptInvitation(ctx, inv.Token, "a long enough password")
 		require.NoError(t, err)
@@ -70,7 +73,14 @@ func newScopeEnv(t *testing.T) *scopeEnv {
 		require.NoError(t, err)
 		return tok, u.ID
 	}
-	e.r1Admin, _ = login("r1", "r1admin@example.com", access.RoleAdmin)
+	login := func(account, email, role string) (string, string) { return loginBy(op, account, email, role) }
+	var r1AdminID, s1AdminID string
+	e.r1Admin, r1AdminID = login("r1", "r1admin@example.com", access.RoleAdmin)
+	_, s1AdminID = login("s1", "s1admin@example.com", access.RoleAdmin)
+	e.s1ByReseller, _ = loginBy(auth.Principal{Kind: auth.User, ID: r1AdminID, Account: "r1", Role: access.RoleAdmin},
+		"s1", "spy@example.com", access.RoleAdmin)
+	e.s1ByOwnAdmin, _ = loginBy(auth.Principal{Kind: auth.User, ID: s1AdminID, Account: "s1", Role: access.RoleAdmin},
+		"s1", "friend@example.com", access.RoleUser)
 	e.r1User, e.r1UserID = login("r1", "r1user@example.com", access.RoleUser)
 	e.s1User, _ = login("s1", "s1user@example.com", access.RoleUser)
 	e.s2Admin, _ = login("s2", "s2admin@example.com", access.RoleAdmin)
@@ -86,7 +96,7 @@ func newScopeEnv(t *testing.T) *scopeEnv {
 	mux.Handle(Pattern, NewWithOptions(fsb, idx, acc, Options{
 		URLKey: DeriveURLKey(adminToken), URLTTL: time.Hour,
 		Now:   func() time.Time { return time.UnixMilli(e.clock.Load()) },
-		Audit: rep.Access, Signers: testSigners{rep.Access},
+		Audit: rep.Access, Signers: rep.Access,
 	}))
 	authn := auth.New(adminToken, acc)
 	authn.WithUsers(rep.Access)
@@ -108,22 +118,6 @@ func newScopeEnv(t *testing.T) *scopeEnv {
 		require.Equal(t, http.StatusCreated, resp.StatusCode)
 	}
 	return e
-}
-
-// testSigners is cmd/vigil's adapter (signers.go) over access.
-type testSigners struct{ acc *access.Registry }
-
-func (s testSigners) SignerPrincipal(ctx context.Context, user, tokenID string) (auth.Principal, error) {
-	u, err := s.acc.User(ctx, user)
-	if err != nil {
-		return auth.Principal{}, auth.ErrUnknownToken
-	}
-	for _, t := range s.acc.Tokens(ctx, user) {
-		if t.ID == tokenID {
-			return auth.Principal{Kind: auth.User, ID: u.ID, Account: u.Account, Role: u.Role, TokenID: t.ID}, nil
-		}
-	}
-	return auth.Principal{}, auth.ErrUnknownToken
 }
 
 // paths are the stream's routes: the recordings list first, then video.
@@ -190,6 +184,10 @@ func TestPrivacyScopeMatrix(t *testing.T) {
 		{"reseller admin", e.r1Admin, want{200, 200}, want{200, 403}, "privacy_mode"},
 		{"reseller user", e.r1User, want{200, 200}, want{200, 403}, "privacy_mode"},
 		{"sub-account's own user", e.s1User, want{200, 200}, want{200, 200}, ""},
+		{"user its own admin created", e.s1ByOwnAdmin, want{200, 200}, want{200, 200}, ""},
+		// The reseller cannot get around privacy mode through a user it
+		// creates in the customer's account.
+		{"user the reseller created in it", e.s1ByReseller, want{200, 200}, want{200, 403}, "privacy_mode"},
 		{"sibling sub-account's admin", e.s2Admin, want{403, 403}, want{403, 403}, "forbidden"},
 		{"foreign reseller admin", e.r2Admin, want{403, 403}, want{403, 403}, "forbidden"},
 		{"bridge", e.bridge, want{403, 403}, want{403, 403}, "forbidden"},

@@ -36,9 +36,10 @@ func privacyActive(a accounts.Account, now time.Time) bool {
 }
 
 // privacyExempt says whether p watches an account in privacy mode: its own
-// users, and the operator (see the package comment).
+// users (not those its reseller created in it: Delegated), and the
+// operator (see the package comment).
 func privacyExempt(p auth.Principal, account string) bool {
-	return p.Kind == auth.Operator || p.Kind == auth.User && p.Account == account
+	return p.Kind == auth.Operator || p.Kind == auth.User && p.Account == account && !p.Delegated
 }
 
 // signedPrincipal verifies a signed URL and checks its signer again, now:
