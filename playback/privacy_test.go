@@ -39,7 +39,7 @@ type scopeEnv struct {
 	// Users of s1 made by its reseller's admin (delegated) and by its own
 	// admin.
 	s1ByReseller, s1ByOwnAdmin string
-	start                                     int64 // first of the two uploaded segments
+	start                      int64 // first of the two uploaded segments
 }
 
 func newScopeEnv(t *testing.T) *scopeEnv {
