@@ -478,6 +478,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.rep.Accounts}, log)))
 	handle(api, "POST /v1/meter/reconcile", auth.RequireOperator(reconciler(n, log))) // retention.go
 	mount(n.rep.Accounts.Handler(), accounts.HandlerPatterns())
+	mount(n.rep.Accounts.ConsoleHandler(), accounts.ConsolePatterns())
 	mount(n.rep.Purges.Handler(), purge.Patterns())
 	mount(n.rep.Meter.Handler(n.rep.Accounts), meter.Patterns())
 	mount(n.rep.Billing.Handler(), billing.Patterns())
