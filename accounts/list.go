@@ -294,9 +294,21 @@ func (reg *Registry) handleGetCamera(w http.ResponseWriter, r *http.Request, id 
 }
 
 // handleDeleteBridge: 200 {"bridge","deleted_at"}; 409 bridge_has_cameras
-// while it has live cameras.
+// while it has live cameras. Deleting a deleted bridge answers the first
+// deletion, as for cameras, so it is authorized on the bridge's record.
 func (reg *Registry) handleDeleteBridge(w http.ResponseWriter, r *http.Request, id string) {
-	if _, err := reg.scopedBridge(r, id, Admin); err != nil {
+	reg.st.m.RLock()
+	b := reg.st.Bridges[id]
+	account := ""
+	if b != nil {
+		account = b.Account
+	}
+	reg.st.m.RUnlock()
+	if b == nil {
+		cluster.WriteError(w, r, reg.log, cluster.NotFound("bridge %s not found", id))
+		return
+	}
+	if err := reg.Allowed(auth.FromContext(r.Context()), account, Admin); err != nil {
 		reg.consoleError(w, r, err)
 		return
 	}
