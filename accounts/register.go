@@ -68,6 +68,7 @@ func Register(m *cluster.Machine, purges Purges) *State {
 		}
 		return st.DeleteAccountCmd(c.Time, p.ID, c.Nonce, c.Legacy())
 	})
+	registerBridgeOps(m, st) // bridgeops.go
 	return st
 }
 

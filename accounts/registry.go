@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/cluster"
@@ -22,6 +23,7 @@ type Registry struct {
 	st  *State
 	p   Proposer
 	log *slog.Logger
+	now func() time.Time // expiry of a rotated bridge token on lookup
 }
 
 var _ auth.BridgeLookup = (*Registry)(nil)
@@ -31,7 +33,14 @@ func New(st *State, p Proposer, log *slog.Logger) *Registry {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{st: st, p: p, log: log}
+	return &Registry{st: st, p: p, log: log, now: time.Now}
+}
+
+// WithClock makes reg check the expiry of rotated bridge tokens against
+// now instead of time.Now (tests) and returns reg.
+func (reg *Registry) WithClock(now func() time.Time) *Registry {
+	reg.now = now
+	return reg
 }
 
 // --- reads: local state, no raft round trip ---
@@ -80,7 +89,7 @@ func (reg *Registry) Bridge(ctx context.Context, id string) (Bridge, error) {
 	reg.st.m.RLock()
 	defer reg.st.m.RUnlock()
 	b := reg.st.Bridges[id]
-	if b == nil || reg.st.liveAccount(b.Account) == nil {
+	if b == nil || b.DeletedAt != nil || reg.st.liveAccount(b.Account) == nil {
 		return Bridge{}, fmt.Errorf("meter: bridge %s: %w", id, ErrNotFound)
 	}
 	return b.Bridge, nil
@@ -103,24 +112,49 @@ func (reg *Registry) Account(ctx context.Context, id string) (Account, error) {
 }
 
 // BridgeDigestHA1 returns the bridge's Digest HA1 for DigestRealm, or
-// ErrNotFound when the bridge is unknown or has none (created before
-// Digest support; Basic still works for it).
+// ErrNotFound when the bridge is unknown, deleted or has none (created
+// before Digest support; Basic still works for it).
 func (reg *Registry) BridgeDigestHA1(ctx context.Context, id string) (string, error) {
+	ha1s, err := reg.BridgeDigestHA1s(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return ha1s[0], nil
+}
+
+// BridgeDigestHA1s returns every Digest HA1 the bridge may answer with:
+// its token's, then, during a rotation's grace, the previous token's.
+// ErrNotFound as BridgeDigestHA1.
+func (reg *Registry) BridgeDigestHA1s(ctx context.Context, id string) ([]string, error) {
+	now := reg.now()
 	reg.st.m.RLock()
 	defer reg.st.m.RUnlock()
 	b := reg.st.Bridges[id]
-	if b == nil || b.DigestHA1 == "" {
-		return "", fmt.Errorf("meter: digest of bridge %s: %w", id, ErrNotFound)
+	if b == nil || b.DeletedAt != nil || b.DigestHA1 == "" {
+		return nil, fmt.Errorf("meter: digest of bridge %s: %w", id, ErrNotFound)
 	}
-	return b.DigestHA1, nil
+	out := []string{b.DigestHA1}
+	if b.Prev.valid(now) && b.Prev.DigestHA1 != "" {
+		out = append(out, b.Prev.DigestHA1)
+	}
+	return out, nil
 }
 
-// BridgeByTokenHash implements auth.BridgeLookup.
+// BridgeByTokenHash implements auth.BridgeLookup: the current token of a
+// live bridge, or its previous one until the rotation's grace ends.
 func (reg *Registry) BridgeByTokenHash(ctx context.Context, hash string) (string, error) {
+	now := reg.now()
 	reg.st.m.RLock()
 	defer reg.st.m.RUnlock()
 	id, ok := reg.st.TokenIndex[hash]
 	if !ok {
+		return "", auth.ErrUnknownToken
+	}
+	b := reg.st.Bridges[id]
+	if b == nil || b.DeletedAt != nil {
+		return "", auth.ErrUnknownToken
+	}
+	if b.Prev != nil && b.Prev.Hash == hash && !b.Prev.valid(now) {
 		return "", auth.ErrUnknownToken
 	}
 	return id, nil

@@ -61,13 +61,16 @@ func (st *State) restored() error {
 	if st.Accounts == nil || st.Bridges == nil || st.TokenIndex == nil || st.Cameras == nil || st.Streams == nil {
 		return errors.New("state is missing sections")
 	}
-	// Bridge.TokenHash is not serialised with the bridge; the index holds it.
+	// Bridge.TokenHash is not serialised with the bridge; the index holds
+	// it, next to the previous token of a rotation in its grace.
 	for hash, id := range st.TokenIndex {
 		b := st.Bridges[id]
 		if b == nil {
 			return fmt.Errorf("token index names unknown bridge %s", id)
 		}
-		b.TokenHash = hash
+		if b.Prev == nil || b.Prev.Hash != hash {
+			b.TokenHash = hash
+		}
 	}
 	return nil
 }
@@ -90,6 +93,12 @@ type bridgeRec struct {
 	// authentication needs; the token itself is never kept. Bridges created
 	// before it existed have none and authenticate with Basic only.
 	DigestHA1 string `json:"digest_ha1,omitempty"`
+	// Prev is the token a rotation replaced, still accepted until its
+	// expiry (bridgeops.go).
+	Prev *prevToken `json:"prev_token,omitempty"`
+	// DeletedAt is set by delete_bridge; the record stays for the deleted
+	// cameras and streams that name it, and its id is not handed out again.
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
 }
 
 type cameraRec struct {
@@ -413,6 +422,10 @@ func (st *State) CreateBridgeCmd(at time.Time, p CreateBridgeCmd, nonce string) 
 	}
 	spec := specOf(p)
 	if b := st.Bridges[p.Bridge.ID]; b != nil {
+		if b.DeletedAt != nil {
+			// Only delete_bridge sets it, so no older log reaches here.
+			return nil, conflict("deleted_id", "bridge %s was deleted; its id cannot be used again", p.Bridge.ID)
+		}
 		if b.Spec != spec {
 			return nil, conflict("conflict", "bridge %s exists with different fields", p.Bridge.ID)
 		}
@@ -493,6 +506,9 @@ func (st *State) cameraBridge(id string, legacy bool) (*bridgeRec, error) {
 	b := st.Bridges[id]
 	if b == nil {
 		return nil, invalid("unknown_bridge", "bridge %s does not exist", id)
+	}
+	if b.DeletedAt != nil { // only delete_bridge sets it: no older log reaches here
+		return nil, notFound("bridge %s not found: it was deleted", id)
 	}
 	if legacy {
 		if a := st.Accounts[b.Account]; a != nil && a.DeletedAt != nil {

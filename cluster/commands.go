@@ -13,6 +13,12 @@ const (
 	CmdCreateBridge  = "create_bridge"
 	CmdCreateCamera  = "create_camera"
 	CmdUpdateStream  = "update_stream"
+	// CmdDeleteBridge deletes a bridge without live cameras; its tokens
+	// stop working.
+	CmdDeleteBridge = "delete_bridge"
+	// CmdRotateBridgeToken gives a bridge a new token; the previous one
+	// stays valid until a proposer-stamped expiry.
+	CmdRotateBridgeToken = "rotate_bridge_token"
 
 	// purge: deletions and the purge jobs that free their video.
 	CmdDeleteCamera  = "delete_camera"
@@ -47,6 +53,7 @@ const (
 // commandTypes lists the constants above.
 var commandTypes = []string{
 	CmdCreateAccount, CmdUpdateAccount, CmdCreateBridge, CmdCreateCamera, CmdUpdateStream,
+	CmdDeleteBridge, CmdRotateBridgeToken,
 	CmdDeleteCamera, CmdDeleteStream, CmdDeleteAccount, CmdPurgeProgress, CmdPurgeDone,
 	CmdLeaseAcquire, CmdLeaseRelease,
 	CmdUsageBatch, CmdObserveResolution, CmdUsageTick,

@@ -497,6 +497,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	handle(api, "POST /v1/index/rebuild", auth.RequireOperator(index.RebuildHandler(n.index, meterStreams{n.rep.Accounts}, log)))
 	handle(api, "POST /v1/meter/reconcile", auth.RequireOperator(reconciler(n, log))) // retention.go
 	mount(n.rep.Accounts.Handler(), accounts.HandlerPatterns())
+	mount(n.rep.Accounts.ConsoleHandler(), accounts.ConsolePatterns())
 	mount(n.rep.Purges.Handler(n.rep.Accounts), purge.Patterns())
 	mount(n.rep.Meter.Handler(n.rep.Accounts, cfg.SKUPrefix), meter.Patterns())
 	if err := n.rep.Billing.SetSKUPrefix(cfg.SKUPrefix); err != nil {

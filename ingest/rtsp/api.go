@@ -16,7 +16,7 @@
 //     bad SDP, truncated or empty interleaved frame, undecodable RTP), when
 //     the Sink returns an error, and at shutdown. Sink.Close gets the reason.
 //   - ANNOUNCE needs credentials: Basic (Handler.CheckPassword) or Digest
-//     with MD5 (Handler.DigestHA1). Digest nonces are stateless HMACs bound
+//     with MD5 (Handler.DigestHA1, or each of DigestHA1Set's). Digest nonces are stateless HMACs bound
 //     to the connection and valid NonceTTL: a header captured on one
 //     connection fails on any other, its uri must name the request's URL,
 //     and with qop=auth nc must increase; an expired nonce with a correct
@@ -79,6 +79,14 @@ type Handler interface {
 	// RECORD; Close is called exactly once, also when the session never reached
 	// RECORD.
 	Announce(ctx context.Context, user, path string, medias []Media) (Sink, error)
+}
+
+// DigestHA1Set is an optional Handler method: every HA1 a user may answer
+// Digest with, so that a publisher switching passwords (a bridge whose
+// token is being rotated has two during the grace) is not cut off. When
+// the Handler has it, the server uses it instead of DigestHA1.
+type DigestHA1Set interface {
+	DigestHA1s(ctx context.Context, user, realm string) ([]string, error)
 }
 
 // Sink receives one publishing session. Calls for one session never overlap.

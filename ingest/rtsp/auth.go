@@ -164,6 +164,29 @@ func digestResponse(ha1, method string, p map[string]string) string {
 	return md5hex(ha1 + ":" + p["nonce"] + ":" + ha2)
 }
 
+// digestHA1s returns the HA1s user may answer with (DigestHA1Set).
+func (s *Server) digestHA1s(ctx context.Context, user string) ([]string, error) {
+	if set, ok := s.h.(DigestHA1Set); ok {
+		ha1s, err := set.DigestHA1s(ctx, user, s.cfg.Realm)
+		if err == nil && len(ha1s) == 0 {
+			err = ErrUnauthorized
+		}
+		return ha1s, err
+	}
+	ha1, err := s.h.DigestHA1(ctx, user, s.cfg.Realm)
+	return []string{ha1}, err
+}
+
+// digestMatches reports whether response answers the challenge for one of
+// ha1s; it computes every one, so the time does not tell which matched.
+func digestMatches(ha1s []string, response, method string, p map[string]string) bool {
+	ok := false
+	for _, ha1 := range ha1s {
+		ok = constantEqual(response, digestResponse(ha1, method, p)) || ok
+	}
+	return ok
+}
+
 func constantEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }

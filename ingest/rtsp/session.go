@@ -519,9 +519,9 @@ func (ss *session) authenticate(req *request) (string, *response) {
 		if !digestURIMatches(p["uri"], req.URL) {
 			return fail("uri_mismatch", "digest uri does not name the request URL", cred.User)
 		}
-		var ha1 string
-		ha1, herr = ss.s.h.DigestHA1(ss.ctx, cred.User, ss.s.cfg.Realm)
-		if herr == nil && !constantEqual(strings.ToLower(p["response"]), digestResponse(ha1, req.Method, p)) {
+		var ha1s []string
+		ha1s, herr = ss.s.digestHA1s(ss.ctx, cred.User)
+		if herr == nil && !digestMatches(ha1s, strings.ToLower(p["response"]), req.Method, p) {
 			herr = ErrUnauthorized
 		}
 		if herr == nil && stale {

@@ -230,6 +230,29 @@ func (r *Recorder) DigestHA1(ctx context.Context, user, realm string) (string, e
 	return ha1, nil
 }
 
+// DigestHA1s implements rtsp.DigestHA1Set: a bridge in a token
+// rotation's grace answers with either token (accounts.BridgeDigestHA1s).
+func (r *Recorder) DigestHA1s(ctx context.Context, user, realm string) ([]string, error) {
+	set, ok := r.reg.(interface {
+		BridgeDigestHA1s(ctx context.Context, id string) ([]string, error)
+	})
+	if !ok {
+		ha1, err := r.DigestHA1(ctx, user, realm)
+		return []string{ha1}, err
+	}
+	if realm != accounts.DigestRealm {
+		return nil, rtsp.ErrUnauthorized
+	}
+	ha1s, err := set.BridgeDigestHA1s(ctx, user)
+	switch {
+	case errors.Is(err, meter.ErrNotFound):
+		return nil, rtsp.ErrUnauthorized
+	case err != nil:
+		return nil, fmt.Errorf("segmenter: bridge digest lookup: %w", err)
+	}
+	return ha1s, nil
+}
+
 // Announce implements rtsp.Handler: the stream must be the user's bridge's,
 // carry H.264 or H.265 video, and have no other live publisher.
 func (r *Recorder) Announce(ctx context.Context, user, path string, medias []rtsp.Media) (rtsp.Sink, error) {
