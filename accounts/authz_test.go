@@ -70,6 +70,7 @@ func newWorld(t *testing.T) *world {
 		}
 	}
 	mount(r.Accounts.Handler(), accounts.HandlerPatterns())
+	mount(r.Accounts.ConsoleHandler(), accounts.ConsolePatterns())
 	mount(r.Purges.Handler(r.Accounts), purge.Patterns())
 	mount(r.Meter.Handler(r.Accounts, "Mx-"), meter.Patterns())
 	mount(r.Billing.Handler(), billing.Patterns())
@@ -436,8 +437,13 @@ func TestPrivacyPatchRules(t *testing.T) {
 		require.NoError(t, err)
 		users["user:"+p.ID] = role
 	}
+	refused := 0
 	for _, e := range out["entries"].([]any) {
 		e := e.(map[string]any)
+		if e["action"] == "privacy.change_refused" {
+			refused++
+			continue
+		}
 		if !strings.HasPrefix(e["action"].(string), "privacy.") {
 			continue
 		}
@@ -447,6 +453,10 @@ func TestPrivacyPatchRules(t *testing.T) {
 		}
 		got = append(got, actor+" "+e["action"].(string))
 	}
+	// The refused attempts of users in scope (the reseller's and the
+	// customer's plain user) are audited too; bridges, billing tokens and
+	// the foreign reseller are refused before they reach privacy.
+	require.Equal(t, 6, refused)
 	require.Equal(t, []string{
 		"reseller admin privacy.allowed",
 		"sub admin privacy.on",
@@ -481,6 +491,27 @@ func TestPrivacyDelegatedAdmin(t *testing.T) {
 		st, _ := w.do("spy", "PATCH", "/v1/accounts/s1", body)
 		require.Equal(t, 403, st, body)
 	}
+	st, _ = w.do(roleResellerAdmin, "PATCH", "/v1/accounts/s1", `{"privacy_mode":false}`)
+	require.Equal(t, 403, st)
+	// Each attempt is in the customer's audit log, with who tried; so is a
+	// bridge token rotation.
+	st, _ = w.do(roleSubAdmin, "POST", "/v1/bridges/b-s1/token", `{}`)
+	require.Equal(t, 201, st)
+	st, out = w.do(roleSubAdmin, "GET", "/v1/accounts/s1/audit?limit=1000", "")
+	require.Equal(t, 200, st)
+	var refused []string
+	rotated := false
+	for _, e := range out["entries"].([]any) {
+		e := e.(map[string]any)
+		switch e["action"] {
+		case "privacy.change_refused":
+			refused = append(refused, e["actor"].(string)[:5])
+		case "bridge.token_rotated":
+			rotated = true
+		}
+	}
+	require.Equal(t, []string{"user:", "user:", "user:"}, refused)
+	require.True(t, rotated)
 	// A user the customer's own admin creates is the customer's.
 	st, out = w.do(roleSubAdmin, "POST", "/v1/accounts/s1/users", `{"email":"own@example.com","role":"admin"}`)
 	require.Equal(t, 201, st, out)

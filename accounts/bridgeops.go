@@ -33,14 +33,16 @@ func (p *prevToken) valid(now time.Time) bool { return p != nil && now.Before(p.
 
 // DeleteBridgeCmd is the payload of cluster.CmdDeleteBridge.
 type DeleteBridgeCmd struct {
-	ID string `json:"id"`
+	ID    string `json:"id"`
+	Actor string `json:"actor,omitempty"` // for the audit log
 }
 
 // RotateBridgeTokenCmd is the payload of cluster.CmdRotateBridgeToken. The
 // new token's hash and Digest HA1 travel in the nonce (bridgeNonce), never
 // the token.
 type RotateBridgeTokenCmd struct {
-	ID string `json:"id"`
+	ID    string `json:"id"`
+	Actor string `json:"actor,omitempty"` // for the audit log
 	// GraceMS is how long the previous token keeps working after the
 	// command's time; 0 ends it at once.
 	GraceMS int64 `json:"grace_ms"`
@@ -70,7 +72,7 @@ func registerBridgeOps(m *cluster.Machine, st *State) {
 		if err := c.Decode(&p); err != nil {
 			return nil, err
 		}
-		return st.deleteBridge(c.Time, p.ID)
+		return st.deleteBridge(c.Time, p.ID, p.Actor)
 	})
 	m.Handle(cluster.CmdRotateBridgeToken, func(c *cluster.Command) (any, error) {
 		var p RotateBridgeTokenCmd
@@ -94,7 +96,7 @@ func (st *State) liveBridge(id string) *bridgeRec {
 // first: each gets its purge), then marks it deleted and drops its tokens
 // from the index, so they stop working on every replica at this entry.
 // Deleting it again answers the first deletion.
-func (st *State) deleteBridge(at time.Time, id string) (any, error) {
+func (st *State) deleteBridge(at time.Time, id, actor string) (any, error) {
 	b := st.Bridges[id]
 	if b != nil && b.DeletedAt != nil {
 		return BridgeDeleteResult{Bridge: id, DeletedAt: *b.DeletedAt}, nil
@@ -117,6 +119,7 @@ func (st *State) deleteBridge(at time.Time, id string) (any, error) {
 	}
 	t := at
 	b.DeletedAt, b.TokenHash, b.DigestHA1, b.Prev = &t, "", "", nil
+	st.auditEvent(at, b.Account, actor, "bridge.deleted", "bridge:"+id)
 	return BridgeDeleteResult{Bridge: id, DeletedAt: t}, nil
 }
 
@@ -152,14 +155,15 @@ func (st *State) rotateBridgeToken(at time.Time, p RotateBridgeTokenCmd, nonce s
 	}
 	b.TokenHash, b.DigestHA1 = hash, ha1
 	st.TokenIndex[hash] = b.ID
+	st.auditEvent(at, b.Account, p.Actor, "bridge.token_rotated", "bridge:"+b.ID)
 	return res, nil
 }
 
 // DeleteBridge deletes a bridge that has no live cameras (ErrConflict
 // bridge_has_cameras otherwise). Its tokens stop working at once.
-func (reg *Registry) DeleteBridge(ctx context.Context, requestID, id string) (BridgeDeleteResult, error) {
+func (reg *Registry) DeleteBridge(ctx context.Context, requestID string, actor auth.Principal, id string) (BridgeDeleteResult, error) {
 	var r BridgeDeleteResult
-	return r, reg.p.Propose(ctx, cluster.CmdDeleteBridge, requestID, "", DeleteBridgeCmd{ID: id}, &r)
+	return r, reg.p.Propose(ctx, cluster.CmdDeleteBridge, requestID, "", DeleteBridgeCmd{ID: id, Actor: actor.Actor()}, &r)
 }
 
 // RotateBridgeToken gives a bridge a new token, returned in plaintext
@@ -167,14 +171,14 @@ func (reg *Registry) DeleteBridge(ctx context.Context, requestID, id string) (Br
 // only the token's hash and Digest HA1 enter the command. A retry of a
 // rotation that committed (same request id) rotates nothing and returns
 // no token (Rotated false): the bridge keeps the first attempt's token.
-func (reg *Registry) RotateBridgeToken(ctx context.Context, requestID, id string, grace time.Duration) (RotateResult, error) {
+func (reg *Registry) RotateBridgeToken(ctx context.Context, requestID string, actor auth.Principal, id string, grace time.Duration) (RotateResult, error) {
 	if grace < 0 || grace > MaxTokenGrace {
 		return RotateResult{}, invalid("invalid_grace", "grace is 0 to %s", MaxTokenGrace)
 	}
 	token := auth.NewToken()
 	var r RotateResult
 	if err := reg.p.Propose(ctx, cluster.CmdRotateBridgeToken, requestID, bridgeNonce(id, token),
-		RotateBridgeTokenCmd{ID: id, GraceMS: grace.Milliseconds()}, &r); err != nil {
+		RotateBridgeTokenCmd{ID: id, GraceMS: grace.Milliseconds(), Actor: actor.Actor()}, &r); err != nil {
 		return RotateResult{}, err
 	}
 	if r.TokenHash == auth.HashToken(token) {

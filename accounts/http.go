@@ -175,6 +175,12 @@ func (reg *Registry) handleUpdateAccount(w http.ResponseWriter, r *http.Request,
 	}
 	actor := auth.FromContext(r.Context())
 	if err := reg.mayPatchAccount(actor, id, &p); err != nil {
+		if p.privacy() && errors.Is(err, ErrForbidden) && reg.auditor != nil && reg.Allowed(actor, id, Read) == nil {
+			// A way around privacy mode tried: the customer sees it.
+			if aerr := reg.auditor.Audit(r.Context(), id, actor, "privacy.change_refused", "account:"+id); aerr != nil {
+				reg.log.Warn("accounts: audit of a refused privacy change", "account", id, "err", aerr)
+			}
+		}
 		reg.writeError(w, r, err)
 		return
 	}

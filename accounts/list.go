@@ -316,7 +316,7 @@ func (reg *Registry) handleDeleteBridge(w http.ResponseWriter, r *http.Request, 
 	if !ok {
 		return
 	}
-	res, err := reg.DeleteBridge(r.Context(), rid, id)
+	res, err := reg.DeleteBridge(r.Context(), rid, auth.FromContext(r.Context()), id)
 	if err != nil {
 		reg.consoleError(w, r, err)
 		return
@@ -350,7 +350,7 @@ func (reg *Registry) handleRotateBridgeToken(w http.ResponseWriter, r *http.Requ
 		}
 		grace = time.Duration(*in.GraceSeconds) * time.Second
 	}
-	res, err := reg.RotateBridgeToken(r.Context(), rid, id, grace)
+	res, err := reg.RotateBridgeToken(r.Context(), rid, auth.FromContext(r.Context()), id, grace)
 	if err != nil {
 		reg.consoleError(w, r, err)
 		return

@@ -20,11 +20,22 @@ type Proposer interface {
 // Registry reads the accounts state locally and writes it through raft.
 // Its methods are safe for concurrent use.
 type Registry struct {
-	st  *State
-	p   Proposer
-	log *slog.Logger
-	now func() time.Time // expiry of a rotated bridge token on lookup
+	st      *State
+	p       Proposer
+	log     *slog.Logger
+	now     func() time.Time // expiry of a rotated bridge token on lookup
+	auditor Auditor
 }
+
+// Auditor writes an event of the request path to an account's audit log
+// (access.Registry: accounts cannot import access, which imports it).
+type Auditor interface {
+	Audit(ctx context.Context, account string, actor auth.Principal, action, target string) error
+}
+
+// SetAuditor installs the audit log of refused privacy changes. Call it
+// before serving.
+func (reg *Registry) SetAuditor(a Auditor) { reg.auditor = a }
 
 var _ auth.BridgeLookup = (*Registry)(nil)
 

@@ -271,6 +271,13 @@ type AuditFunc func(at time.Time, account, actor, action, target string)
 // SetAudit installs the audit log that privacy changes are written to.
 func (st *State) SetAudit(f AuditFunc) { st.audit = f }
 
+// auditEvent writes one event to account's audit log, if one is installed.
+func (st *State) auditEvent(at time.Time, account, actor, action, target string) {
+	if st.audit != nil {
+		st.audit(at, account, actor, action, target)
+	}
+}
+
 // auditPrivacy writes what an update changed of privacy mode, its
 // allowance and its suspension to the account's audit log.
 func (st *State) auditPrivacy(at time.Time, actor string, was, now *Account) {

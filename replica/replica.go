@@ -73,6 +73,7 @@ func Open(ctx context.Context, cfg cluster.PeerConfig) (*Replica, error) {
 		Meter:    meter.New(m.Usage, p, log),
 	}
 	r.Access = access.New(m.Access, p, access.Config{Log: log, Now: cfg.Now, Accounts: r.Accounts})
+	r.Accounts.SetAuditor(r.Access)
 	now := cfg.Now
 	if now == nil {
 		now = time.Now

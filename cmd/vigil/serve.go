@@ -475,6 +475,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	}
 	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter,
 		Accounts: n.rep.Accounts, Mailer: mailer, PublicURL: base})
+	n.rep.Accounts.SetAuditor(n.rep.Access)
 	authn.WithUsers(n.rep.Access)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
