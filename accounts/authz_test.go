@@ -200,6 +200,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET meter stream", metered, 200, func(x string) (string, string, string) { return "GET", "/v1/meter/streams/st-" + x, "" }},
 		{"GET meter status", metered, 200, func(string) (string, string, string) { return "GET", "/v1/meter/status", "" }},
 		{"GET billing run", metered, 200, func(string) (string, string, string) { return "GET", "/v1/billing/runs/" + month, "" }},
+		// Users, the audit log and the console's lists.
+		{"GET users", readers, 200, func(x string) (string, string, string) { return "GET", "/v1/accounts/" + x + "/users", "" }},
+		{"POST user", admins, 201, func(x string) (string, string, string) {
+			return "POST", "/v1/accounts/" + x + "/users", fmt.Sprintf(`{"email":"%s@example.com","role":"user"}`, w.id("u"))
+		}},
+		{"GET audit", readers, 200, func(x string) (string, string, string) { return "GET", "/v1/accounts/" + x + "/audit", "" }},
+		{"GET bridges", readers, 200, func(x string) (string, string, string) { return "GET", "/v1/accounts/" + x + "/bridges", "" }},
+		{"GET bridge's cameras", readers, 200, func(x string) (string, string, string) { return "GET", "/v1/bridges/b-" + x + "/cameras", "" }},
+		{"GET camera", readers, 200, func(x string) (string, string, string) { return "GET", "/v1/cameras/c-" + x, "" }},
 		// Only r1's admin creates sub-accounts, of r1; the operator's
 		// creates under a sub-account are refused as invalid (400).
 		{"POST sub-account", map[string][]string{roleOperator: {"r1"}, roleResellerAdmin: {"r1"}}, 201, func(x string) (string, string, string) {
