@@ -211,7 +211,7 @@ func TestUnknownRouteJSON(t *testing.T) {
 		{"GET", "/nope", "", 404, "not_found", ""},
 		{"GET", "/v1/nope", e2eToken, 404, "not_found", ""},
 		{"DELETE", "/healthz", "", 405, "method_not_allowed", "GET, HEAD"},
-		{"GET", "/v1/accounts", e2eToken, 405, "method_not_allowed", "POST"},
+		{"DELETE", "/v1/accounts", e2eToken, 405, "method_not_allowed", "GET, HEAD, POST"},
 	} {
 		req, _ := http.NewRequest(c.method, n.base+c.path, nil)
 		if c.token != "" {
