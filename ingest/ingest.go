@@ -222,8 +222,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := auth.FromContext(r.Context())
-	if p.Kind != auth.Operator && p.Kind != auth.Bridge {
+	switch p.Kind {
+	case auth.Operator, auth.Bridge:
+	case auth.Anonymous:
 		httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+		return
+	default: // a user or billing token: known, but bridges upload
+		httpx.WriteError(w, http.StatusForbidden, "forbidden", "only a bridge (or the operator) uploads segments")
 		return
 	}
 	up, status, code, err := h.parse(r)
