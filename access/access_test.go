@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -139,21 +138,7 @@ func server(t *testing.T, logs *bytes.Buffer, burst int) (*httptest.Server, stri
 
 func call(t *testing.T, srv *httptest.Server, method, path, token, body string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	var out map[string]any
-	if len(b) > 0 {
-		require.NoError(t, json.Unmarshal(b, &out), string(b))
-	}
-	return res.StatusCode, out
+	return machinetest.Call(t, srv.URL, method, path, token, body)
 }
 
 func TestHTTPUsersSessionsTokens(t *testing.T) {

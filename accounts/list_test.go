@@ -2,9 +2,7 @@ package accounts_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -72,24 +70,7 @@ func newConsole(t *testing.T) *console {
 
 func (c *console) call(t *testing.T, method, path, token, body string, hdr ...string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(method, c.srv.URL+path, strings.NewReader(body))
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	var out map[string]any
-	if len(b) > 0 {
-		require.NoError(t, json.Unmarshal(b, &out), string(b))
-	}
-	return res.StatusCode, out
+	return machinetest.Call(t, c.srv.URL, method, path, token, body, hdr...)
 }
 
 // must asserts the status of a request and returns its answer.

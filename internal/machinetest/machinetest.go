@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,4 +210,28 @@ func Month(t *testing.T, s string) int {
 	m, err := billing.ParseMonth(s)
 	require.NoError(t, err)
 	return m
+}
+
+// Call makes an HTTP request to base+path with a bearer token (none when
+// empty) and header pairs, and returns the status and the JSON answer.
+func Call(t *testing.T, base, method, path, token, body string, hdr ...string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	var out map[string]any
+	if len(b) > 0 {
+		require.NoError(t, json.Unmarshal(b, &out), string(b))
+	}
+	return res.StatusCode, out
 }
