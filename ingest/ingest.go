@@ -4,6 +4,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,6 +24,7 @@ import (
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/ingest/picsize"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/media"
 	"github.com/vigilcloud/vigil/meter"
@@ -412,7 +414,9 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // is there (conditional Put), index it, report it to OnStored. seg gives
 // Start, DurationMS, Size (the exact body length), ContentType, optional
 // Width/Height and an optional expected SHA256; the body is validated and
-// hashed while it streams. A retry of stored content returns created=false
+// hashed while it streams. Width/Height are a hint: the picture size in the
+// body's SPS (fMP4 init section or first MPEG-TS video PES) replaces them,
+// and a claim that disagrees is counted. A retry of stored content returns created=false
 // and no error; different content at the same start is ErrConflict. Other
 // errors are *BodyError, ErrInvalidSegment (both permanent),
 // ErrIndexUnavailable or ErrStorageUnavailable (wrapped; retry). Callers do the authorisation and time checks. SelfRecorded
@@ -441,6 +445,18 @@ func (h *Handler) Store(ctx context.Context, st accounts.Stream, seg index.Segme
 	} else if b, err = newBody(body, seg.ContentType, seg.SHA256, h.m.bytesIn); err != nil {
 		return index.Segment{}, false, &BodyError{err}
 	}
+	// The picture size comes from the media: read the head (init section
+	// or first TS packets, bounded) before the metadata is written, and
+	// replay it ahead of the rest. What was read is hashed already.
+	var src io.Reader = b
+	if b.known == "" {
+		head, size, err := picsize.Read(b, seg.ContentType)
+		if err != nil {
+			return index.Segment{}, false, &BodyError{err}
+		}
+		seg = h.observedSize(ctx, key, seg, size)
+		src = io.MultiReader(bytes.NewReader(head), b)
+	}
 	// Ask the index first: a retry of an indexed segment needs no write, and
 	// an index that loads a stream lazily from storage (the embedded one)
 	// loads it before this object exists, so the Add below records the
@@ -467,7 +483,7 @@ func (h *Handler) Store(ctx context.Context, st accounts.Stream, seg index.Segme
 			md[meter.PutIDMetadata] = putID
 		}
 	}
-	g := &gate{r: b}
+	g := &gate{r: src}
 	var putBody io.Reader = g
 	if b.known != "" {
 		// The caller owns the body and nothing reads it after Put: hand it
@@ -576,6 +592,22 @@ func (h *Handler) Store(ctx context.Context, st accounts.Stream, seg index.Segme
 		h.log.WarnContext(ctx, "ingest: storage put failed", "key", key, "err", perr)
 		return index.Segment{}, false, fmt.Errorf("%w: put %s: %w", ErrStorageUnavailable, key, perr)
 	}
+}
+
+// observedSize gives seg the picture size of its media when there is one:
+// the width and height a client sends are only a hint, kept when the
+// segment carries no parameter sets. A claim that disagrees is counted.
+func (h *Handler) observedSize(ctx context.Context, key string, seg index.Segment, got picsize.Size) index.Segment {
+	if !got.Known() {
+		return seg
+	}
+	if (seg.Width != 0 && seg.Width != got.Width) || (seg.Height != 0 && seg.Height != got.Height) {
+		h.m.resMismatch.Inc()
+		h.log.DebugContext(ctx, "ingest: claimed resolution differs from the media's", "key", key,
+			"claimed_width", seg.Width, "claimed_height", seg.Height, "width", got.Width, "height", got.Height)
+	}
+	seg.Width, seg.Height = got.Width, got.Height
+	return seg
 }
 
 // exists handles a segment whose start already holds an object: no error

@@ -15,6 +15,9 @@ type metrics struct {
 	queued   *prometheus.GaugeVec     // class: waiting for a slot
 	inflight *prometheus.GaugeVec     // class: holding a slot
 	shed     *prometheus.CounterVec   // class
+	// resMismatch counts uploads whose claimed width/height disagree
+	// with the SPS of their media.
+	resMismatch prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,9 +47,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "vigil_ingest_shed_total",
 			Help: "Uploads refused with 503 because their class was saturated.",
 		}, []string{"class"}),
+		resMismatch: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_ingest_resolution_mismatch_total",
+			Help: "Segments whose claimed width/height disagree with the picture size in their SPS (the SPS wins).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.bytesIn, m.latency, m.queued, m.inflight, m.shed)
+		reg.MustRegister(m.requests, m.bytesIn, m.latency, m.queued, m.inflight, m.shed, m.resMismatch)
 	}
 	for _, c := range []string{classLive, classBacklog} {
 		m.queued.WithLabelValues(c)
