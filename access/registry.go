@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/vigilcloud/vigil/accounts"
@@ -235,7 +236,7 @@ func (reg *Registry) Login(ctx context.Context, email, password string) (string,
 	reg.st.m.RUnlock()
 	if phc == "" {
 		// Spend the same work as a real check, so timing tells nothing.
-		_ = CheckPassword(dummyHash, password)
+		_ = CheckPassword(dummyHash(), password)
 		return "", Token{}, ErrLogin
 	}
 	if !CheckPassword(phc, password) {
@@ -244,8 +245,12 @@ func (reg *Registry) Login(ctx context.Context, email, password string) (string,
 	return reg.newToken(ctx, "", CreateTokenCmd{Kind: KindSession, User: user, TTLMS: reg.cfg.SessionTTL.Milliseconds(), Actor: "user:" + user})
 }
 
-// dummyHash is checked for unknown e-mails.
-var dummyHash, _ = HashPassword("not-a-password-of-anyone")
+// dummyHash is checked for unknown e-mails; made on first use, not at
+// start-up (it costs an argon2id pass).
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := HashPassword("not-a-password-of-anyone")
+	return h
+})
 
 // CreateToken creates a named API token for user (a user principal's own)
 // or, with user empty, a billing token (the operator's); it returns the
