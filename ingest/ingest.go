@@ -778,6 +778,8 @@ func (h *Handler) bodyError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, media.ErrMalformed):
 		httpx.WriteError(w, http.StatusBadRequest, "malformed", err.Error())
+	case errors.Is(err, errNotFragmented):
+		httpx.WriteError(w, http.StatusUnsupportedMediaType, "mp4_not_fragmented", err.Error())
 	case errors.Is(err, errSHAMismatch):
 		httpx.WriteError(w, http.StatusBadRequest, "sha256_mismatch", err.Error())
 	case errors.Is(err, errBodyTimeout):
@@ -829,7 +831,7 @@ func newBody(r io.Reader, contentType, wantSHA string, bytesIn prometheus.Counte
 	if err != nil {
 		return nil, err
 	}
-	b.r = v
+	b.r = requireFragmented(v, contentType)
 	return b, nil
 }
 

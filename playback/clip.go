@@ -40,11 +40,13 @@ import (
 //     clip holds, and X-Vigil-Clip-Truncated says "parameters_changed".
 //   - MPEG-TS segments are not remuxed: they are skipped like gaps, and a
 //     range with only MPEG-TS video answers 415.
-//   - mvhd/mehd carry the duration the index promises before any video is
-//     read: the fMP4 coverage of the range, up to a resolution change the
-//     index knows of. A parameter change the index does not show (same
-//     resolution, or none recorded) leaves it too long; the fragments are
-//     authoritative.
+//   - Every duration in the header is the samples': a first pass reads
+//     only the segments' init sections and moof boxes (seeking past the
+//     media) and runs the same cut, so mvhd/mehd/tkhd (in the first
+//     track's timescale) and mdhd (each track's) equal the sum of the
+//     samples written, also when the clip stops at a parameter change.
+//     A segment that changes between the passes (deleted, rewritten) is
+//     the one way they can disagree.
 
 // maxClipGaps bounds the gaps listed in the header.
 const maxClipGaps = 100
@@ -68,10 +70,23 @@ type clipper struct {
 	seq      uint32
 	lastWall int64 // wall-clock end of the last sample written, Unix ms
 	written  bool  // a fragment went out
+	// dry: read fragment headers only and write nothing; what the state
+	// ends at is what the real pass writes (see durations).
+	dry       bool
+	durations map[uint32]uint64 // per track, for the init section
 }
 
 func newClipper(w io.Writer, from, to int64) *clipper {
 	return &clipper{w: w, from: from, to: to, state: map[uint32]*clipTrack{}}
+}
+
+// durations is each track's length as written: its last sample's end.
+func (c *clipper) trackDurations() map[uint32]uint64 {
+	d := make(map[uint32]uint64, len(c.state))
+	for id, st := range c.state {
+		d[id] = st.end
+	}
+	return d
 }
 
 // mulDiv returns a*b/c, false when it overflows 64 bits.
@@ -209,8 +224,12 @@ func keyframeAt(src io.Reader, seg index.Segment, at int64) (uint64, error) {
 // source time (µs) the clip starts at (the first segment's keyframe);
 // otherwise the segment is taken from its first sample. Video samples
 // before the segment's first keyframe at or after the cut are dropped.
-func (c *clipper) segment(src io.Reader, seg index.Segment, cutUS int64, durationMS int64) error {
+func (c *clipper) segment(src io.Reader, seg index.Segment, cutUS int64) error {
 	rd := fmp4.NewReader(src)
+	next := rd.NextFragment
+	if c.dry {
+		next = rd.NextFragmentHeader
+	}
 	tracks, _, err := rd.ReadInit()
 	if err != nil {
 		return err
@@ -223,8 +242,10 @@ func (c *clipper) segment(src io.Reader, seg index.Segment, cutUS int64, duratio
 			}
 			c.state[t.ID] = &clipTrack{timeScale: t.TimeScale, video: isVideo(t.Codec)}
 		}
-		if _, err := fmp4.WriteInit(c.w, tracks, fmp4.InitOptions{DurationMS: durationMS}); err != nil {
-			return fmt.Errorf("playback: clip: write init: %w", err)
+		if !c.dry {
+			if _, err := fmp4.WriteInit(c.w, tracks, fmp4.InitOptions{Durations: c.durations}); err != nil {
+				return fmt.Errorf("playback: clip: write init: %w", err)
+			}
 		}
 	} else if !sameTracks(c.tracks, tracks) {
 		return errParamsChanged
@@ -241,7 +262,7 @@ func (c *clipper) segment(src io.Reader, seg index.Segment, cutUS int64, duratio
 		needKey[id] = st.video
 	}
 	for {
-		f, err := rd.NextFragment()
+		f, err := next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -321,7 +342,9 @@ func (c *clipper) segment(src io.Reader, seg index.Segment, cutUS int64, duratio
 		}
 		if len(out.Tracks) > 0 {
 			c.seq++
-			if _, err := fmp4.WriteFragment(c.w, out); err != nil {
+			if c.dry {
+				c.written = true
+			} else if _, err := fmp4.WriteFragment(c.w, out); err != nil {
 				return fmt.Errorf("playback: clip: write fragment: %w", err)
 			}
 			c.written = true
@@ -366,7 +389,6 @@ type clipPlan struct {
 	first    index.Segment // the first fMP4 segment
 	found    bool
 	sawTS    bool
-	recorded int64        // ms of fMP4 video in the range, up to a known resolution change
 	gaps     []index.Span // stretches without fMP4 video, at most maxClipGaps
 	moreGaps int          // gaps beyond those
 	cur      int64        // coverage so far
@@ -387,9 +409,6 @@ func (p *clipPlan) add(s index.Segment, from, to int64) bool {
 	lo, hi := max(s.Start, p.cur), min(s.End(), to)
 	if lo > p.cur+index.DefaultGapTolerance.Milliseconds() {
 		p.gap(p.cur, lo)
-	}
-	if hi > lo {
-		p.recorded += hi - lo
 	}
 	p.cur = max(p.cur, hi)
 	return true
@@ -429,7 +448,7 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 	if plan.cur < to {
 		plan.gap(plan.cur, to)
 	}
-	first, recorded := plan.first, plan.recorded
+	first := plan.first
 
 	// Where the clip starts: the keyframe at or before start.
 	cutUS := int64(-1)
@@ -440,6 +459,24 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 			return
 		}
 		cutUS = int64(key)
+	}
+	// A pass over the fragment headers alone (the media is skipped) finds
+	// what the clip will hold, so that its init section declares exactly
+	// that: the header is written before any sample.
+	var durations map[uint32]uint64
+	if r.Method != http.MethodHead {
+		dry := newClipper(io.Discard, from, to)
+		dry.dry = true
+		if _, err := h.clipPass(ctx, ref, first, cutUS, to, dry); err != nil {
+			if !dry.written {
+				h.segmentError(w, ref, first, err)
+			} else {
+				h.log.WarnContext(ctx, "playback: clip plan failed", "stream", ref.Stream, "err", err)
+				unavailable(w, "storage_unavailable", "storage unavailable, retry")
+			}
+			return
+		}
+		durations = dry.trackDurations()
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", "video/mp4")
@@ -462,30 +499,8 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	c := newClipper(bw, from, to)
-	truncated := ""
-	err = h.eachSegment(ctx, ref, first.Start, to, func(s index.Segment) (bool, error) {
-		if !isFMP4(s) {
-			return true, nil
-		}
-		cut := int64(-1)
-		if s.Start == first.Start {
-			cut = cutUS
-		}
-		_, err := h.withSegment(ctx, ref, s, func(src io.Reader) (uint64, error) {
-			return 0, c.segment(src, s, cut, recorded)
-		})
-		switch {
-		case errors.Is(err, errParamsChanged):
-			truncated = "parameters_changed"
-			h.log.InfoContext(ctx, "playback: clip ends at a parameter change", "stream", ref.Stream, "segment", s.Start)
-			return false, nil
-		case errors.Is(err, fmp4.ErrMalformed) && c.written:
-			// What was written of it is whole fragments: go on.
-			h.log.WarnContext(ctx, "playback: clip skips the rest of a malformed segment", "stream", ref.Stream, "segment", s.Start, "err", err)
-			return true, nil
-		}
-		return err == nil, err
-	})
+	c.durations = durations
+	truncated, err := h.clipPass(ctx, ref, first, cutUS, to, c)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -504,6 +519,91 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 	hd.Set("X-Vigil-Clip-End", strconv.FormatInt(c.lastWall, 10))
 	if truncated != "" {
 		hd.Set("X-Vigil-Clip-Truncated", truncated)
+	}
+}
+
+// clipPass feeds the fMP4 segments from first on through c until to, a
+// parameter change (truncated says so) or an error.
+func (h *Handler) clipPass(ctx context.Context, ref storage.StreamRef, first index.Segment, cutUS, to int64, c *clipper) (truncated string, err error) {
+	err = h.eachSegment(ctx, ref, first.Start, to, func(s index.Segment) (bool, error) {
+		if !isFMP4(s) {
+			return true, nil
+		}
+		cut := int64(-1)
+		if s.Start == first.Start {
+			cut = cutUS
+		}
+		var err error
+		if c.dry {
+			src := &rangeReader{ctx: ctx, store: h.store, key: ref.SegmentKey(s.Start), size: s.Size}
+			err = c.segment(src, s, cut)
+			src.Close()
+		} else {
+			_, err = h.withSegment(ctx, ref, s, func(src io.Reader) (uint64, error) { return 0, c.segment(src, s, cut) })
+		}
+		switch {
+		case errors.Is(err, errParamsChanged):
+			truncated = "parameters_changed"
+			if !c.dry {
+				h.log.InfoContext(ctx, "playback: clip ends at a parameter change", "stream", ref.Stream, "segment", s.Start)
+			}
+			return false, nil
+		case errors.Is(err, fmp4.ErrMalformed) && c.written:
+			// What was written of it is whole fragments: go on.
+			if !c.dry {
+				h.log.WarnContext(ctx, "playback: clip skips the rest of a malformed segment", "stream", ref.Stream, "segment", s.Start, "err", err)
+			}
+			return true, nil
+		}
+		return err == nil, err
+	})
+	return truncated, err
+}
+
+// rangeReader reads a stored object from the start; Seek forward (all
+// fmp4.Reader.NextFragmentHeader asks) reopens it further on, so that the
+// media it skips is not read. Unbuffered: box headers are read as asked,
+// and no more of the object than that leaves storage's reader.
+type rangeReader struct {
+	ctx   context.Context
+	store storage.Backend
+	key   string
+	size  int64 // the object's length
+	off   int64 // of the next byte to read
+	rc    io.ReadCloser
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	if r.rc == nil {
+		rc, _, err := r.store.Get(r.ctx, r.key, r.off, -1)
+		if err != nil {
+			return 0, err
+		}
+		r.rc = rc
+	}
+	n, err := r.rc.Read(p)
+	r.off += int64(n)
+	return n, err
+}
+
+func (r *rangeReader) Seek(offset int64, whence int) (int64, error) {
+	if whence != io.SeekCurrent || offset < 0 {
+		return 0, errors.New("playback: rangeReader seeks forward only")
+	}
+	if offset > 0 {
+		r.Close()
+		r.off += offset
+	}
+	return r.off, nil
+}
+
+func (r *rangeReader) Close() {
+	if r.rc != nil {
+		r.rc.Close()
+		r.rc = nil
 	}
 }
 

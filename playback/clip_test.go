@@ -311,7 +311,7 @@ func TestClipperRebasesRestartingDecodeTimes(t *testing.T) {
 		if i == 0 {
 			cutUS = int64(cut)
 		}
-		require.NoError(t, c.segment(bytes.NewReader(b), index.Segment{Start: base + int64(i)*2000, DurationMS: 2000}, cutUS, 4500))
+		require.NoError(t, c.segment(bytes.NewReader(b), index.Segment{Start: base + int64(i)*2000, DurationMS: 2000}, cutUS))
 	}
 	rd := fmp4.NewReader(&out)
 	_, _, err = rd.ReadInit()

@@ -57,6 +57,12 @@ type Fragment struct {
 // InitOptions tunes WriteInit.
 type InitOptions struct {
 	DurationMS int64 // when > 0 written to mvhd/tkhd/mdhd and mvex/mehd (clips know their length)
+	// Durations, when set, gives each track's exact length in its own
+	// timescale (a clip's samples summed): mdhd carries it as is, and
+	// mvhd/mehd/tkhd use the first track's timescale as the movie's, so
+	// that track's length is exact there too (others round up). It
+	// overrides DurationMS.
+	Durations map[uint32]uint64
 }
 
 // ErrMalformed is wrapped by every error the Reader returns for bad input.

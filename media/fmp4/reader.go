@@ -154,6 +154,25 @@ func (r *Reader) readBody(h header, limit int64, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
+// seekPast skips the mdat h without reading it and returns its body length.
+func (r *Reader) seekPast(h header) (int64, error) {
+	n := h.size - h.hdr
+	s, ok := r.r.(io.Seeker)
+	if !ok || h.size == -1 {
+		before := r.off
+		err := r.skip(h)
+		return r.off - before, err
+	}
+	if n > maxMdat {
+		return 0, malformed("box %q of %d bytes over the %d-byte cap", h.typ, n, int64(maxMdat))
+	}
+	if _, err := s.Seek(n, io.SeekCurrent); err != nil {
+		return 0, fmt.Errorf("fmp4: skip %q: %w", h.typ, err)
+	}
+	r.off += n
+	return n, nil
+}
+
 // skip discards h's body.
 func (r *Reader) skip(h header) error {
 	if h.size == -1 {
@@ -242,7 +261,35 @@ type sampleRef struct {
 	size uint32
 }
 
-func (r *Reader) fragment(moofH header) (Fragment, error) {
+// NextFragmentHeader is NextFragment without the sample data: Sample.Data
+// is nil and the mdat is skipped, by seeking when the underlying reader is
+// an io.Seeker (so a stored object's media need not be transferred). The
+// samples are checked against the mdat's size as NextFragment checks them.
+func (r *Reader) NextFragmentHeader() (Fragment, error) {
+	if !r.init {
+		return Fragment{}, errors.New("fmp4: NextFragmentHeader before ReadInit")
+	}
+	for {
+		h, err := r.readHeader()
+		if err != nil {
+			return Fragment{}, err
+		}
+		switch h.typ {
+		case "moof":
+			return r.fragmentOf(h, false)
+		case "moov", "ftyp":
+			return Fragment{}, malformed("second %q at byte %d", h.typ, h.start)
+		default:
+			if err := r.skip(h); err != nil {
+				return Fragment{}, err
+			}
+		}
+	}
+}
+
+func (r *Reader) fragment(moofH header) (Fragment, error) { return r.fragmentOf(moofH, true) }
+
+func (r *Reader) fragmentOf(moofH header, withData bool) (Fragment, error) {
 	body, err := r.readBody(moofH, maxMoof, r.moof)
 	if err != nil {
 		return Fragment{}, err
@@ -271,11 +318,16 @@ func (r *Reader) fragment(moofH header) (Fragment, error) {
 			return Fragment{}, err
 		}
 	}
-	data, err := r.readBody(h, maxMdat, r.mdat)
-	if err != nil {
+	var data []byte
+	var size int64
+	if withData {
+		if data, err = r.readBody(h, maxMdat, r.mdat); err != nil {
+			return Fragment{}, err
+		}
+		r.mdat, size = data, int64(len(data))
+	} else if size, err = r.seekPast(h); err != nil {
 		return Fragment{}, err
 	}
-	r.mdat = data
 	base := h.start + h.hdr
 	k := 0
 	for i := range f.Tracks {
@@ -284,11 +336,13 @@ func (r *Reader) fragment(moofH header) (Fragment, error) {
 			k++
 			start := ref.pos - base
 			end := start + int64(ref.size)
-			if start < 0 || end > int64(len(data)) {
+			if start < 0 || end > size {
 				return Fragment{}, malformed("track %d sample %d at bytes %d..%d outside the mdat (%d..%d)",
-					f.Tracks[i].TrackID, j, ref.pos, ref.pos+int64(ref.size), base, base+int64(len(data)))
+					f.Tracks[i].TrackID, j, ref.pos, ref.pos+int64(ref.size), base, base+size)
 			}
-			f.Tracks[i].Samples[j].Data = data[start:end:end]
+			if withData {
+				f.Tracks[i].Samples[j].Data = data[start:end:end]
+			}
 		}
 	}
 	return f, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 
 	"github.com/vigilcloud/vigil/media/aac"
 	"github.com/vigilcloud/vigil/media/avc"
@@ -61,7 +62,17 @@ func WriteInit(w io.Writer, tracks []Track, opts InitOptions) (int64, error) {
 	b.end(ftyp)
 
 	moov := b.start("moov")
-	dur := uint64(opts.DurationMS)
+	mts, dur := uint32(movieTimeScale), uint64(opts.DurationMS)
+	var trackDur map[uint32]uint64 // in the track's timescale
+	if opts.Durations != nil {
+		mts, dur, trackDur = tracks[0].TimeScale, 0, opts.Durations
+		if mts == 0 {
+			return 0, fmt.Errorf("fmp4: write init: zero timescale")
+		}
+		for _, t := range tracks {
+			dur = max(dur, toScale(opts.Durations[t.ID], t.TimeScale, mts))
+		}
+	}
 	long := dur > math.MaxUint32
 	var maxID uint32
 	for _, t := range tracks {
@@ -69,7 +80,7 @@ func WriteInit(w io.Writer, tracks []Track, opts InitOptions) (int64, error) {
 	}
 	mvhd := b.fullStart("mvhd", version(long), 0)
 	b.times(long)
-	b.u32(movieTimeScale)
+	b.u32(mts)
 	b.dur(long, dur)
 	b.u32(0x00010000) // rate 1.0
 	b.u16(0x0100)     // volume 1.0
@@ -85,7 +96,12 @@ func WriteInit(w io.Writer, tracks []Track, opts InitOptions) (int64, error) {
 			return 0, fmt.Errorf("fmp4: write init: track %d: bad or duplicate id %d", i, t.ID)
 		}
 		seen[t.ID] = true
-		if err := b.trak(t, dur); err != nil {
+		td, md := dur, dur*uint64(t.TimeScale)/uint64(mts)
+		if trackDur != nil {
+			md = trackDur[t.ID]
+			td = toScale(md, t.TimeScale, mts)
+		}
+		if err := b.trak(t, td, md); err != nil {
 			return 0, fmt.Errorf("fmp4: write init: track %d: %w", t.ID, err)
 		}
 	}
@@ -140,7 +156,24 @@ func (w *builder) dur(long bool, d uint64) {
 	}
 }
 
-func (b *builder) trak(t Track, durMS uint64) error {
+// toScale converts d ticks of timescale from to timescale to, rounding up
+// (a header never claims less than the samples hold).
+func toScale(d uint64, from, to uint32) uint64 {
+	if from == 0 || from == to {
+		return d
+	}
+	hi, lo := bits.Mul64(d, uint64(to))
+	lo, carry := bits.Add64(lo, uint64(from)-1, 0)
+	if hi+carry >= uint64(from) {
+		return math.MaxUint64 // past 64 bits: "unknown" is all ones
+	}
+	q, _ := bits.Div64(hi+carry, lo, uint64(from))
+	return q
+}
+
+// trak writes a track; movieDur is in the movie timescale (tkhd), mediaDur
+// in the track's (mdhd).
+func (b *builder) trak(t Track, movieDur, mediaDur uint64) error {
 	if t.TimeScale == 0 {
 		return fmt.Errorf("zero timescale")
 	}
@@ -160,14 +193,13 @@ func (b *builder) trak(t Track, durMS uint64) error {
 		return err
 	}
 
-	mediaDur := durMS * uint64(t.TimeScale) / movieTimeScale
-	long := durMS > math.MaxUint32 || mediaDur > math.MaxUint32
+	long := movieDur > math.MaxUint32 || mediaDur > math.MaxUint32
 	trak := b.start("trak")
 	tkhd := b.fullStart("tkhd", version(long), 3) // enabled, in movie
 	b.times(long)
 	b.u32(t.ID)
 	b.u32(0)
-	b.dur(long, durMS)
+	b.dur(long, movieDur)
 	b.zeros(8)
 	b.u16(0) // layer
 	b.u16(0) // alternate_group
