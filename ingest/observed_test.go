@@ -68,8 +68,9 @@ func TestObservedResolutionFromMedia(t *testing.T) {
 	}
 	garbage := make([]byte, 300)
 	_, _ = rand.Read(garbage)
-	// A moov that is a box, but not an init section.
-	badInit := bytes.Join([][]byte{box("ftyp", []byte("isom\x00\x00\x02\x00")), box("moov", garbage), segment(t, 100)}, nil)
+	// A moov that is a box, but not an init section: an (empty) mvex says
+	// fragmented, so it passes the upload's format check, then garbage.
+	badInit := bytes.Join([][]byte{box("ftyp", []byte("isom\x00\x00\x02\x00")), box("moov", append(box("mvex", nil), garbage...)), segment(t, 100)}, nil)
 
 	cases := []struct {
 		name, ct, query string
