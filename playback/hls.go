@@ -3,7 +3,9 @@ package playback
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/vigilcloud/vigil/auth"
@@ -19,6 +22,7 @@ import (
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/media"
 	"github.com/vigilcloud/vigil/storage"
+	"golang.org/x/sync/errgroup"
 )
 
 // HLS. Every stored fMP4 segment is self-contained (its own ftyp+moov, then
@@ -27,6 +31,16 @@ import (
 // first moof) for EXT-X-MAP, and segments/{start}/media.m4s (the rest).
 // MPEG-TS segments are listed whole, as segments/{start}/media.ts. Nothing is rewritten or copied:
 // both are byte windows of the one object, with Range support.
+//
+// Runs: consecutive fMP4 segments whose init sections are byte-identical
+// share one EXT-X-MAP (the first one's). A different init section (new
+// SPS/PPS, codec, encoder), a gap, or a change of container starts a new
+// run with EXT-X-DISCONTINUITY, and an fMP4 run opens with its EXT-X-MAP.
+// Gaps are not listed as EXT-X-GAP segments: there is no media to name,
+// and the discontinuity plus EXT-X-PROGRAM-DATE-TIME already tells the
+// player where the timeline resumes. Init sections are identified by the
+// SHA-256 of their bytes, read from the objects' heads and kept in a
+// bounded LRU: stored segments never change.
 
 // MaxPlaylistWindow is the longest range one VOD playlist may cover (a day
 // of 6-s segments is 14,400 entries, about 3 MB of playlist).
@@ -51,12 +65,13 @@ func (h *Handler) moofOffset(ctx context.Context, key string, size int64) (int64
 		return 0, err
 	}
 	defer rc.Close()
-	return findMoof(bufio.NewReaderSize(rc, 4096), size)
+	return findMoof(bufio.NewReaderSize(rc, 4096), size, io.Discard)
 }
 
 // findMoof returns the offset of the first top-level moof in r, a stream
-// of size bytes (a box of size 0 extends to the end).
-func findMoof(r io.Reader, size int64) (int64, error) {
+// of size bytes (a box of size 0 extends to the end), and copies the bytes
+// before it (the init section) to initW.
+func findMoof(r io.Reader, size int64, initW io.Writer) (int64, error) {
 	var hdr [16]byte
 	var off int64
 	for off < maxInitBytes {
@@ -86,7 +101,10 @@ func findMoof(r io.Reader, size int64) (int64, error) {
 		if boxSize < hl || boxSize > size-off {
 			return 0, fmt.Errorf("%w at %d: size %d", errBadBoxHdr, off, boxSize)
 		}
-		if _, err := io.CopyN(io.Discard, r, boxSize-hl); err != nil {
+		if _, err := initW.Write(hdr[:hl]); err != nil {
+			return 0, err
+		}
+		if _, err := io.CopyN(initW, r, boxSize-hl); err != nil {
 			return 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
 		}
 		off += boxSize
@@ -179,16 +197,132 @@ func parseWindow(w http.ResponseWriter, r *http.Request, max time.Duration) (fro
 }
 
 // discontinuous says whether a player must reset its decoder between prev
-// and next: a gap wider than the index's tolerance, or a change of
-// container or of resolution.
-func discontinuous(prev, next index.Segment) bool {
+// and next (with init sections pi and ni): a gap wider than the index's
+// tolerance, a change of container, a different or unknown init section
+// between fMP4 segments, or a new picture size between MPEG-TS segments
+// (which carry their parameter sets in band).
+func discontinuous(prev, next index.Segment, pi, ni initKey) bool {
 	if next.Start > prev.End()+index.DefaultGapTolerance.Milliseconds() {
 		return true
 	}
 	if media.NormalizeContentType(prev.ContentType) != media.NormalizeContentType(next.ContentType) {
 		return true
 	}
+	if isFMP4(next) {
+		return ni == (initKey{}) || pi != ni
+	}
 	return prev.Width != 0 && next.Width != 0 && (prev.Width != next.Width || prev.Height != next.Height)
+}
+
+// initKey names an init section by the SHA-256 of its bytes. The zero key
+// is none or unknown (MPEG-TS, not fragmented, gone): such a segment is a
+// run of its own.
+type initKey [sha256.Size]byte
+
+// initCacheSize bounds the LRU of init keys: a day of 6-s segments of
+// four streams, about 10 MB.
+const initCacheSize = 1 << 16
+
+// initFetches bounds the heads one playlist reads at a time.
+const initFetches = 8
+
+// initCache is a bounded LRU of init keys by segment object. Stored
+// segments never change, so entries never go stale; the SHA-256 and size
+// in the cache key guard against an object rewritten after a purge.
+type initCache struct {
+	mu  sync.Mutex
+	max int
+	ll  *list.List // front: most recently used
+	m   map[string]*list.Element
+}
+
+type initEntry struct {
+	name string
+	key  initKey
+}
+
+func newInitCache(max int) *initCache {
+	return &initCache{max: max, ll: list.New(), m: make(map[string]*list.Element)}
+}
+
+func (c *initCache) get(name string) (initKey, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[name]
+	if !ok {
+		return initKey{}, false
+	}
+	c.ll.MoveToFront(e)
+	return e.Value.(*initEntry).key, true
+}
+
+func (c *initCache) put(name string, key initKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[name]; ok {
+		e.Value.(*initEntry).key = key
+		c.ll.MoveToFront(e)
+		return
+	}
+	c.m[name] = c.ll.PushFront(&initEntry{name: name, key: key})
+	for c.ll.Len() > c.max {
+		old := c.ll.Back()
+		c.ll.Remove(old)
+		delete(c.m, old.Value.(*initEntry).name)
+	}
+}
+
+// initKeys returns the init key of each of segs (zero for MPEG-TS and for
+// fMP4 segments whose init section cannot be found), reading the heads of
+// those not cached. Only a storage failure is an error.
+func (h *Handler) initKeys(ctx context.Context, ref storage.StreamRef, segs []index.Segment) ([]initKey, error) {
+	keys := make([]initKey, len(segs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initFetches)
+	for i, s := range segs {
+		if !isFMP4(s) {
+			continue
+		}
+		name := ref.SegmentKey(s.Start) + "|" + s.SHA256 + "|" + strconv.FormatInt(s.Size, 10)
+		if k, ok := h.inits.get(name); ok {
+			keys[i] = k
+			continue
+		}
+		g.Go(func() error {
+			k, err := h.readInitKey(gctx, ref.SegmentKey(s.Start), s.Size)
+			switch {
+			case errors.Is(err, fs.ErrNotExist), errors.Is(err, errNoMoof), errors.Is(err, errBadBoxHdr):
+				// Not cached: a read cut short looks like a bad box too.
+				return nil
+			case err != nil:
+				return fmt.Errorf("playback: init section of %d: %w", s.Start, err)
+			}
+			h.inits.put(name, k)
+			keys[i] = k
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// readInitKey hashes the init section (the bytes before the first moof)
+// of the object at key (size bytes).
+func (h *Handler) readInitKey(ctx context.Context, key string, size int64) (initKey, error) {
+	rc, _, err := h.store.Get(ctx, key, 0, min(size, maxInitBytes+16))
+	if err != nil {
+		return initKey{}, err
+	}
+	defer rc.Close()
+	sum := sha256.New()
+	if _, err := findMoof(bufio.NewReaderSize(rc, 4096), size, sum); err != nil {
+		return initKey{}, err
+	}
+	var k initKey
+	sum.Sum(k[:0])
+	return k, nil
 }
 
 // playlistHead says what precedes a playlist's segments.
@@ -198,8 +332,9 @@ type playlistHead struct {
 }
 
 // writePlaylist writes the m3u8 of segs (by start) of streamID, with URLs
-// signed for p until exp.
-func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID string, segs []index.Segment, head playlistHead, exp time.Time) {
+// signed for p until exp. inits holds the segments' init keys (see
+// initKeys); nil makes every fMP4 segment a run of its own.
+func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID string, segs []index.Segment, inits []initKey, head playlistHead, exp time.Time) {
 	target := int64(6)
 	if len(segs) > 0 {
 		target = 1
@@ -226,8 +361,15 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 		}
 		return rel + "?" + q
 	}
+	key := func(i int) initKey {
+		if inits == nil {
+			return initKey{}
+		}
+		return inits[i]
+	}
 	for i, s := range segs {
-		if i > 0 && discontinuous(segs[i-1], s) {
+		disco := i > 0 && discontinuous(segs[i-1], s, key(i-1), key(i))
+		if disco {
 			b.WriteString("#EXT-X-DISCONTINUITY\n")
 		}
 		b.WriteString("#EXT-X-PROGRAM-DATE-TIME:")
@@ -235,8 +377,10 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 		b.WriteByte('\n')
 		rel := "segments/" + strconv.FormatInt(s.Start, 10)
 		if isFMP4(s) {
-			// Each stored segment carries its own init section.
-			fmt.Fprintf(b, "#EXT-X-MAP:URI=\"%s\"\n", uri(rel+"/init.mp4"))
+			// A run's segments share its first one's init section.
+			if i == 0 || disco {
+				fmt.Fprintf(b, "#EXT-X-MAP:URI=\"%s\"\n", uri(rel+"/init.mp4"))
+			}
 			rel += "/media.m4s"
 		} else {
 			rel += "/media.ts"
@@ -274,8 +418,14 @@ func (h *Handler) playlist(w http.ResponseWriter, r *http.Request, p auth.Princi
 		httpx.WriteError(w, http.StatusNotFound, "no_recordings", "no video recorded in that range")
 		return
 	}
+	inits, err := h.initKeys(ctx, ref, segs)
+	if err != nil {
+		h.log.WarnContext(ctx, "playback: init sections failed", "stream", streamID, "err", err)
+		unavailable(w, "storage_unavailable", "storage unavailable, retry")
+		return
+	}
 	var b bytes.Buffer
-	h.writePlaylist(&b, p, streamID, segs, playlistHead{}, h.opts.Now().Add(h.opts.URLTTL))
+	h.writePlaylist(&b, p, streamID, segs, inits, playlistHead{}, h.opts.Now().Add(h.opts.URLTTL))
 	// The signed URLs expire, so the playlist is not cached for long.
 	writeM3U8(w, &b, "private, max-age=60")
 }
@@ -294,9 +444,12 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request, p auth.Principal,
 	nowMS := now.UnixMilli()
 	segs, err := h.idx.Segments(ctx, ref, nowMS-h.opts.LiveWindow.Milliseconds(), nowMS+time.Hour.Milliseconds())
 	var head playlistHead
+	var inits []initKey
 	if err == nil && len(segs) > 0 {
 		segs = segs[max(0, len(segs)-h.opts.LiveSegments):]
-		head, err = h.liveHead(ctx, ref, segs[0])
+		if inits, err = h.initKeys(ctx, ref, segs); err == nil {
+			head, err = h.liveHead(ctx, ref, segs[0], inits[0])
+		}
 	}
 	if err != nil {
 		h.log.WarnContext(ctx, "playback: live segments failed", "stream", streamID, "err", err)
@@ -305,12 +458,14 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request, p auth.Principal,
 	}
 	head.live = true
 	var b bytes.Buffer
-	h.writePlaylist(&b, p, streamID, segs, head, now.Add(h.opts.URLTTL))
+	h.writePlaylist(&b, p, streamID, segs, inits, head, now.Add(h.opts.URLTTL))
 	writeM3U8(w, &b, "no-cache")
 }
 
-// liveHead numbers a live window that starts with first (see live).
-func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first index.Segment) (playlistHead, error) {
+// liveHead numbers a live window that starts with first, whose init key
+// is firstInit (see live). The discontinuities before it are counted as
+// writePlaylist tags them, init sections included.
+func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first index.Segment, firstInit initKey) (playlistHead, error) {
 	dayStart := first.Start - ((first.Start%dayMS)+dayMS)%dayMS
 	var prior []index.Segment
 	if first.Start > dayStart {
@@ -319,22 +474,26 @@ func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first ind
 			return playlistHead{}, err
 		}
 	}
-	var n, disco int64
-	var prev *index.Segment
-	for i := range prior {
-		s := &prior[i]
-		if s.Start < dayStart || s.Start >= first.Start {
-			continue
+	kept := prior[:0]
+	for _, s := range prior {
+		if s.Start >= dayStart && s.Start < first.Start {
+			kept = append(kept, s)
 		}
-		if prev != nil && discontinuous(*prev, *s) {
+	}
+	inits, err := h.initKeys(ctx, ref, kept)
+	if err != nil {
+		return playlistHead{}, err
+	}
+	var disco int64
+	for i := 1; i < len(kept); i++ {
+		if discontinuous(kept[i-1], kept[i], inits[i-1], inits[i]) {
 			disco++
 		}
-		prev = s
-		n++
 	}
+	n := int64(len(kept))
 	// The first segment's own discontinuity tag is dropped from the
 	// window, so it counts as already passed.
-	if prev != nil && discontinuous(*prev, first) {
+	if n > 0 && discontinuous(kept[n-1], first, inits[n-1], firstInit) {
 		disco++
 	}
 	day := dayStart / dayMS * 1_000_000

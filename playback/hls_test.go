@@ -206,7 +206,8 @@ func TestHLSPlaylistPlaysInFFmpeg(t *testing.T) {
 		"#EXT-X-PROGRAM-DATE-TIME:" + time.UnixMilli(base+6000).UTC().Format("2006-01-02T15:04:05.000Z") + "\n"} {
 		assert.Contains(t, pl, want)
 	}
-	assert.Equal(t, 4, strings.Count(pl, "#EXT-X-MAP:URI=\"segments/"), pl)
+	// One encoder, one init section: one run, one map.
+	assert.Equal(t, 1, strings.Count(pl, "#EXT-X-MAP:URI=\"segments/"), pl)
 	assert.Equal(t, 4, strings.Count(pl, "#EXTINF:6.000,\nsegments/"), pl)
 	assert.Equal(t, 4, strings.Count(pl, "/media.m4s?exp="), pl)
 	assert.NotContains(t, pl, "#EXT-X-DISCONTINUITY")
@@ -266,13 +267,13 @@ func TestHLSContentTypeChangeIsDiscontinuity(t *testing.T) {
 	segs, err := e.idx.Segments(context.Background(), ref, base, base+4000)
 	require.NoError(t, err)
 	segs[1].ContentType = "video/mp2t" // same time line, another container
-	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, playlistHead{}, time.Now())
+	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, nil, playlistHead{}, time.Now())
 	assert.Contains(t, b.String(), "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME")
 	assert.Equal(t, 1, strings.Count(b.String(), "#EXT-X-MAP"))
 	// And a resolution change.
 	segs[1].ContentType, segs[0].Width, segs[0].Height, segs[1].Width, segs[1].Height = "video/mp4", 640, 480, 1280, 720
 	b.Reset()
-	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, playlistHead{}, time.Now())
+	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, nil, playlistHead{}, time.Now())
 	assert.Equal(t, 1, strings.Count(b.String(), "#EXT-X-DISCONTINUITY\n"))
 }
 
