@@ -16,7 +16,7 @@ func FuzzFindMoof(f *testing.F) {
 	f.Add([]byte("\x00\x00\x00\x04ftyp"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var init bytes.Buffer
-		off, err := findMoof(bytes.NewReader(b), int64(len(b)), &init)
+		off, _, err := findMoof(bytes.NewReader(b), int64(len(b)), &init)
 		if err == nil && (off < 0 || off+8 > int64(len(b)) || string(b[off+4:off+8]) != "moof") {
 			t.Fatalf("offset %d is not a moof in %x", off, b)
 		}
