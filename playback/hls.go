@@ -3,7 +3,9 @@ package playback
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,13 +14,16 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/media"
+	"github.com/vigilcloud/vigil/media/fmp4"
 	"github.com/vigilcloud/vigil/storage"
+	"golang.org/x/sync/errgroup"
 )
 
 // HLS. Every stored fMP4 segment is self-contained (its own ftyp+moov, then
@@ -27,6 +32,19 @@ import (
 // first moof) for EXT-X-MAP, and segments/{start}/media.m4s (the rest).
 // MPEG-TS segments are listed whole, as segments/{start}/media.ts. Nothing is rewritten or copied:
 // both are byte windows of the one object, with Range support.
+//
+// Runs: consecutive fMP4 segments whose init sections are byte-identical
+// share one EXT-X-MAP (the first one's). A different init section (new
+// SPS/PPS, codec, encoder), a gap, or a change of container starts a new
+// run with EXT-X-DISCONTINUITY, and an fMP4 run opens with its EXT-X-MAP.
+// Gaps are not listed as EXT-X-GAP segments: there is no media to name,
+// and the discontinuity plus EXT-X-PROGRAM-DATE-TIME already tells the
+// player where the timeline resumes. Decode times that do not run on
+// from one segment to the next (recorders that start every segment at
+// zero) are discontinuities too, within a run of one init section. Init
+// sections are identified by the SHA-256 of their bytes; they and the
+// first tfdt are read from the objects' heads and kept in a bounded LRU:
+// stored segments never change.
 
 // MaxPlaylistWindow is the longest range one VOD playlist may cover (a day
 // of 6-s segments is 14,400 entries, about 3 MB of playlist).
@@ -51,47 +69,55 @@ func (h *Handler) moofOffset(ctx context.Context, key string, size int64) (int64
 		return 0, err
 	}
 	defer rc.Close()
-	return findMoof(bufio.NewReaderSize(rc, 4096), size)
+	off, _, err := findMoof(bufio.NewReaderSize(rc, 4096), size, io.Discard)
+	return off, err
 }
 
 // findMoof returns the offset of the first top-level moof in r, a stream
-// of size bytes (a box of size 0 extends to the end).
-func findMoof(r io.Reader, size int64) (int64, error) {
+// of size bytes (a box of size 0 extends to the end), and its size (0 when
+// it is not a plain 32-bit size), and copies the bytes before it (the init
+// section) to initW. r is left just after the moof's 8-byte header.
+func findMoof(r io.Reader, size int64, initW io.Writer) (off, moofSize int64, err error) {
 	var hdr [16]byte
-	var off int64
 	for off < maxInitBytes {
 		if _, err := io.ReadFull(r, hdr[:8]); err != nil {
 			if errors.Is(err, io.EOF) {
-				return 0, errNoMoof
+				return 0, 0, errNoMoof
 			}
-			return 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
+			return 0, 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
 		}
 		if string(hdr[4:8]) == "moof" {
-			return off, nil
+			if n := int64(binary.BigEndian.Uint32(hdr[:4])); n >= 8 && n <= size-off {
+				moofSize = n
+			}
+			return off, moofSize, nil
 		}
 		boxSize, hl := int64(binary.BigEndian.Uint32(hdr[:4])), int64(8)
 		switch boxSize {
 		case 0: // to the end: no moof follows
-			return 0, errNoMoof
+			return 0, 0, errNoMoof
 		case 1:
 			if _, err := io.ReadFull(r, hdr[8:16]); err != nil {
-				return 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
+				return 0, 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
 			}
 			large := binary.BigEndian.Uint64(hdr[8:16])
 			if large > math.MaxInt64 {
-				return 0, fmt.Errorf("%w at %d: size %d", errBadBoxHdr, off, large)
+				return 0, 0, fmt.Errorf("%w at %d: size %d", errBadBoxHdr, off, large)
 			}
 			boxSize, hl = int64(large), 16
 		}
 		if boxSize < hl || boxSize > size-off {
-			return 0, fmt.Errorf("%w at %d: size %d", errBadBoxHdr, off, boxSize)
+			return 0, 0, fmt.Errorf("%w at %d: size %d", errBadBoxHdr, off, boxSize)
 		}
-		if _, err := io.CopyN(io.Discard, r, boxSize-hl); err != nil {
-			return 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
+		if _, err := initW.Write(hdr[:hl]); err != nil {
+			return 0, 0, err
+		}
+		if _, err := io.CopyN(initW, r, boxSize-hl); err != nil {
+			return 0, 0, fmt.Errorf("%w at %d: %w", errBadBoxHdr, off, err)
 		}
 		off += boxSize
 	}
-	return 0, errNoMoof
+	return 0, 0, errNoMoof
 }
 
 func isFMP4(seg index.Segment) bool {
@@ -179,16 +205,240 @@ func parseWindow(w http.ResponseWriter, r *http.Request, max time.Duration) (fro
 }
 
 // discontinuous says whether a player must reset its decoder between prev
-// and next: a gap wider than the index's tolerance, or a change of
-// container or of resolution.
-func discontinuous(prev, next index.Segment) bool {
+// and next (with heads ph and nh): a gap wider than the index's tolerance,
+// a change of container, a different or unknown init section or decode
+// times that do not run on between fMP4 segments, or a new picture size
+// between MPEG-TS segments (which carry their parameter sets in band).
+func discontinuous(prev, next index.Segment, ph, nh segHead) bool {
 	if next.Start > prev.End()+index.DefaultGapTolerance.Milliseconds() {
 		return true
 	}
 	if media.NormalizeContentType(prev.ContentType) != media.NormalizeContentType(next.ContentType) {
 		return true
 	}
+	if isFMP4(next) {
+		return nh.init == (initKey{}) || ph.init != nh.init || !ph.continuedBy(prev.DurationMS, nh)
+	}
 	return prev.Width != 0 && next.Width != 0 && (prev.Width != next.Width || prev.Height != next.Height)
+}
+
+// initKey names an init section by the SHA-256 of its bytes. The zero key
+// is none or unknown (MPEG-TS, not fragmented, gone): such a segment is a
+// run of its own.
+type initKey [sha256.Size]byte
+
+// segHead is what a playlist needs from an fMP4 segment's head: its init
+// section and the decode time its first fragment starts at.
+type segHead struct {
+	init initKey
+	// The first traf's track, its timescale and tfdt; scale 0 when unknown.
+	track, scale uint32
+	tfdt         uint64
+}
+
+// continuedBy says whether next's decode time runs on from h's, a segment
+// of durMS, within the index's gap tolerance. Recorders that restart
+// every segment at zero fail it: HLS needs a discontinuity there (RFC 8216
+// section 3), and players mis-time or drop the fragment without one.
+func (h segHead) continuedBy(durMS int64, next segHead) bool {
+	if h.scale == 0 || next.scale != h.scale || next.track != h.track || durMS < 0 {
+		return false
+	}
+	want := h.tfdt + uint64(durMS)*uint64(h.scale)/1000
+	tol := uint64(index.DefaultGapTolerance.Milliseconds()) * uint64(h.scale) / 1000
+	return next.tfdt+tol >= want && next.tfdt <= want+tol
+}
+
+// initCacheSize bounds the LRU of segment heads: a day of 6-s segments of
+// four streams, about 10 MB.
+const initCacheSize = 1 << 16
+
+// initFetches bounds the heads one playlist reads at a time.
+const initFetches = 8
+
+// maxHeadBox bounds the init section and first moof held to read the
+// first decode time (vigil's are a few hundred bytes to a few kB); past
+// it the time is unknown and a discontinuity follows.
+const maxHeadBox = 1 << 20
+
+// initCache is a bounded LRU of segment heads by segment object. Stored
+// segments never change, so entries never go stale; the SHA-256 and size
+// in the cache key guard against an object rewritten after a purge.
+type initCache struct {
+	mu  sync.Mutex
+	max int
+	ll  *list.List // front: most recently used
+	m   map[string]*list.Element
+}
+
+type initEntry struct {
+	name string
+	head segHead
+}
+
+func newInitCache(max int) *initCache {
+	return &initCache{max: max, ll: list.New(), m: make(map[string]*list.Element)}
+}
+
+func (c *initCache) get(name string) (segHead, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[name]
+	if !ok {
+		return segHead{}, false
+	}
+	c.ll.MoveToFront(e)
+	return e.Value.(*initEntry).head, true
+}
+
+func (c *initCache) put(name string, head segHead) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[name]; ok {
+		e.Value.(*initEntry).head = head
+		c.ll.MoveToFront(e)
+		return
+	}
+	c.m[name] = c.ll.PushFront(&initEntry{name: name, head: head})
+	for c.ll.Len() > c.max {
+		old := c.ll.Back()
+		c.ll.Remove(old)
+		delete(c.m, old.Value.(*initEntry).name)
+	}
+}
+
+// segHeads returns the head of each of segs (zero for MPEG-TS and for
+// fMP4 segments whose init section cannot be found), reading those not
+// cached. Only a storage failure is an error.
+func (h *Handler) segHeads(ctx context.Context, ref storage.StreamRef, segs []index.Segment) ([]segHead, error) {
+	heads := make([]segHead, len(segs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initFetches)
+	for i, s := range segs {
+		if !isFMP4(s) {
+			continue
+		}
+		name := ref.SegmentKey(s.Start) + "|" + s.SHA256 + "|" + strconv.FormatInt(s.Size, 10)
+		if hd, ok := h.inits.get(name); ok {
+			heads[i] = hd
+			continue
+		}
+		g.Go(func() error {
+			hd, err := h.readSegHead(gctx, ref.SegmentKey(s.Start), s.Size)
+			switch {
+			case errors.Is(err, fs.ErrNotExist), errors.Is(err, errNoMoof), errors.Is(err, errBadBoxHdr):
+				// Not cached: a read cut short looks like a bad box too.
+				return nil
+			case err != nil:
+				return fmt.Errorf("playback: head of segment %d: %w", s.Start, err)
+			}
+			h.inits.put(name, hd)
+			heads[i] = hd
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return heads, nil
+}
+
+// readSegHead reads the head of the object at key (size bytes): the
+// SHA-256 of its init section (the bytes before the first moof) and the
+// first decode time, which is left unknown when it cannot be read.
+func (h *Handler) readSegHead(ctx context.Context, key string, size int64) (segHead, error) {
+	rc, _, err := h.store.Get(ctx, key, 0, min(size, maxInitBytes+16+maxHeadBox))
+	if err != nil {
+		return segHead{}, err
+	}
+	defer rc.Close()
+	br := bufio.NewReaderSize(rc, 4096)
+	sum := sha256.New()
+	init := &cappedBuffer{max: maxHeadBox}
+	_, moofSize, err := findMoof(br, size, io.MultiWriter(sum, init))
+	if err != nil {
+		return segHead{}, err
+	}
+	var hd segHead
+	sum.Sum(hd.init[:0])
+	if init.over || moofSize <= 8 || moofSize > maxHeadBox {
+		return hd, nil
+	}
+	moof := make([]byte, moofSize-8)
+	if _, err := io.ReadFull(br, moof); err != nil {
+		return hd, nil // the time stays unknown
+	}
+	hd.track, hd.tfdt, hd.scale = firstDecodeTime(init.b, moof)
+	return hd, nil
+}
+
+// firstDecodeTime returns the track, tfdt and timescale of the first traf
+// of a moof body, with the timescale from the init section; scale 0 when
+// any is missing.
+func firstDecodeTime(init, moof []byte) (track uint32, tfdt uint64, scale uint32) {
+	tracks, _, err := fmp4.NewReader(bytes.NewReader(init)).ReadInit()
+	if err != nil {
+		return 0, 0, 0
+	}
+	traf, ok := childBox(moof, "traf")
+	if !ok {
+		return 0, 0, 0
+	}
+	tfhd, ok := childBox(traf, "tfhd")
+	if !ok || len(tfhd) < 8 {
+		return 0, 0, 0
+	}
+	track = binary.BigEndian.Uint32(tfhd[4:8])
+	dt, ok := childBox(traf, "tfdt")
+	switch {
+	case !ok || len(dt) < 8:
+		return 0, 0, 0
+	case dt[0] == 1 && len(dt) >= 12:
+		tfdt = binary.BigEndian.Uint64(dt[4:12])
+	case dt[0] == 0:
+		tfdt = uint64(binary.BigEndian.Uint32(dt[4:8]))
+	default:
+		return 0, 0, 0
+	}
+	for _, t := range tracks {
+		if t.ID == track {
+			return track, tfdt, t.TimeScale
+		}
+	}
+	return 0, 0, 0
+}
+
+// childBox returns the body of the first box of typ among the boxes in b
+// (32-bit sizes only, as moof children are).
+func childBox(b []byte, typ string) ([]byte, bool) {
+	for len(b) >= 8 {
+		n := binary.BigEndian.Uint32(b[:4])
+		if n < 8 || uint64(n) > uint64(len(b)) {
+			return nil, false
+		}
+		if string(b[4:8]) == typ {
+			return b[8:n], true
+		}
+		b = b[n:]
+	}
+	return nil, false
+}
+
+// cappedBuffer keeps what is written to it up to max bytes, and notes
+// whether more came.
+type cappedBuffer struct {
+	b    []byte
+	max  int
+	over bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if len(c.b)+len(p) > c.max {
+		c.over = true
+	} else {
+		c.b = append(c.b, p...)
+	}
+	return len(p), nil
 }
 
 // playlistHead says what precedes a playlist's segments.
@@ -198,8 +448,9 @@ type playlistHead struct {
 }
 
 // writePlaylist writes the m3u8 of segs (by start) of streamID, with URLs
-// signed for p until exp.
-func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID string, segs []index.Segment, head playlistHead, exp time.Time) {
+// signed for p until exp. inits holds the segments' init keys (see
+// segHeads); nil makes every fMP4 segment a run of its own.
+func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID string, segs []index.Segment, heads []segHead, head playlistHead, exp time.Time) {
 	target := int64(6)
 	if len(segs) > 0 {
 		target = 1
@@ -226,8 +477,15 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 		}
 		return rel + "?" + q
 	}
+	key := func(i int) segHead {
+		if heads == nil {
+			return segHead{}
+		}
+		return heads[i]
+	}
 	for i, s := range segs {
-		if i > 0 && discontinuous(segs[i-1], s) {
+		disco := i > 0 && discontinuous(segs[i-1], s, key(i-1), key(i))
+		if disco {
 			b.WriteString("#EXT-X-DISCONTINUITY\n")
 		}
 		b.WriteString("#EXT-X-PROGRAM-DATE-TIME:")
@@ -235,8 +493,10 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 		b.WriteByte('\n')
 		rel := "segments/" + strconv.FormatInt(s.Start, 10)
 		if isFMP4(s) {
-			// Each stored segment carries its own init section.
-			fmt.Fprintf(b, "#EXT-X-MAP:URI=\"%s\"\n", uri(rel+"/init.mp4"))
+			// A run's segments share its first one's init section.
+			if i == 0 || disco {
+				fmt.Fprintf(b, "#EXT-X-MAP:URI=\"%s\"\n", uri(rel+"/init.mp4"))
+			}
 			rel += "/media.m4s"
 		} else {
 			rel += "/media.ts"
@@ -274,8 +534,14 @@ func (h *Handler) playlist(w http.ResponseWriter, r *http.Request, p auth.Princi
 		httpx.WriteError(w, http.StatusNotFound, "no_recordings", "no video recorded in that range")
 		return
 	}
+	heads, err := h.segHeads(ctx, ref, segs)
+	if err != nil {
+		h.log.WarnContext(ctx, "playback: init sections failed", "stream", streamID, "err", err)
+		unavailable(w, "storage_unavailable", "storage unavailable, retry")
+		return
+	}
 	var b bytes.Buffer
-	h.writePlaylist(&b, p, streamID, segs, playlistHead{}, h.opts.Now().Add(h.opts.URLTTL))
+	h.writePlaylist(&b, p, streamID, segs, heads, playlistHead{}, h.opts.Now().Add(h.opts.URLTTL))
 	// The signed URLs expire, so the playlist is not cached for long.
 	writeM3U8(w, &b, "private, max-age=60")
 }
@@ -294,9 +560,12 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request, p auth.Principal,
 	nowMS := now.UnixMilli()
 	segs, err := h.idx.Segments(ctx, ref, nowMS-h.opts.LiveWindow.Milliseconds(), nowMS+time.Hour.Milliseconds())
 	var head playlistHead
+	var heads []segHead
 	if err == nil && len(segs) > 0 {
 		segs = segs[max(0, len(segs)-h.opts.LiveSegments):]
-		head, err = h.liveHead(ctx, ref, segs[0])
+		if heads, err = h.segHeads(ctx, ref, segs); err == nil {
+			head, err = h.liveHead(ctx, ref, segs[0], heads[0])
+		}
 	}
 	if err != nil {
 		h.log.WarnContext(ctx, "playback: live segments failed", "stream", streamID, "err", err)
@@ -305,12 +574,14 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request, p auth.Principal,
 	}
 	head.live = true
 	var b bytes.Buffer
-	h.writePlaylist(&b, p, streamID, segs, head, now.Add(h.opts.URLTTL))
+	h.writePlaylist(&b, p, streamID, segs, heads, head, now.Add(h.opts.URLTTL))
 	writeM3U8(w, &b, "no-cache")
 }
 
-// liveHead numbers a live window that starts with first (see live).
-func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first index.Segment) (playlistHead, error) {
+// liveHead numbers a live window that starts with first, whose head is
+// firstHead (see live). The discontinuities before it are counted as
+// writePlaylist tags them, init sections included.
+func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first index.Segment, firstHead segHead) (playlistHead, error) {
 	dayStart := first.Start - ((first.Start%dayMS)+dayMS)%dayMS
 	var prior []index.Segment
 	if first.Start > dayStart {
@@ -319,22 +590,26 @@ func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first ind
 			return playlistHead{}, err
 		}
 	}
-	var n, disco int64
-	var prev *index.Segment
-	for i := range prior {
-		s := &prior[i]
-		if s.Start < dayStart || s.Start >= first.Start {
-			continue
+	kept := prior[:0]
+	for _, s := range prior {
+		if s.Start >= dayStart && s.Start < first.Start {
+			kept = append(kept, s)
 		}
-		if prev != nil && discontinuous(*prev, *s) {
+	}
+	heads, err := h.segHeads(ctx, ref, kept)
+	if err != nil {
+		return playlistHead{}, err
+	}
+	var disco int64
+	for i := 1; i < len(kept); i++ {
+		if discontinuous(kept[i-1], kept[i], heads[i-1], heads[i]) {
 			disco++
 		}
-		prev = s
-		n++
 	}
+	n := int64(len(kept))
 	// The first segment's own discontinuity tag is dropped from the
 	// window, so it counts as already passed.
-	if prev != nil && discontinuous(*prev, first) {
+	if n > 0 && discontinuous(kept[n-1], first, heads[n-1], firstHead) {
 		disco++
 	}
 	day := dayStart / dayMS * 1_000_000

@@ -15,9 +15,13 @@ func FuzzFindMoof(f *testing.F) {
 	f.Add([]byte("\x00\x00\x00\x00mdat"))
 	f.Add([]byte("\x00\x00\x00\x04ftyp"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		off, err := findMoof(bytes.NewReader(b), int64(len(b)))
+		var init bytes.Buffer
+		off, _, err := findMoof(bytes.NewReader(b), int64(len(b)), &init)
 		if err == nil && (off < 0 || off+8 > int64(len(b)) || string(b[off+4:off+8]) != "moof") {
 			t.Fatalf("offset %d is not a moof in %x", off, b)
+		}
+		if err == nil && !bytes.Equal(init.Bytes(), b[:off]) {
+			t.Fatalf("init section %x, want %x", init.Bytes(), b[:off])
 		}
 	})
 }

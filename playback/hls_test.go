@@ -99,8 +99,9 @@ func recentBase() int64 { return time.Now().Add(-2 * time.Hour).Truncate(time.Se
 
 // ffmpegSegments makes n consecutive 6-s segments of 320x240 H.264 test
 // video (25 fps, a keyframe every 2 s), each self-contained: fragmented
-// MP4 (ftyp+moov, then moof+mdat) for "mp4", MPEG-TS for "ts". Decode
-// times run on across segments, as a recorder writes them.
+// MP4 (ftyp+moov, then moof+mdat) for "mp4", MPEG-TS for "ts". MPEG-TS
+// timestamps run on across segments; ffmpeg's segment muxer starts each
+// fMP4 segment's decode times at zero (recorderSegments runs them on).
 func ffmpegSegments(t *testing.T, n int, format string) [][]byte {
 	t.Helper()
 	return ffmpegSegmentsSized(t, n, format, "320x240")
@@ -110,13 +111,20 @@ func ffmpegSegments(t *testing.T, n int, format string) [][]byte {
 // other parameter sets).
 func ffmpegSegmentsSized(t *testing.T, n int, format, size string) [][]byte {
 	t.Helper()
-	key := fmt.Sprint(n, format, size)
+	return ffmpegSegmentsCodec(t, n, format, size, "libx264")
+}
+
+// ffmpegSegmentsCodec is ffmpegSegmentsSized with another encoder
+// (libx264 or libx265).
+func ffmpegSegmentsCodec(t *testing.T, n int, format, size, codec string) [][]byte {
+	t.Helper()
+	key := fmt.Sprint(n, format, size, codec)
 	segCache.Lock()
 	defer segCache.Unlock()
 	if segs, ok := segCache.m[key]; ok {
 		return segs
 	}
-	segs := encodeSegments(t, n, format, size)
+	segs := encodeSegments(t, n, format, size, codec)
 	segCache.m[key] = segs
 	return segs
 }
@@ -128,13 +136,16 @@ var segCache = struct {
 	m map[string][][]byte
 }{m: map[string][][]byte{}}
 
-func encodeSegments(t *testing.T, n int, format, size string) [][]byte {
+func encodeSegments(t *testing.T, n int, format, size, codec string) [][]byte {
 	t.Helper()
 	testutil.RequireBinary(t, "ffmpeg")
 	dir := t.TempDir()
 	args := []string{"-v", "error", "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%s:rate=25:duration=%d", size, 6*n),
-		"-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-		"-f", "segment", "-segment_time", "6"}
+		"-c:v", codec, "-preset", "ultrafast", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p"}
+	if codec == "libx265" {
+		args = append(args, "-x265-params", "log-level=error:scenecut=0", "-tag:v", "hvc1")
+	}
+	args = append(args, "-f", "segment", "-segment_time", "6")
 	ext := "mp4"
 	if format == "mp4" {
 		args = append(args, "-segment_format", "mp4", "-segment_format_options", "movflags=frag_keyframe+empty_moov+default_base_moof")
@@ -214,13 +225,14 @@ func (m *mediaEnv) playlist(t *testing.T, stream string, from, to int64) (path, 
 func TestHLSPlaylistPlaysInFFmpeg(t *testing.T) {
 	m := newMediaEnv(t, Options{})
 	base := recentBase()
-	m.record(t, "s1", ffmpegSegments(t, 4, "mp4"), base, nil, "video/mp4")
+	m.record(t, "s1", recorderSegments(t, 4, "320x240", "libx264"), base, nil, "video/mp4")
 	path, pl := m.playlist(t, "s1", base, base+24_000)
 	for _, want := range []string{"#EXTM3U\n", "#EXT-X-VERSION:7\n", "#EXT-X-PLAYLIST-TYPE:VOD\n", "#EXT-X-TARGETDURATION:6\n", "#EXT-X-ENDLIST\n",
 		"#EXT-X-PROGRAM-DATE-TIME:" + time.UnixMilli(base+6000).UTC().Format("2006-01-02T15:04:05.000Z") + "\n"} {
 		assert.Contains(t, pl, want)
 	}
-	assert.Equal(t, 4, strings.Count(pl, "#EXT-X-MAP:URI=\"segments/"), pl)
+	// One encoder, one init section: one run, one map.
+	assert.Equal(t, 1, strings.Count(pl, "#EXT-X-MAP:URI=\"segments/"), pl)
 	assert.Equal(t, 4, strings.Count(pl, "#EXTINF:6.000,\nsegments/"), pl)
 	assert.Equal(t, 4, strings.Count(pl, "/media.m4s?exp="), pl)
 	assert.NotContains(t, pl, "#EXT-X-DISCONTINUITY")
@@ -246,7 +258,7 @@ func TestHLSGapHasDiscontinuityAndPlays(t *testing.T) {
 	m := newMediaEnv(t, Options{})
 	base := recentBase()
 	// Two segments, a 48-s gap, two more.
-	m.record(t, "s1", ffmpegSegments(t, 4, "mp4"), base, []int64{base, base + 6000, base + 60_000, base + 66_000}, "video/mp4")
+	m.record(t, "s1", recorderSegments(t, 4, "320x240", "libx264"), base, []int64{base, base + 6000, base + 60_000, base + 66_000}, "video/mp4")
 	_, pl := m.playlist(t, "s1", base, base+72_000)
 	require.Equal(t, 1, strings.Count(pl, "#EXT-X-DISCONTINUITY\n"), pl)
 	// The tag sits right before the segment after the gap.
@@ -280,13 +292,13 @@ func TestHLSContentTypeChangeIsDiscontinuity(t *testing.T) {
 	segs, err := e.idx.Segments(context.Background(), ref, base, base+4000)
 	require.NoError(t, err)
 	segs[1].ContentType = "video/mp2t" // same time line, another container
-	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, playlistHead{}, time.Now())
+	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, nil, playlistHead{}, time.Now())
 	assert.Contains(t, b.String(), "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME")
 	assert.Equal(t, 1, strings.Count(b.String(), "#EXT-X-MAP"))
 	// And a resolution change.
 	segs[1].ContentType, segs[0].Width, segs[0].Height, segs[1].Width, segs[1].Height = "video/mp4", 640, 480, 1280, 720
 	b.Reset()
-	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, playlistHead{}, time.Now())
+	h.writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", segs, nil, playlistHead{}, time.Now())
 	assert.Equal(t, 1, strings.Count(b.String(), "#EXT-X-DISCONTINUITY\n"))
 }
 

@@ -75,6 +75,7 @@ type Handler struct {
 	sign    signer
 	opts    Options
 	refused refusals
+	inits   *initCache // init section keys by segment (hls.go)
 }
 
 // Options tune a Handler; zero values take the defaults.
@@ -123,7 +124,7 @@ func NewWithOptions(store storage.Backend, idx Index, reg Registry, opts Options
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Handler{store: store, idx: idx, reg: reg, log: opts.Logger, sign: signer{key: opts.URLKey}, opts: opts}
+	return &Handler{store: store, idx: idx, reg: reg, log: opts.Logger, sign: signer{key: opts.URLKey}, opts: opts, inits: newInitCache(initCacheSize)}
 }
 
 // ServeHTTP implements http.Handler.
