@@ -762,6 +762,20 @@ func TestStoreSelfRecorded(t *testing.T) {
 	segs = indexed(t, e.idx, ref1)
 	require.Len(t, segs, 2)
 	require.Equal(t, headOf(t, mp4), segs[1].Head)
+
+	// The recorder's own body: a spool file whose body follows headroom.
+	spool := filepath.Join(t.TempDir(), "spool")
+	require.NoError(t, os.WriteFile(spool, append(make([]byte, storage.SpoolHeadroom), mp4...), 0o644))
+	f, err := os.OpenFile(spool, os.O_RDWR, 0) // a file store writes its header into the headroom
+	require.NoError(t, err)
+	defer f.Close()
+	spooled := index.Segment{Start: start + 40000, DurationMS: 2000, Size: int64(len(mp4)), ContentType: media.ContentTypeMP4, SHA256: sum(mp4)}
+	seg, created, err = e.h.Store(ctx, st, spooled, storage.NewSpooled(f, int64(len(mp4))), SelfRecorded())
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, headOf(t, mp4), seg.Head)
+	got, _ = readObject(t, e.store, ref1.SegmentKey(spooled.Start))
+	require.Equal(t, mp4, got)
 }
 
 // usageLog records UsageRecorder calls.
