@@ -7,7 +7,11 @@ package index
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/vigilcloud/vigil/storage"
 )
@@ -21,6 +25,10 @@ type Segment struct {
 	ContentType string `json:"content_type"`
 	Width       int    `json:"width,omitempty"`
 	Height      int    `json:"height,omitempty"`
+	// Head names an fMP4 segment's init section and first decode time, so
+	// that HLS can split a playlist into runs without reading storage.
+	// Zero (absent in entries written before it existed) is unknown.
+	Head Head `json:"head,omitzero"`
 }
 
 // End is the Unix-ms instant the segment ends.
@@ -72,3 +80,79 @@ type Index interface {
 
 // ErrUnavailable marks errors of an index whose backing store does not answer.
 var ErrUnavailable = errors.New("index: unavailable")
+
+// HeadInitBytes is how much of the init section's SHA-256 a Head keeps:
+// runs only compare neighbouring segments of one stream, and 64 bits keep
+// the entry small.
+const HeadInitBytes = 8
+
+// Head identifies an fMP4 segment's head: a prefix of the SHA-256 of its
+// init section (the bytes before the first moof), and the first traf's
+// track, timescale and decode time (tfdt), Scale 0 when those are unknown.
+// It is encoded as text, "<init hex>" or "<init hex>/track/scale/tfdt".
+type Head struct {
+	Init         [HeadInitBytes]byte
+	Track, Scale uint32
+	TFDT         uint64
+}
+
+// Known reports whether h names an init section.
+func (h Head) Known() bool { return h.Init != [HeadInitBytes]byte{} }
+
+// MarshalText encodes h; the zero Head is empty.
+func (h Head) MarshalText() ([]byte, error) {
+	if !h.Known() {
+		return nil, nil
+	}
+	b := hex.AppendEncode(nil, h.Init[:])
+	if h.Scale != 0 {
+		b = fmt.Appendf(b, "/%d/%d/%d", h.Track, h.Scale, h.TFDT)
+	}
+	return b, nil
+}
+
+// String is the text encoding of h.
+func (h Head) String() string {
+	b, _ := h.MarshalText()
+	return string(b)
+}
+
+// UnmarshalText decodes what MarshalText encodes; empty is the zero Head.
+func (h *Head) UnmarshalText(b []byte) error {
+	p, err := ParseHead(string(b))
+	if err != nil {
+		return err
+	}
+	*h = p
+	return nil
+}
+
+// ParseHead decodes a Head's text encoding.
+func ParseHead(s string) (Head, error) {
+	var h Head
+	if s == "" {
+		return h, nil
+	}
+	init, rest, timed := strings.Cut(s, "/")
+	if len(init) != 2*HeadInitBytes {
+		return Head{}, fmt.Errorf("index: head %q: bad init hash", s)
+	}
+	if _, err := hex.Decode(h.Init[:], []byte(init)); err != nil || !h.Known() {
+		return Head{}, fmt.Errorf("index: head %q: bad init hash", s)
+	}
+	if !timed {
+		return h, nil
+	}
+	f := strings.Split(rest, "/")
+	if len(f) != 3 {
+		return Head{}, fmt.Errorf("index: head %q: want init/track/scale/tfdt", s)
+	}
+	track, err1 := strconv.ParseUint(f[0], 10, 32)
+	scale, err2 := strconv.ParseUint(f[1], 10, 32)
+	tfdt, err3 := strconv.ParseUint(f[2], 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil || scale == 0 {
+		return Head{}, fmt.Errorf("index: head %q: bad decode time", s)
+	}
+	h.Track, h.Scale, h.TFDT = uint32(track), uint32(scale), tfdt
+	return h, nil
+}

@@ -17,6 +17,7 @@ const (
 	MetaSHA256   = "sha256"
 	MetaWidth    = "width"
 	MetaHeight   = "height"
+	MetaHead     = "head"
 )
 
 // DefaultGapTolerance is how far apart two segments may be and still count
@@ -45,6 +46,9 @@ func SegmentMetadata(seg Segment) map[string]string {
 	if seg.Height > 0 {
 		m[MetaHeight] = strconv.Itoa(seg.Height)
 	}
+	if seg.Head.Known() {
+		m[MetaHead] = seg.Head.String()
+	}
 	return m
 }
 
@@ -67,6 +71,9 @@ func SegmentFromObject(info storage.ObjectInfo) (Segment, error) {
 	}
 	if h, err := strconv.Atoi(info.Metadata[MetaHeight]); err == nil && h > 0 {
 		seg.Height = h
+	}
+	if hd, err := ParseHead(info.Metadata[MetaHead]); err == nil {
+		seg.Head = hd
 	}
 	return seg, nil
 }

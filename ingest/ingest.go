@@ -448,14 +448,24 @@ func (h *Handler) Store(ctx context.Context, st accounts.Stream, seg index.Segme
 	// The picture size comes from the media: read the head (init section
 	// or first TS packets, bounded) before the metadata is written, and
 	// replay it ahead of the rest. What was read is hashed already.
+	// The index head (init section and first decode time) comes from the
+	// same bytes, so that HLS need not read it back from storage.
 	var src io.Reader = b
 	if b.known == "" {
-		head, size, err := picsize.Read(b, seg.ContentType)
+		head, info, err := picsize.Read(b, seg.ContentType)
 		if err != nil {
 			return index.Segment{}, false, &BodyError{err}
 		}
-		seg = h.observedSize(ctx, key, seg, size)
+		seg = h.observedSize(ctx, key, seg, info.Size)
+		seg.Head = info.Head
 		src = io.MultiReader(bytes.NewReader(head), b)
+	} else if ra, ok := body.(io.ReaderAt); ok {
+		// The recorder's spool file: read its head in place, leaving the
+		// body untouched for Put. A file that cannot be read here fails
+		// Put too; its head is only left unknown.
+		if _, info, err := picsize.Read(io.NewSectionReader(ra, 0, seg.Size), seg.ContentType); err == nil {
+			seg.Head = info.Head
+		}
 	}
 	// Ask the index first: a retry of an indexed segment needs no write, and
 	// an index that loads a stream lazily from storage (the embedded one)

@@ -32,6 +32,7 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
+	"github.com/vigilcloud/vigil/ingest/picsize"
 	"github.com/vigilcloud/vigil/media"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/storage"
@@ -198,6 +199,19 @@ func segment(t testing.TB, size int) []byte {
 	return bytes.Join([][]byte{box("styp", []byte("msdh\x00\x00\x00\x00")), box("moof", make([]byte, 24)), box("mdat", payload)}, nil)
 }
 
+// headOf is the index head of an fMP4 body, found by scanning for its
+// first moof: the hash of what precedes it and that moof's decode time.
+func headOf(t *testing.T, body []byte) index.Head {
+	t.Helper()
+	i := bytes.Index(body, []byte("moof")) - 4
+	require.Positive(t, i)
+	n := int(binary.BigEndian.Uint32(body[i:]))
+	h := picsize.HeadOf(body[:i], body[i+8:i+n])
+	require.True(t, h.Known())
+	require.NotZero(t, h.Scale, "the fixture's first moof has a decode time")
+	return h
+}
+
 func testdata(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../media/testdata/" + name)
@@ -268,7 +282,8 @@ func TestPutStoresIndexesAndIsIdempotent(t *testing.T) {
 	segs := indexed(t, e.idx, ref1)
 	require.Len(t, segs, 1)
 	assert.Equal(t, index.Segment{Start: start, DurationMS: 1000, Size: int64(len(body)), SHA256: sum(body),
-		ContentType: "video/mp4", Width: 160, Height: 120}, segs[0])
+		ContentType: "video/mp4", Width: 160, Height: 120, Head: headOf(t, body)}, segs[0])
+	assert.Equal(t, headOf(t, body).String(), info.Metadata[index.MetaHead], "a rebuild keeps the head")
 
 	// A retry of the same segment is 200, and changes nothing.
 	r = e.do(t, p)
@@ -734,6 +749,33 @@ func TestStoreSelfRecorded(t *testing.T) {
 	var be *BodyError
 	_, _, err = store(start+10000, body, "")
 	require.ErrorAs(t, err, &be)
+	require.Zero(t, segs[0].Head, "not fMP4: no head")
+
+	// A recorded fMP4 gets its head from the spool file, read in place.
+	mp4 := testdata(t, "sample.mp4")
+	seg, created, err = store(start+20000, mp4, sum(mp4))
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, headOf(t, mp4), seg.Head)
+	got, _ = readObject(t, e.store, ref1.SegmentKey(start+20000))
+	require.Equal(t, mp4, got, "reading the head leaves the body whole")
+	segs = indexed(t, e.idx, ref1)
+	require.Len(t, segs, 2)
+	require.Equal(t, headOf(t, mp4), segs[1].Head)
+
+	// The recorder's own body: a spool file whose body follows headroom.
+	spool := filepath.Join(t.TempDir(), "spool")
+	require.NoError(t, os.WriteFile(spool, append(make([]byte, storage.SpoolHeadroom), mp4...), 0o644))
+	f, err := os.OpenFile(spool, os.O_RDWR, 0) // a file store writes its header into the headroom
+	require.NoError(t, err)
+	defer f.Close()
+	spooled := index.Segment{Start: start + 40000, DurationMS: 2000, Size: int64(len(mp4)), ContentType: media.ContentTypeMP4, SHA256: sum(mp4)}
+	seg, created, err = e.h.Store(ctx, st, spooled, storage.NewSpooled(f, int64(len(mp4))), SelfRecorded())
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, headOf(t, mp4), seg.Head)
+	got, _ = readObject(t, e.store, ref1.SegmentKey(spooled.Start))
+	require.Equal(t, mp4, got)
 }
 
 // usageLog records UsageRecorder calls.

@@ -19,9 +19,9 @@ import (
 
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
+	"github.com/vigilcloud/vigil/ingest/picsize"
 	"github.com/vigilcloud/vigil/internal/httpx"
 	"github.com/vigilcloud/vigil/media"
-	"github.com/vigilcloud/vigil/media/fmp4"
 	"github.com/vigilcloud/vigil/storage"
 	"golang.org/x/sync/errgroup"
 )
@@ -42,9 +42,11 @@ import (
 // player where the timeline resumes. Decode times that do not run on
 // from one segment to the next (recorders that start every segment at
 // zero) are discontinuities too, within a run of one init section. Init
-// sections are identified by the SHA-256 of their bytes; they and the
-// first tfdt are read from the objects' heads and kept in a bounded LRU:
-// stored segments never change.
+// sections are identified by (a prefix of) the SHA-256 of their bytes;
+// ingest records that and the first tfdt in the index entry (index.Head).
+// Entries without one (written before heads existed) have theirs read
+// from the objects' heads and kept in a bounded LRU: stored segments
+// never change.
 
 // MaxPlaylistWindow is the longest range one VOD playlist may cover (a day
 // of 6-s segments is 14,400 entries, about 3 MB of playlist).
@@ -209,7 +211,7 @@ func parseWindow(w http.ResponseWriter, r *http.Request, max time.Duration) (fro
 // a change of container, a different or unknown init section or decode
 // times that do not run on between fMP4 segments, or a new picture size
 // between MPEG-TS segments (which carry their parameter sets in band).
-func discontinuous(prev, next index.Segment, ph, nh segHead) bool {
+func discontinuous(prev, next index.Segment, ph, nh index.Head) bool {
 	if next.Start > prev.End()+index.DefaultGapTolerance.Milliseconds() {
 		return true
 	}
@@ -217,40 +219,26 @@ func discontinuous(prev, next index.Segment, ph, nh segHead) bool {
 		return true
 	}
 	if isFMP4(next) {
-		return nh.init == (initKey{}) || ph.init != nh.init || !ph.continuedBy(prev.DurationMS, nh)
+		return !nh.Known() || ph.Init != nh.Init || !continuedBy(ph, prev.DurationMS, nh)
 	}
 	return prev.Width != 0 && next.Width != 0 && (prev.Width != next.Width || prev.Height != next.Height)
-}
-
-// initKey names an init section by the SHA-256 of its bytes. The zero key
-// is none or unknown (MPEG-TS, not fragmented, gone): such a segment is a
-// run of its own.
-type initKey [sha256.Size]byte
-
-// segHead is what a playlist needs from an fMP4 segment's head: its init
-// section and the decode time its first fragment starts at.
-type segHead struct {
-	init initKey
-	// The first traf's track, its timescale and tfdt; scale 0 when unknown.
-	track, scale uint32
-	tfdt         uint64
 }
 
 // continuedBy says whether next's decode time runs on from h's, a segment
 // of durMS, within the index's gap tolerance. Recorders that restart
 // every segment at zero fail it: HLS needs a discontinuity there (RFC 8216
 // section 3), and players mis-time or drop the fragment without one.
-func (h segHead) continuedBy(durMS int64, next segHead) bool {
-	if h.scale == 0 || next.scale != h.scale || next.track != h.track || durMS < 0 {
+func continuedBy(h index.Head, durMS int64, next index.Head) bool {
+	if h.Scale == 0 || next.Scale != h.Scale || next.Track != h.Track || durMS < 0 {
 		return false
 	}
-	want := h.tfdt + uint64(durMS)*uint64(h.scale)/1000
-	tol := uint64(index.DefaultGapTolerance.Milliseconds()) * uint64(h.scale) / 1000
-	return next.tfdt+tol >= want && next.tfdt <= want+tol
+	want := h.TFDT + uint64(durMS)*uint64(h.Scale)/1000
+	tol := uint64(index.DefaultGapTolerance.Milliseconds()) * uint64(h.Scale) / 1000
+	return next.TFDT+tol >= want && next.TFDT <= want+tol
 }
 
-// initCacheSize bounds the LRU of segment heads: a day of 6-s segments of
-// four streams, about 10 MB.
+// initCacheSize bounds the LRU of segment heads read from storage: a day
+// of 6-s segments of four streams, about 10 MB.
 const initCacheSize = 1 << 16
 
 // initFetches bounds the heads one playlist reads at a time.
@@ -273,25 +261,25 @@ type initCache struct {
 
 type initEntry struct {
 	name string
-	head segHead
+	head index.Head
 }
 
 func newInitCache(max int) *initCache {
 	return &initCache{max: max, ll: list.New(), m: make(map[string]*list.Element)}
 }
 
-func (c *initCache) get(name string) (segHead, bool) {
+func (c *initCache) get(name string) (index.Head, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[name]
 	if !ok {
-		return segHead{}, false
+		return index.Head{}, false
 	}
 	c.ll.MoveToFront(e)
 	return e.Value.(*initEntry).head, true
 }
 
-func (c *initCache) put(name string, head segHead) {
+func (c *initCache) put(name string, head index.Head) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[name]; ok {
@@ -308,14 +296,18 @@ func (c *initCache) put(name string, head segHead) {
 }
 
 // segHeads returns the head of each of segs (zero for MPEG-TS and for
-// fMP4 segments whose init section cannot be found), reading those not
-// cached. Only a storage failure is an error.
-func (h *Handler) segHeads(ctx context.Context, ref storage.StreamRef, segs []index.Segment) ([]segHead, error) {
-	heads := make([]segHead, len(segs))
+// fMP4 segments whose init section cannot be found): the index's, else
+// read from storage unless cached. Only a storage failure is an error.
+func (h *Handler) segHeads(ctx context.Context, ref storage.StreamRef, segs []index.Segment) ([]index.Head, error) {
+	heads := make([]index.Head, len(segs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(initFetches)
 	for i, s := range segs {
 		if !isFMP4(s) {
+			continue
+		}
+		if s.Head.Known() {
+			heads[i] = s.Head
 			continue
 		}
 		name := ref.SegmentKey(s.Start) + "|" + s.SHA256 + "|" + strconv.FormatInt(s.Size, 10)
@@ -345,11 +337,12 @@ func (h *Handler) segHeads(ctx context.Context, ref storage.StreamRef, segs []in
 
 // readSegHead reads the head of the object at key (size bytes): the
 // SHA-256 of its init section (the bytes before the first moof) and the
-// first decode time, which is left unknown when it cannot be read.
-func (h *Handler) readSegHead(ctx context.Context, key string, size int64) (segHead, error) {
+// first decode time, which is left unknown when it cannot be read. It is
+// the head ingest records (picsize.HeadOf), for entries without one.
+func (h *Handler) readSegHead(ctx context.Context, key string, size int64) (index.Head, error) {
 	rc, _, err := h.store.Get(ctx, key, 0, min(size, maxInitBytes+16+maxHeadBox))
 	if err != nil {
-		return segHead{}, err
+		return index.Head{}, err
 	}
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 4096)
@@ -357,71 +350,17 @@ func (h *Handler) readSegHead(ctx context.Context, key string, size int64) (segH
 	init := &cappedBuffer{max: maxHeadBox}
 	_, moofSize, err := findMoof(br, size, io.MultiWriter(sum, init))
 	if err != nil {
-		return segHead{}, err
+		return index.Head{}, err
 	}
-	var hd segHead
-	sum.Sum(hd.init[:0])
+	initSum := sum.Sum(nil)
 	if init.over || moofSize <= 8 || moofSize > maxHeadBox {
-		return hd, nil
+		return picsize.HeadOfSum(initSum, nil, nil), nil
 	}
 	moof := make([]byte, moofSize-8)
 	if _, err := io.ReadFull(br, moof); err != nil {
-		return hd, nil // the time stays unknown
+		return picsize.HeadOfSum(initSum, nil, nil), nil // the time stays unknown
 	}
-	hd.track, hd.tfdt, hd.scale = firstDecodeTime(init.b, moof)
-	return hd, nil
-}
-
-// firstDecodeTime returns the track, tfdt and timescale of the first traf
-// of a moof body, with the timescale from the init section; scale 0 when
-// any is missing.
-func firstDecodeTime(init, moof []byte) (track uint32, tfdt uint64, scale uint32) {
-	tracks, _, err := fmp4.NewReader(bytes.NewReader(init)).ReadInit()
-	if err != nil {
-		return 0, 0, 0
-	}
-	traf, ok := childBox(moof, "traf")
-	if !ok {
-		return 0, 0, 0
-	}
-	tfhd, ok := childBox(traf, "tfhd")
-	if !ok || len(tfhd) < 8 {
-		return 0, 0, 0
-	}
-	track = binary.BigEndian.Uint32(tfhd[4:8])
-	dt, ok := childBox(traf, "tfdt")
-	switch {
-	case !ok || len(dt) < 8:
-		return 0, 0, 0
-	case dt[0] == 1 && len(dt) >= 12:
-		tfdt = binary.BigEndian.Uint64(dt[4:12])
-	case dt[0] == 0:
-		tfdt = uint64(binary.BigEndian.Uint32(dt[4:8]))
-	default:
-		return 0, 0, 0
-	}
-	for _, t := range tracks {
-		if t.ID == track {
-			return track, tfdt, t.TimeScale
-		}
-	}
-	return 0, 0, 0
-}
-
-// childBox returns the body of the first box of typ among the boxes in b
-// (32-bit sizes only, as moof children are).
-func childBox(b []byte, typ string) ([]byte, bool) {
-	for len(b) >= 8 {
-		n := binary.BigEndian.Uint32(b[:4])
-		if n < 8 || uint64(n) > uint64(len(b)) {
-			return nil, false
-		}
-		if string(b[4:8]) == typ {
-			return b[8:n], true
-		}
-		b = b[n:]
-	}
-	return nil, false
+	return picsize.HeadOfSum(initSum, init.b, moof), nil
 }
 
 // cappedBuffer keeps what is written to it up to max bytes, and notes
@@ -448,9 +387,9 @@ type playlistHead struct {
 }
 
 // writePlaylist writes the m3u8 of segs (by start) of streamID, with URLs
-// signed for p until exp. inits holds the segments' init keys (see
-// segHeads); nil makes every fMP4 segment a run of its own.
-func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID string, segs []index.Segment, heads []segHead, head playlistHead, exp time.Time) {
+// signed for p until exp. heads holds the segments' heads (see segHeads);
+// nil makes every fMP4 segment a run of its own.
+func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID string, segs []index.Segment, heads []index.Head, head playlistHead, exp time.Time) {
 	target := int64(6)
 	if len(segs) > 0 {
 		target = 1
@@ -477,9 +416,9 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 		}
 		return rel + "?" + q
 	}
-	key := func(i int) segHead {
+	key := func(i int) index.Head {
 		if heads == nil {
-			return segHead{}
+			return index.Head{}
 		}
 		return heads[i]
 	}
@@ -560,7 +499,7 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request, p auth.Principal,
 	nowMS := now.UnixMilli()
 	segs, err := h.idx.Segments(ctx, ref, nowMS-h.opts.LiveWindow.Milliseconds(), nowMS+time.Hour.Milliseconds())
 	var head playlistHead
-	var heads []segHead
+	var heads []index.Head
 	if err == nil && len(segs) > 0 {
 		segs = segs[max(0, len(segs)-h.opts.LiveSegments):]
 		if heads, err = h.segHeads(ctx, ref, segs); err == nil {
@@ -581,7 +520,7 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request, p auth.Principal,
 // liveHead numbers a live window that starts with first, whose head is
 // firstHead (see live). The discontinuities before it are counted as
 // writePlaylist tags them, init sections included.
-func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first index.Segment, firstHead segHead) (playlistHead, error) {
+func (h *Handler) liveHead(ctx context.Context, ref storage.StreamRef, first index.Segment, firstHead index.Head) (playlistHead, error) {
 	dayStart := first.Start - ((first.Start%dayMS)+dayMS)%dayMS
 	var prior []index.Segment
 	if first.Start > dayStart {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -297,7 +298,7 @@ func TestLivePlaylistCountsInitChanges(t *testing.T) {
 
 func TestInitCacheEvictsLeastRecent(t *testing.T) {
 	c := newInitCache(2)
-	a, b, d := segHead{init: initKey{1}}, segHead{init: initKey{2}}, segHead{init: initKey{3}}
+	a, b, d := index.Head{Init: [index.HeadInitBytes]byte{1}}, index.Head{Init: [index.HeadInitBytes]byte{2}}, index.Head{Init: [index.HeadInitBytes]byte{3}}
 	c.put("a", a)
 	c.put("b", b)
 	got, ok := c.get("a") // a is now the most recent
@@ -344,25 +345,32 @@ func TestSegHeads(t *testing.T) {
 	_, err = m.store.Put(ctx, ref.SegmentKey(flatSeg.Start), bytes.NewReader(flat), flatSeg.Size, storage.PutOptions{ContentType: "video/mp4"})
 	require.NoError(t, err)
 	list = []index.Segment{list[0], list[1], list[2], flatSeg, list[3]}
+	indexedHeads := make([]index.Head, len(list))
+	for i := range list {
+		// Entries written before ingest recorded heads: read from storage.
+		indexedHeads[i], list[i].Head = list[i].Head, index.Head{}
+	}
 
 	cs := &countingStore{Backend: m.store}
 	h := New(cs, m.idx, nil, nil)
 	heads, err := h.segHeads(ctx, ref, list)
 	require.NoError(t, err)
 	moof := bytes.Index(segs[0], []byte("moof")) - 4
-	want := initKey(sha256.Sum256(segs[0][:moof]))
+	sum := sha256.Sum256(segs[0][:moof])
+	want := [index.HeadInitBytes]byte(sum[:index.HeadInitBytes])
 	for i, hd := range heads[:3] {
-		assert.Equal(t, want, hd.init, "segment %d: same encoder, same init section", i)
-		assert.Equal(t, uint32(1), hd.track)
-		require.Positive(t, hd.scale)
-		assert.Equal(t, uint64(i)*6*uint64(hd.scale), hd.tfdt, "segment %d's first decode time", i)
+		assert.Equal(t, want, hd.Init, "segment %d: same encoder, same init section", i)
+		assert.Equal(t, uint32(1), hd.Track)
+		require.Positive(t, hd.Scale)
+		assert.Equal(t, uint64(i)*6*uint64(hd.Scale), hd.TFDT, "segment %d's first decode time", i)
 	}
-	assert.True(t, heads[0].continuedBy(6000, heads[1]))
-	assert.False(t, heads[0].continuedBy(6000, heads[2]), "a segment skipped")
-	assert.False(t, heads[1].continuedBy(6000, heads[0]), "decode time went back")
-	assert.Equal(t, segHead{}, heads[3], "not fragmented")
-	assert.Equal(t, segHead{}, heads[4], "MPEG-TS")
+	assert.True(t, continuedBy(heads[0], 6000, heads[1]))
+	assert.False(t, continuedBy(heads[0], 6000, heads[2]), "a segment skipped")
+	assert.False(t, continuedBy(heads[1], 6000, heads[0]), "decode time went back")
+	assert.Equal(t, index.Head{}, heads[3], "not fragmented")
+	assert.Equal(t, index.Head{}, heads[4], "MPEG-TS")
 	assert.Equal(t, int64(4), cs.gets.Load(), "one head read per fMP4 segment")
+	assert.Equal(t, indexedHeads, heads, "ingest recorded the heads playback reads")
 
 	// Cached: only the unfragmented one is read again.
 	heads2, err := h.segHeads(ctx, ref, list)
@@ -385,7 +393,57 @@ func TestSegHeads(t *testing.T) {
 	gone[0].Start--
 	heads, err = h.segHeads(ctx, ref, gone)
 	require.NoError(t, err)
-	assert.Equal(t, []segHead{{}}, heads)
+	assert.Equal(t, []index.Head{{}}, heads)
+}
+
+// With heads in the index a playlist reads none from storage, and splits
+// runs as it does from storage: one run per init section, a discontinuity
+// where decode times do not run on.
+func TestPlaylistUsesIndexedHeads(t *testing.T) {
+	segs := recorderSegments(t, 3, "320x240", "libx264")
+	m := newMediaEnv(t, Options{})
+	base := recentBase()
+	// Segment 1 is left out: decode times jump from 0 to 12 s.
+	m.record(t, "s1", [][]byte{segs[0], segs[2]}, base, []int64{base, base + 6_000}, "video/mp4")
+	hevc := recorderSegments(t, 1, "320x240", "libx265")
+	m.record(t, "s1", hevc, base+12_000, nil, "video/mp4")
+	ctx := context.Background()
+	list, err := m.idx.Segments(ctx, ref, base, base+18_000)
+	require.NoError(t, err)
+	require.Len(t, list, 3)
+	for _, s := range list {
+		require.True(t, s.Head.Known(), "segment %d has its head in the index", s.Start)
+	}
+
+	serve := func(h *Handler) string {
+		t.Helper()
+		q := "?start=" + strconv.FormatInt(base, 10) + "&end=" + strconv.FormatInt(base+18_000, 10)
+		w := httptest.NewRecorder()
+		h.playlist(w, httptest.NewRequest(http.MethodGet, "/v1/streams/s1/hls/playlist.m3u8"+q, nil), auth.Principal{Kind: auth.Operator}, "s1", ref)
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		return w.Body.String()
+	}
+	cs := &countingStore{Backend: m.store}
+	pl := serve(New(cs, m.idx, nil, nil))
+	assert.Zero(t, cs.gets.Load(), "no head read from storage")
+	assert.Equal(t, 2, strings.Count(pl, "#EXT-X-DISCONTINUITY\n"), pl)
+	assert.Equal(t, 3, strings.Count(pl, "#EXT-X-MAP:"), pl)
+
+	// The same playlist from storage, as for entries without heads.
+	bare := make([]index.Segment, len(list))
+	for i, s := range list {
+		s.Head = index.Head{}
+		bare[i] = s
+	}
+	fromStore, err := New(m.store, m.idx, nil, nil).segHeads(ctx, ref, bare)
+	require.NoError(t, err)
+	fromIndex, err := New(cs, m.idx, nil, nil).segHeads(ctx, ref, list)
+	require.NoError(t, err)
+	assert.Equal(t, fromStore, fromIndex)
+	assert.Zero(t, cs.gets.Load())
+	var b bytes.Buffer
+	New(m.store, m.idx, nil, nil).writePlaylist(&b, auth.Principal{Kind: auth.Operator}, "s1", list, fromStore, playlistHead{}, time.Now())
+	assert.Equal(t, strings.Count(b.String(), "#EXT-X-DISCONTINUITY\n"), strings.Count(pl, "#EXT-X-DISCONTINUITY\n"))
 }
 
 var errStoreDown = fmt.Errorf("store down: %w", fs.ErrClosed)

@@ -62,6 +62,7 @@ func Run(t *testing.T, newFixture func(t *testing.T) Fixture) {
 		{"InvalidInput", testInvalid},
 		{"TrimBefore", testTrimBefore},
 		{"Latest", testLatest},
+		{"Head", testHead},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newFixture(t)) })
@@ -73,9 +74,11 @@ func Ref(t *testing.T, stream string) storage.StreamRef {
 	return storage.StreamRef{Account: "acct", Camera: "cam", Stream: stream}
 }
 
-// Seg returns a 10-s fMP4 segment starting at start.
+// Seg returns a 10-s fMP4 segment starting at start, with a head whose
+// decode time runs on from the previous 10 s.
 func Seg(start int64) index.Segment {
-	return index.Segment{Start: start, DurationMS: 10_000, Size: 100 + start%1000, SHA256: fmt.Sprintf("%064x", start), ContentType: "video/mp4", Width: 1920, Height: 1080}
+	return index.Segment{Start: start, DurationMS: 10_000, Size: 100 + start%1000, SHA256: fmt.Sprintf("%064x", start), ContentType: "video/mp4", Width: 1920, Height: 1080,
+		Head: index.Head{Init: [index.HeadInitBytes]byte{0xab, 1}, Track: 1, Scale: 90_000, TFDT: uint64(start) * 90}}
 }
 
 // Store writes the segment object the way the ingest handler does.
@@ -521,4 +524,37 @@ func testLatest(t *testing.T, f Fixture) {
 	require.NoError(t, f.Index.DropStream(ctx, ref))
 	_, _, err = f.Index.Latest(ctx, ref)
 	require.ErrorIs(t, err, fs.ErrNotExist, "a dropped stream")
+}
+
+// testHead round-trips the three kinds of head (with a decode time,
+// without one, unknown as in entries written before heads existed) through
+// Add, compaction and a rebuild from storage.
+func testHead(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	ref := Ref(t, "s1")
+	timed, untimed, unknown := Seg(Base), Seg(Base+10_000), Seg(Base+hour+5_000)
+	untimed.Head = index.Head{Init: [index.HeadInitBytes]byte{7, 6, 5, 4, 3, 2, 1, 0xff}}
+	unknown.Head = index.Head{}
+	want := []index.Segment{timed, untimed, unknown}
+	for _, s := range want {
+		Ingest(t, f, ref, s)
+	}
+	check := func(ix index.Index, what string) {
+		t.Helper()
+		segs, _ := allSegments(t, ix, ref)
+		require.Equal(t, want, segs, what)
+		for _, s := range want {
+			got, err := ix.Lookup(ctx, ref, s.Start)
+			require.NoError(t, err)
+			require.Equal(t, s.Head, got.Head, "%s: head of %d", what, s.Start)
+		}
+	}
+	check(f.Index, "open")
+	require.NoError(t, f.Index.Compact(ctx, Base+2*hour))
+	check(f.Index, "compacted")
+	require.NoError(t, f.Index.Rebuild(ctx, ref))
+	check(f.Index, "rebuilt")
+	if f.Reopen != nil {
+		check(f.Reopen(t), "reopened")
+	}
 }

@@ -1,6 +1,7 @@
 // Package picsize reads the picture size of an uploaded segment from its
 // head: the SPS in an fMP4 init section (avcC/hvcC), or in the first video
-// PES of an MPEG-TS stream (H.264 stream type 0x1B, H.265 0x24). It reads
+// PES of an MPEG-TS stream (H.264 stream type 0x1B, H.265 0x24); and an
+// fMP4 segment's index head (init section and first decode time). It reads
 // only as far as it needs, within fixed bounds, so that the caller can
 // replay those bytes and stream the rest.
 package picsize
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"io"
 
+	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/media"
 	"github.com/vigilcloud/vigil/media/avc"
 	"github.com/vigilcloud/vigil/media/fmp4"
@@ -36,58 +38,87 @@ type Size struct{ Width, Height int }
 // Known reports whether s holds a size.
 func (s Size) Known() bool { return s.Width > 0 && s.Height > 0 }
 
+// Info is what Read finds in a segment's head.
+type Info struct {
+	Size Size
+	// Head is an fMP4 segment's init section and first decode time
+	// (HeadOf); zero when the init section is not within MaxMP4Head, and
+	// without the time when the first moof is not.
+	Head index.Head
+}
+
 // Read reads the head of a segment of contentType (media.ContentTypeMP4 or
 // media.ContentTypeTS) from r and returns the bytes it consumed, which
-// the caller must replay before the rest of r, and the picture size found
-// there (zero when there is none within the bounds). err is a read error
-// of r other than the end of the stream.
-func Read(r io.Reader, contentType string) (head []byte, s Size, err error) {
+// the caller must replay before the rest of r, and what it found there
+// (zero when there is nothing within the bounds). err is a read error of r
+// other than the end of the stream.
+func Read(r io.Reader, contentType string) (head []byte, info Info, err error) {
 	switch media.NormalizeContentType(contentType) {
 	case media.ContentTypeMP4:
 		return readMP4(r)
 	case media.ContentTypeTS:
-		return readTS(r)
+		head, s, err := readTS(r)
+		return head, Info{Size: s}, err
 	}
-	return nil, Size{}, nil
+	return nil, Info{}, nil
 }
 
-// readMP4 reads top-level boxes up to the end of moov.
-func readMP4(r io.Reader) ([]byte, Size, error) {
+// readMP4 reads top-level boxes up to the end of moov for the picture
+// size, then on to the first moof for the head.
+func readMP4(r io.Reader) ([]byte, Info, error) {
 	var (
 		head []byte
+		info Info
+		moov bool
 		err  error
 	)
 	for {
 		hdr := len(head)
 		head, err = readMore(r, head, 8)
 		if err != nil {
-			return head, Size{}, end(err)
+			return head, info, end(err)
 		}
 		size := int64(binary.BigEndian.Uint32(head[hdr:]))
 		typ := string(head[hdr+4 : hdr+8])
 		switch size {
 		case 0: // runs to the end of the stream: nothing to bound it by
-			return head, Size{}, nil
+			return head, info, nil
 		case 1:
 			if head, err = readMore(r, head, 8); err != nil {
-				return head, Size{}, end(err)
+				return head, info, end(err)
 			}
 			size = int64(binary.BigEndian.Uint64(head[hdr+8:]))
 		}
 		body := size - int64(len(head)-hdr)
 		if body < 0 || int64(len(head))+body > MaxMP4Head {
-			return head, Size{}, nil
+			if typ == "moof" && moov && body >= 0 {
+				info.Head = HeadOf(head[:hdr], nil) // the time stays unknown
+			}
+			return head, info, nil
+		}
+		switch {
+		case typ == "moof" && moov && len(head)-hdr == 8:
+			// As playback reads it: the time only from a 32-bit moof.
+			if head, err = readMore(r, head, int(body)); err != nil {
+				return head, info, end(err)
+			}
+			info.Head = HeadOf(head[:hdr], head[hdr+8:])
+			return head, info, nil
+		case typ == "moof" && moov:
+			info.Head = HeadOf(head[:hdr], nil)
+			return head, info, nil
 		}
 		switch typ {
 		case "ftyp", "styp", "free", "skip", "sidx", "prft", "emsg", "uuid", "moov":
 		default: // moof, mdat …: a media segment without an init section
-			return head, Size{}, nil
+			return head, info, nil
 		}
 		if head, err = readMore(r, head, int(body)); err != nil {
-			return head, Size{}, end(err)
+			return head, info, end(err)
 		}
 		if typ == "moov" {
-			return head, FromMP4(head), nil
+			moov = true
+			info.Size = FromMP4(head)
 		}
 	}
 }

@@ -25,7 +25,8 @@ func FuzzTS(f *testing.F) {
 	f.Add(ts[:3*tsPacket+17])
 	f.Add([]byte{0x47, 0x40, 0x00, 0x10, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		head, s, err := Read(bytes.NewReader(b), media.ContentTypeTS)
+		head, info, err := Read(bytes.NewReader(b), media.ContentTypeTS)
+		s := info.Size
 		if err != nil {
 			t.Fatal(err)
 		}

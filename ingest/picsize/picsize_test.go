@@ -2,6 +2,9 @@ package picsize
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"github.com/vigilcloud/vigil/index"
 	"io"
 	"os"
 	"os/exec"
@@ -65,10 +68,11 @@ func TestReadFFmpeg(t *testing.T) {
 			t.Parallel()
 			body := encode(t, c.size, c.codec, c.format)
 			r := bytes.NewReader(body)
-			head, got, err := Read(r, contentType(c.format))
+			head, info, err := Read(r, contentType(c.format))
 			if err != nil {
 				t.Fatal(err)
 			}
+			got := info.Size
 			if got != c.want {
 				t.Fatalf("Read = %+v, want %+v", got, c.want)
 			}
@@ -99,13 +103,15 @@ func TestReadWithoutSPS(t *testing.T) {
 	}
 	// A media segment alone (no init section): moof + mdat.
 	i := bytes.Index(body, []byte("moof")) - 4
-	head, s, err := Read(bytes.NewReader(body[i:]), media.ContentTypeMP4)
+	head, info, err := Read(bytes.NewReader(body[i:]), media.ContentTypeMP4)
+	s := info.Size
 	if err != nil || s.Known() || len(head) != 8 {
 		t.Fatalf("media segment: head %d bytes, size %+v, err %v", len(head), s, err)
 	}
 	// Every truncation of the init section: no size, no error, no panic.
 	for n := 0; n < i; n++ {
-		head, s, err := Read(bytes.NewReader(body[:n]), media.ContentTypeMP4)
+		head, info, err := Read(bytes.NewReader(body[:n]), media.ContentTypeMP4)
+		s := info.Size
 		if err != nil || s.Known() || !bytes.Equal(head, body[:n]) {
 			t.Fatalf("cut at %d: size %+v, err %v, head %d bytes", n, s, err, len(head))
 		}
@@ -119,7 +125,7 @@ func TestReadWithoutSPS(t *testing.T) {
 		}
 	}
 	// An unknown content type reads nothing.
-	if head, s, err := Read(bytes.NewReader(ts), "video/webm"); head != nil || s.Known() || err != nil {
+	if head, info, err := Read(bytes.NewReader(ts), "video/webm"); head != nil || info.Size.Known() || err != nil {
 		t.Fatal("webm was read")
 	}
 }
@@ -152,5 +158,49 @@ func TestReadError(t *testing.T) {
 		if _, _, err := Read(io.MultiReader(bytes.NewReader([]byte{0, 0}), failReader{boom}), ct); err != boom {
 			t.Fatalf("%s: err %v, want %v", ct, err, boom)
 		}
+	}
+}
+
+// The head of an ffmpeg fMP4: its init section is every byte before the
+// first moof, and its decode time is that moof's tfdt in the track's
+// timescale. Without the moof the time is unknown; a media segment alone
+// has no head.
+func TestReadHead(t *testing.T) {
+	body := encode(t, "320x240", "libx264", "mp4")
+	i := bytes.Index(body, []byte("moof")) - 4
+	head, info, err := Read(bytes.NewReader(body), media.ContentTypeMP4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body[:i])
+	want := index.Head{Track: 1, Scale: 12800} // ffmpeg's timescale for 25 fps
+	copy(want.Init[:], sum[:])
+	if info.Head != want {
+		t.Fatalf("head %+v, want %+v", info.Head, want)
+	}
+	if moofSize := int(binary.BigEndian.Uint32(body[i:])); len(head) != i+moofSize {
+		t.Fatalf("read %d bytes, want up to the end of the first moof (%d)", len(head), i+moofSize)
+	}
+	if info.Size != (Size{320, 240}) {
+		t.Fatalf("size %+v", info.Size)
+	}
+	// Cut inside the moof (an upload that fails): no head.
+	_, info, err = Read(bytes.NewReader(body[:i+20]), media.ContentTypeMP4)
+	if err != nil || info.Head.Known() {
+		t.Fatalf("cut moof: head %+v, err %v", info.Head, err)
+	}
+	// A segment cut mid-stream: its first tfdt is not zero.
+	cut := bytes.Clone(body)
+	d := i + bytes.Index(cut[i:], []byte("tfdt")) + 4 // version, flags, time
+	if cut[d] == 1 {
+		binary.BigEndian.PutUint64(cut[d+4:], 512)
+	} else {
+		binary.BigEndian.PutUint32(cut[d+4:], 512)
+	}
+	if _, info, _ := Read(bytes.NewReader(cut), media.ContentTypeMP4); info.Head != (index.Head{Init: want.Init, Track: 1, Scale: 12800, TFDT: 512}) {
+		t.Fatalf("mid-stream segment: head %+v", info.Head)
+	}
+	if _, info, _ := Read(bytes.NewReader(body[i:]), media.ContentTypeMP4); info.Head.Known() {
+		t.Fatalf("media segment alone: head %+v", info.Head)
 	}
 }
