@@ -63,6 +63,7 @@ func Run(t *testing.T, newFixture func(t *testing.T) Fixture) {
 		{"TrimBefore", testTrimBefore},
 		{"Latest", testLatest},
 		{"Head", testHead},
+		{"PageSegments", testPageSegments},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newFixture(t)) })
@@ -557,4 +558,50 @@ func testHead(t *testing.T, f Fixture) {
 	if f.Reopen != nil {
 		check(f.Reopen(t), "reopened")
 	}
+}
+
+// testPageSegments pages through compacted and open hours with gaps: the
+// pages together are the unpaged list, each segment once.
+func testPageSegments(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	ref := Ref(t, "s1")
+	// Hour 0: 0-40 s and one straddling into hour 1; hour 1: two more; a
+	// gap of hours 2-4; hour 5: two.
+	for _, start := range []int64{0, 10_000, 20_000, 30_000, hour - 5_000, hour + 5_000, hour + 30_000, 5*hour + 1_000, 5*hour + 11_000} {
+		Ingest(t, f, ref, Seg(Base+start))
+	}
+	require.NoError(t, f.Index.Compact(ctx, Base+hour)) // hour 0 in a manifest
+	from, to := Base+5_000, Base+6*hour                   // inside the first segment
+	all, err := f.Index.Segments(ctx, ref, from, to)
+	require.NoError(t, err)
+	require.Len(t, all, 9)
+	for _, limit := range []int{1, 2, 4, 9, 100} {
+		var got []index.Segment
+		cursor, pages := int64(from), 0
+		for {
+			page, next, err := index.PageSegments(ctx, f.Index, ref, from, to, cursor, limit)
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(page), limit)
+			got = append(got, page...)
+			pages++
+			if next < 0 {
+				break
+			}
+			require.Len(t, page, limit, "a page before the last is full")
+			require.Greater(t, next, cursor)
+			cursor = next
+		}
+		require.Equal(t, starts(all), starts(got), "limit %d", limit)
+		require.Equal(t, all, got)
+		require.Equal(t, (len(all)+limit-1)/limit, pages, "limit %d", limit)
+	}
+	// A window with no coverage, and an exclusive end.
+	page, next, err := index.PageSegments(ctx, f.Index, ref, Base+2*hour, Base+5*hour, Base+2*hour, 10)
+	require.NoError(t, err)
+	require.Empty(t, page)
+	require.Equal(t, int64(-1), next)
+	page, next, err = index.PageSegments(ctx, f.Index, ref, Base+hour, Base+hour+30_000, Base+hour, 10)
+	require.NoError(t, err)
+	require.Equal(t, []int64{Base + hour - 5_000, Base + hour + 5_000}, starts(page))
+	require.Equal(t, int64(-1), next)
 }
