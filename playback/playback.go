@@ -298,13 +298,79 @@ type segmentJSON struct {
 }
 
 // Recordings is the body of GET /v1/streams/{stream}/recordings.
+//
+// Query parameters besides start and end (all optional):
+//   - spans=only: the timeline: spans only, answered from the index's span
+//     summary without listing segments; the body has spans only.
+//   - limit=n (1..MaxPageSize): at most n segments; next_cursor is set when
+//     more follow. Spans cover the whole window on every page.
+//   - cursor=c: the next_cursor of the previous page (with the same start,
+//     end and limit). It is opaque to clients.
+//
+// Without limit the whole window's segments are listed, as before paging.
 type Recordings struct {
-	Spans    []spanJSON    `json:"spans"`
-	Segments []segmentJSON `json:"segments"`
+	Spans      []spanJSON    `json:"spans"`
+	Segments   []segmentJSON `json:"segments"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+}
+
+// timelineJSON is the body of a spans=only request.
+type timelineJSON struct {
+	Spans []spanJSON `json:"spans"`
+}
+
+// MaxPageSize bounds limit: a day of 6-s segments is 14,400.
+const MaxPageSize = 20_000
+
+// recordingsQuery is what a recordings request asks for beyond its window.
+type recordingsQuery struct {
+	spansOnly bool
+	limit     int   // 0: unpaged
+	cursor    int64 // start of the page's first segment; <= from for the first page
+}
+
+// parseRecordingsQuery reads spans, limit and cursor, answering 400 itself
+// (ok false) when they are malformed.
+func parseRecordingsQuery(w http.ResponseWriter, r *http.Request, from, to int64) (q recordingsQuery, ok bool) {
+	v := r.URL.Query()
+	q.cursor = from
+	switch sp := v.Get("spans"); sp {
+	case "":
+	case "only":
+		q.spansOnly = true
+		if v.Has("limit") || v.Has("cursor") {
+			httpx.WriteError(w, http.StatusBadRequest, "bad_request", "spans=only lists no segments to page")
+			return q, false
+		}
+	default:
+		httpx.WriteError(w, http.StatusBadRequest, "bad_request", "spans must be \"only\" or absent")
+		return q, false
+	}
+	if v.Has("limit") {
+		n, err := strconv.Atoi(v.Get("limit"))
+		if err != nil || n < 1 || n > MaxPageSize || !httpx.Digits(v.Get("limit")) {
+			httpx.WriteError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit must be 1..%d", MaxPageSize))
+			return q, false
+		}
+		q.limit = n
+	}
+	if v.Has("cursor") {
+		c, err := strconv.ParseInt(v.Get("cursor"), 10, 64)
+		if err != nil || q.limit == 0 || c < from || c >= to || !httpx.Digits(v.Get("cursor")) {
+			httpx.WriteError(w, http.StatusBadRequest, "bad_cursor", "cursor must come from next_cursor of this window, with limit")
+			return q, false
+		}
+		q.cursor = c
+	}
+	return q, true
 }
 
 func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID string, ref storage.StreamRef) {
 	from, to, ok := parseWindow(w, r, MaxWindow)
+	if !ok {
+		return
+	}
+	q, ok := parseRecordingsQuery(w, r, from, to)
 	if !ok {
 		return
 	}
@@ -315,15 +381,29 @@ func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID st
 		unavailable(w, "index_unavailable", "index unavailable, retry")
 		return
 	}
-	segs, err := h.idx.Segments(ctx, ref, from, to)
+	spansOut := make([]spanJSON, 0, len(spans))
+	for _, s := range spans {
+		spansOut = append(spansOut, spanJSON{s.Start, s.End})
+	}
+	if q.spansOnly {
+		httpx.WriteJSON(w, http.StatusOK, timelineJSON{Spans: spansOut})
+		return
+	}
+	var segs []index.Segment
+	next := int64(-1)
+	if q.limit > 0 {
+		segs, next, err = index.PageSegments(ctx, h.idx, ref, from, to, q.cursor, q.limit)
+	} else {
+		segs, err = h.idx.Segments(ctx, ref, from, to)
+	}
 	if err != nil {
 		h.log.WarnContext(ctx, "playback: segments failed", "stream", streamID, "err", err)
 		unavailable(w, "index_unavailable", "index unavailable, retry")
 		return
 	}
-	out := Recordings{Spans: make([]spanJSON, 0, len(spans)), Segments: make([]segmentJSON, 0, len(segs))}
-	for _, s := range spans {
-		out.Spans = append(out.Spans, spanJSON{s.Start, s.End})
+	out := Recordings{Spans: spansOut, Segments: make([]segmentJSON, 0, len(segs))}
+	if next >= 0 {
+		out.NextCursor = strconv.FormatInt(next, 10)
 	}
 	for _, s := range segs {
 		out.Segments = append(out.Segments, segmentJSON{

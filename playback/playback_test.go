@@ -183,6 +183,70 @@ func TestRecordings(t *testing.T) {
 	assert.JSONEq(t, `{"spans":[],"segments":[]}`, string(b))
 }
 
+func TestRecordingsTimelineAndPages(t *testing.T) {
+	e := newEnv(t, nil)
+	// Three contiguous 2-s segments, a gap, then two more in the next hour.
+	for i := range 3 {
+		e.add(t, base+int64(i)*2000, 2000, 100+i)
+	}
+	e.add(t, base+3_600_000, 2000, 50)
+	e.add(t, base+3_602_000, 2000, 51)
+	wantSpans := []spanJSON{{base, base + 6000}, {base + 3_600_000, base + 3_604_000}}
+	win := fmt.Sprintf("?start=%d&end=%d", base-1000, base+2*3_600_000)
+
+	// The timeline: spans only.
+	resp, b := e.get(t, "/v1/streams/s1/recordings"+win+"&spans=only", adminToken, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+	var tl map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(b, &tl))
+	assert.NotContains(t, tl, "segments")
+	var got Recordings
+	require.NoError(t, json.Unmarshal(b, &got))
+	assert.Equal(t, wantSpans, got.Spans)
+
+	// Pages of two: every segment once, in order, spans on every page.
+	var starts []int64
+	cursor, pages := "", 0
+	for {
+		path := "/v1/streams/s1/recordings" + win + "&limit=2"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		resp, b := e.get(t, path, adminToken, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+		var page Recordings
+		require.NoError(t, json.Unmarshal(b, &page))
+		assert.Equal(t, wantSpans, page.Spans)
+		require.LessOrEqual(t, len(page.Segments), 2)
+		for _, s := range page.Segments {
+			starts = append(starts, s.Start)
+		}
+		pages++
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	assert.Equal(t, 3, pages)
+	assert.Equal(t, []int64{base, base + 2000, base + 4000, base + 3_600_000, base + 3_602_000}, starts)
+
+	q := "/v1/streams/s1/recordings" + win
+	for _, tt := range []struct{ name, query, code string }{
+		{"bad spans", "&spans=all", "bad_request"},
+		{"spans only with limit", "&spans=only&limit=2", "bad_request"},
+		{"zero limit", "&limit=0", "bad_limit"},
+		{"negative limit", "&limit=-1", "bad_limit"},
+		{"huge limit", "&limit=" + strconv.Itoa(MaxPageSize+1), "bad_limit"},
+		{"cursor without limit", "&cursor=" + strconv.FormatInt(base, 10), "bad_cursor"},
+		{"cursor outside the window", "&limit=2&cursor=" + strconv.FormatInt(base+3*3_600_000, 10), "bad_cursor"},
+		{"garbage cursor", "&limit=2&cursor=x", "bad_cursor"},
+	} {
+		resp, b := e.get(t, q+tt.query, adminToken, nil)
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", tt.name, b)
+		assert.Equal(t, tt.code, code(t, b), tt.name)
+	}
+}
+
 func TestRecordingsErrors(t *testing.T) {
 	e := newEnv(t, nil)
 	day := int64(24 * 3600 * 1000)
