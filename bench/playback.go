@@ -137,7 +137,13 @@ func RunPlayback(ctx context.Context, cfg PlaybackConfig) ([]Metric, error) {
 		log.Info("bench playback: clip run", "run", run, "clip_MBps", c.mbps(), "clip_ttfb", c.ttfb, "clip_MB", float64(c.bytes)/1e6,
 			"raw_MBps", r.mbps(), "rss_before_MiB", startRSS[len(startRSS)-1], "peak_rss_MiB", peakRSS[len(peakRSS)-1])
 	}
-	var list1h, list30d, segTTFB []time.Duration
+	var list1h, list30d, segTTFB, timeline, dayPage []time.Duration
+	// The timeline (spans only) over at most 30 days and one page of the
+	// last day's segments; both should stay flat as --list-days grows.
+	tlDays := min(cfg.ListDays, 30)
+	tlFrom := realTo - int64(tlDays)*24*index.HourMS
+	dayFrom := max(realTo-24*index.HourMS, longFrom)
+	longOK := cfg.ListDays <= 31 // the unpaged list's window limit
 	for run := range max(cfg.Runs, 1) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -146,19 +152,38 @@ func RunPlayback(ctx context.Context, cfg PlaybackConfig) ([]Metric, error) {
 		segTTFB = append(segTTFB, n.timeGets(ctx, log, 50, true, func(i int) string {
 			return n.segmentURL(hourFrom + int64((i*37+run*11)%(3600_000/pbSegMS))*pbSegMS)
 		})...)
-		list30d = append(list30d, n.timeGets(ctx, log, 5, false, func(int) string { return n.recordingsURL(longFrom, realTo) })...)
-		log.Info("bench playback: list run", "run", run, "list_1h_p50", pct(list1h, 50), "list_long_p50", pct(list30d, 50), "segment_ttfb_p50", pct(segTTFB, 50))
+		timeline = append(timeline, n.timeGets(ctx, log, 100, false, func(int) string { return n.recordingsURL(tlFrom, realTo) + "&spans=only" })...)
+		dayPage = append(dayPage, n.timeGets(ctx, log, 20, false, func(int) string { return n.recordingsURL(dayFrom, realTo) + "&limit=20000" })...)
+		if longOK {
+			list30d = append(list30d, n.timeGets(ctx, log, 5, false, func(int) string { return n.recordingsURL(longFrom, realTo) })...)
+		}
+		log.Info("bench playback: list run", "run", run, "list_1h_p50", pct(list1h, 50), "list_long_p50", pct(list30d, 50),
+			"timeline_p99", pct(timeline, 99), "day_page_p99", pct(dayPage, 99), "segment_ttfb_p50", pct(segTTFB, 50))
 	}
 
 	var rec struct {
 		Segments []struct{ Start int64 } `json:"segments"`
 	}
-	if err := n.callJSON(ctx, "GET", fmt.Sprintf("/v1/streams/%s/recordings?start=%d&end=%d", pbStream, longFrom, realTo), nil, &rec); err != nil {
+	if longOK {
+		if err := n.callJSON(ctx, "GET", fmt.Sprintf("/v1/streams/%s/recordings?start=%d&end=%d", pbStream, longFrom, realTo), nil, &rec); err != nil {
+			return nil, err
+		}
+		if want := manifestSegs + uploaded; len(rec.Segments) != want {
+			return nil, fmt.Errorf("bench playback: the %d-day window lists %d segments, want %d", cfg.ListDays, len(rec.Segments), want)
+		}
+	}
+	var day struct {
+		Segments   []struct{ Start int64 } `json:"segments"`
+		NextCursor string                  `json:"next_cursor"`
+	}
+	if err := n.callJSON(ctx, "GET", fmt.Sprintf("/v1/streams/%s/recordings?start=%d&end=%d&limit=20000", pbStream, dayFrom, realTo), nil, &day); err != nil {
 		return nil, err
 	}
-	if want := manifestSegs + uploaded; len(rec.Segments) != want {
-		return nil, fmt.Errorf("bench playback: the %d-day window lists %d segments, want %d", cfg.ListDays, len(rec.Segments), want)
+	if want := int((realTo - dayFrom) / pbSegMS); len(day.Segments) != want || day.NextCursor != "" {
+		return nil, fmt.Errorf("bench playback: the last day's page lists %d segments (next %q), want %d", len(day.Segments), day.NextCursor, want)
 	}
+	tlMet := ms(pct(timeline, 99)) < 20
+	dayMet := ms(pct(dayPage, 99)) < 50
 
 	clip, raw := medianTransfer(clips), medianTransfer(raws)
 	growth := make([]float64, len(peakRSS))
@@ -176,6 +201,10 @@ func RunPlayback(ctx context.Context, cfg PlaybackConfig) ([]Metric, error) {
 		{Metric: fmt.Sprintf("recordings_list_%dd_p50", cfg.ListDays), Unit: "ms", Value: ms(pct(list30d, 50))},
 		{Metric: fmt.Sprintf("recordings_list_%dd_p99", cfg.ListDays), Unit: "ms", Value: ms(pct(list30d, 99))},
 		{Metric: fmt.Sprintf("recordings_list_%dd_segments", cfg.ListDays), Unit: "count", Value: float64(len(rec.Segments))},
+		{Metric: fmt.Sprintf("recordings_timeline_%dd_p50", tlDays), Unit: "ms", Value: ms(pct(timeline, 50)), Baseline: ms(pct(list1h, 50))},
+		{Metric: fmt.Sprintf("recordings_timeline_%dd_p99", tlDays), Unit: "ms", Value: ms(pct(timeline, 99)), Baseline: ms(pct(list1h, 99)), Goal: "< 20", Met: &tlMet},
+		{Metric: "recordings_day_page_p50", Unit: "ms", Value: ms(pct(dayPage, 50)), Baseline: ms(pct(list1h, 50))},
+		{Metric: "recordings_day_page_p99", Unit: "ms", Value: ms(pct(dayPage, 99)), Baseline: ms(pct(list1h, 99)), Goal: "< 50", Met: &dayMet},
 		{Metric: "segment_ttfb_p50", Unit: "ms", Value: ms(pct(segTTFB, 50))},
 		{Metric: "segment_ttfb_p99", Unit: "ms", Value: ms(pct(segTTFB, 99))},
 		{Metric: "clip_1h_ttfb", Unit: "ms", Value: ms(clip.ttfb), Baseline: ms(raw.ttfb)},
