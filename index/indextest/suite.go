@@ -571,7 +571,7 @@ func testPageSegments(t *testing.T, f Fixture) {
 		Ingest(t, f, ref, Seg(Base+start))
 	}
 	require.NoError(t, f.Index.Compact(ctx, Base+hour)) // hour 0 in a manifest
-	from, to := Base+5_000, Base+6*hour                   // inside the first segment
+	from, to := Base+5_000, Base+6*hour                 // inside the first segment
 	all, err := f.Index.Segments(ctx, ref, from, to)
 	require.NoError(t, err)
 	require.Len(t, all, 9)
