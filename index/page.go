@@ -32,9 +32,8 @@ func PageSegments(ctx context.Context, ix Lister, ref storage.StreamRef, from, t
 		return nil, -1, err
 	}
 	out := make([]Segment, 0, min(limit+1, 4096))
-	// Read the covered stretches in chunks that start at one hour and
-	// double, so a small page reads one or two manifests and a day's list
-	// takes a few concurrent rounds.
+	// Read the covered stretches in chunks: one hour first, so a small page
+	// reads one or two manifests, then sized by the density seen.
 	chunk := HourMS
 	// Segments that start before next are taken already (or belong to an
 	// earlier page); the first page also takes the one overlapping from.
@@ -61,8 +60,15 @@ func PageSegments(ctx context.Context, ix Lister, ref storage.StreamRef, from, t
 				out = append(out, s)
 				next = s.Start + 1
 			}
+			// Size the next chunk to what the page still needs at the density
+			// seen so far, so a day's page takes one or two rounds.
+			if len(out) > 0 && b > lo {
+				need := int64(limit + 1 - len(out))
+				chunk = min(max(need*(b-lo)/int64(len(out))+HourMS, HourMS), 24*HourMS)
+			} else {
+				chunk = min(2*chunk, 24*HourMS)
+			}
 			a = b
-			chunk = min(2*chunk, 24*HourMS)
 		}
 	}
 	return out, -1, nil
