@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -19,30 +16,6 @@ import (
 	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/storage"
 )
-
-// ffmpegSegment encodes two frames of size with codec (libx264, libx265)
-// as a fragmented MP4 ("mp4") or an MPEG-TS ("mpegts"), as a Bridge does.
-func ffmpegSegment(t *testing.T, size, codec, format string) []byte {
-	t.Helper()
-	testutil.RequireBinary(t, "ffmpeg")
-	out := filepath.Join(t.TempDir(), "seg")
-	args := []string{"-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=" + size + ":rate=25", "-frames:v", "2",
-		"-c:v", codec, "-preset", "ultrafast"}
-	if codec == "libx265" {
-		args = append(args, "-x265-params", "log-level=error", "-tag:v", "hvc1")
-	}
-	if format == "mp4" {
-		args = append(args, "-movflags", "frag_keyframe+empty_moov+default_base_moof")
-	}
-	args = append(args, "-f", format, out)
-	if b, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg %v: %v\n%s", args, err, b)
-	}
-	b, err := os.ReadFile(out)
-	require.NoError(t, err)
-	return b
-}
 
 // sizeLog is a UsageRecorder that keeps the observed sizes it is given.
 type sizeLog struct {
@@ -78,12 +51,12 @@ func TestObservedResolutionFromMedia(t *testing.T) {
 		want            string
 		mismatch        bool
 	}{
-		{"fmp4-1080p-no-claim", "video/mp4", "", func(t *testing.T) []byte { return ffmpegSegment(t, "1920x1080", "libx264", "mp4") }, "1920x1080", false},
-		{"fmp4-720p-claims-2160p", "video/mp4", "&width=3840&height=2160", func(t *testing.T) []byte { return ffmpegSegment(t, "1280x720", "libx264", "mp4") }, "1280x720", true},
-		{"fmp4-720p-right-claim", "video/mp4", "&width=1280&height=720", func(t *testing.T) []byte { return ffmpegSegment(t, "1280x720", "libx264", "mp4") }, "1280x720", false},
-		{"fmp4-h265", "video/mp4", "&width=640", func(t *testing.T) []byte { return ffmpegSegment(t, "640x360", "libx265", "mp4") }, "640x360", false},
-		{"ts-h264", "video/mp2t", "&width=1920&height=1080", func(t *testing.T) []byte { return ffmpegSegment(t, "1280x720", "libx264", "mpegts") }, "1280x720", true},
-		{"ts-h265", "video/mp2t", "", func(t *testing.T) []byte { return ffmpegSegment(t, "640x360", "libx265", "mpegts") }, "640x360", false},
+		{"fmp4-1080p-no-claim", "video/mp4", "", func(t *testing.T) []byte { return testutil.FFmpegSegment(t, "1920x1080", "libx264", "mp4") }, "1920x1080", false},
+		{"fmp4-720p-claims-2160p", "video/mp4", "&width=3840&height=2160", func(t *testing.T) []byte { return testutil.FFmpegSegment(t, "1280x720", "libx264", "mp4") }, "1280x720", true},
+		{"fmp4-720p-right-claim", "video/mp4", "&width=1280&height=720", func(t *testing.T) []byte { return testutil.FFmpegSegment(t, "1280x720", "libx264", "mp4") }, "1280x720", false},
+		{"fmp4-h265", "video/mp4", "&width=640", func(t *testing.T) []byte { return testutil.FFmpegSegment(t, "640x360", "libx265", "mp4") }, "640x360", false},
+		{"ts-h264", "video/mp2t", "&width=1920&height=1080", func(t *testing.T) []byte { return testutil.FFmpegSegment(t, "1280x720", "libx264", "mpegts") }, "1280x720", true},
+		{"ts-h265", "video/mp2t", "", func(t *testing.T) []byte { return testutil.FFmpegSegment(t, "640x360", "libx265", "mpegts") }, "640x360", false},
 		{"no-sps-keeps-claim", "video/mp4", "&width=640&height=480", func(t *testing.T) []byte { return segment(t, 1000) }, "640x480", false},
 		{"no-sps-no-claim", "video/mp4", "", func(t *testing.T) []byte { return segment(t, 1000) }, "0x0", false},
 		{"malformed-init-keeps-claim", "video/mp4", "&width=800&height=600", func(*testing.T) []byte { return badInit }, "800x600", false},
@@ -121,7 +94,7 @@ func TestObservedResolutionFromMedia(t *testing.T) {
 // keeps the media's size.
 func TestObservedResolutionRetry(t *testing.T) {
 	e := newEnv(t, func(cfg *Config, _ *storage.Backend, _ *Index) { cfg.MaxBodyBytes = 8 << 20 })
-	body := ffmpegSegment(t, "1280x720", "libx264", "mp4")
+	body := testutil.FFmpegSegment(t, "1280x720", "libx264", "mp4")
 	start := strconv.FormatInt(now.Add(-time.Second).UnixMilli(), 10)
 	require.Equal(t, 201, e.do(t, put{start: start, body: body}).status)
 	r := e.do(t, put{start: start, body: body, query: "duration_ms=2000&width=320&height=240"})

@@ -4,45 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"github.com/vigilcloud/vigil/index"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/vigilcloud/vigil/index"
 
 	"github.com/vigilcloud/vigil/internal/testutil"
 	"github.com/vigilcloud/vigil/media"
 )
-
-// encode has ffmpeg encode two frames of size with codec (libx264 or
-// libx265) into a fragmented MP4 or an MPEG-TS, as a Bridge would.
-func encode(t *testing.T, size, codec, format string) []byte {
-	t.Helper()
-	testutil.RequireBinary(t, "ffmpeg")
-	out := filepath.Join(t.TempDir(), "out")
-	args := []string{"-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=" + size + ":rate=25", "-frames:v", "2",
-		"-c:v", codec, "-preset", "ultrafast"}
-	if codec == "libx265" {
-		args = append(args, "-x265-params", "log-level=error")
-		if format == "mp4" {
-			args = append(args, "-tag:v", "hvc1")
-		}
-	}
-	if format == "mp4" {
-		args = append(args, "-movflags", "frag_keyframe+empty_moov+default_base_moof")
-	}
-	args = append(args, "-f", format, out)
-	if b, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg %v: %v\n%s", args, err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func contentType(format string) string {
 	if format == "mpegts" {
@@ -66,7 +35,7 @@ func TestReadFFmpeg(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			body := encode(t, c.size, c.codec, c.format)
+			body := testutil.FFmpegSegment(t, c.size, c.codec, c.format)
 			r := bytes.NewReader(body)
 			head, info, err := Read(r, contentType(c.format))
 			if err != nil {
@@ -96,7 +65,7 @@ func TestReadFFmpeg(t *testing.T) {
 }
 
 func TestReadWithoutSPS(t *testing.T) {
-	body := encode(t, "320x240", "libx264", "mp4")
+	body := testutil.FFmpegSegment(t, "320x240", "libx264", "mp4")
 	tracksEnd := FromMP4(body) // sanity: the whole file has it
 	if !tracksEnd.Known() {
 		t.Fatal("fixture has no size")
@@ -117,7 +86,7 @@ func TestReadWithoutSPS(t *testing.T) {
 		}
 	}
 	// Every truncation of a TS head: a prefix read, no error, no panic.
-	ts := encode(t, "320x240", "libx264", "mpegts")
+	ts := testutil.FFmpegSegment(t, "320x240", "libx264", "mpegts")
 	for n := 0; n < len(ts) && n < 6*tsPacket; n++ {
 		head, _, err := Read(bytes.NewReader(ts[:n]), media.ContentTypeTS)
 		if err != nil || !bytes.HasPrefix(ts[:n], head) {
@@ -132,7 +101,7 @@ func TestReadWithoutSPS(t *testing.T) {
 
 // A TS whose video PES carries no parameter sets leaves the size unknown.
 func TestTSWithoutParameterSets(t *testing.T) {
-	ts := encode(t, "320x240", "libx264", "mpegts")
+	ts := testutil.FFmpegSegment(t, "320x240", "libx264", "mpegts")
 	// Turn the SPS NAL header (type 7) into an unspecified type (0).
 	cp := bytes.Clone(ts)
 	for i := 0; i+3 < len(cp) && i < 8*tsPacket; i++ {
@@ -166,7 +135,7 @@ func TestReadError(t *testing.T) {
 // timescale. Without the moof the time is unknown; a media segment alone
 // has no head.
 func TestReadHead(t *testing.T) {
-	body := encode(t, "320x240", "libx264", "mp4")
+	body := testutil.FFmpegSegment(t, "320x240", "libx264", "mp4")
 	i := bytes.Index(body, []byte("moof")) - 4
 	head, info, err := Read(bytes.NewReader(body), media.ContentTypeMP4)
 	if err != nil {
