@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -81,6 +82,9 @@ func TestRemuxDecodes(t *testing.T) {
 				p := mediatest.FFprobe(t, out, "-show_streams", "-count_frames")
 				if len(p.Streams) != 2 || p.Streams[1].CodecName != "aac" {
 					t.Errorf("ffprobe streams %+v", p.Streams)
+				}
+				if b, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", out, "-map", "0:a", "-f", "null", "-").CombinedOutput(); err != nil || len(b) > 0 {
+					t.Errorf("the audio does not decode: %v\n%s", err, b)
 				}
 			}
 		})
