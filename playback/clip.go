@@ -605,11 +605,7 @@ func (h *Handler) withSegment(ctx context.Context, ref storage.StreamRef, s inde
 	}
 	defer rc.Close()
 	if !isFMP4(s) {
-		mp4, err := remuxTS(rc, s)
-		if err != nil {
-			return 0, err
-		}
-		return fn(mp4)
+		return fn(remuxTS(rc, s))
 	}
 	return fn(bufio.NewReaderSize(rc, 64<<10))
 }

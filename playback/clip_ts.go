@@ -2,7 +2,7 @@ package playback
 
 import (
 	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -11,22 +11,23 @@ import (
 	"github.com/vigilcloud/vigil/media/mpegts"
 )
 
-// remuxTS reads the MPEG-TS segment s from src and returns it as fMP4
-// (its init section and one fragment), for the clip to read like any
-// other segment. The whole segment is held: a transport stream says
-// which streams and parameter sets it has only as it goes, and the init
-// section comes first. Its size is bounded by the upload limit
-// (--max-segment-bytes). A stream that does not demux is malformed, as an
-// fMP4 one that does not parse.
-func remuxTS(src io.Reader, s index.Segment) (io.Reader, error) {
-	seg, err := mpegts.Demux(bufio.NewReaderSize(src, 64<<10), s.Size)
-	if err != nil {
-		return nil, fmt.Errorf("%w: MPEG-TS: %w", fmp4.ErrMalformed, err)
+// remuxTS reads the MPEG-TS segment s from src as fMP4 (media/mpegts: an
+// init section, then a fragment per group of pictures, so memory stays
+// that of one group), for the clip to read like any other segment. A
+// stream that does not demux is malformed, as an fMP4 one that does not
+// parse.
+func remuxTS(src io.Reader, s index.Segment) io.Reader {
+	return malformedTS{mpegts.NewReader(bufio.NewReaderSize(src, 64<<10), s.Size)}
+}
+
+// malformedTS marks mpegts' errors as fmp4.ErrMalformed, which the clip
+// answers (422, or the rest of the segment skipped).
+type malformedTS struct{ r io.Reader }
+
+func (m malformedTS) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	if errors.Is(err, mpegts.ErrMalformed) {
+		err = fmt.Errorf("%w: MPEG-TS: %w", fmp4.ErrMalformed, err)
 	}
-	var b bytes.Buffer
-	b.Grow(int(s.Size) + 4096)
-	if err := mpegts.Remux(&b, seg); err != nil {
-		return nil, fmt.Errorf("%w: MPEG-TS remux: %w", fmp4.ErrMalformed, err)
-	}
-	return &b, nil
+	return n, err
 }

@@ -1,7 +1,7 @@
 // Package mpegts reads an MPEG-TS segment (ISO/IEC 13818-1) as Bridges
-// upload them: H.264 or H.265 video and, optionally, AAC audio in ADTS.
-// Demux turns it into media/fmp4's tracks and one fragment, so that what
-// reads fMP4 (clip export) reads MPEG-TS segments the same way.
+// upload them, H.264 or H.265 video and, optionally, AAC audio in ADTS, as
+// fragmented MP4 (NewReader), so that what reads fMP4 (clip export) reads
+// MPEG-TS segments the same way.
 //
 // It handles what encoders write into a segment: one program (the first of
 // the PAT), PSI sections that fit in the packet that starts them, one
@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 
 	"github.com/vigilcloud/vigil/media/avc"
 	"github.com/vigilcloud/vigil/media/fmp4"
@@ -50,39 +52,154 @@ const (
 	audioID = 2
 )
 
-// Segment is a demuxed transport stream: its tracks, and all their
-// samples in one fragment, decode times starting at zero for the earliest
-// track.
-type Segment struct {
-	Tracks   []fmp4.Track
-	Fragment fmp4.Fragment
+// Reader reads a transport stream segment as fragmented MP4: its init
+// section, then a fragment per group of pictures (keyframe to keyframe),
+// each written once the next keyframe closes it. It holds one group of
+// pictures, not the segment; only when the PMT names audio does the init
+// section (which needs the audio's configuration) wait for the first
+// audio frame. Decode times start at zero for the earliest track.
+type Reader struct {
+	src         io.Reader
+	limit, read int64
+	pkt         []byte
+	d           demuxer
+	out         bytes.Buffer
+	init        bool  // the init section is written
+	audio       bool  // with an audio track
+	t0          int64 // the earliest track's start, 90 kHz
+	seq         uint32
+	done        bool
+	err         error
 }
 
-// Demux reads a whole transport stream segment from r, at most limit
-// bytes (a longer one is an error).
-func Demux(r io.Reader, limit int64) (*Segment, error) {
-	d := &demuxer{pmtPID: -1, video: stream{pid: -1}, audio: stream{pid: -1}}
-	buf := make([]byte, PacketSize)
-	var read int64
-	for {
-		_, err := io.ReadFull(r, buf)
-		if errors.Is(err, io.EOF) {
-			break
+// NewReader reads the transport stream in r, at most limit bytes (a
+// longer one is an error).
+func NewReader(r io.Reader, limit int64) *Reader {
+	return &Reader{src: r, limit: limit, pkt: make([]byte, PacketSize),
+		d: demuxer{pmtPID: -1, video: stream{pid: -1}, audio: stream{pid: -1}}}
+}
+
+// Read implements io.Reader over the fMP4 bytes.
+func (r *Reader) Read(p []byte) (int, error) {
+	for r.out.Len() == 0 {
+		switch {
+		case r.err != nil:
+			return 0, r.err
+		case r.done:
+			return 0, io.EOF
 		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: truncated packet at byte %d", ErrMalformed, read)
+		r.err = r.step()
+	}
+	return r.out.Read(p)
+}
+
+// step reads one packet, or ends the stream, and writes what it completed.
+func (r *Reader) step() error {
+	_, err := io.ReadFull(r.src, r.pkt)
+	switch {
+	case errors.Is(err, io.EOF):
+		return r.end()
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return malformed("truncated packet at byte %d", r.read)
+	case err != nil:
+		return err
+	}
+	if r.read += PacketSize; r.read > r.limit {
+		return malformed("longer than %d bytes", r.limit)
+	}
+	if err := r.d.packet(r.pkt); err != nil {
+		return fmt.Errorf("%w (packet at byte %d)", err, r.read-PacketSize)
+	}
+	if !r.init {
+		if !r.d.ready() {
+			return nil
 		}
-		if err != nil {
-			return nil, err
-		}
-		if read += PacketSize; read > limit {
-			return nil, fmt.Errorf("%w: longer than %d bytes", ErrMalformed, limit)
-		}
-		if err := d.packet(buf); err != nil {
-			return nil, fmt.Errorf("%w (packet at byte %d)", err, read-PacketSize)
+		if err := r.writeInit(); err != nil {
+			return err
 		}
 	}
-	return d.finish()
+	// A keyframe after other pictures closes their group.
+	if n := len(r.d.v.samples); n > 1 && r.d.v.samples[n-1].Keyframe {
+		return r.writeFragment(n-1, false)
+	}
+	return nil
+}
+
+// end writes the rest when the stream ends.
+func (r *Reader) end() error {
+	d := &r.d
+	if d.video.pid < 0 {
+		return malformed("no PMT with video")
+	}
+	if err := d.endPES(&d.video); err != nil {
+		return err
+	}
+	if err := d.endPES(&d.audio); err != nil {
+		return err
+	}
+	if !r.init {
+		if len(d.v.samples) == 0 {
+			return malformed("no video picture")
+		}
+		if err := r.writeInit(); err != nil {
+			return err
+		}
+	}
+	r.done = true
+	if len(d.v.samples) == 0 {
+		return nil
+	}
+	return r.writeFragment(len(d.v.samples), true)
+}
+
+// ready says whether the init section can be written: the video's
+// parameter sets and first picture are in, and the audio's first frame
+// when the PMT names audio.
+func (d *demuxer) ready() bool {
+	return len(d.v.samples) > 0 && (d.audio.pid < 0 || d.a.asc != nil)
+}
+
+func (r *Reader) writeInit() error {
+	d := &r.d
+	vt, err := d.v.track(d.video.codec)
+	if err != nil {
+		return err
+	}
+	tracks := []fmp4.Track{vt}
+	r.t0 = d.v.dts[0]
+	if r.audio = d.a.asc != nil; r.audio {
+		tracks = append(tracks, d.a.track())
+		r.t0 = min(r.t0, d.a.pts)
+	}
+	r.init = true
+	_, err = fmp4.WriteInit(&r.out, tracks, fmp4.InitOptions{})
+	return err
+}
+
+// writeFragment writes the first n pictures, and the audio before the
+// next one (all of it when final).
+func (r *Reader) writeFragment(n int, final bool) error {
+	v, a := &r.d.v, &r.d.a
+	vf, err := v.fragment(n, r.t0)
+	if err != nil {
+		return err
+	}
+	r.seq++
+	f := fmp4.Fragment{SequenceNumber: r.seq, Tracks: []fmp4.TrackFragment{vf}}
+	if r.audio {
+		end := int64(math.MaxInt64)
+		if !final {
+			end = v.dts[n]
+		}
+		if af, ok := a.fragment(end, r.t0); ok {
+			f.Tracks = append(f.Tracks, af)
+		}
+	}
+	if _, err := fmp4.WriteFragment(&r.out, f); err != nil {
+		return err
+	}
+	v.drop(n)
+	return nil
 }
 
 // stream is one elementary stream being read.
@@ -341,55 +458,22 @@ func (d *demuxer) endPES(s *stream) error {
 	return d.a.add(s.pes, s.pts)
 }
 
-func (d *demuxer) finish() (*Segment, error) {
-	if d.video.pid < 0 {
-		return nil, malformed("no PMT with video")
-	}
-	if err := d.endPES(&d.video); err != nil {
-		return nil, err
-	}
-	if err := d.endPES(&d.audio); err != nil {
-		return nil, err
-	}
-	if len(d.v.samples) == 0 {
-		return nil, malformed("no video picture")
-	}
-	// Decode times count from the earliest track's start, in each
-	// track's timescale.
-	t0 := d.v.dts[0]
-	if len(d.a.samples) > 0 {
-		t0 = min(t0, d.a.pts)
-	}
-	vt, err := d.v.track(d.video.codec)
-	if err != nil {
-		return nil, err
-	}
-	seg := &Segment{Tracks: []fmp4.Track{vt}}
-	vf, err := d.v.fragment(t0)
-	if err != nil {
-		return nil, err
-	}
-	seg.Fragment = fmp4.Fragment{SequenceNumber: 1, Tracks: []fmp4.TrackFragment{vf}}
-	if len(d.a.samples) > 0 {
-		seg.Tracks = append(seg.Tracks, d.a.track())
-		seg.Fragment.Tracks = append(seg.Fragment.Tracks, d.a.fragment(t0))
-	}
-	return seg, nil
-}
-
 // videoOut collects the video access units.
 type videoOut struct {
 	vps, sps, pps []byte // the first of each: the track's
 	samples       []fmp4.Sample
-	dts, pts      []int64
+	dts, pts      []int64 // 90 kHz, unwrapped, of samples
+	lastDTS       int64   // of the newest picture, also once written
+	lastDur       int64   // of the last picture written
+	any           bool
 }
 
 func (v *videoOut) add(codec fmp4.Codec, pes []byte, pts, dts int64) error {
 	if len(v.samples) >= maxSamples {
 		return malformed("more than %d pictures", maxSamples)
 	}
-	if n := len(v.dts); n > 0 && dts <= v.dts[n-1] {
-		return malformed("video decode time %d after %d (out of order or duplicated)", dts, v.dts[n-1])
+	if v.any && dts <= v.lastDTS {
+		return malformed("video decode time %d after %d (out of order or duplicated)", dts, v.lastDTS)
 	}
 	if pts < dts {
 		return malformed("video PTS %d before its DTS %d", pts, dts)
@@ -416,6 +500,7 @@ func (v *videoOut) add(codec fmp4.Codec, pes []byte, pts, dts int64) error {
 	}
 	v.samples = append(v.samples, fmp4.Sample{Keyframe: key, Data: data})
 	v.dts, v.pts = append(v.dts, dts), append(v.pts, pts)
+	v.lastDTS, v.any = dts, true
 	return nil
 }
 
@@ -477,28 +562,36 @@ func (v *videoOut) track(codec fmp4.Codec) (fmp4.Track, error) {
 	return t, nil
 }
 
-// fragment gives each picture the time to the next one's decode; the
-// last lasts as long as the one before it (a transport stream does not
-// say).
-func (v *videoOut) fragment(t0 int64) (fmp4.TrackFragment, error) {
-	n := len(v.samples)
+// fragment is the first n pictures, each lasting until the next one's
+// decode time; the last picture of the stream lasts as long as the one
+// before it (a transport stream does not say).
+func (v *videoOut) fragment(n int, t0 int64) (fmp4.TrackFragment, error) {
 	for i := range n {
-		var dur int64
+		dur := v.lastDur
 		switch {
-		case i+1 < n:
+		case i+1 < len(v.dts):
 			dur = v.dts[i+1] - v.dts[i]
-		case n > 1:
+		case i > 0:
 			dur = v.dts[i] - v.dts[i-1]
-		default:
+		case dur == 0:
 			dur = 3600 // one picture: 25 fps
 		}
 		off := v.pts[i] - v.dts[i]
-		if dur > 1<<31-1 || off > 1<<31-1 {
+		if dur > math.MaxInt32 || off > math.MaxInt32 {
 			return fmp4.TrackFragment{}, malformed("video time step of %d ticks", max(dur, off))
 		}
 		v.samples[i].Duration, v.samples[i].PTSOffset = uint32(dur), int32(off)
+		v.lastDur = dur
 	}
-	return fmp4.TrackFragment{TrackID: videoID, BaseDecodeTime: uint64(v.dts[0] - t0), Samples: v.samples}, nil
+	return fmp4.TrackFragment{TrackID: videoID, BaseDecodeTime: uint64(v.dts[0] - t0), Samples: v.samples[:n]}, nil
+}
+
+// drop forgets the first n pictures, once written.
+func (v *videoOut) drop(n int) {
+	clear(v.samples[:n])
+	v.samples = append(v.samples[:0], v.samples[n:]...)
+	v.dts = append(v.dts[:0], v.dts[n:]...)
+	v.pts = append(v.pts[:0], v.pts[n:]...)
 }
 
 // audioOut collects AAC frames from ADTS.
@@ -508,6 +601,7 @@ type audioOut struct {
 	channels int
 	pts      int64 // the first frame's, 90 kHz
 	samples  []fmp4.Sample
+	written  int64 // frames written before samples
 }
 
 var adtsRates = [13]int{96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350}
@@ -559,16 +653,23 @@ func (a *audioOut) track() fmp4.Track {
 	return fmp4.Track{ID: audioID, Codec: fmp4.AAC, TimeScale: uint32(a.rate), SampleRate: a.rate, Channels: a.channels, AACConfig: a.asc}
 }
 
-func (a *audioOut) fragment(t0 int64) fmp4.TrackFragment {
-	return fmp4.TrackFragment{TrackID: audioID, BaseDecodeTime: uint64((a.pts - t0) * int64(a.rate) / 90000), Samples: a.samples}
-}
-
-// Remux writes seg as fragmented MP4: its init section, then its one
-// fragment.
-func Remux(w io.Writer, seg *Segment) error {
-	if _, err := fmp4.WriteInit(w, seg.Tracks, fmp4.InitOptions{}); err != nil {
-		return err
+// fragment takes the frames that start before end (90 kHz) out of the
+// queue: frames are placed one after another from the first one's PTS.
+func (a *audioOut) fragment(end, t0 int64) (fmp4.TrackFragment, bool) {
+	start := (a.pts-t0)*int64(a.rate)/90000 + a.written*1024 // in samples
+	n := 0
+	for n < len(a.samples) && end != math.MaxInt64 && t0+(start+int64(n)*1024)*90000/int64(a.rate) < end {
+		n++
 	}
-	_, err := fmp4.WriteFragment(w, seg.Fragment)
-	return err
+	if end == math.MaxInt64 {
+		n = len(a.samples)
+	}
+	if n == 0 {
+		return fmp4.TrackFragment{}, false
+	}
+	f := fmp4.TrackFragment{TrackID: audioID, BaseDecodeTime: uint64(start), Samples: slices.Clone(a.samples[:n])}
+	clear(a.samples[:n])
+	a.samples = append(a.samples[:0], a.samples[n:]...)
+	a.written += int64(n)
+	return f, true
 }
