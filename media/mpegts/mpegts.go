@@ -248,10 +248,11 @@ func malformed(format string, args ...any) error {
 
 // Packet is what a transport stream packet's header says.
 type Packet struct {
-	PID     int
-	Start   bool   // payload_unit_start_indicator: a PES or a section starts here
-	CC      byte   // continuity_counter
-	Payload []byte // nil when the packet has none
+	PID        int
+	Start      bool   // payload_unit_start_indicator: a PES or a section starts here
+	CC         byte   // continuity_counter: counts the packets with a payload
+	Payload    []byte // nil when the packet has none (the counter stays)
+	HasPayload bool   // the header says so, even when the adaptation field fills the packet
 }
 
 // ParsePacket reads the header of the 188-byte packet p.
@@ -271,7 +272,7 @@ func ParsePacket(p []byte) (Packet, error) {
 			return Packet{}, malformed("adaptation field of %d bytes", p[4])
 		}
 	}
-	if afc&1 != 0 && off < PacketSize {
+	if pk.HasPayload = afc&1 != 0; pk.HasPayload && off < PacketSize {
 		pk.Payload = p[off:]
 	}
 	return pk, nil
@@ -279,16 +280,16 @@ func ParsePacket(p []byte) (Packet, error) {
 
 func (d *demuxer) packet(p []byte) error {
 	pk, err := ParsePacket(p)
-	if err != nil || pk.Payload == nil {
+	if err != nil || !pk.HasPayload {
 		return err
 	}
 	switch pk.PID {
 	case 0:
-		if pk.Start && d.pmtPID < 0 {
+		if pk.Start && d.pmtPID < 0 && pk.Payload != nil {
 			return d.pat(pk.Payload)
 		}
 	case d.pmtPID:
-		if pk.Start && d.video.pid < 0 && d.audio.pid < 0 {
+		if pk.Start && d.video.pid < 0 && d.audio.pid < 0 && pk.Payload != nil {
 			return d.pmt(pk.Payload)
 		}
 	case d.video.pid:

@@ -196,6 +196,26 @@ func TestDemuxHostileInput(t *testing.T) {
 			break
 		}
 	}
+	// A packet whose adaptation field fills it, payload flag set: it
+	// counts (continuity counter) but carries nothing.
+	stuffed := [][]byte{}
+	for k, p := range ps {
+		p = bytes.Clone(p)
+		if k > i && int(p[1]&0x1f)<<8|int(p[2]) == 0x100 {
+			p[3] = p[3]&0xf0 | (p[3]+1)&0x0f
+		}
+		stuffed = append(stuffed, p)
+		if k == i {
+			st := make([]byte, PacketSize)
+			st[0], st[1], st[2] = 0x47, p[1]&0x1f, p[2]
+			st[3] = 0x30 | (p[3]+1)&0x0f // adaptation field and payload
+			st[4] = PacketSize - 5
+			for j := 6; j < PacketSize; j++ {
+				st[j] = 0xff
+			}
+			stuffed = append(stuffed, st)
+		}
+	}
 	for _, c := range []struct {
 		name  string
 		in    []byte
@@ -206,6 +226,7 @@ func TestDemuxHostileInput(t *testing.T) {
 		{"truncated packet", ts[:len(ts)-100], 1 << 30, false},
 		{"oversized", ts, int64(len(ts) - PacketSize), false},
 		{"duplicated packet", join(dup), 1 << 30, true},
+		{"stuffing packet", join(stuffed), 1 << 30, true},
 		{"out of order", join(swapped), 1 << 30, false},
 		{"no PAT or PMT", join(ps[3:]), 1 << 30, false},
 		{"PES without PTS", noPTS, 1 << 30, false},
@@ -220,7 +241,7 @@ func TestDemuxHostileInput(t *testing.T) {
 				}
 				want, _ := io.ReadAll(NewReader(bytes.NewReader(ts), 1<<30))
 				if !bytes.Equal(got, want) {
-					t.Error("not read as the stream without the duplicate")
+					t.Error("not read as the stream it repeats")
 				}
 				return
 			}
