@@ -3,6 +3,7 @@ package mediacheck
 import (
 	"fmt"
 	"net/http"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -21,6 +22,19 @@ func upload(t *testing.T, n *vigiltest.Node, token, stream string, start int64, 
 	}
 }
 
+// ffmpegPublish has ffmpeg publish 2 s of 320x240 test video at 25 fps,
+// encoded with enc, over RTSP (TCP) to url.
+func ffmpegPublish(t *testing.T, url string, enc ...string) {
+	t.Helper()
+	testutil.RequireBinary(t, "ffmpeg")
+	args := append([]string{"-hide_banner", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "2",
+		"-pix_fmt", "yuv420p"}, enc...)
+	args = append(args, "-f", "rtsp", "-rtsp_transport", "tcp", url)
+	if out, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg %v: %v\n%s", args, err, out)
+	}
+}
+
 // TestMixedSources is issue 14's matrix: what Bridges and cameras record
 // into one stream changes (resolution, codec, encoder, container) or
 // stops for a while, and every output still decodes, run by run in HLS
@@ -29,7 +43,7 @@ func upload(t *testing.T, n *vigiltest.Node, token, stream string, start int64, 
 func TestMixedSources(t *testing.T) {
 	testutil.RequireBinary(t, "ffmpeg")
 	n := vigiltest.Start(t, vigilBin, vigiltest.Options{RTSP: true, Args: []string{"--segment-duration", "2s"}})
-	tok := n.Provision("res", "codec", "gap", "mixed", "encoder")
+	tok := n.Provision("res", "codec", "gap", "mixed", "encoder", "rtspcodec")
 	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
 	at := func(k int) int64 { return base + int64(k)*testutil.SegmentSeconds*1000 } // the k-th 2-s slot
 	enc := func(k int, size, codec, format string) [][]byte {
@@ -63,6 +77,20 @@ func TestMixedSources(t *testing.T) {
 		upload(t, n, tok, "codec", at(0), enc(2, "320x240", "libx264", "mp4"), "video/mp4")
 		upload(t, n, tok, "codec", at(2), enc(2, "320x240", "libx265", "mp4"), "video/mp4")
 		wantRuns(t, checkWindow(t, n, "codec", at(0), at(4)), 2, 2)
+	})
+
+	t.Run("codec change over RTSP", func(t *testing.T) {
+		// ffmpeg publishes 2 s of H.264, then 2 s of H.265 to the same stream.
+		url := fmt.Sprintf("rtsp://br:%s@%s/rtspcodec", tok, n.RTSPAddr)
+		from := time.Now().Add(-time.Minute).UnixMilli()
+		ffmpegPublish(t, url, "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0")
+		ffmpegPublish(t, url, "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25", "-bf", "0")
+		to := time.Now().Add(time.Minute).UnixMilli()
+		waitRecorded(t, n, "rtspcodec", from, to, 4000)
+		w := checkWindow(t, n, "rtspcodec", from, to)
+		if w.frames != 100 {
+			t.Errorf("%d frames stored, 100 sent", w.frames)
+		}
 	})
 
 	t.Run("gap", func(t *testing.T) {
