@@ -17,6 +17,9 @@ need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+# GStreamer is the second real RTSP publisher (rtspclientsink with x264enc) in the media tests.
+command -v gst-launch-1.0 >/dev/null || need_apt+=(gstreamer1.0-tools gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]} with apt-get" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
