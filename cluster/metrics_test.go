@@ -6,32 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/vigilcloud/vigil/internal/testutil"
 )
-
-// gauges gathers reg into name{label value} → value; a metric without
-// labels is under its bare name.
-func gauges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			out[seriesName(mf, m)] = m.GetGauge().GetValue()
-		}
-	}
-	return out
-}
-
-func seriesName(mf *dto.MetricFamily, m *dto.Metric) string {
-	name := mf.GetName()
-	for _, l := range m.GetLabel() {
-		name += "{" + l.GetValue() + "}"
-	}
-	return name
-}
 
 func TestNodeMetricsLeader(t *testing.T) {
 	n := openReady(t, testConfig(t.TempDir()), &listFSM{})
@@ -39,7 +17,7 @@ func TestNodeMetricsLeader(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newNodeMetrics(n, time.Now))
 
-	g := gauges(t, reg)
+	g := testutil.Gauges(t, reg)
 	require.Equal(t, 1.0, g["vigil_meter_raft_state{leader}"])
 	require.Equal(t, 0.0, g["vigil_meter_raft_state{follower}"])
 	require.Equal(t, 0.0, g["vigil_meter_raft_state{candidate}"])
@@ -52,7 +30,7 @@ func TestNodeMetricsLeader(t *testing.T) {
 
 	// A closed node says so instead of failing the scrape.
 	require.NoError(t, n.Close())
-	g = gauges(t, reg)
+	g = testutil.Gauges(t, reg)
 	require.Equal(t, 1.0, g["vigil_meter_raft_state{shutdown}"])
 	require.Equal(t, 0.0, g["vigil_meter_raft_state{leader}"])
 	require.Equal(t, 0.0, g["vigil_meter_has_leader"])
@@ -67,7 +45,7 @@ func TestNodeMetricsNoLeader(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newNodeMetrics(n, time.Now))
 
-	g := gauges(t, reg)
+	g := testutil.Gauges(t, reg)
 	require.Equal(t, 0.0, g["vigil_meter_has_leader"])
 	require.Equal(t, 0.0, g["vigil_meter_raft_state{leader}"])
 	require.Equal(t, -1.0, g["vigil_meter_last_contact_seconds"])

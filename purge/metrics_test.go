@@ -8,24 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/internal/testutil"
 )
-
-func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			name := mf.GetName()
-			for _, l := range m.GetLabel() {
-				name += "{" + l.GetValue() + "}"
-			}
-			out[name] = m.GetGauge().GetValue()
-		}
-	}
-	return out
-}
 
 func TestMetrics(t *testing.T) {
 	st := Register(cluster.NewMachine(nil))
@@ -34,7 +18,7 @@ func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewMetrics(st, func() time.Time { return now }))
 
-	g := gather(t, reg)
+	g := testutil.Gauges(t, reg)
 	for _, s := range []string{"pending", "running", "failed"} {
 		require.Equal(t, 0.0, g["vigil_purge_jobs{"+s+"}"], s)
 	}
@@ -53,7 +37,7 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, err)
 
 	now = t0.Add(30 * time.Minute)
-	g = gather(t, reg)
+	g = testutil.Gauges(t, reg)
 	require.Equal(t, 0.0, g["vigil_purge_jobs{pending}"])
 	require.Equal(t, 1.0, g["vigil_purge_jobs{running}"])
 	require.Equal(t, 1.0, g["vigil_purge_jobs{failed}"])
@@ -65,7 +49,7 @@ func TestMetrics(t *testing.T) {
 		_, err = st.DoneCmd(now, id)
 		require.NoError(t, err)
 	}
-	g = gather(t, reg)
+	g = testutil.Gauges(t, reg)
 	require.Equal(t, 0.0, g["vigil_purge_jobs{running}"])
 	require.Equal(t, 0.0, g["vigil_purge_stalled_seconds"])
 	require.Equal(t, 0.0, g["vigil_purge_oldest_job_age_seconds"])
