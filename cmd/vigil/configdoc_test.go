@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -52,12 +53,16 @@ func cliCommands() []string {
 	return out
 }
 
-var helpFlagLine = regexp.MustCompile(`^  -(\S+)`)
+var (
+	helpFlagLine = regexp.MustCompile(`^  -(\S+)`)
+	helpDefault  = regexp.MustCompile(` \(default (.*)\)$`)
+)
 
-// cliFlags returns the flags `vigil CMD --help` lists, by command path.
-func cliFlags(t *testing.T) map[string][]string {
+// cliFlags returns the flags `vigil CMD --help` lists, by command path, and
+// for each the docs/config.md row it needs (for a failure message).
+func cliFlags(t *testing.T) (map[string][]string, map[string]string) {
 	t.Helper()
-	out := map[string][]string{}
+	out, rows := map[string][]string{}, map[string]string{}
 	for _, cmd := range cliCommands() {
 		var help bytes.Buffer
 		err := run(context.Background(), append(strings.Fields(cmd), "--help"), &help, &help)
@@ -65,17 +70,32 @@ func cliFlags(t *testing.T) map[string][]string {
 			t.Fatalf("vigil %s --help: %v\n%s", cmd, err, help.String())
 		}
 		var names []string
-		for _, l := range strings.Split(help.String(), "\n") {
-			if m := helpFlagLine.FindStringSubmatch(l); m != nil {
-				names = append(names, m[1])
+		lines := strings.Split(help.String(), "\n")
+		for i, l := range lines {
+			m := helpFlagLine.FindStringSubmatch(l)
+			if m == nil {
+				continue
 			}
+			names = append(names, m[1])
+			var usage []string
+			for _, u := range lines[i+1:] {
+				if !strings.HasPrefix(u, "    \t") {
+					break
+				}
+				usage = append(usage, strings.TrimSpace(u))
+			}
+			text, def := strings.Join(usage, " "), ""
+			if d := helpDefault.FindStringSubmatchIndex(text); d != nil {
+				text, def = text[:d[0]], "`"+strings.Trim(text[d[2]:d[3]], `"`)+"`"
+			}
+			rows[cmd+" "+m[1]] = fmt.Sprintf("| `--%s` | `VIGIL_%s` | %s | %s |", m[1], envName(m[1]), def, text)
 		}
 		if len(names) == 0 {
 			t.Fatalf("vigil %s --help lists no flags:\n%s", cmd, help.String())
 		}
 		out[cmd] = names
 	}
-	return out
+	return out, rows
 }
 
 // configDoc is what docs/config.md lists.
@@ -152,7 +172,7 @@ func readConfigDoc(t *testing.T) configDoc {
 // variables the code and the scripts read.
 func TestConfigDocumented(t *testing.T) {
 	doc := readConfigDoc(t)
-	cli := cliFlags(t)
+	cli, rows := cliFlags(t)
 	twins := map[string]bool{}
 	for cmd, names := range cli {
 		documented, ok := doc.flags[cmd]
@@ -170,7 +190,7 @@ func TestConfigDocumented(t *testing.T) {
 			}
 			switch {
 			case !ok:
-				t.Errorf("vigil %s --%s is not in docs/config.md", cmd, name)
+				t.Errorf("vigil %s --%s is not in docs/config.md; its row:\n%s", cmd, name, rows[cmd+" "+name])
 			case env != want:
 				t.Errorf("docs/config.md: vigil %s --%s: environment %q, want %q", cmd, name, env, want)
 			}
