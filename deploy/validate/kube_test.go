@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -355,10 +356,15 @@ func TestKubernetes(t *testing.T) {
 		t.Errorf("meter env: roles %q, node id %q", menv["VIGIL_ROLES"], menv["VIGIL_NODE_ID"])
 	}
 	// Pods 1.. join through pod 0, which bootstraps.
-	script := strings.Join(meter.Spec.Template.Spec.Containers[0].Args, "\n")
-	join := fmt.Sprintf("VIGIL_JOIN=%s-0.%s:8080", meter.Name, meter.Spec.ServiceName)
-	if !strings.Contains(script, join) || !strings.Contains(script, `"${POD_NAME##*-}" != 0`) || !strings.Contains(script, "exec vigil serve") {
-		t.Errorf("meter start script does not join pods 1.. through pod 0 (%s):\n%s", join, script)
+	for i := range replicas {
+		pod := fmt.Sprintf("%s-%d", meter.Name, i)
+		want := fmt.Sprintf("%s-0.%s:8080|serve", meter.Name, meter.Spec.ServiceName)
+		if i == 0 {
+			want = "|serve" // bootstraps
+		}
+		if got := runStartScript(t, meter.Spec.Template.Spec.Containers[0], pod); got != want {
+			t.Errorf("pod %s starts `vigil` with VIGIL_JOIN|args %q, want %q", pod, got, want)
+		}
 	}
 	// Each voter advertises its raft address through a Service of its own,
 	// named as the pod, whose IP outlives the pod's.
@@ -458,3 +464,25 @@ func TestKubernetesChecksCatchMistakes(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// runStartScript runs the container's command as pod would, with a vigil
+// on PATH that prints VIGIL_JOIN and its arguments, and returns that.
+func runStartScript(t *testing.T, c corev1.Container, pod string) string {
+	t.Helper()
+	sh := requireBinary(t, "sh")
+	dir := t.TempDir()
+	stub := "#!/bin/sh\nprintf '%s|%s' \"$VIGIL_JOIN\" \"$*\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "vigil"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Command) < 2 || c.Command[0] != "/bin/sh" {
+		t.Fatalf("container %s: command %q is not /bin/sh -c", c.Name, c.Command)
+	}
+	cmd := exec.Command(sh, append(c.Command[1:], c.Args...)...)
+	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "POD_NAME=" + pod}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("start script of %s: %v\n%s", pod, err, out)
+	}
+	return string(out)
+}
