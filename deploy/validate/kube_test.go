@@ -356,14 +356,26 @@ func TestKubernetes(t *testing.T) {
 		t.Errorf("meter env: roles %q, node id %q", menv["VIGIL_ROLES"], menv["VIGIL_NODE_ID"])
 	}
 	// Pods 1.. join through pod 0, which bootstraps.
-	for i := range replicas {
-		pod := fmt.Sprintf("%s-%d", meter.Name, i)
-		want := fmt.Sprintf("%s-0.%s:8080|serve", meter.Name, meter.Spec.ServiceName)
-		if i == 0 {
-			want = "|serve" // bootstraps
-		}
-		if got := runStartScript(t, meter.Spec.Template.Spec.Containers[0], pod); got != want {
-			t.Errorf("pod %s starts `vigil` with VIGIL_JOIN|args %q, want %q", pod, got, want)
+	c := meter.Spec.Template.Spec.Containers[0]
+	peer := func(i int) string { return fmt.Sprintf("%s-%d.%s:8080", meter.Name, i, meter.Spec.ServiceName) }
+	withState := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(withState, "meter", "raft"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		pod      int
+		data, up string // VIGIL_DATA, the voter that answers
+		want     string // VIGIL_JOIN|args
+	}{
+		{0, t.TempDir(), "", "|serve"},                         // a new cluster: bootstrap
+		{0, t.TempDir(), "-2.", peer(2) + "|serve"},            // lost its volume: join
+		{0, withState, "-1.", "|serve"},                        // a restart on its own state
+		{1, t.TempDir(), "", peer(0) + "|serve"},               // the others join pod 0
+		{int(replicas) - 1, withState, "", peer(0) + "|serve"}, // (ignored with state)
+	} {
+		pod := fmt.Sprintf("%s-%d", meter.Name, tc.pod)
+		if got := runStartScript(t, c, pod, tc.data, tc.up); got != tc.want {
+			t.Errorf("pod %s (data %s, %q answering) starts `vigil` with VIGIL_JOIN|args %q, want %q", pod, tc.data, tc.up, got, tc.want)
 		}
 	}
 	// Each voter advertises its raft address through a Service of its own,
@@ -466,20 +478,26 @@ func TestKubernetesChecksCatchMistakes(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 // runStartScript runs the container's command as pod would, with a vigil
-// on PATH that prints VIGIL_JOIN and its arguments, and returns that.
-func runStartScript(t *testing.T, c corev1.Container, pod string) string {
+// on PATH that prints VIGIL_JOIN and its arguments, and returns that. Its
+// curl answers only for URLs that contain up (no request leaves the test).
+func runStartScript(t *testing.T, c corev1.Container, pod, data, up string) string {
 	t.Helper()
 	sh := requireBinary(t, "sh")
 	dir := t.TempDir()
-	stub := "#!/bin/sh\nprintf '%s|%s' \"$VIGIL_JOIN\" \"$*\"\n"
-	if err := os.WriteFile(filepath.Join(dir, "vigil"), []byte(stub), 0o755); err != nil {
-		t.Fatal(err)
+	stubs := map[string]string{
+		"vigil": "#!/bin/sh\nprintf '%s|%s' \"$VIGIL_JOIN\" \"$*\"\n",
+		"curl":  "#!/bin/sh\n[ -n \"$UP\" ] && case \"$*\" in *\"$UP\"*) exit 0;; esac\nexit 7\n",
+	}
+	for name, stub := range stubs {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(stub), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if len(c.Command) < 2 || c.Command[0] != "/bin/sh" {
 		t.Fatalf("container %s: command %q is not /bin/sh -c", c.Name, c.Command)
 	}
 	cmd := exec.Command(sh, append(c.Command[1:], c.Args...)...)
-	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "POD_NAME=" + pod}
+	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "POD_NAME=" + pod, "VIGIL_DATA=" + data, "UP=" + up}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("start script of %s: %v\n%s", pod, err, out)
