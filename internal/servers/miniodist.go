@@ -39,9 +39,13 @@ func StartErasureMinIO(ctx context.Context, bin, dir string, drives int) (*Erasu
 	return e, nil
 }
 
-// RemoveDrive takes drive i (0-based) away: its directory is renamed, as
-// if the disk was pulled. It returns where the data went.
+// RemoveDrive takes drive i (0-based) away, as if the disk died: its
+// directory is renamed and a file takes its place, so that MinIO cannot
+// recreate it as a fresh drive. It returns where the data went.
 func (e *ErasureMinIO) RemoveDrive(i int) (string, error) {
 	gone := e.Drives[i] + ".removed"
-	return gone, os.Rename(e.Drives[i], gone)
+	if err := os.Rename(e.Drives[i], gone); err != nil {
+		return "", err
+	}
+	return gone, os.WriteFile(e.Drives[i], []byte("drive removed by a test\n"), 0o444)
 }

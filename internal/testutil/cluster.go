@@ -29,7 +29,8 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 // ErasureMinIO is an erasure-coded MinIO started for a test.
 type ErasureMinIO struct {
 	*MinIO
-	e *servers.ErasureMinIO
+	Drives []string // the drive directories
+	e      *servers.ErasureMinIO
 }
 
 // StartErasureMinIO starts one MinIO server on four drive directories
@@ -43,7 +44,7 @@ func StartErasureMinIO(t testing.TB) *ErasureMinIO {
 	}
 	t.Cleanup(e.Close)
 	m := &MinIO{Process: Process{e.Process, t}, AccessKey: e.AccessKey, SecretKey: e.SecretKey, m: e.MinIO}
-	return &ErasureMinIO{MinIO: m, e: e}
+	return &ErasureMinIO{MinIO: m, Drives: e.Drives, e: e}
 }
 
 // RemoveDrive takes drive i (0-based) away as if the disk was pulled.
