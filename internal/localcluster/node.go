@@ -73,12 +73,10 @@ func (n *node) supervise(ctx context.Context) {
 			return
 		}
 		n.log.Warn("local cluster: node died; restarting it", "node", n.id, "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
 		for {
+			if !sleep(ctx, time.Second) {
+				return
+			}
 			n.mu.Lock()
 			if n.stopping {
 				n.mu.Unlock()
@@ -90,12 +88,19 @@ func (n *node) supervise(ctx context.Context) {
 				break
 			}
 			n.log.Warn("local cluster: restart failed", "node", n.id, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
 		}
+	}
+}
+
+// sleep waits d, or less when ctx ends: then it returns false.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
