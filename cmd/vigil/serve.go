@@ -343,7 +343,7 @@ func (n *node) openIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.rdb = redis.NewUniversalClient(opts)
+	n.rdb = newRedisClient(opts)
 	n.onStop(n.rdb.Close)
 	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log})
 	n.log.Info("index: redis", "addr", cfg.RedisAddr)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/vigilcloud/vigil/internal/connlimit"
 	"github.com/vigilcloud/vigil/internal/lb"
 	"github.com/vigilcloud/vigil/internal/servers"
 )
@@ -230,8 +231,12 @@ func (c *Cluster) startBalancer() error {
 		return fmt.Errorf("balancer: %w", err)
 	}
 	c.info.HTTP = "http://" + l.Addr().String()
-	c.http = &http.Server{Handler: c.bal, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	c.wg.Go(func() { _ = c.http.Serve(l) })
+	// The nodes' own connection caps see only the balancer's address, so
+	// it caps connections per client itself.
+	cl := connlimit.New(l, connlimit.Config{MaxConns: connlimit.DefaultMaxConns(),
+		MaxConnsPerIP: connlimit.DefaultMaxConnsPerIP, Logger: c.cfg.Log})
+	c.http = &http.Server{Handler: c.bal, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnState: cl.ConnState}
+	c.wg.Go(func() { _ = c.http.Serve(cl) })
 	if c.cfg.RTSPAddr != "" {
 		c.rtsp, err = net.Listen("tcp", c.cfg.RTSPAddr)
 		if err != nil {
