@@ -152,15 +152,16 @@ func upload(base, token, stream string, start int64, body []byte) (int, error) {
 // upload through both ingest nodes and the balancer while a camera
 // publishes over RTSP; one ingest node and the meter's leader are
 // SIGKILLed mid-run. Every acknowledged segment is listed and fetched
-// byte for byte, the RTSP recording decodes, the meter's usage matches
-// what storage holds, and SIGTERM stops every process.
+// byte for byte, the RTSP recording decodes (and one published through
+// the balancer afterwards), the meter's usage matches what storage holds,
+// and SIGTERM stops every process.
 func TestClusterUpFaults(t *testing.T) {
 	data := t.TempDir()
 	info, cmd, lines, wait := startClusterUp(t, data)
 	api := &apiClient{base: info.HTTP, token: e2eToken}
 	ctx := context.Background()
 	streams := []string{"s1", "s2", "s3", "s4"}
-	token := (&vigiltest.Node{T: t, API: &vigiltest.Client{Base: info.HTTP, Token: e2eToken}}).Provision(append(streams, "live")...)
+	token := (&vigiltest.Node{T: t, API: &vigiltest.Client{Base: info.HTTP, Token: e2eToken}}).Provision(append(streams, "live", "viabalancer")...)
 	i1, i2 := "http://"+info.Ingest[0].HTTP, "http://"+info.Ingest[1].HTTP
 
 	// RTSP straight to i2, which stays up.
@@ -230,6 +231,9 @@ func TestClusterUpFaults(t *testing.T) {
 		return
 	}
 	t.Logf("uploads retried after a failure: %d", retries)
+	// RTSP through the balancer, to whichever ingest node is ready.
+	viaBalancer := &rtspNode{vigilNode: rtsp.vigilNode, rtsp: strings.TrimPrefix(info.RTSP, "rtsp://"), token: token}
+	ffmpeg = viaBalancer.publish(t, "br", token, "viabalancer", append(h264Args("320x240", 8, 25), "-rtsp_transport", "tcp")...)
 
 	// Every acknowledged segment is listed and fetched as uploaded.
 	for s, stream := range streams {
@@ -257,19 +261,23 @@ func TestClusterUpFaults(t *testing.T) {
 		}
 	}
 	rtsp.checkedSegments(t, "live", 12_000)
+	if err := ffmpeg.Wait(); err != nil {
+		t.Fatalf("ffmpeg publishing through the balancer: %v", err)
+	}
+	viaBalancer.checkedSegments(t, "viabalancer", 6_000)
 
 	// The meter's usage of every stream matches the objects in storage,
 	// once the killed nodes are back (their usage journals replay).
 	mc, err := minio.New(strings.TrimPrefix(info.MinIO.Endpoint, "http://"), &minio.Options{Creds: credentials.NewStaticV4(info.MinIO.AccessKey, info.MinIO.SecretKey, "")})
 	must(t, err)
-	for _, stream := range append(streams, "live") {
+	for _, stream := range append(streams, "live", "viabalancer") {
 		var objects, size int64
 		for o := range mc.ListObjects(ctx, info.MinIO.Bucket, minio.ListObjectsOptions{Prefix: "acct/cam/" + stream + "/seg/", Recursive: true}) {
 			must(t, o.Err)
 			objects++
 			size += o.Size
 		}
-		if stream != "live" && objects != perStream {
+		if strings.HasPrefix(stream, "s") && objects != perStream {
 			t.Errorf("%s: %d segment objects in storage, want %d", stream, objects, perStream)
 		}
 		var u struct {
