@@ -20,6 +20,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/vigilcloud/vigil/bench"
 	"github.com/vigilcloud/vigil/internal/localcluster"
@@ -116,6 +117,35 @@ func clusterProcesses(data string) []int {
 	return pids
 }
 
+// redisFailover makes the first replica among nodes its master's master
+// (CLUSTER FAILOVER: the replica catches up first) and waits until it is.
+func redisFailover(t *testing.T, nodes []localcluster.NodeInfo) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr})
+		defer c.Close()
+		repl, err := c.Info(ctx, "replication").Result()
+		must(t, err)
+		if !strings.Contains(repl, "role:slave") {
+			continue
+		}
+		must(t, c.ClusterFailover(ctx).Err())
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(repl, "role:master") {
+			if time.Now().After(deadline) {
+				t.Fatalf("redis %s still a replica 30 s after CLUSTER FAILOVER", n.Addr)
+			}
+			time.Sleep(50 * time.Millisecond)
+			repl, err = c.Info(ctx, "replication").Result()
+			must(t, err)
+		}
+		t.Logf("redis %s took over from its master", n.Addr)
+		return
+	}
+	t.Fatal("no redis replica to fail over to")
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -151,7 +181,8 @@ func upload(base, token, stream string, start int64, body []byte) (int, error) {
 // TestClusterUpFaults: `vigil cluster up` as a newcomer runs it. Bridges
 // upload through both ingest nodes and the balancer while a camera
 // publishes over RTSP; one ingest node and the meter's leader are
-// SIGKILLed mid-run. Every acknowledged segment is listed and fetched
+// SIGKILLed mid-run, while a Redis master fails over and a MinIO drive is
+// pulled. Every acknowledged segment is listed and fetched
 // byte for byte, the RTSP recording decodes (and one published through
 // the balancer afterwards), the meter's usage matches what storage holds,
 // and SIGTERM stops every process.
@@ -223,6 +254,12 @@ func TestClusterUpFaults(t *testing.T) {
 			must(t, syscall.Kill(n.Pid, syscall.SIGKILL))
 		}
 	}
+	// And the engines: a Redis master hands over to its replica, and a
+	// MinIO drive is pulled (a file takes its place, so it stays gone).
+	redisFailover(t, info.Redis)
+	drive := info.MinIO.Drives[2]
+	must(t, os.Rename(drive, drive+".pulled"))
+	must(t, os.WriteFile(drive, []byte("pulled by the test\n"), 0o444))
 	wg.Wait()
 	if err := ffmpeg.Wait(); err != nil {
 		t.Errorf("ffmpeg publishing to i2: %v", err)
