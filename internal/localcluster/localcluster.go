@@ -93,6 +93,13 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	// Every part listens on fresh free ports, which a previous run's raft
+	// and Redis Cluster state would not know.
+	for _, part := range []string{"minio", "redis", "m1"} {
+		if _, err := os.Stat(filepath.Join(cfg.Dir, part)); err == nil {
+			return nil, fmt.Errorf("%s holds a previous local cluster; remove it or choose another directory", cfg.Dir)
+		}
+	}
 	c := &Cluster{cfg: cfg}
 	defer func() {
 		if err != nil {
