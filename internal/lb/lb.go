@@ -49,7 +49,11 @@ func New(backends []*Backend, log *slog.Logger) *Balancer {
 			if errors.Is(err, context.Canceled) {
 				return // the client went away
 			}
-			be.healthy.Store(false)
+			// Only a refused or timed-out dial says the node is gone: a
+			// client's broken body must not take a healthy node out.
+			if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+				be.healthy.Store(false)
+			}
 			log.Warn("lb: backend failed", "backend", be.HTTP, "err", err)
 			httpx.WriteError(w, http.StatusBadGateway, "bad_gateway", "the ingest node failed; retry")
 		}

@@ -133,3 +133,30 @@ func TestRTSPPipe(t *testing.T) {
 		}
 	}
 }
+
+// A client whose body breaks off gets an error, and the healthy backend
+// stays in rotation.
+func TestBrokenClientBodyKeepsBackend(t *testing.T) {
+	var ready atomic.Bool
+	ready.Store(true)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer s.Close()
+	bal := New([]*Backend{{HTTP: s.Listener.Addr().String()}}, slog.New(slog.DiscardHandler))
+	req := httptest.NewRequest(http.MethodPut, "/v1/streams/x/segments/1", io.MultiReader(strings.NewReader("abc"), errReader{}))
+	req.ContentLength = 100
+	rec := httptest.NewRecorder()
+	bal.ServeHTTP(rec, req)
+	if rec.Code == http.StatusOK {
+		t.Fatalf("a broken body was proxied as a success")
+	}
+	if code, body, _ := get(t, bal); code != http.StatusOK || body != "ok" {
+		t.Fatalf("after a broken client body: %d %q; the backend should still serve", code, body)
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
