@@ -64,6 +64,7 @@ type nodeConfig struct {
 	S3SecretKey string
 	S3Region    string
 	RedisAddr   string
+	IndexCache  int64 // MiB of decoded hour manifests kept
 
 	MaxSegmentBytes    int64
 	LiveThreshold      time.Duration
@@ -110,6 +111,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region")
 	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; empty uses the embedded index")
+	fs.Int64Var(&c.IndexCache, "index-cache-mb", index.DefaultManifestCacheBytes>>20, "MiB of decoded hour manifests the index keeps in memory for segment lists and lookups (0: none)")
 	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", ingestDef.MaxBodyBytes, "largest accepted segment body")
 	fs.DurationVar(&c.LiveThreshold, "live-threshold", ingestDef.LiveThreshold, "segments older than this are backlog")
 	fs.IntVar(&c.LiveConcurrency, "live-concurrency", ingestDef.LiveConcurrency, "concurrent live uploads")
@@ -330,7 +332,7 @@ func (n *node) openStorage(ctx context.Context) error {
 func (n *node) openIndex(ctx context.Context) error {
 	cfg := n.cfg
 	if cfg.RedisAddr == "" {
-		n.index = embedded.New(n.store, embedded.Options{Logger: n.log})
+		n.index = embedded.New(n.store, embedded.Options{Logger: n.log, CacheBytes: n.indexCacheBytes(), Registerer: n.reg})
 		n.log.Info("index: embedded")
 		return nil
 	}
@@ -340,9 +342,17 @@ func (n *node) openIndex(ctx context.Context) error {
 	n.rdb = redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true,
 		ReadTimeout: cfg.Guard.IndexTimeout, WriteTimeout: cfg.Guard.IndexTimeout})
 	n.onStop(n.rdb.Close)
-	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log})
+	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log, CacheBytes: n.indexCacheBytes(), Registerer: n.reg})
 	n.log.Info("index: redis", "addr", cfg.RedisAddr)
 	return nil
+}
+
+// indexCacheBytes is --index-cache-mb for the index options (-1: none).
+func (n *node) indexCacheBytes() int64 {
+	if n.cfg.IndexCache <= 0 {
+		return -1
+	}
+	return n.cfg.IndexCache << 20
 }
 
 func (n *node) listen(ctx context.Context) error {
