@@ -367,6 +367,9 @@ func (ix *Index) Segments(ctx context.Context, ref storage.StreamRef, from, to i
 	if err != nil {
 		return nil, fail("segments", ref, err)
 	}
+	if len(open) == 0 {
+		return closed, nil // ManifestSegments sorted and cut them already
+	}
 	// Manifest entries first: on a duplicate start they win.
 	return index.Overlapping(append(closed, open...), from, to), nil
 }
