@@ -75,7 +75,12 @@ func RunPlayback(ctx context.Context, cfg PlaybackConfig) ([]Metric, error) {
 	}
 	log.Info("bench playback: manifests seeded", "hours", (realFrom-longFrom)/index.HourMS, "segments", manifestSegs, "took", time.Since(began).Round(time.Millisecond))
 	// No index rebuild needed: the node loads the stream (scanning its
-	// manifests) on the first upload, which comes after them.
+	// manifests) on first access. A timeline request makes it: an upload
+	// would have to load it within --index-timeout, which a loaded machine
+	// may miss for every upload in turn.
+	if _, err := n.fetch(ctx, n.recordingsURL(longFrom, realFrom)+"&spans=only"); err != nil {
+		return nil, err
+	}
 	began = time.Now()
 	uploaded, err := n.seedSegments(ctx, seg, realFrom, realTo)
 	if err != nil {
