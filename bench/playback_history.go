@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"slices"
 	"time"
@@ -49,21 +50,27 @@ func RunPlaybackHistory(ctx context.Context, cfg HistoryConfig) ([]Metric, error
 	var out []Metric
 	var tlRatios, dayRatios []float64
 	for _, r := range results {
-		base := ms(pct(r.list1h, 99))
-		tl, day := ms(pct(r.timeline, 99)), ms(pct(r.dayPage, 99))
-		tlMet, dayMet := tl < 20, day < 50
+		// The flatness is judged on medians: a p99 of 100 requests on a
+		// shared 2-core box is one stall, on either side of the ratio.
+		base50, base99 := pct(r.list1h, 50), pct(r.list1h, 99)
+		tl50, tl99 := pct(r.timeline, 50), pct(r.timeline, 99)
+		day50, day99 := pct(r.dayPage, 50), pct(r.dayPage, 99)
+		tlMet, dayMet := ms(tl99) < 20, ms(day99) < 50
+		tlDays := min(r.days, 30)
 		out = append(out,
-			Metric{Metric: fmt.Sprintf("history_%dd_list_1h_p99", r.days), Unit: "ms", Value: base},
-			Metric{Metric: fmt.Sprintf("history_%dd_timeline_%dd_p99", r.days, min(r.days, 30)), Unit: "ms", Value: tl, Baseline: base, Ratio: ratio(tl, base), Goal: "< 20", Met: &tlMet},
-			Metric{Metric: fmt.Sprintf("history_%dd_day_page_p50", r.days), Unit: "ms", Value: ms(pct(r.dayPage, 50)), Baseline: ms(pct(r.list1h, 50)), Ratio: ratio(ms(pct(r.dayPage, 50)), ms(pct(r.list1h, 50)))},
-			Metric{Metric: fmt.Sprintf("history_%dd_day_page_p99", r.days), Unit: "ms", Value: day, Baseline: base, Ratio: ratio(day, base), Goal: "< 50", Met: &dayMet},
+			Metric{Metric: fmt.Sprintf("history_%dd_list_1h_p50", r.days), Unit: "ms", Value: ms(base50)},
+			Metric{Metric: fmt.Sprintf("history_%dd_list_1h_p99", r.days), Unit: "ms", Value: ms(base99)},
+			Metric{Metric: fmt.Sprintf("history_%dd_timeline_%dd_p50", r.days, tlDays), Unit: "ms", Value: ms(tl50), Baseline: ms(base50), Ratio: ratio(tl50, base50)},
+			Metric{Metric: fmt.Sprintf("history_%dd_timeline_%dd_p99", r.days, tlDays), Unit: "ms", Value: ms(tl99), Baseline: ms(base99), Ratio: ratio(tl99, base99), Goal: "< 20", Met: &tlMet},
+			Metric{Metric: fmt.Sprintf("history_%dd_day_page_p50", r.days), Unit: "ms", Value: ms(day50), Baseline: ms(base50), Ratio: ratio(day50, base50)},
+			Metric{Metric: fmt.Sprintf("history_%dd_day_page_p99", r.days), Unit: "ms", Value: ms(day99), Baseline: ms(base99), Ratio: ratio(day99, base99), Goal: "< 50", Met: &dayMet},
 			Metric{Metric: fmt.Sprintf("history_%dd_day_page_first", r.days), Unit: "ms", Value: ms(r.dayPageCold)},
 		)
-		tlRatios, dayRatios = append(tlRatios, ratio(tl, base)), append(dayRatios, ratio(day, base))
+		tlRatios, dayRatios = append(tlRatios, ratio(tl50, base50)), append(dayRatios, ratio(day50, base50))
 	}
 	if len(results) > 1 {
-		// Flatness: the largest of the per-history ratios over the smallest.
-		// Two p99s of a shared 2-core box differ by that much on their own.
+		// Flatness: the largest of the per-history p50 ratios over the
+		// smallest; 1 is perfectly flat.
 		for _, f := range []struct {
 			name   string
 			ratios []float64
@@ -74,17 +81,21 @@ func RunPlaybackHistory(ctx context.Context, cfg HistoryConfig) ([]Metric, error
 				spread = round(hi / lo)
 			}
 			met := spread > 0 && spread <= 2
-			out = append(out, Metric{Metric: f.name, Unit: "x", Value: spread, Goal: "<= 2.0x (max/min of the ratios to the 1-h list)", Met: &met})
+			out = append(out, Metric{Metric: f.name, Unit: "x", Value: spread, Goal: "<= 2.0x (max/min over the histories of p50 / the 1-h list's p50)", Met: &met})
 		}
 	}
 	return out, nil
 }
 
-func ratio(v, base float64) float64 {
-	if base <= 0 {
+// ratio is v/base to three significant digits (a timeline is a small
+// fraction of the 1-h list).
+func ratio(v, base time.Duration) float64 {
+	if base <= 0 || v <= 0 {
 		return 0
 	}
-	return round(v / base)
+	r := float64(v) / float64(base)
+	scale := math.Pow(10, 2-math.Floor(math.Log10(r)))
+	return math.Round(r*scale) / scale
 }
 
 // runHistory seeds a fresh node's stream with days of manifests ending an
