@@ -226,3 +226,10 @@ func TestCacheAcrossNodes(t *testing.T) {
 	_, err = b.Lookup(ctx, ref, base+10_000)
 	require.ErrorIs(t, err, fs.ErrNotExist)
 }
+
+func TestTimelineAndCachedReads(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	reads := &indextest.ManifestReads{Backend: newStore(t)}
+	ix := redisindex.New(newClient(t, srv.Addr), reads, redisindex.Options{KeyPrefix: "t" + testutil.RandomID() + ":"})
+	indextest.CheckReadsNoManifestTwice(t, ix, reads)
+}
