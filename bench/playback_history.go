@@ -81,7 +81,7 @@ func RunPlaybackHistory(ctx context.Context, cfg HistoryConfig) ([]Metric, error
 				spread = round(hi / lo)
 			}
 			met := spread > 0 && spread <= 2
-			out = append(out, Metric{Metric: f.name, Unit: "x", Value: spread, Goal: "<= 2.0x (max/min over the histories of p50 / the 1-h list's p50)", Met: &met})
+			out = append(out, Metric{Metric: f.name, Unit: "x", Value: spread, Ratio: spread, Goal: "<= 2.0x (max/min over the histories of p50 / the 1-h list's p50)", Met: &met})
 		}
 	}
 	return out, nil
