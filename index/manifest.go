@@ -270,5 +270,5 @@ func ManifestSegments(ctx context.Context, store storage.Backend, c *ManifestCac
 	if err != nil {
 		return nil, err
 	}
-	return Overlapping(segs, from, to), nil
+	return overlappingOwned(segs, from, to), nil // segs is a fresh copy
 }

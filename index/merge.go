@@ -38,10 +38,15 @@ func SortSegments(segs []Segment) {
 // start and deduplicated by start (the first occurrence wins). segs is not
 // modified.
 func Overlapping(segs []Segment, from, to int64) []Segment {
+	return overlappingOwned(slices.Clone(segs), from, to)
+}
+
+// overlappingOwned is Overlapping on a slice the caller gives up: it is
+// sorted and cut in place.
+func overlappingOwned(out []Segment, from, to int64) []Segment {
 	// A day is some 15,000 segments, nearly always sorted already (hours
 	// of manifests in order, then a few open ones): a stable sort keeps
 	// the first of equal starts, and a sorted list dedupes in one pass.
-	out := slices.Clone(segs)
 	byStart := func(a, b Segment) int { return cmpInt(a.Start, b.Start) }
 	if !slices.IsSortedFunc(out, byStart) {
 		slices.SortStableFunc(out, byStart)

@@ -19,10 +19,23 @@ import (
 func writeRecordings(w http.ResponseWriter, stream string, spans []spanJSON, segs []index.Segment, cursor string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(appendRecordings(make([]byte, 0, 64+128*len(segs)), stream, spans, segs, cursor))
+	// Written 64 KiB at a time: a day's page is 1.9 MB, which would
+	// otherwise be one more allocation of that size per request.
+	const chunk = 64 << 10
+	flush := func(b []byte) []byte {
+		if len(b) < chunk {
+			return b
+		}
+		_, _ = w.Write(b)
+		return b[:0]
+	}
+	b := appendRecordings(make([]byte, 0, chunk+256), stream, spans, segs, cursor, flush)
+	_, _ = w.Write(b)
 }
 
-func appendRecordings(b []byte, stream string, spans []spanJSON, segs []index.Segment, cursor string) []byte {
+// appendRecordings appends the body to b, passing b through flush after
+// each span and segment (flush returns what to append to next).
+func appendRecordings(b []byte, stream string, spans []spanJSON, segs []index.Segment, cursor string, flush func([]byte) []byte) []byte {
 	b = append(b, `{"spans":`...)
 	if spans == nil {
 		b = append(b, "null"...)
@@ -37,6 +50,7 @@ func appendRecordings(b []byte, stream string, spans []spanJSON, segs []index.Se
 			b = append(b, `,"end":`...)
 			b = strconv.AppendInt(b, s.End, 10)
 			b = append(b, '}')
+			b = flush(b)
 		}
 		b = append(b, ']')
 	}
@@ -57,6 +71,7 @@ func appendRecordings(b []byte, stream string, spans []spanJSON, segs []index.Se
 		b = append(b, url...)
 		b = strconv.AppendInt(b, s.Start, 10)
 		b = append(b, `"}`...)
+		b = flush(b)
 	}
 	b = append(b, ']')
 	if cursor != "" {

@@ -74,6 +74,16 @@ func TestRecordingsJSONAsEncodingJSON(t *testing.T) {
 		}
 		var want bytes.Buffer
 		require.NoError(t, json.NewEncoder(&want).Encode(rec))
-		require.Equal(t, want.String(), string(appendRecordings(nil, c.stream, c.spans, c.segs, c.cursor)))
+		require.Equal(t, want.String(), string(appendRecordings(nil, c.stream, c.spans, c.segs, c.cursor, func(b []byte) []byte { return b })))
+		// Flushed every few bytes, as writeRecordings does every 64 KiB.
+		var got []byte
+		tail := appendRecordings(nil, c.stream, c.spans, c.segs, c.cursor, func(b []byte) []byte {
+			if len(b) < 7 {
+				return b
+			}
+			got = append(got, b...)
+			return b[:0]
+		})
+		require.Equal(t, want.String(), string(append(got, tail...)))
 	}
 }
