@@ -401,17 +401,11 @@ func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID st
 		unavailable(w, "index_unavailable", "index unavailable, retry")
 		return
 	}
-	out := Recordings{Spans: spansOut, Segments: make([]segmentJSON, 0, len(segs))}
+	cursor := ""
 	if next >= 0 {
-		out.NextCursor = strconv.FormatInt(next, 10)
+		cursor = strconv.FormatInt(next, 10)
 	}
-	for _, s := range segs {
-		out.Segments = append(out.Segments, segmentJSON{
-			Start: s.Start, DurationMS: s.DurationMS, Size: s.Size,
-			URL: "/v1/streams/" + streamID + "/segments/" + strconv.FormatInt(s.Start, 10),
-		})
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
+	writeRecordings(w, streamID, spansOut, segs, cursor)
 }
 
 // lookup finds the segment at start, answering the request itself (and

@@ -68,6 +68,7 @@ type nodeConfig struct {
 	S3Region     string
 	RedisAddr    string
 	RedisCluster bool
+	IndexCache   int64 // MiB of decoded hour manifests kept
 
 	MaxSegmentBytes    int64
 	LiveThreshold      time.Duration
@@ -117,6 +118,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region")
 	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; several comma-separated addresses (seeds) use a Redis Cluster; empty uses the embedded index")
 	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "treat a single --redis-addr as a Redis Cluster seed (several addresses always mean a cluster)")
+	fs.Int64Var(&c.IndexCache, "index-cache-mb", index.DefaultManifestCacheBytes>>20, "MiB of decoded hour manifests the index keeps in memory for segment lists and lookups (0: none)")
 	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", ingestDef.MaxBodyBytes, "largest accepted segment body")
 	fs.DurationVar(&c.LiveThreshold, "live-threshold", ingestDef.LiveThreshold, "segments older than this are backlog")
 	fs.IntVar(&c.LiveConcurrency, "live-concurrency", ingestDef.LiveConcurrency, "concurrent live uploads")
@@ -337,7 +339,7 @@ func (n *node) openStorage(ctx context.Context) error {
 func (n *node) openIndex(ctx context.Context) error {
 	cfg := n.cfg
 	if cfg.RedisAddr == "" {
-		n.index = embedded.New(n.store, embedded.Options{Logger: n.log})
+		n.index = embedded.New(n.store, embedded.Options{Logger: n.log, CacheBytes: n.indexCacheBytes(), Registerer: n.reg})
 		n.log.Info("index: embedded")
 		return nil
 	}
@@ -350,9 +352,17 @@ func (n *node) openIndex(ctx context.Context) error {
 	}
 	n.rdb = newRedisClient(opts)
 	n.onStop(n.rdb.Close)
-	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log})
+	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log, CacheBytes: n.indexCacheBytes(), Registerer: n.reg})
 	n.log.Info("index: redis", "addr", cfg.RedisAddr)
 	return nil
+}
+
+// indexCacheBytes is --index-cache-mb for the index options (-1: none).
+func (n *node) indexCacheBytes() int64 {
+	if n.cfg.IndexCache <= 0 {
+		return -1
+	}
+	return n.cfg.IndexCache << 20
 }
 
 func (n *node) listen(ctx context.Context) error {
