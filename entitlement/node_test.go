@@ -66,7 +66,8 @@ func startNodes(t *testing.T, n int, mailer entitlement.Mailer) []*node {
 		if mailer != nil {
 			m = mailer
 		}
-		rep.Entitlements = entitlement.New(rep.Machine.Entitlements, rep.Peer, entitlement.Config{Scope: rep.Accounts, Users: rep.Access, Mail: m})
+		rep.Entitlements = entitlement.New(rep.Machine.Entitlements, rep.Peer, entitlement.Config{Scope: rep.Accounts, Users: rep.Access, Mail: m,
+			Follower: func() bool { return !rep.Node().IsLeader() }})
 		mux := http.NewServeMux()
 		mount := func(h http.Handler, patterns []string) {
 			for _, p := range patterns {

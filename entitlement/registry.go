@@ -45,7 +45,14 @@ type Config struct {
 	Log   *slog.Logger
 	// MailTimeout bounds the notices of one request (default 10 s).
 	MailTimeout time.Duration
+	// Follower reports whether this node follows a leader (nil: never).
+	// A follower looks a little longer for an id it does not know yet: it
+	// may lag the node that created it by a few milliseconds.
+	Follower func() bool
 }
+
+// followerWait bounds how long a follower looks for an unknown id.
+const followerWait = 500 * time.Millisecond
 
 // Registry reads the entitlement state locally and writes it through raft.
 // Its methods are safe for concurrent use.
@@ -74,15 +81,40 @@ func NewActivationID() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// Get returns an entitlement; ErrNotFound when unknown.
+// Get returns an entitlement; ErrNotFound when unknown. On a follower it
+// looks again for up to followerWait before it says so.
 func (reg *Registry) Get(ctx context.Context, id string) (Entitlement, error) {
+	e, ok := reg.get(id)
+	if ok || reg.cfg.Follower == nil || !reg.cfg.Follower() {
+		if !ok {
+			return Entitlement{}, fmt.Errorf("entitlement %s: %w", id, cluster.ErrNotFound)
+		}
+		return e, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, followerWait)
+	defer cancel()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return Entitlement{}, fmt.Errorf("entitlement %s: %w", id, cluster.ErrNotFound)
+		case <-t.C:
+		}
+		if e, ok := reg.get(id); ok {
+			return e, nil
+		}
+	}
+}
+
+func (reg *Registry) get(id string) (Entitlement, bool) {
 	reg.st.m.RLock()
 	defer reg.st.m.RUnlock()
 	e := reg.st.Entitlements[id]
 	if e == nil {
-		return Entitlement{}, fmt.Errorf("entitlement %s: %w", id, cluster.ErrNotFound)
+		return Entitlement{}, false
 	}
-	return cloneEnt(e), nil
+	return cloneEnt(e), true
 }
 
 // List returns the entitlements whose owner keep accepts, ordered by id,

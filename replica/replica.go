@@ -89,6 +89,7 @@ func Open(ctx context.Context, cfg cluster.PeerConfig) (*Replica, error) {
 	}
 	r.Billing = billing.New(m.Machine, m.Accounts, m.Usage, r.Meter, now, log)
 	r.Billing.SetCoverage(m.Entitlements)
-	r.Entitlements = entitlement.New(m.Entitlements, p, entitlement.Config{Scope: r.Accounts, Users: r.Access, Log: log})
+	r.Entitlements = entitlement.New(m.Entitlements, p, entitlement.Config{Scope: r.Accounts, Users: r.Access, Log: log,
+		Follower: func() bool { return !p.Node().IsLeader() }})
 	return r, nil
 }

@@ -12,7 +12,8 @@ import (
 // entitlementRegistry is the node's entitlement service: its notices go
 // through the invitations' mail path (none without SMTP).
 func entitlementRegistry(rep *replica.Replica, mailer access.Mailer, log *slog.Logger) *entitlement.Registry {
-	cfg := entitlement.Config{Scope: rep.Accounts, Users: rep.Access, Log: log}
+	cfg := entitlement.Config{Scope: rep.Accounts, Users: rep.Access, Log: log,
+		Follower: func() bool { return !rep.Node().IsLeader() }}
 	if inv, ok := mailer.(mail.Invitations); ok {
 		cfg.Mail = inv
 	}
