@@ -117,18 +117,35 @@ func (reg *Registry) get(id string) (Entitlement, bool) {
 	return cloneEnt(e), true
 }
 
-// List returns the entitlements whose owner keep accepts, ordered by id,
-// with their units.
+// List returns the entitlements whose owner keep accepts, ordered by id.
+// keep is called without the state's lock held (it may take it itself:
+// a second read lock could wait behind a writer and deadlock).
 func (reg *Registry) List(ctx context.Context, keep func(owner string) bool) []Entitlement {
 	reg.st.m.RLock()
-	defer reg.st.m.RUnlock()
-	out := []Entitlement{}
-	for _, e := range reg.st.Entitlements {
-		if keep(e.Owner) {
-			out = append(out, cloneEnt(e))
+	owners := make(map[string]string, len(reg.st.Entitlements)) // id → owner
+	for id, e := range reg.st.Entitlements {
+		owners[id] = e.Owner
+	}
+	reg.st.m.RUnlock()
+	var ids []string
+	kept := map[string]bool{}
+	for id, owner := range owners {
+		k, seen := kept[owner]
+		if !seen {
+			k = keep(owner)
+			kept[owner] = k
+		}
+		if k {
+			ids = append(ids, id)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	sort.Strings(ids)
+	out := make([]Entitlement, 0, len(ids))
+	for _, id := range ids {
+		if e, ok := reg.get(id); ok {
+			out = append(out, e)
+		}
+	}
 	return out
 }
 
