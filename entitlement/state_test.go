@@ -209,18 +209,26 @@ func requireConserved(t *testing.T, h *machinetest.Harness) {
 	conserved(t, h.M.Entitlements)
 }
 
+// downToS1 creates "root" (q units of HD1-D30 for term months) for d1,
+// splits all of it to r1 ("inst") and c of that to s1 ("c1").
+func downToS1(t *testing.T, h *machinetest.Harness, q, term, c int) {
+	t.Helper()
+	_, err := create(h, "root", "d1", "HD1-D30", q, term)
+	require.NoError(t, err)
+	_, err = split(h, "inst", "root", "r1", q)
+	require.NoError(t, err)
+	_, err = split(h, "c1", "inst", "s1", c)
+	require.NoError(t, err)
+}
+
 // TestActivation: only an end customer activates, onto its own live
 // streams whose SKU (or analytic) matches, one unit per stream and
 // subscription, all or none; deleting the stream frees nothing.
 func TestActivation(t *testing.T) {
 	h := machinetest.New(t)
 	tree(h)
-	_, err := create(h, "root", "d1", "HD1-D30", 10, 3)
-	require.NoError(t, err)
-	_, err = split(h, "inst", "root", "r1", 10)
-	require.NoError(t, err)
-	_, err = split(h, "c1", "inst", "s1", 3)
-	require.NoError(t, err)
+	downToS1(t, h, 10, 3, 3)
+	var err error
 
 	for _, tc := range []struct {
 		rid, name string
@@ -285,12 +293,7 @@ func TestActivation(t *testing.T) {
 func TestAutoActivation(t *testing.T) {
 	h := machinetest.New(t)
 	tree(h)
-	_, err := create(h, "root", "d1", "HD1-D30", 5, 12)
-	require.NoError(t, err)
-	_, err = split(h, "inst", "root", "r1", 5)
-	require.NoError(t, err)
-	_, err = split(h, "c1", "inst", "s1", 1)
-	require.NoError(t, err)
+	downToS1(t, h, 5, 12, 1)
 	on := true
 	h.Must(cluster.CmdUpdateAccount, "auto-s1", "", accounts.UpdateAccountCmd{ID: "s1", Patch: accounts.AccountPatch{AutoActivateEntitlements: &on}})
 
@@ -315,12 +318,8 @@ func TestAutoActivation(t *testing.T) {
 func TestSnapshotRestore(t *testing.T) {
 	h := machinetest.New(t)
 	tree(h)
-	_, err := create(h, "root", "d1", "HD1-D30", 5, 12)
-	require.NoError(t, err)
-	_, err = split(h, "inst", "root", "r1", 5)
-	require.NoError(t, err)
-	_, err = split(h, "c1", "inst", "s1", 2)
-	require.NoError(t, err)
+	downToS1(t, h, 5, 12, 2)
+	var err error
 	_, err = activate(h, "a", "c1", "hd1a")
 	require.NoError(t, err)
 
