@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vigilcloud/vigil/accounts"
+	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
 	"github.com/vigilcloud/vigil/entitlement"
@@ -121,4 +123,29 @@ func account(t *testing.T, run billing.BillingRun, reseller, id string) billing.
 	}
 	t.Fatalf("no account %s under %s in run %s", id, reseller, run.Month)
 	return billing.AccountRun{}
+}
+
+// TestBillingAnnualAfterTerm: an annual customer books nothing for a month
+// an entitlement covered; when the term ends the stream enters the running
+// cycle as new, charged for the rest of it.
+func TestBillingAnnualAfterTerm(t *testing.T) {
+	h := machinetest.New(t) // 2026-03-01
+	tree(h)
+	h.Must(cluster.CmdCreateAccount, "acct-y", "", accounts.NewAccount{ID: "y", Name: "Annual", Parent: "r1", BillingCycle: accounts.CycleAnnual})
+	h.Must(cluster.CmdCreateBridge, "b-y", auth.NewToken(), accounts.CreateBridgeCmd{Account: "y", Bridge: accounts.NewBridge{ID: "b-y", Name: "B"}})
+	h.Must(cluster.CmdCreateCamera, "cam-y", "", accounts.CreateCameraCmd{Bridge: "b-y", Camera: machinetest.Cam("cam-y",
+		accounts.NewStream{ID: "y1", Width: machinetest.IP(1280), Height: machinetest.IP(720), RetentionDays: machinetest.IP(30)})})
+	h.Must(cluster.CmdCreateEntitlement, "c-y", aid("y"), entitlement.CreateCmd{Account: "d1", Product: "HD1-D30", Quantity: 1, TermMonths: 1, Actor: "operator"})
+	h.Must(cluster.CmdSplitEntitlement, "s-y", aid("y-r"), entitlement.SplitCmd{ID: aid("y"), Account: "r1", Quantity: 1, Actor: "operator"})
+	h.Must(cluster.CmdSplitEntitlement, "s2-y", aid("y-s"), entitlement.SplitCmd{ID: aid("y-r"), Account: "y", Quantity: 1, Actor: "operator"})
+	h.Must(cluster.CmdActivateEntitlement, "a-y", "", entitlement.ActivateCmd{ID: aid("y-s"), Streams: []string{"y1"}, Actor: "operator"})
+	h.MustAt(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC), cluster.CmdUsageTick, "", "", struct{}{})
+
+	mar := machinetest.Items(h.Final("2026-03"))["y1"]
+	require.Equal(t, aid("y-s"), mar.Covered)
+	apr := machinetest.Items(h.Final("2026-04"))["y1"]
+	require.Empty(t, apr.Covered)
+	require.Equal(t, billing.ChangeNew, apr.Change, "the covered month booked nothing")
+	require.Equal(t, 11, apr.MonthsLeft)
+	require.Equal(t, "HD1-D30", apr.SKU)
 }
