@@ -209,6 +209,9 @@ func (reg *Registry) TakeBack(ctx context.Context, requestID string, actor auth.
 // Activate puts a unit of entitlement id onto each stream and e-mails the
 // owner's admins.
 func (reg *Registry) Activate(ctx context.Context, requestID string, actor auth.Principal, id string, streams []string) (ActivateResult, error) {
+	if err := validStreams(streams); err != nil {
+		return ActivateResult{}, err
+	}
 	var r ActivateResult
 	if err := reg.p.Propose(ctx, cluster.CmdActivateEntitlement, requestID, "", ActivateCmd{ID: id, Streams: streams, Actor: actor.Actor()}, &r); err != nil {
 		return ActivateResult{}, err

@@ -402,18 +402,27 @@ func (st *State) fits(e *Entitlement, s *accounts.Stream, at time.Time) error {
 	return nil
 }
 
+// validStreams checks an activation's stream list, which needs no state
+// (the proposer checks it too, so that a hostile list never reaches the log).
+func validStreams(streams []string) error {
+	switch {
+	case len(streams) == 0 || len(streams) > MaxActivate:
+		return cluster.Invalid("invalid_streams", "streams lists 1 to %d stream ids", MaxActivate)
+	case len(slices.Compact(slices.Sorted(slices.Values(streams)))) != len(streams):
+		return cluster.Invalid("duplicate_stream", "a stream is named twice: one unit per stream")
+	}
+	for _, id := range streams {
+		if !storage.ValidID(id) {
+			return cluster.Invalid("invalid_id", "invalid stream id %q", id)
+		}
+	}
+	return nil
+}
+
 // activate puts one unit of entitlement p.ID onto each stream, all or none.
 func (st *State) activate(at time.Time, p ActivateCmd) (any, error) {
-	switch {
-	case len(p.Streams) == 0 || len(p.Streams) > MaxActivate:
-		return nil, cluster.Invalid("invalid_streams", "streams lists 1 to %d stream ids", MaxActivate)
-	case len(slices.Compact(slices.Sorted(slices.Values(p.Streams)))) != len(p.Streams):
-		return nil, cluster.Invalid("duplicate_stream", "a stream is named twice: one unit per stream")
-	}
-	for _, id := range p.Streams {
-		if !storage.ValidID(id) {
-			return nil, cluster.Invalid("invalid_id", "invalid stream id %q", id)
-		}
+	if err := validStreams(p.Streams); err != nil {
+		return nil, err
 	}
 	e, err := st.live(p.ID)
 	if err != nil {
