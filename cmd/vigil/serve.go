@@ -27,6 +27,7 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/entitlement"
 	"github.com/vigilcloud/vigil/health"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
@@ -496,6 +497,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter,
 		Accounts: n.rep.Accounts, Mailer: mailer, PublicURL: base})
 	n.rep.Accounts.SetAuditor(n.rep.Access)
+	n.rep.Entitlements = entitlementRegistry(n.rep, mailer, log) // entitlement.go
 	authn.WithUsers(n.rep.Access)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
@@ -526,6 +528,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	}
 	mount(n.rep.Billing.Handler(), billing.Patterns())
 	mount(n.rep.Access.Handler(), access.Patterns())
+	mount(n.rep.Entitlements.Handler(), entitlement.Patterns())
 	handle(api, health.Pattern, healthHandler(n.rep.Accounts, n.bounded, cfg.Health, reg, log)) // health.go
 
 	root := http.NewServeMux()
