@@ -36,8 +36,10 @@ type LiveConfig struct {
 type liveStats struct {
 	p50, p99, max time.Duration
 	frames        int
-	failed        int64 // publishers that could not start or broke off
-	pollErrors    int64 // playlist requests that failed (other than a timed-out blocking reload)
+	failed        int64         // publishers that could not start or broke off
+	pollErrors    int64         // playlist requests that failed (other than a timed-out blocking reload)
+	maxLag        time.Duration // how far the slowest publisher fell behind real time
+	nodeCores     float64       // the node's CPU over the window, in cores
 }
 
 // RunLive measures glass-to-playlist latency of LL-HLS: N publishers
@@ -66,7 +68,8 @@ func RunLive(ctx context.Context, cfg LiveConfig) ([]Metric, error) {
 		main = append(main, m)
 		cfg.Log.Info("bench live: run", "run", run+1,
 			"base_p50_ms", ms(b.p50), "base_p99_ms", ms(b.p99), "p50_ms", ms(m.p50), "p99_ms", ms(m.p99), "max_ms", ms(m.max),
-			"frames", m.frames, "failed", m.failed+b.failed, "poll_errors", m.pollErrors+b.pollErrors)
+			"frames", m.frames, "failed", m.failed+b.failed, "poll_errors", m.pollErrors+b.pollErrors,
+			"publisher_max_lag_ms", ms(m.maxLag), "node_cpu_cores", round(m.nodeCores), "base_node_cpu_cores", round(b.nodeCores))
 	}
 	med := func(runs []liveStats, f func(liveStats) time.Duration) float64 {
 		v := make([]float64, len(runs))
@@ -153,21 +156,37 @@ func runLiveCase(ctx context.Context, cfg LiveConfig, src *benchH264, n int) (li
 	}
 	var pubs sync.WaitGroup
 	var sent atomic.Int64
+	var lagMu sync.Mutex
+	var maxLag time.Duration
 	for i, c := range clients {
 		if c == nil {
 			continue
 		}
 		pubs.Go(func() {
-			_, err := publishBench(c, src, i, start, end, &sent, func(f int, at time.Time) {
+			lag, err := publishBench(c, src, i, start, end, &sent, func(f int, at time.Time) {
 				if f < frames {
 					sentAt[i][f].Store(at.UnixNano())
 				}
 			})
+			lagMu.Lock()
+			maxLag = max(maxLag, lag)
+			lagMu.Unlock()
 			if err != nil {
 				failed.Add(1)
 				cfg.Log.Warn("bench live: publisher broke off", "stream", t.streams[i], "err", err)
 			}
 		})
+	}
+	pid := t.proc.Pid()
+	time.Sleep(time.Until(windowStart))
+	cpu0, err := procCPUSeconds(pid)
+	if err != nil {
+		return liveStats{}, err
+	}
+	time.Sleep(time.Until(end))
+	cpu1, err := procCPUSeconds(pid)
+	if err != nil {
+		return liveStats{}, err
 	}
 	pubs.Wait()
 	// The last frames' parts are cut when the next part starts or the
@@ -188,7 +207,8 @@ func runLiveCase(ctx context.Context, cfg LiveConfig, src *benchH264, n int) (li
 	}
 	slices.Sort(lat)
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	return liveStats{p50: q(0.50), p99: q(0.99), max: lat[len(lat)-1], frames: len(lat), failed: failed.Load(), pollErrors: pollErrors.Load()}, nil
+	return liveStats{p50: q(0.50), p99: q(0.99), max: lat[len(lat)-1], frames: len(lat), failed: failed.Load(), pollErrors: pollErrors.Load(),
+		maxLag: maxLag, nodeCores: (cpu1 - cpu0) / cfg.Duration.Seconds()}, nil
 }
 
 // livePoller follows one stream's live.m3u8 as an LL-HLS player does.

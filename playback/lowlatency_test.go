@@ -153,7 +153,9 @@ func TestLowLatencyHTTP(t *testing.T) {
 	day := time.Now().UTC().Truncate(24 * time.Hour).UnixMilli()
 	start := time.Now().Add(-2 * time.Second).UnixMilli()
 	init := []byte("an init section")
-	part := func(i int) []byte { return append([]byte("\x00\x00\x00\x10moof"), bytes.Repeat([]byte{byte(i)}, 100)...) }
+	part := func(i int) []byte {
+		return append([]byte("\x00\x00\x00\x10moof"), bytes.Repeat([]byte{byte(i)}, 100)...)
+	}
 	buf.Open("s1", start, init)
 
 	// Before the first part: only the hint.
