@@ -84,9 +84,10 @@ type Buffer struct {
 	cfg Config
 	m   *metrics
 
-	mu      sync.Mutex
-	streams map[string]*stream
-	bytes   int64 // held on the node
+	mu        sync.Mutex
+	streams   map[string]*stream
+	bytes     int64 // held on the node
+	lastSweep time.Time
 }
 
 type stream struct {
@@ -320,9 +321,14 @@ func (b *Buffer) End(stream string) {
 	st.changedLocked()
 }
 
-// sweepLocked forgets sessions that ended more than Linger ago.
+// sweepLocked forgets sessions that ended more than Linger ago, looking
+// at most once a second (it walks every stream).
 func (b *Buffer) sweepLocked() {
 	now := b.cfg.Now()
+	if now.Sub(b.lastSweep) < time.Second && !now.Before(b.lastSweep) {
+		return
+	}
+	b.lastSweep = now
 	for id, st := range b.streams {
 		if !st.ended.IsZero() && now.Sub(st.ended) > b.cfg.Linger {
 			b.dropStreamLocked(st)
@@ -392,7 +398,7 @@ func (b *Buffer) Snapshot(stream string) (Snapshot, bool) {
 	defer b.mu.Unlock()
 	b.sweepLocked()
 	st := b.streams[stream]
-	if st == nil || len(st.segs) == 0 {
+	if st == nil || len(st.segs) == 0 || !st.ended.IsZero() && b.cfg.Now().Sub(st.ended) > b.cfg.Linger {
 		return Snapshot{}, false
 	}
 	s := Snapshot{Session: st.session, Ended: !st.ended.IsZero(), PartTarget: st.target, NextPart: st.nextPart, Changed: st.changed,
