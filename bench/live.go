@@ -216,8 +216,12 @@ type livePoller struct {
 	hc    *http.Client
 	url   string
 	token string
-	pdt0  int64             // start (Unix ms) of the session's first segment
 	seen  map[[2]int64]bool // (msn, part) already listed
+	// Media time (ms from the session's first frame) where each segment
+	// starts, by msn: the sum of the durations of the parts before it.
+	// Part durations, not EXT-X-PROGRAM-DATE-TIME: a sender report may
+	// re-anchor the recorder's wall clock, which moves the latter.
+	segStart map[int64]float64
 }
 
 // run polls until ctx ends, calling listed for every frame of every part
@@ -244,12 +248,22 @@ func (p *livePoller) run(ctx context.Context, listed func(frame int, at time.Tim
 			time.Sleep(50 * time.Millisecond) // not publishing yet
 			continue
 		}
-		if p.pdt0 == 0 {
-			p.pdt0 = pl.segs[0].pdt
+		if p.segStart == nil {
+			p.segStart = map[int64]float64{pl.seq: 0} // the session's first segment
 		}
 		for i, s := range pl.segs {
 			msn := pl.seq + int64(i)
-			cum := float64(s.pdt - p.pdt0)
+			cum, known := p.segStart[msn]
+			if !known {
+				continue // its start is not known: its frames are not measured
+			}
+			if s.closed && len(s.parts) > 0 {
+				var d float64
+				for _, pd := range s.parts {
+					d += pd
+				}
+				p.segStart[msn+1] = cum + d
+			}
 			for j, d := range s.parts {
 				k := [2]int64{msn, int64(j)}
 				if !p.seen[k] {
@@ -292,7 +306,6 @@ type livePlaylist struct {
 }
 
 type liveSeg struct {
-	pdt    int64     // Unix ms
 	parts  []float64 // durations, ms
 	closed bool
 }
@@ -309,9 +322,7 @@ func parseLivePlaylist(body string) livePlaylist {
 		case strings.HasPrefix(l, "#EXT-X-MEDIA-SEQUENCE:"):
 			pl.seq, _ = strconv.ParseInt(strings.TrimPrefix(l, "#EXT-X-MEDIA-SEQUENCE:"), 10, 64)
 		case strings.HasPrefix(l, "#EXT-X-PROGRAM-DATE-TIME:"):
-			if t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(l, "#EXT-X-PROGRAM-DATE-TIME:")); err == nil {
-				cur.pdt, open = t.UnixMilli(), true
-			}
+			open = true
 		case strings.HasPrefix(l, "#EXT-X-PART:DURATION="):
 			v, _, _ := strings.Cut(strings.TrimPrefix(l, "#EXT-X-PART:DURATION="), ",")
 			d, _ := strconv.ParseFloat(v, 64)
