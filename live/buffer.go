@@ -31,8 +31,8 @@ import (
 
 // Config bounds a Buffer. Zero values take the defaults.
 type Config struct {
-	// Segments is how many segments of a session are listed (default 4:
-	// with 6-s segments, 18 s behind the open one).
+	// Segments is how many segments of a session are listed (default 6,
+	// as many as the segment window of live.m3u8 lists).
 	Segments int
 	// StreamBytes bounds the bytes one stream holds (default 32 MiB, a
 	// 6-s segment at 40 Mbit/s).
@@ -110,7 +110,7 @@ type segment struct {
 // New returns an empty Buffer.
 func New(cfg Config) *Buffer {
 	if cfg.Segments <= 0 {
-		cfg.Segments = 4
+		cfg.Segments = 6
 	}
 	if cfg.StreamBytes <= 0 {
 		cfg.StreamBytes = 32 << 20
