@@ -40,6 +40,7 @@ type liveStats struct {
 	pollErrors    int64         // playlist requests that failed (other than a timed-out blocking reload)
 	maxLag        time.Duration // how far the slowest publisher fell behind real time
 	nodeCores     float64       // the node's CPU over the window, in cores
+	benchCores    float64       // the bench process's (publishers and players)
 }
 
 // RunLive measures glass-to-playlist latency of LL-HLS: N publishers
@@ -69,7 +70,7 @@ func RunLive(ctx context.Context, cfg LiveConfig) ([]Metric, error) {
 		cfg.Log.Info("bench live: run", "run", run+1,
 			"base_p50_ms", ms(b.p50), "base_p99_ms", ms(b.p99), "p50_ms", ms(m.p50), "p99_ms", ms(m.p99), "max_ms", ms(m.max),
 			"frames", m.frames, "failed", m.failed+b.failed, "poll_errors", m.pollErrors+b.pollErrors,
-			"publisher_max_lag_ms", ms(m.maxLag), "node_cpu_cores", round(m.nodeCores), "base_node_cpu_cores", round(b.nodeCores))
+			"publisher_max_lag_ms", ms(m.maxLag), "node_cpu_cores", round(m.nodeCores), "base_node_cpu_cores", round(b.nodeCores), "bench_cpu_cores", round(m.benchCores))
 	}
 	med := func(runs []liveStats, f func(liveStats) time.Duration) float64 {
 		v := make([]float64, len(runs))
@@ -183,8 +184,16 @@ func runLiveCase(ctx context.Context, cfg LiveConfig, src *benchH264, n int) (li
 	if err != nil {
 		return liveStats{}, err
 	}
+	self0, err := procCPUSeconds(os.Getpid())
+	if err != nil {
+		return liveStats{}, err
+	}
 	time.Sleep(time.Until(end))
 	cpu1, err := procCPUSeconds(pid)
+	if err != nil {
+		return liveStats{}, err
+	}
+	self1, err := procCPUSeconds(os.Getpid())
 	if err != nil {
 		return liveStats{}, err
 	}
@@ -208,7 +217,7 @@ func runLiveCase(ctx context.Context, cfg LiveConfig, src *benchH264, n int) (li
 	slices.Sort(lat)
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	return liveStats{p50: q(0.50), p99: q(0.99), max: lat[len(lat)-1], frames: len(lat), failed: failed.Load(), pollErrors: pollErrors.Load(),
-		maxLag: maxLag, nodeCores: (cpu1 - cpu0) / cfg.Duration.Seconds()}, nil
+		maxLag: maxLag, nodeCores: (cpu1 - cpu0) / cfg.Duration.Seconds(), benchCores: (self1 - self0) / cfg.Duration.Seconds()}, nil
 }
 
 // livePoller follows one stream's live.m3u8 as an LL-HLS player does.
