@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/internal/httpx"
@@ -124,7 +125,8 @@ func parseHLSParams(r *http.Request) (hlsParams, error) {
 
 // liveOrLowLatency serves live.m3u8: LL-HLS when this node records the
 // stream, else the segment window.
-func (h *Handler) liveOrLowLatency(w http.ResponseWriter, r *http.Request, p auth.Principal, streamID string, ref storage.StreamRef) {
+func (h *Handler) liveOrLowLatency(w http.ResponseWriter, r *http.Request, p auth.Principal, st accounts.Stream, ref storage.StreamRef) {
+	streamID := st.ID
 	q, err := parseHLSParams(r)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "bad_hls_param", err.Error())
@@ -132,7 +134,7 @@ func (h *Handler) liveOrLowLatency(w http.ResponseWriter, r *http.Request, p aut
 	}
 	if h.opts.Live != nil {
 		if snap, ok := h.opts.Live.Snapshot(streamID); ok {
-			h.lowLatency(w, r, p, streamID, ref, q, snap)
+			h.lowLatency(w, r, p, st, ref, q, snap)
 			return
 		}
 	}
@@ -188,8 +190,8 @@ func (lw llWindow) tooFar(q hlsParams) bool {
 
 // lowLatency serves the LL-HLS playlist of a stream recorded here,
 // holding a blocking reload until it can answer.
-func (h *Handler) lowLatency(w http.ResponseWriter, r *http.Request, p auth.Principal, streamID string, ref storage.StreamRef, q hlsParams, snap live.Snapshot) {
-	ctx := r.Context()
+func (h *Handler) lowLatency(w http.ResponseWriter, r *http.Request, p auth.Principal, st accounts.Stream, ref storage.StreamRef, q hlsParams, snap live.Snapshot) {
+	ctx, streamID := r.Context(), st.ID
 	lw, err := h.number(ctx, ref, snap)
 	if err != nil {
 		h.log.WarnContext(ctx, "playback: live numbering failed", "stream", streamID, "err", err)
@@ -231,6 +233,9 @@ func (h *Handler) lowLatency(w http.ResponseWriter, r *http.Request, p auth.Prin
 				unavailable(w, "index_unavailable", "index unavailable, retry")
 				return
 			}
+		}
+		if !h.stillWatches(w, r, p, st) {
+			return
 		}
 	}
 	var b bytes.Buffer
@@ -416,7 +421,7 @@ func (h *Handler) sessionBase(ctx context.Context, ref storage.StreamRef, snap l
 
 // livePart serves part n of a session: from memory while held, else from
 // the stored segment. The next part (the preload hint) is waited for.
-func (h *Handler) livePart(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, session string, n int64) {
+func (h *Handler) livePart(w http.ResponseWriter, r *http.Request, p auth.Principal, st accounts.Stream, ref storage.StreamRef, session string, n int64) {
 	ctx := r.Context()
 	if h.opts.Live == nil {
 		httpx.WriteError(w, http.StatusNotFound, "part_not_found", "this node records no live parts")
@@ -429,7 +434,7 @@ func (h *Handler) livePart(w http.ResponseWriter, r *http.Request, ref storage.S
 			httpx.WriteError(w, http.StatusNotFound, "part_not_found", "no such live part (the session ended, or the part left the window)")
 			return
 		}
-		release, slot := h.blocked.take(auth.FromContext(ctx).Actor())
+		release, slot := h.blocked.take(p.Actor())
 		if !slot {
 			w.Header().Set("Retry-After", "1")
 			httpx.WriteError(w, http.StatusTooManyRequests, "too_many_blocked_requests", "too many live requests waiting at once")
@@ -456,12 +461,26 @@ func (h *Handler) livePart(w http.ResponseWriter, r *http.Request, ref storage.S
 				return
 			}
 		}
+		if !h.stillWatches(w, r, p, st) {
+			return
+		}
 	}
 	if data == nil {
 		h.serveBytes(w, r, ref, seg.Start, byteWindow{offset: seg.InitSize + part.Offset, size: part.Size, contentType: "video/iso.segment"})
 		return
 	}
 	writeHeld(w, r, "video/iso.segment", data)
+}
+
+// stillWatches checks scope and privacy mode again after a request
+// waited: either may have changed meanwhile. It answers the request
+// itself (false) when p may no longer watch st.
+func (h *Handler) stillWatches(w http.ResponseWriter, r *http.Request, p auth.Principal, st accounts.Stream) bool {
+	if err := h.reg.Allowed(p, st.Account, accounts.Read); err != nil {
+		httpx.WriteError(w, http.StatusForbidden, "forbidden", err.Error())
+		return false
+	}
+	return h.mayWatch(w, r, p, st)
 }
 
 // serveHeld serves the init section or media of a segment held in the

@@ -223,9 +223,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case routePlaylist:
 		h.playlist(w, r, p, st.ID, ref)
 	case routeLive:
-		h.liveOrLowLatency(w, r, p, st.ID, ref)
+		h.liveOrLowLatency(w, r, p, st, ref)
 	case routeLivePart:
-		h.livePart(w, r, ref, rt.session, rt.start)
+		h.livePart(w, r, p, st, ref, rt.session, rt.start)
 	case routeClip:
 		h.clip(w, r, ref)
 	}

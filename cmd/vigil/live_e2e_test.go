@@ -368,11 +368,31 @@ func TestLowLatencyLive(t *testing.T) {
 			t.Fatalf("reseller before privacy mode: %d %s", code, body)
 		}
 		rp := parseLL(t, body)
+		// A blocking reload the reseller started before privacy mode, for a
+		// part three ahead, is refused when it wakes.
+		last := rp.segs[len(rp.segs)-1]
+		ahead := fmt.Sprintf("live.m3u8?_HLS_msn=%d&_HLS_part=%d", rp.seq+int64(len(rp.segs))-1, len(last.parts)+3)
+		if last.media != "" {
+			ahead = fmt.Sprintf("live.m3u8?_HLS_msn=%d&_HLS_part=3", rp.seq+int64(len(rp.segs)))
+		}
+		woke := make(chan [2]any, 1)
+		go func() {
+			code, c := statusCode(t, base+ahead, reseller)
+			woke <- [2]any{code, c}
+		}()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(getOK(t, v.base+"/metrics"), "vigil_live_blocked_requests 1"); {
+			if time.Now().After(deadline) {
+				t.Fatal("the reseller's blocking reload never waited")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		must(t, op.do(ctx, "PATCH", "/v1/accounts/s1", map[string]any{"privacy_mode": true}, nil))
+		if got := <-woke; got[0] != 403 || got[1] != "privacy_mode" {
+			t.Errorf("the reseller's blocking reload across the switch to privacy mode: %v, want 403 privacy_mode", got)
+		}
 		if code, c := statusCode(t, base+"live.m3u8", reseller); code != 403 || c != "privacy_mode" {
 			t.Errorf("reseller's live.m3u8 under privacy mode: %d %q", code, c)
 		}
-		last := rp.segs[len(rp.segs)-1]
 		for _, rel := range []string{last.parts[len(last.parts)-1], last.init} {
 			if code, c := statusCode(t, base+rel, ""); code != 403 || c != "privacy_mode" {
 				t.Errorf("reseller's signed %s under privacy mode: %d %q", rel, code, c)
