@@ -129,6 +129,9 @@ func isFMP4(seg index.Segment) bool {
 // part serves the init section (the bytes before the first moof) or the
 // media part (from it on) of an fMP4 segment.
 func (h *Handler) part(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64, init bool) {
+	if h.serveHeld(w, r, ref.Stream, start, init) {
+		return // a segment being recorded here, not yet stored (lowlatency.go)
+	}
 	seg, ok := h.lookup(w, r, ref, start)
 	if !ok {
 		return
@@ -407,17 +410,7 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 		b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n")
 	}
 	b.WriteString("#EXT-X-INDEPENDENT-SEGMENTS\n")
-	base := "/v1/streams/" + streamID + "/"
-	uri := func(rel string) string {
-		if len(h.sign.key) == 0 {
-			return rel
-		}
-		q, ok := h.sign.query(base+rel, p, exp)
-		if !ok {
-			return rel // the player must send the bearer token
-		}
-		return rel + "?" + q
-	}
+	uri := func(rel string) string { return h.entryURI(p, streamID, rel, exp) }
 	key := func(i int) index.Head {
 		if heads == nil {
 			return index.Head{}
@@ -447,6 +440,19 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 	if !head.live {
 		b.WriteString("#EXT-X-ENDLIST\n")
 	}
+}
+
+// entryURI is the URI a playlist of streamID lists for rel (relative to
+// the stream's path), signed for p until exp when URLs are signed.
+func (h *Handler) entryURI(p auth.Principal, streamID, rel string, exp time.Time) string {
+	if len(h.sign.key) == 0 {
+		return rel
+	}
+	q, ok := h.sign.query("/v1/streams/"+streamID+"/"+rel, p, exp)
+	if !ok {
+		return rel // the player must send the bearer token
+	}
+	return rel + "?" + q
 }
 
 func writeM3U8(w http.ResponseWriter, b *bytes.Buffer, cache string) {

@@ -20,7 +20,7 @@ func TestPrintBenchNamesBaselineAndGoals(t *testing.T) {
 		{Metric: "loss", Unit: "packets", Value: 0, Goal: "0", Met: &yes},
 		{Metric: "no_goal", Unit: "s", Value: 1},
 	}
-	for _, name := range []string{"ingest", "meter", "retention", "rtsp", "playback"} {
+	for _, name := range []string{"ingest", "meter", "retention", "rtsp", "playback", "live"} {
 		var b strings.Builder
 		printBench(&b, name, res, false)
 		out := b.String()

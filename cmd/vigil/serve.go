@@ -37,6 +37,7 @@ import (
 	"github.com/vigilcloud/vigil/ingest/segmenter"
 	"github.com/vigilcloud/vigil/internal/connlimit"
 	"github.com/vigilcloud/vigil/internal/httpx"
+	"github.com/vigilcloud/vigil/live"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/playback"
 	"github.com/vigilcloud/vigil/purge"
@@ -83,6 +84,7 @@ type nodeConfig struct {
 	Retention          retentionFlags // retention.go
 	Guard              guardFlags     // guard.go
 	Health             healthFlags    // health.go
+	Live               liveFlags      // live.go
 	SMTP               smtpFlags      // smtp.go
 
 	// Before authentication (RTSP) and after failed ones (HTTP and RTSP).
@@ -140,6 +142,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	c.Retention.register(fs)
 	c.Guard.register(fs)
 	c.Health.register(fs)
+	c.Live.register(fs)
 	c.SMTP.register(fs)
 }
 
@@ -236,6 +239,7 @@ type node struct {
 	usage       *meter.Aggregator
 	bounded     index.Index // the request path's index
 	ingest      *ingest.Handler
+	live        *live.Buffer // parts of the streams recorded here (live.go)
 	readyWait   time.Duration
 	authLimiter *auth.Limiter  // failed authentications, HTTP and RTSP
 	stops       []func() error // in start order
@@ -443,6 +447,7 @@ func (n *node) openUsage(ctx context.Context) error {
 func (n *node) openIngest(ctx context.Context) error {
 	cfg := n.cfg
 	n.bounded = index.WithDeadline(n.index, cfg.Guard.IndexTimeout)
+	n.live = n.newLiveBuffer()
 	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
 		Logger: n.log, Registerer: n.reg})
 	n.ingest = ingest.New(ingest.Config{
@@ -502,7 +507,8 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
 	play := playback.NewWithOptions(n.store, n.bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken),
-		Audit: n.rep.Access, Signers: n.rep.Access})
+		Audit: n.rep.Access, Signers: n.rep.Access,
+		Live: n.live, LiveMaxBlocked: cfg.Live.MaxBlocked, LiveBlockedPerClient: cfg.Live.BlockedPerClient, Registerer: reg})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()

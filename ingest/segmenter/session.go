@@ -471,6 +471,7 @@ func (s *session) openSegment(media int, first *accessUnit, d0 int64) error {
 	}
 	seg.sp = sp
 	s.seg = seg
+	s.r.cfg.Live.Open(s.st.ID, seg.startMS, sp.init)
 	s.noteTier(seg.width, seg.height)
 	return nil
 }
@@ -535,6 +536,9 @@ func (s *session) flushFragment(end int64) error {
 		}
 	}
 	durMS := (seg.wallOf(end) - seg.startNS) / 1e6
+	partDur := time.Duration((end - seg.fragStart) * 1e9 / videoRate)
+	independent := seg.video[0].Keyframe
+	seg.sp.tap = func(pieces [][]byte) { s.r.cfg.Live.Part(s.st.ID, seg.startMS, pieces, partDur, independent) }
 	if err := seg.sp.writeFragment(frag, durMS); err != nil {
 		return err
 	}
@@ -573,6 +577,7 @@ func (s *session) closeSegment(end int64) error {
 		return nil
 	}
 	s.nextStartNS, s.endMS = endNS, endMS
+	s.r.cfg.Live.Close(s.st.ID, seg.startMS, endMS-seg.startMS)
 	if s.aboveTier {
 		s.r.m.aboveTierSegs.Inc()
 	}
@@ -612,6 +617,7 @@ func (s *session) close(reason error) {
 		if err == nil {
 			s.backlog.Add(1)
 			s.endMS = seg.startMS + sp.durationMS
+			s.r.cfg.Live.Close(s.st.ID, seg.startMS, sp.durationMS)
 			s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID, registered: s.st.RegisteredAt,
 				seg:    index.Segment{Start: seg.startMS, DurationMS: sp.durationMS, Width: seg.width, Height: seg.height},
 				offset: sp.offset, size: sp.size, sha256: seg.sp.sum(),
@@ -632,6 +638,7 @@ func (s *session) close(reason error) {
 		}
 		cancel()
 	}
+	s.r.cfg.Live.End(s.st.ID)
 	if s.aboveTier {
 		s.r.m.aboveTier.Dec()
 	}
