@@ -513,14 +513,17 @@ func (s *session) noteTier(w, h int) {
 
 // audioStart is the decode time of a segment's first audio sample of
 // media index i, off samples after its first picture: on the run's time
-// line, and exactly where the previous segment's audio ended when it
-// follows on from it (within half a frame of rounding).
+// line, exactly where the previous segment's audio ended when it follows
+// on from it (within half a frame of rounding), and never before that
+// (a sender report that moved the audio clock back): decode times only
+// rise within a run.
 func (seg *openSegment) audioStart(i int, off uint64, rate, frameDur int, run runEnd) uint64 {
 	at := off + seg.base*uint64(rate)/videoRate
-	if !seg.chained {
+	prev, ok := run.audio[i]
+	if !seg.chained || !ok {
 		return at
 	}
-	if prev, ok := run.audio[i]; ok && max(at, prev)-min(at, prev) <= uint64(frameDur)/2 {
+	if at < prev || at-prev <= uint64(frameDur)/2 {
 		return prev
 	}
 	return at
