@@ -40,8 +40,9 @@ import (
 // Gaps are not listed as EXT-X-GAP segments: there is no media to name,
 // and the discontinuity plus EXT-X-PROGRAM-DATE-TIME already tells the
 // player where the timeline resumes. Decode times that do not run on
-// from one segment to the next (recorders that start every segment at
-// zero) are discontinuities too, within a run of one init section. Init
+// from one segment to the next (segments the RTSP recorder stored before
+// its decode times ran on across a session each start at zero) are
+// discontinuities too, within a run of one init section. Init
 // sections are identified by (a prefix of) the SHA-256 of their bytes;
 // ingest records that and the first tfdt in the index entry (index.Head).
 // Entries without one (written before heads existed) have theirs read

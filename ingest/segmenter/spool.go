@@ -278,7 +278,8 @@ func scanFMP4(r io.Reader) (spooled, error) {
 		return spooled{}, errors.New("segmenter: spool without a video track")
 	}
 	sp := spooled{offset: storage.SpoolHeadroom, size: initSize, width: video.Width, height: video.Height}
-	var end uint64
+	var start, end uint64
+	first := true
 	for {
 		// A torn last fragment ends the scan: what came before stands.
 		frag, err := rd.NextFragment()
@@ -290,13 +291,18 @@ func scanFMP4(r io.Reader) (spooled, error) {
 				continue
 			}
 			end = tf.BaseDecodeTime
+			if first {
+				// A segment that runs on from the one before starts
+				// where it ended, not at zero.
+				start, first = end, false
+			}
 			for _, smp := range tf.Samples {
 				end += uint64(smp.Duration)
 			}
 		}
 		sp.size = rd.Offset()
 	}
-	sp.durationMS = int64(end * 1000 / uint64(video.TimeScale))
+	sp.durationMS = int64((end - start) * 1000 / uint64(video.TimeScale))
 	if sp.size == initSize {
 		sp.size = 0 // no fragment: nothing to store
 	}
