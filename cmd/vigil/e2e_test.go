@@ -122,15 +122,27 @@ func realSegment(t *testing.T, kind string) ([]byte, string) {
 func ffprobeDuration(t *testing.T, path string) float64 {
 	t.Helper()
 	testutil.RequireBinary(t, "ffprobe")
-	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path).CombinedOutput()
+	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=duration,start_time", "-of", "default=nw=1", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ffprobe rejects %s: %v\n%s", path, err, out)
 	}
-	var d float64
-	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "%g", &d); err != nil {
-		t.Fatalf("ffprobe duration %q: %v", out, err)
+	// A recorder segment later in an RTSP session starts at its run's
+	// decode time, and ffprobe counts its duration from zero: its span is
+	// duration minus start_time.
+	var d, start float64
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		var x float64
+		if _, err := fmt.Sscanf(v, "%g", &x); err != nil {
+			t.Fatalf("ffprobe %s %q: %v", k, v, err)
+		}
+		if k == "duration" {
+			d = x
+		} else {
+			start = x
+		}
 	}
-	return d
+	return d - start
 }
 
 // TestServeEmbeddedDefaults runs vigil on its embedded defaults: real fMP4
