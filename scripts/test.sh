@@ -17,6 +17,8 @@ need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+command -v chromium >/dev/null || need_apt+=(chromium) # the viewer page's browser tests (ui/)
+command -v npm >/dev/null || need_apt+=(npm)           # scripts/hlsjs.sh --check
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]} with apt-get" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -46,5 +48,6 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then echo "gofmt wants to change: $unformatted" >&2; exit 1; fi
 if ! go mod tidy -diff; then echo "go.mod/go.sum are not tidy: run go mod tidy" >&2; exit 1; fi
 go vet ./...
+scripts/hlsjs.sh --check # the embedded hls.js is the pinned release, byte for byte
 staticcheck ./...
 go test -race -timeout 40m "$@" ./...
