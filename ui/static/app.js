@@ -15,7 +15,10 @@
   let token = store.getItem('vigil.token') || '';
   let current = null; // the selected stream: {id, account}
   let accounts = new Map(); // id -> account, as listed
-  let timeline = { from: 0, to: 0, spans: [] };
+  let timeline = { from: 0, to: 0, spans: [] }; // from..to: the window drawn
+  // The window drawn is len long and ends at end; it stays put (a click
+  // lands where it was aimed) until now passes its end, then moves on.
+  let view = { len: DAY, end: 0, follow: true };
   let hls = null;
   let vod = null; // {from, to} of the recording window playing
   let privacy = null; // the refusal while the stream's video is kept from us
@@ -105,10 +108,11 @@
     store.removeItem('vigil.token');
     store.removeItem('vigil.session');
     store.removeItem('vigil.who');
-    stopPlayer();
     timers.forEach(clearInterval);
     timers = [];
+    resetViewer();
     current = null;
+    $('camera-list').replaceChildren();
     $('app').hidden = true;
     $('signout').hidden = true;
     $('who').textContent = '';
@@ -123,7 +127,7 @@
     $('who').textContent = 'Signed in: ' + (store.getItem('vigil.who') || '');
     loadCameras();
     timers.push(setInterval(loadCameras, 30000));
-    timers.push(setInterval(() => { if (current && !dragging) loadTimeline(); }, 10000));
+    timers.push(setInterval(() => { if (current && !dragging) loadTimeline(); }, 5000));
   }
 
   // --- cameras and their health -------------------------------------------
@@ -212,14 +216,29 @@
     }
   }
 
-  async function selectStream(id, account) {
+  // resetViewer forgets what the last stream showed: video, timeline, clip.
+  function resetViewer() {
     stopPlayer();
+    setPrivacy(null);
+    if (clipURL) { URL.revokeObjectURL(clipURL); clipURL = ''; }
+    $('clip-link').hidden = true;
+    $('clip-from').value = '';
+    $('clip-to').value = '';
+    $('clip-status').textContent = '';
+    $('player-error').textContent = '';
+    $('spans').replaceChildren();
+    $('selection').hidden = true;
+    $('timeline-info').textContent = '';
+    $('stream-title').textContent = 'Choose a stream';
+    timeline.spans = [];
+  }
+
+  async function selectStream(id, account) {
+    resetViewer();
     current = { id, account };
     for (const b of document.querySelectorAll('.stream')) b.classList.toggle('selected', b.dataset.stream === id);
     $('stream-title').textContent = id;
-    $('player-error').textContent = '';
-    $('clip-status').textContent = '';
-    setPrivacy(null);
+    setPrivacy(null); // enables the buttons for the stream
     await loadTimeline();
     await probeVideo();
   }
@@ -234,7 +253,7 @@
     try {
       const r = await api('GET', '/v1/streams/' + enc(id) + '/recordings?spans=only&start=' + from + '&end=' + to);
       if (!current || current.id !== id) return;
-      timeline = { from, to, spans: r.spans || [] };
+      timeline.spans = r.spans || [];
       drawTimeline();
     } catch (e) {
       $('timeline-info').textContent = 'Timeline: ' + e.message;
@@ -243,10 +262,32 @@
 
   const pct = (t) => (100 * (t - timeline.from) / (timeline.to - timeline.from)) + '%';
 
+  function zoom(len) {
+    view = { len, end: 0, follow: true };
+    for (const b of document.querySelectorAll('#zoom [data-zoom]')) b.classList.toggle('on', +b.dataset.zoom === len);
+    drawTimeline();
+  }
+
+  function pan(dir) {
+    const now = Date.now();
+    view.end = Math.max(now - DAY + view.len, (view.end || now) + dir * view.len / 2);
+    view.follow = view.end > now;
+    if (view.follow) view.end = 0;
+    drawTimeline();
+  }
+
   function drawTimeline() {
+    const now = Date.now();
+    if (!view.end || view.follow && now > view.end) view.end = now + view.len / 20;
+    if (view.end < now - DAY + view.len) view.end = now - DAY + view.len;
+    timeline.from = view.end - view.len;
+    timeline.to = view.end;
+    const tl = $('timeline');
+    tl.dataset.from = timeline.from;
+    tl.dataset.to = timeline.to;
     const ticks = $('ticks');
     ticks.replaceChildren();
-    const step = 3 * HOUR;
+    const step = view.len >= 12 * HOUR ? 3 * HOUR : view.len >= 3 * HOUR ? HOUR : view.len >= HOUR ? 10 * 60000 : 60000;
     for (let t = Math.ceil(timeline.from / step) * step; t < timeline.to; t += step) {
       const k = el('div', 'tick', new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
       k.style.left = pct(t);
@@ -256,6 +297,8 @@
     spans.replaceChildren();
     let total = 0;
     for (const s of timeline.spans) {
+      total += s.end - s.start;
+      if (s.end < timeline.from || s.start > timeline.to) continue;
       const d = el('div', 'span');
       d.dataset.start = s.start;
       d.dataset.end = s.end;
@@ -263,7 +306,6 @@
       d.style.width = (100 * (Math.min(s.end, timeline.to) - Math.max(s.start, timeline.from)) / (timeline.to - timeline.from)) + '%';
       d.title = fmt(s.start) + ' – ' + fmt(s.end);
       spans.append(d);
-      total += s.end - s.start;
     }
     $('timeline-info').textContent = timeline.spans.length
       ? `${timeline.spans.length} span(s), ${(total / 60000).toFixed(1)} min recorded in the last 24 h`
@@ -510,6 +552,9 @@
     tl.addEventListener('pointercancel', () => { dragging = null; });
     $('video').addEventListener('timeupdate', onTimeUpdate);
     $('video').addEventListener('ended', onEnded);
+    for (const b of document.querySelectorAll('#zoom [data-zoom]')) b.addEventListener('click', () => zoom(+b.dataset.zoom));
+    $('earlier').addEventListener('click', () => pan(-1));
+    $('later').addEventListener('click', () => pan(1));
     if (token) showApp(); else signedOut('');
   });
 })();
