@@ -251,7 +251,6 @@ func waitSegments(t *testing.T, n *vigiltest.Node, k int) {
 // closed to all but loopback. It records CSP violations in
 // window.__cspViolations and returns the console's messages on demand.
 func newBrowser(t *testing.T, chrome string) (context.Context, func() string) {
-	var out syncBuffer
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome),
 		chromedp.NoSandbox,
@@ -260,7 +259,6 @@ func newBrowser(t *testing.T, chrome string) (context.Context, func() string) {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 860),
-		chromedp.CombinedOutput(&out),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
@@ -271,39 +269,29 @@ func newBrowser(t *testing.T, chrome string) (context.Context, func() string) {
 		return err
 	}))
 	if err != nil {
-		t.Fatalf("start chromium: %v\n%s", err, out.String())
+		t.Fatalf("start chromium: %v", err)
 	}
-	var console syncBuffer
+	var mu sync.Mutex
+	var console []string
 	messages := chromedp.Console(ctx)
 	go func() {
 		for m, err := range messages {
 			if err != nil {
 				return
 			}
-			fmt.Fprintf(&console, "%s: %s\n", m.Type, m.Text)
+			mu.Lock()
+			console = append(console, fmt.Sprintf("%s: %s", m.Type, m.Text))
+			mu.Unlock()
 		}
 	}()
 	// The whole browser session is bounded; the first Do above must not be.
 	deadline, cancelDeadline := context.WithTimeout(ctx, 6*time.Minute)
 	t.Cleanup(cancelDeadline)
-	return deadline, func() string { return console.String() + "chromium:\n" + vigiltest.Tail(out.String(), 30) }
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return deadline, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(console, "\n")
+	}
 }
 
 // browserPage runs actions on the page, failing the test on errors.
