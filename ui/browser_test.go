@@ -129,6 +129,28 @@ func TestViewerPage(t *testing.T) {
 	b.waitPlaying("live")
 	b.screenshot("ui-live.png")
 
+	// An H.265 camera: Debian's Chromium has no H.265 in Media Source, and
+	// the page says so instead of failing silently.
+	hevc := testutil.FFmpegSegment(t, "640x360", "libx265", "mp4")
+	at := time.Now().Add(-time.Minute).Truncate(time.Second).UnixMilli()
+	for i := range 2 {
+		if code, msg := n.Put(bridgeToken, "cam2-hevc", at+int64(i)*2000, hevc, "video/mp4"); code != http.StatusCreated {
+			t.Fatalf("upload H.265 segment: %d %s", code, msg)
+		}
+	}
+	b.run(chromedp.Navigate(n.Base+"/ui/"), chromedp.WaitVisible(chromedp.CSS(`button.stream[data-stream="cam2-hevc"]`)),
+		chromedp.Click(chromedp.CSS(`button.stream[data-stream="cam2-hevc"]`)))
+	b.poll("the H.265 span", 30*time.Second, func() (bool, string) {
+		return eval[int](b, `document.querySelectorAll('#spans .span').length`) > 0, ""
+	})
+	b.run(chromedp.Click(chromedp.CSS(`#zoom button[data-zoom="600000"]`)))
+	x, y, w = b.spanBox()
+	b.run(chromedp.MouseClickXY(x+w*0.5, y))
+	b.poll("the page saying it cannot decode H.265", 30*time.Second, func() (bool, string) {
+		e := eval[string](b, `document.getElementById('player-error').textContent`)
+		return strings.Contains(e, "cannot decode"), e
+	})
+
 	// Sign-out revokes the session.
 	b.run(chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#token-form")))
 	b.poll("the session revoked", 10*time.Second, func() (bool, string) {
@@ -193,6 +215,8 @@ func provision(t *testing.T, n *vigiltest.Node) string {
 	n.Must(op.Do(ctx, "POST", "/v1/accounts/s1/bridges", map[string]any{"id": "br", "name": "Shop bridge"}, &br))
 	n.Must(op.Do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam1", "name": "Front door",
 		"streams": []map[string]any{{"id": stream, "width": 640, "height": 360, "retention_days": 7}}}, nil))
+	n.Must(op.Do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam2", "name": "Yard (H.265)",
+		"streams": []map[string]any{{"id": "cam2-hevc", "width": 640, "height": 360, "retention_days": 7}}}, nil))
 	var u struct{ Invitation struct{ Token string } }
 	n.Must(op.Do(ctx, "POST", "/v1/accounts/r1/users", map[string]any{"email": email, "role": "admin"}, &u))
 	anon := &vigiltest.Client{Base: n.Base}

@@ -495,6 +495,7 @@
     v.dataset.mode = mode;
     $('mode').textContent = mode === 'live' ? '● Live' : 'Recording';
     let started = mode === 'live';
+    let recoveries = 0;
     h.on(Hls.Events.LEVEL_LOADED, (_, data) => {
       if (started) return;
       started = true;
@@ -511,7 +512,11 @@
         probeVideo().then(() => { if (!privacy) $('player-error').textContent = 'Refused (' + code + ').'; });
         return;
       }
-      if (data.type === Hls.ErrorTypes.MEDIA_ERROR) { h.recoverMediaError(); return; }
+      if (/codec/i.test(data.details)) { // manifestIncompatibleCodecsError, bufferAddCodecError, ...
+        $('player-error').textContent = 'This browser cannot decode this stream\u2019s video (an H.265 camera in a browser without H.265?). Export a clip instead.';
+        return;
+      }
+      if (data.type === Hls.ErrorTypes.MEDIA_ERROR && recoveries++ < 2) { h.recoverMediaError(); return; }
       $('player-error').textContent = 'Playback: ' + data.details + (code ? ' (HTTP ' + code + ')' : '');
     });
     h.attachMedia(v);
