@@ -126,8 +126,9 @@
     $('signout').hidden = false;
     $('who').textContent = 'Signed in: ' + (store.getItem('vigil.who') || '');
     loadCameras();
-    timers.push(setInterval(loadCameras, 30000));
-    timers.push(setInterval(() => { if (current && !dragging) loadTimeline(); }, 5000));
+    // A hidden tab asks nothing; it catches up when shown again.
+    timers.push(setInterval(() => { if (!document.hidden) loadCameras(); }, 30000));
+    timers.push(setInterval(() => { if (current && !dragging && !document.hidden) loadTimeline(); }, 5000));
   }
 
   // --- cameras and their health -------------------------------------------
@@ -428,12 +429,15 @@
     if (!on) { box.hidden = true; box.replaceChildren(); return; }
     stopPlayer();
     const a = current && accounts.get(current.account);
+    const privacyMode = err.code === 'privacy_mode';
     box.replaceChildren(
-      el('strong', '', err.code === 'privacy_mode' ? 'Privacy mode: no video' : 'No video'),
-      el('p', 'privacy-reason', err.message + (err.code ? ' (' + err.code + ').' : '.')),
-      el('p', '', (a ? `Account ${a.name || a.id}` : 'This account') +
+      el('strong', '', privacyMode ? 'Privacy mode: no video' : 'No video'),
+      el('p', 'privacy-reason', err.message + (err.code ? ' (' + err.code + ').' : '.')));
+    if (privacyMode) {
+      box.append(el('p', '', (a ? `Account ${a.name || a.id}` : 'This account') +
         ' has switched privacy mode on: only its own users see its live and recorded video. ' +
         'The timeline above and the cameras\u2019 health stay visible.'));
+    }
     box.dataset.code = err.code || '';
     box.hidden = false;
   }
