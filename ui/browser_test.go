@@ -104,7 +104,9 @@ func TestViewerPage(t *testing.T) {
 	clicked := b.timeAtX(x + w*0.3)
 	b.run(chromedp.MouseClickXY(x+w*0.3, y))
 	b.waitPlaying("recording")
-	if at := b.playingDate(); at < clicked-2500 || at > clicked+10_000 {
+	// From the click on, not from the span's start (6 s and more before
+	// it); how far it got depends on how fast this machine is.
+	if at := b.playingDate(); at < clicked-2500 || at > clicked+30_000 {
 		t.Errorf("playing %s after a click at %s", time.UnixMilli(at), time.UnixMilli(clicked))
 	}
 	b.screenshot("ui-playback.png")
