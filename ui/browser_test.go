@@ -3,7 +3,9 @@ package ui_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -202,6 +204,110 @@ func TestViewerPage(t *testing.T) {
 	if t.Failed() {
 		t.Logf("browser console:\n%s", logs())
 	}
+}
+
+// TestPlaysAcrossRuns plays, in the page, a recording whose picture size
+// changes (640x360 to 1280x720, each encoded as one run of segments with
+// continuous decode times): the playlist starts a new run there, with a
+// discontinuity and a new EXT-X-MAP, and hls.js in Chromium plays on across
+// it. ffmpeg 5.1's HLS reader cannot (README, HLS), so this is where the
+// whole playlist is checked.
+func TestPlaysAcrossRuns(t *testing.T) {
+	testutil.RequireBinary(t, "ffmpeg")
+	chrome := testutil.RequireBinary(t, "chromium")
+	n := vigiltest.Start(t, vigilBin, vigiltest.Options{})
+	token := n.Provision("runs")
+	start := time.Now().Add(-2 * time.Minute).Truncate(time.Second).UnixMilli()
+	segs := append(encodeRun(t, "640x360", 3), encodeRun(t, "1280x720", 3)...)
+	for i, seg := range segs {
+		if code, msg := n.Put(token, "runs", start+int64(i)*2000, seg, "video/mp4"); code != http.StatusCreated {
+			t.Fatalf("upload %d: %d %s", i, code, msg)
+		}
+	}
+	// The premise: two runs, one discontinuity between them.
+	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/streams/runs/playlist.m3u8?start=%d&end=%d", n.Base, start, start+12_000), nil)
+	req.Header.Set("Authorization", "Bearer "+vigiltest.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if d, m := strings.Count(string(pl), "#EXT-X-DISCONTINUITY\n"), strings.Count(string(pl), "#EXT-X-MAP"); resp.StatusCode != 200 || d != 1 || m != 2 {
+		t.Fatalf("playlist (%d): %d discontinuities and %d maps, want 1 and 2:\n%s", resp.StatusCode, d, m, pl)
+	}
+
+	ctx, logs := newBrowser(t, chrome)
+	b := &browserPage{t: t, ctx: ctx}
+	b.run(chromedp.Navigate(n.Base+"/ui/"),
+		chromedp.SendKeys(chromedp.CSS("#token"), vigiltest.Token),
+		chromedp.Click(chromedp.CSS(`#token-form button[type="submit"]`)),
+		chromedp.Click(chromedp.CSS(`button.stream[data-stream="runs"]`)),
+		chromedp.Click(chromedp.CSS(`#zoom button[data-zoom="600000"]`)))
+	b.poll("the span", 30*time.Second, func() (bool, string) {
+		return eval[int](b, `document.querySelectorAll('#spans .span').length`) == 1, ""
+	})
+	x, y, _ := b.spanBox()
+	b.run(chromedp.MouseClickXY(x+1, y))
+	b.waitPlaying("recording")
+	b.poll("playing on in 1280x720 past the change", 60*time.Second, func() (bool, string) {
+		s := eval[struct {
+			Width, Height float64
+			Time          float64
+			Presented     float64
+			Error         string
+		}](b, `(() => { const v = document.getElementById('video'); return {width: v.videoWidth, height: v.videoHeight,
+			time: v.currentTime, presented: window.__presented, error: document.getElementById('player-error').textContent} })()`)
+		if s.Error != "" {
+			b.t.Fatalf("player error: %s", s.Error)
+		}
+		// 6 s of 640x360 come first; 25 frames a second.
+		return s.Width == 1280 && s.Height == 720 && s.Time > 7 && s.Presented > 7*25*0.8, fmt.Sprintf("%+v", s)
+	})
+	b.screenshot("ui-runs.png")
+	if t.Failed() {
+		t.Logf("browser console:\n%s", logs())
+	}
+}
+
+// encodeRun has ffmpeg encode k segments of 2 s at size (H.264, one GOP a
+// segment) as one HLS fMP4 run, and returns each as a Bridge uploads it:
+// the shared init section followed by the segment's moof and mdat (the
+// styp and sidx ffmpeg puts first are left out), decode times running on.
+func encodeRun(t *testing.T, size string, k int) [][]byte {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=size="+size+":rate=25",
+		"-t", strconv.Itoa(2*k), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "50", "-keyint_min", "50",
+		"-sc_threshold", "0", "-f", "hls", "-hls_time", "2", "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
+		"-hls_segment_filename", filepath.Join(dir, "seg%d.m4s"), filepath.Join(dir, "index.m3u8"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	init, err := os.ReadFile(filepath.Join(dir, "init.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var segs [][]byte
+	for i := range k {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("seg%d.m4s", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg := append([]byte(nil), init...)
+		for len(b) >= 8 {
+			size := int(binary.BigEndian.Uint32(b))
+			if size < 8 || size > len(b) {
+				t.Fatalf("seg%d.m4s: a box of %d bytes", i, size)
+			}
+			if typ := string(b[4:8]); typ != "styp" && typ != "sidx" {
+				seg = append(seg, b[:size]...)
+			}
+			b = b[size:]
+		}
+		segs = append(segs, seg)
+	}
+	return segs
 }
 
 // provision makes reseller r1 with sub-account s1 (privacy mode allowed),
