@@ -549,3 +549,52 @@ func TestAccessRevocationOnEveryNode(t *testing.T) {
 	require.NoError(t, err)
 	everywhere(valid(session), false)
 }
+
+// A write through a follower is readable on that follower once the write
+// returns. raft counts an entry applied as soon as it hands it to the state
+// machine's goroutine, before the machine has applied it, so waiting on
+// raft's applied index is not enough: a login right after an invitation's
+// acceptance through the same follower was once refused in CI.
+func TestFollowerWriteReadableWhenItReturns(t *testing.T) {
+	nodes := startCluster(t, 2)
+	l := leaderOf(t, nodes)
+	f := nodes[0]
+	if f == l {
+		f = nodes[1]
+	}
+	converged(t, nodes...)
+
+	// Hold the follower's state machine back: it cannot apply while a
+	// reader holds its lock.
+	f.m.Machine.RLock()
+	released := false
+	defer func() {
+		if !released {
+			f.m.Machine.RUnlock()
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.m.Accounts.CreateAccount(context.Background(), "ryw-1", accounts.NewAccount{ID: "late", Name: "Late"})
+		done <- err
+	}()
+	// The leader commits the write, and the follower's raft hands the entry
+	// to its (blocked) state machine and counts it applied.
+	require.Eventually(t, func() bool {
+		_, err := l.m.Accounts.Account(context.Background(), "late")
+		return err == nil
+	}, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return f.m.Node().AppliedIndex() >= l.m.Node().AppliedIndex()
+	}, 20*time.Second, 5*time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("the write through the follower returned (err %v) before the follower applied it", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	f.m.Machine.RUnlock()
+	released = true
+	require.NoError(t, <-done)
+	_, err := f.m.Accounts.Account(context.Background(), "late")
+	require.NoError(t, err, "the follower must show its own write once it returned")
+}

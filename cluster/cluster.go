@@ -273,6 +273,30 @@ func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
 // the local log, so that local reads reflect what this node has stored.
 func (n *Node) CaughtUp() bool { return n.raft.AppliedIndex() >= n.raft.LastIndex() }
 
+// LastCommandIndex returns the index of the newest command entry in the
+// local log, 0 if none is left after compaction (configuration and no-op
+// entries never reach the state machine).
+func (n *Node) LastCommandIndex() uint64 {
+	first, err := n.wal.FirstIndex()
+	if err != nil {
+		return 0
+	}
+	last, err := n.wal.LastIndex()
+	if err != nil {
+		return 0
+	}
+	for i := last; i >= first && i > 0; i-- {
+		var l raft.Log
+		if err := n.wal.GetLog(i, &l); err != nil {
+			return 0
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return 0
+}
+
 // WaitReady blocks until a leader is known and, on the leader, until every
 // entry committed before Open is applied to the FSM, so that local reads see
 // the state the node had before it restarted.

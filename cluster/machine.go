@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -62,6 +63,9 @@ type Machine struct {
 	fields   map[string]*field // every section's fields by name
 	core     core
 	reqs     map[string]*requestRec // core.Requests by id
+	// appliedIdx is core.Applied, published for readers that must not
+	// wait on mu (Peer's read-your-writes wait).
+	appliedIdx atomic.Uint64
 
 	// scrub drops secrets from results that legacy commands recorded
 	// (SetLegacyScrub); scrubPending counts the results that hold some.
@@ -232,14 +236,26 @@ func validID(s string) bool {
 func (m *Machine) Apply(l *raft.Log) any {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.publishApplied()
 	return m.applyLocked(l)
 }
+
+// publishApplied makes the applied index readable without the lock
+// (AppliedIndex); call it with m.mu held for writing.
+func (m *Machine) publishApplied() { m.appliedIdx.Store(m.core.Applied) }
+
+// AppliedIndex returns the index of the last command this machine has
+// applied, without waiting for the lock. Unlike raft's applied index, which
+// counts an entry once it is handed to the machine's goroutine, it counts
+// only what the state already shows.
+func (m *Machine) AppliedIndex() uint64 { return m.appliedIdx.Load() }
 
 // ApplyBatch implements raft.BatchingFSM: raft hands over every committed
 // entry of a round at once, and one lock round trip serves them all.
 func (m *Machine) ApplyBatch(logs []*raft.Log) []any {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.publishApplied()
 	out := make([]any, len(logs))
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
@@ -377,6 +393,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.publishApplied()
 	for _, s := range m.sections {
 		s.Reset()
 	}
@@ -461,6 +478,7 @@ func (m *Machine) SetAppliedForTest(i uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.core.Applied = i
+	m.publishApplied()
 }
 
 // SetMaxRequests bounds the recent-request table (tests).

@@ -276,25 +276,34 @@ func (p *Peer) applyCmd(ctx context.Context, cmd []byte) (*Result, error) {
 	}
 }
 
-// awaitApplied waits, for up to readYourWritesWait, until this node has
-// applied log index i: a client that wrote through a follower then reads
-// from it sees its write (a login right after an invitation's acceptance,
-// a token right after its creation). The write has committed either way.
+// awaitApplied waits, for up to readYourWritesWait, until this node's state
+// machine has applied log index i: a client that wrote through a follower
+// then reads from it sees its write (a login right after an invitation's
+// acceptance, a token right after its creation). The write has committed
+// either way. It asks the machine, not raft: raft counts an entry applied
+// when it hands it to the machine's goroutine, before the state shows it.
 func (p *Peer) awaitApplied(ctx context.Context, i uint64) {
-	if i == 0 || p.node.AppliedIndex() >= i {
+	if i == 0 || p.m.AppliedIndex() >= i {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, readYourWritesWait)
 	defer cancel()
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
-	for p.node.AppliedIndex() < i {
+	for p.m.AppliedIndex() < i {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// caughtUp reports whether the state machine shows every entry of the local
+// log. raft's own test (Node.CaughtUp) passes while the machine's goroutine
+// still applies the last batch it was handed.
+func (p *Peer) caughtUp() bool {
+	return p.node.CaughtUp() && p.m.AppliedIndex() >= p.node.LastCommandIndex()
 }
 
 // readYourWritesWait bounds awaitApplied: a follower lags the leader by
@@ -397,7 +406,7 @@ func (p *Peer) advertiseLoop(ctx context.Context) {
 		// Compare only once the local log is replayed: right after a
 		// restart the node map is still empty, and a needless set_node
 		// would change the state.
-		if p.node.CaughtUp() && p.m.NodeHTTPAddr(p.node.ID()) != p.httpAddr {
+		if p.caughtUp() && p.m.NodeHTTPAddr(p.node.ID()) != p.httpAddr {
 			if id, _ := p.node.Leader(); id != "" {
 				err := p.Propose(ctx, CmdSetNode, "", "", SetNodeCmd{ID: p.node.ID(), HTTPAddr: p.httpAddr}, &SetNodeCmd{})
 				if err != nil && ctx.Err() == nil {
