@@ -104,8 +104,10 @@ func TestViewerPage(t *testing.T) {
 	})
 	x, y, w := b.spanBox()
 	clicked := b.timeAtX(x + w*0.3)
+	clickAt := time.Now()
 	b.run(chromedp.MouseClickXY(x+w*0.3, y))
 	b.waitPlaying("recording")
+	t.Logf("recording: playing 2 s of video %s after the click", time.Since(clickAt).Round(100*time.Millisecond))
 	// From the click on, not from the span's start (6 s and more before
 	// it); how far it got depends on how fast this machine is.
 	if at := b.playingDate(); at < clicked-2500 || at > clicked+30_000 {
@@ -128,9 +130,11 @@ func TestViewerPage(t *testing.T) {
 	clip := b.download(chromedp.CSS("#clip-link"))
 	checkClip(t, clip, from, to)
 
-	// Live view plays.
+	// Live view plays, a few segments behind the camera (segment-level
+	// live HLS; the figure is logged, not asserted).
 	b.run(chromedp.Click(chromedp.CSS("#live")))
 	b.waitPlaying("live")
+	t.Logf("live view: %s", eval[string](b, `document.getElementById('mode').textContent`))
 	b.screenshot("ui-live.png")
 
 	// An H.265 camera: Debian's Chromium has no H.265 in Media Source, and

@@ -533,6 +533,14 @@
     if (!d) return;
     const t = d.getTime();
     $('clock').textContent = d.toLocaleString();
+    const v = $('video');
+    if (v.dataset.mode === 'live') {
+      // How far behind the camera live view plays (the page's clock
+      // against the camera's, as the playlist dates its segments).
+      const lag = Date.now() - t;
+      v.dataset.lagMs = lag;
+      $('mode').textContent = `\u25cf Live, ${(lag / 1000).toFixed(0)} s behind`;
+    }
     const ph = $('playhead');
     if (t >= timeline.from && t <= timeline.to) { ph.hidden = false; ph.style.left = pct(t); }
   }
