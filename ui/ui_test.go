@@ -76,6 +76,26 @@ func TestServesThePage(t *testing.T) {
 	if resp.StatusCode != http.StatusNotModified {
 		t.Errorf("revalidation: %d, want 304", resp.StatusCode)
 	}
+	// The page is public: it holds no secret, so no credential is asked
+	// for, and a wrong one is not a failed authentication.
+	resp, _ = get(t, "GET", s.URL+"/ui/", map[string]string{"Authorization": "Bearer not-a-token"})
+	if resp.StatusCode != 200 {
+		t.Errorf("with a wrong token: %d", resp.StatusCode)
+	}
+	// Truncated, out-of-order and duplicated ranges: refused (416) or
+	// ignored (the whole file), never a wrong slice.
+	for _, rng := range []string{"bytes=", "bytes=9-0", "bytes=-", "bytes=0-1,0-1,0-1", "bytes=999999999-"} {
+		resp, body := get(t, "GET", s.URL+"/ui/app.css", map[string]string{"Range": rng})
+		switch resp.StatusCode {
+		case http.StatusRequestedRangeNotSatisfiable, http.StatusOK:
+		case http.StatusPartialContent:
+			if rng != "bytes=0-1,0-1,0-1" || !strings.Contains(resp.Header.Get("Content-Type"), "multipart/byteranges") {
+				t.Errorf("Range %q: 206 %q", rng, body)
+			}
+		default:
+			t.Errorf("Range %q: %d", rng, resp.StatusCode)
+		}
+	}
 	// A range of a file (players and download managers ask for them).
 	resp, body = get(t, "GET", s.URL+"/ui/hls.min.js", map[string]string{"Range": "bytes=0-9"})
 	if resp.StatusCode != http.StatusPartialContent || len(body) != 10 {
