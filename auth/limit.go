@@ -126,6 +126,10 @@ func NewLimiter(cfg LimitConfig) *Limiter {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(l.failures, l.throttled)
 	}
+	// Exported at 0 from the start, so an alert on their increase sees the first one.
+	for _, pl := range [][2]string{{"http", "source"}, {"rtsp", "source"}, {"rtsp", "identity"}} {
+		l.throttled.WithLabelValues(pl[0], pl[1])
+	}
 	return l
 }
 

@@ -94,6 +94,9 @@ func OpenPeer(ctx context.Context, cfg PeerConfig, m *Machine) (*Peer, error) {
 		return nil, fmt.Errorf("meter: open: %w", err)
 	}
 	p.node = n
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(newNodeMetrics(n, cfg.Now))
+	}
 	if cfg.Join != "" && !n.HadState() {
 		if err := p.join(ctx, cfg.Join, cfg.Suffrage); err != nil {
 			_ = n.Close()

@@ -38,8 +38,8 @@ import (
 //     parameter sets, another resolution or codec) ends the clip there;
 //     the trailer X-Vigil-Clip-End carries the wall-clock end of what the
 //     clip holds, and X-Vigil-Clip-Truncated says "parameters_changed".
-//   - MPEG-TS segments are not remuxed: they are skipped like gaps, and a
-//     range with only MPEG-TS video answers 415.
+//   - MPEG-TS segments are remuxed into fMP4 as they are read (clip_ts.go),
+//     so they join the clip like fMP4 segments of their own init section.
 //   - Every duration in the header is the samples': a first pass reads
 //     only the segments' init sections and moof boxes (seeking past the
 //     media) and runs the same cut, so mvhd/mehd/tkhd (in the first
@@ -388,7 +388,6 @@ func (h *Handler) eachSegment(ctx context.Context, ref storage.StreamRef, from, 
 type clipPlan struct {
 	first    index.Segment // the first fMP4 segment
 	found    bool
-	sawTS    bool
 	gaps     []index.Span // stretches without fMP4 video, at most maxClipGaps
 	moreGaps int          // gaps beyond those
 	cur      int64        // coverage so far
@@ -397,10 +396,6 @@ type clipPlan struct {
 // add accounts for the next segment of [from, to); false once a known
 // resolution change ends the clip.
 func (p *clipPlan) add(s index.Segment, from, to int64) bool {
-	if !isFMP4(s) {
-		p.sawTS = true
-		return true
-	}
 	if !p.found {
 		p.first, p.found, p.cur = s, true, max(from, s.Start)
 	} else if p.first.Width != 0 && s.Width != 0 && (s.Width != p.first.Width || s.Height != p.first.Height) {
@@ -438,9 +433,6 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 		return
 	}
 	switch {
-	case !plan.found && plan.sawTS:
-		httpx.WriteError(w, http.StatusUnsupportedMediaType, "clip_needs_fmp4", "the range holds only MPEG-TS segments; clip export reads fMP4 (play them through playlist.m3u8)")
-		return
 	case !plan.found:
 		httpx.WriteError(w, http.StatusNotFound, "no_recordings", "no video recorded in that range")
 		return
@@ -526,15 +518,12 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 // parameter change (truncated says so) or an error.
 func (h *Handler) clipPass(ctx context.Context, ref storage.StreamRef, first index.Segment, cutUS, to int64, c *clipper) (truncated string, err error) {
 	err = h.eachSegment(ctx, ref, first.Start, to, func(s index.Segment) (bool, error) {
-		if !isFMP4(s) {
-			return true, nil
-		}
 		cut := int64(-1)
 		if s.Start == first.Start {
 			cut = cutUS
 		}
 		var err error
-		if c.dry {
+		if c.dry && isFMP4(s) {
 			src := &rangeReader{ctx: ctx, store: h.store, key: ref.SegmentKey(s.Start), size: s.Size}
 			err = c.segment(src, s, cut)
 			src.Close()
@@ -607,13 +596,17 @@ func (r *rangeReader) Close() {
 	}
 }
 
-// withSegment opens the segment object and runs fn over it.
+// withSegment opens the segment object and runs fn over it as fMP4 (an
+// MPEG-TS segment remuxed).
 func (h *Handler) withSegment(ctx context.Context, ref storage.StreamRef, s index.Segment, fn func(io.Reader) (uint64, error)) (uint64, error) {
 	rc, _, err := h.store.Get(ctx, ref.SegmentKey(s.Start), 0, -1)
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
+	if !isFMP4(s) {
+		return fn(remuxTS(rc, s))
+	}
 	return fn(bufio.NewReaderSize(rc, 64<<10))
 }
 

@@ -154,7 +154,7 @@ func TestClipErrors(t *testing.T) {
 		{"bad start", "/v1/streams/s1/clip.mp4?start=noon&end=5", adminToken, 400, "bad_time"},
 		{"missing end", "/v1/streams/s1/clip.mp4?start=5", adminToken, 400, "bad_time"},
 		{"end before start", clip("s1", base, base-1), adminToken, 400, "bad_time"},
-		{"only MPEG-TS", clip("s2", base, base+6000), adminToken, 415, "clip_needs_fmp4"},
+		{"malformed MPEG-TS", clip("s2", base, base+6000), adminToken, 422, "malformed_segment"},
 		{"malformed segment", clip("s1", base, base+6000), adminToken, 422, "malformed_segment"},
 	}
 	for _, tt := range tests {

@@ -225,15 +225,17 @@ func discontinuous(prev, next index.Segment, ph, nh index.Head) bool {
 }
 
 // continuedBy says whether next's decode time runs on from h's, a segment
-// of durMS, within the index's gap tolerance. Recorders that restart
-// every segment at zero fail it: HLS needs a discontinuity there (RFC 8216
-// section 3), and players mis-time or drop the fragment without one.
+// of durMS, within the index's gap tolerance (at most half the segment, so
+// that a segment as short as the tolerance that restarts at zero is not
+// taken for one that runs on). Recorders that restart every segment at
+// zero fail it: HLS needs a discontinuity there (RFC 8216 section 3), and
+// players mis-time or drop the fragment without one.
 func continuedBy(h index.Head, durMS int64, next index.Head) bool {
 	if h.Scale == 0 || next.Scale != h.Scale || next.Track != h.Track || durMS < 0 {
 		return false
 	}
 	want := h.TFDT + uint64(durMS)*uint64(h.Scale)/1000
-	tol := uint64(index.DefaultGapTolerance.Milliseconds()) * uint64(h.Scale) / 1000
+	tol := uint64(min(index.DefaultGapTolerance.Milliseconds(), durMS/2)) * uint64(h.Scale) / 1000
 	return next.TFDT+tol >= want && next.TFDT <= want+tol
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
@@ -49,24 +48,7 @@ func recorderSegments(t *testing.T, n int, size, codec string) [][]byte {
 	args = append(args, "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-y", f)
 	out, err := exec.Command("ffmpeg", args...).CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	b, err := os.ReadFile(f)
-	require.NoError(t, err)
-	var init []byte
-	var frags [][]byte // moof+mdat
-	for off := 0; off < len(b); {
-		require.GreaterOrEqual(t, len(b)-off, 8)
-		size := int(binary.BigEndian.Uint32(b[off:]))
-		require.True(t, size >= 8 && off+size <= len(b), "box at %d", off)
-		switch typ := string(b[off+4 : off+8]); {
-		case typ == "moof":
-			frags = append(frags, b[off:off+size])
-		case typ == "mdat" && len(frags) > 0:
-			frags[len(frags)-1] = append(frags[len(frags)-1], b[off:off+size]...)
-		case len(frags) == 0:
-			init = append(init, b[off:off+size]...)
-		}
-		off += size
-	}
+	init, frags := testutil.SplitFragments(t, f)
 	require.Len(t, frags, 3*n, "one fragment per 2-s GOP")
 	segs := make([][]byte, n)
 	for i := range segs {
@@ -93,71 +75,21 @@ func splitRuns(t *testing.T, pl string) []string {
 	return runs
 }
 
-// decoded is what ffmpeg decodes from a playlist.
-type decoded struct {
-	frames   int
-	duration float64 // s, the sum of the frames' durations
-	errors   string  // ffmpeg's stderr at -v error
-}
-
 // decodeRun decodes a one-run playlist of stream with ffmpeg (every video
 // frame, through the signed URLs alone).
-func decodeRun(t *testing.T, m *mediaEnv, stream, run string) decoded {
+func decodeRun(t *testing.T, m *mediaEnv, stream, run string) testutil.Decoded {
 	t.Helper()
-	f := rewriteAbsolute(t, m.srv.URL, stream, run)
-	cmd := exec.Command("ffmpeg", "-v", "error", "-protocol_whitelist", "file,http,tcp", "-i", f, "-map", "0:v:0", "-f", "framemd5", "-")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	require.NoError(t, cmd.Run(), "%s", stderr.String())
-	return parseFrameMD5(t, stdout.String(), stderr.String())
-}
-
-// parseFrameMD5 counts the frames of ffmpeg's framemd5 output and sums
-// their durations (ffmpeg 5.1's HLS reader shifts the timestamps of fMP4
-// segments, so their extent says little).
-func parseFrameMD5(t *testing.T, out, errs string) decoded {
-	t.Helper()
-	d := decoded{errors: errs}
-	var num, den float64
-	var total int64
-	for _, l := range strings.Split(out, "\n") {
-		if tb, ok := strings.CutPrefix(l, "#tb 0: "); ok {
-			n, dd, _ := strings.Cut(tb, "/")
-			num, _ = strconv.ParseFloat(n, 64)
-			den, _ = strconv.ParseFloat(dd, 64)
-			continue
-		}
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		f := strings.Split(l, ",")
-		require.Len(t, f, 6, l)
-		dur, err := strconv.ParseInt(strings.TrimSpace(f[3]), 10, 64)
-		require.NoError(t, err, l)
-		total += dur
-		d.frames++
-	}
-	require.Positive(t, den, "no time base in %q", out)
-	d.duration = float64(total) * num / den
-	return d
+	return testutil.Decode(t, rewriteAbsolute(t, m.srv.URL, stream, run), "-protocol_whitelist", "file,http,tcp")
 }
 
 // storedFrames counts the video frames of stored segment bodies.
 func storedFrames(t *testing.T, segs [][]byte) int {
 	t.Helper()
-	testutil.RequireBinary(t, "ffprobe")
 	n := 0
 	for i, b := range segs {
 		f := filepath.Join(t.TempDir(), fmt.Sprintf("seg%d", i))
 		require.NoError(t, os.WriteFile(f, b, 0o600))
-		out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-			"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", f).CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		// MPEG-TS lists the stream under its program too.
-		first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-		c, err := strconv.Atoi(first)
-		require.NoError(t, err, "%s", out)
-		n += c
+		n += testutil.CountFrames(t, f)
 	}
 	return n
 }
@@ -171,9 +103,9 @@ func assertRunsDecode(t *testing.T, m *mediaEnv, stream, pl string, runs [][][]b
 	require.Len(t, pls, len(runs), pl)
 	for i, run := range pls {
 		got := decodeRun(t, m, stream, run)
-		assert.Empty(t, got.errors, "run %d:\n%s", i, run)
-		assert.Equal(t, storedFrames(t, runs[i]), got.frames, "run %d frames", i)
-		assert.InDelta(t, 6*float64(len(runs[i])), got.duration, 0.001, "run %d duration", i)
+		assert.Empty(t, got.Errors, "run %d:\n%s", i, run)
+		assert.Equal(t, storedFrames(t, runs[i]), got.Frames, "run %d frames", i)
+		assert.InDelta(t, 6*float64(len(runs[i])), got.Duration, 0.001, "run %d duration", i)
 		assert.Equal(t, len(runs[i]), strings.Count(run, "#EXTINF:6.000,"), "run %d:\n%s", i, run)
 	}
 }

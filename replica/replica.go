@@ -78,6 +78,9 @@ func Open(ctx context.Context, cfg cluster.PeerConfig) (*Replica, error) {
 	if now == nil {
 		now = time.Now
 	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(purge.NewMetrics(m.Purges, now))
+	}
 	r.Billing = billing.New(m.Machine, m.Accounts, m.Usage, r.Meter, now, log)
 	return r, nil
 }

@@ -65,6 +65,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.objects, m.bytes, m.latency, m.sweeps)
 	}
+	// Exported at 0 from the start, so that rates and alerts see the first one.
+	for _, r := range []string{ReasonRetention, ReasonPurge, ReasonOrphan} {
+		m.deleted(r, 0, 0)
+	}
+	for _, r := range []string{"idle", "swept", "busy", "error"} {
+		m.sweeps.WithLabelValues(r)
+	}
 	return m
 }
 

@@ -28,6 +28,11 @@ func Instrument(b Backend, reg prometheus.Registerer) Backend {
 			h = are.ExistingCollector.(*prometheus.HistogramVec)
 		}
 	}
+	// Errors are exported at 0 from the start, so that an alert on their
+	// rate sees the first one.
+	for _, op := range []string{"put", "get", "stat", "list", "delete", "ping"} {
+		h.WithLabelValues(op, "error")
+	}
 	return &instrumented{b: b, h: h}
 }
 

@@ -44,6 +44,13 @@ func TestInstrumentCountsOperationsByResult(t *testing.T) {
 			counts[key] = m.GetHistogram().GetSampleCount()
 		}
 	}
+	// Errors are exported at 0 before the first one.
+	for _, op := range []string{"put", "get", "stat", "list", "delete", "ping"} {
+		key := "op=" + op + " result=error "
+		c, ok := counts[key]
+		assert.True(t, ok && c == 0, key)
+		delete(counts, key)
+	}
 	assert.Equal(t, map[string]uint64{
 		"op=put result=ok ":         1,
 		"op=put result=exists ":     1,

@@ -317,7 +317,9 @@ func checkRetentionMetricsAndReconcile(t *testing.T, n *vigilNode, mc *minio.Cli
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	must(t, err)
+	// The series is exported at 0 from the start: the purge must have counted.
 	if !strings.Contains(string(b), `vigil_retention_deleted_objects_total{reason="camera_deleted"}`) ||
+		strings.Contains(string(b), "vigil_retention_deleted_objects_total{reason=\"camera_deleted\"} 0\n") ||
 		!strings.Contains(string(b), "vigil_retention_delete_seconds_bucket") {
 		t.Fatal("retention metrics missing from /metrics")
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -53,6 +54,8 @@ type nodeConfig struct {
 	RTSPUDPAddr     string
 	RTSPMaxSessions int
 	RaftAddr        string
+	RaftAdvertise   string
+	HTTPAdvertise   string
 	NodeID          string
 	Roles           string
 	Join            string
@@ -100,6 +103,8 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp-addr", "", "UDP RTP listen address of the RTSP UDP transport (even port; RTCP on the next); default 2×RTSP port−9108 (8000 for 8554) on the RTSP host, a free pair if that is out of range; off disables UDP")
 	fs.IntVar(&c.RTSPMaxSessions, "rtsp-max-sessions", 1000, "concurrent authenticated RTSP sessions; a further ANNOUNCE is answered 503")
 	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "raft listen address of the meter")
+	fs.StringVar(&c.RaftAdvertise, "raft-advertise", "", "raft address other nodes dial when it is not --raft-addr (a bind on 0.0.0.0, a NAT, a Kubernetes per-pod Service); a host name is resolved once at start")
+	fs.StringVar(&c.HTTPAdvertise, "http-advertise", "", "HTTP address other nodes forward writes to when it is not the listen address (a bind on 0.0.0.0, a NAT); a host name is resolved at every forward")
 	fs.StringVar(&c.NodeID, "node-id", "", "node id (default: the host name)")
 	fs.StringVar(&c.Roles, "roles", "ingest,meter", "roles of this node")
 	fs.StringVar(&c.Join, "join", "", "HTTP address of any cluster member to join (ignored once the node has raft state)")
@@ -363,8 +368,8 @@ func (n *node) openMeter(ctx context.Context) (err error) {
 		suffrage = cluster.SuffrageNonvoter // ingest-only: a local read replica
 	}
 	n.rep, err = replica.Open(ctx, cluster.PeerConfig{
-		Dir: filepath.Join(cfg.DataDir, "meter"), NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Logger: n.log,
-		Join: cfg.Join, Suffrage: suffrage, HTTPAddr: n.addr, ClusterToken: n.adminToken, Registerer: n.reg,
+		Dir: filepath.Join(cfg.DataDir, "meter"), NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, RaftAdvertise: cfg.RaftAdvertise, Logger: n.log,
+		Join: cfg.Join, Suffrage: suffrage, HTTPAddr: cmp.Or(cfg.HTTPAdvertise, n.addr), ClusterToken: n.adminToken, Registerer: n.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("meter: %w", err)

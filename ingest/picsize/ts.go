@@ -6,9 +6,10 @@ import (
 	"github.com/vigilcloud/vigil/media/avc"
 	"github.com/vigilcloud/vigil/media/fmp4"
 	"github.com/vigilcloud/vigil/media/hevc"
+	"github.com/vigilcloud/vigil/media/mpegts"
 )
 
-const tsPacket = 188
+const tsPacket = mpegts.PacketSize
 
 // MPEG-TS stream types (ISO/IEC 13818-1 Table 2-34).
 const (
@@ -35,27 +36,20 @@ func newTSScan() *tsScan { return &tsScan{pmtPID: -1, videoPID: -1} }
 
 // packet scans one 188-byte packet and reports whether the scan is over.
 func (s *tsScan) packet(p []byte) (done bool) {
-	if len(p) != tsPacket || p[0] != 0x47 {
+	pk, err := mpegts.ParsePacket(p)
+	if err != nil {
 		return true
 	}
-	pid := int(binary.BigEndian.Uint16(p[1:3]) & 0x1fff)
-	pusi := p[1]&0x40 != 0
-	afc := p[3] >> 4 & 3
-	off := 4
-	if afc&2 != 0 {
-		off += 1 + int(p[4])
+	if pk.Payload == nil {
+		return false
 	}
-	if afc&1 == 0 || off >= tsPacket {
-		return false // no payload
-	}
-	payload := p[off:]
 	switch {
-	case pid == 0 && pusi && s.pmtPID < 0:
-		s.pat(payload)
-	case pid == s.pmtPID && pusi && s.videoPID < 0:
-		s.pmt(payload)
-	case pid == s.videoPID && s.videoPID >= 0:
-		return s.video(payload, pusi)
+	case pk.PID == 0 && pk.Start && s.pmtPID < 0:
+		s.pat(pk.Payload)
+	case pk.PID == s.pmtPID && pk.Start && s.videoPID < 0:
+		s.pmt(pk.Payload)
+	case pk.PID == s.videoPID && s.videoPID >= 0:
+		return s.video(pk.Payload, pk.Start)
 	}
 	return false
 }
@@ -63,19 +57,11 @@ func (s *tsScan) packet(p []byte) (done bool) {
 // section returns the PSI section of table tableID that starts in payload
 // (after its pointer field), without its CRC, or nil.
 func section(payload []byte, tableID byte) []byte {
-	ptr := int(payload[0])
-	if 1+ptr+3 > len(payload) {
+	b, err := mpegts.Section(payload, tableID)
+	if err != nil {
 		return nil
 	}
-	sec := payload[1+ptr:]
-	if sec[0] != tableID {
-		return nil
-	}
-	n := int(binary.BigEndian.Uint16(sec[1:3]) & 0x0fff)
-	if n < 9 || 3+n > len(sec) { // 5 header bytes after the length, CRC 4
-		return nil
-	}
-	return sec[8 : 3+n-4]
+	return b
 }
 
 func (s *tsScan) pat(payload []byte) {

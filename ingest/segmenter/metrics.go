@@ -47,5 +47,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.closed, m.segments, m.retries, m.backlog, m.lost, m.audioLost, m.audioDropped, m.aboveTier, m.aboveTierSegs, m.jumps, m.quarantined)
 	}
+	// Exported at 0 from the start, so that rates and alerts see the first one.
+	for _, r := range []string{"teardown", "disconnect", "error"} {
+		m.closed.WithLabelValues(r)
+	}
+	for _, r := range []string{"stored", "invalid", "conflict", "rejected"} {
+		m.segments.WithLabelValues(r)
+		if r != "stored" {
+			m.quarantined.WithLabelValues(r)
+		}
+	}
 	return m
 }

@@ -81,6 +81,7 @@ type openSegment struct {
 	audio         map[int]*audioFrag
 	ids           map[int]uint32 // media index → track id
 	width, height int
+	params        *paramSets // the video's, in the init section
 	videoID       uint32
 	videoMediaIdx int
 	bufferedBytes int
@@ -341,7 +342,7 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 		}
 		s.last = s.setLast(f)
 		s.takeReanchor(f)
-		return s.openSegment(media, f.DTS)
+		return s.openSegment(media, f.V, f.DTS)
 	}
 	if err := s.appendLast(f.DTS - s.last.dts); err != nil {
 		return err
@@ -352,13 +353,13 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 	maxTicks := int64(s.r.cfg.MaxSegmentDuration) * videoRate / int64(time.Second)
 	fragTicks := int64(s.r.cfg.FragmentDuration) * videoRate / int64(time.Second)
 	switch {
-	case f.V.key && (elapsed >= segTicks || f.V.paramsChanged || s.reanchor && f.PTS > s.jumpTop):
+	case f.V.key && (elapsed >= segTicks || !f.V.params.same(seg.params) || s.reanchor && f.PTS > s.jumpTop):
 		if err := s.closeSegment(f.DTS); err != nil {
 			return err
 		}
 		s.last = s.setLast(f)
 		s.takeReanchor(f)
-		return s.openSegment(media, f.DTS)
+		return s.openSegment(media, f.V, f.DTS)
 	case s.reanchor && s.jumpDrop && f.PTS > s.jumpTop:
 		// The first picture after a jump in a stream with B-frames, and no
 		// keyframe: its order against the pictures before is lost.
@@ -380,10 +381,8 @@ func (s *session) onVideo(media int, f avc.Frame[*accessUnit]) error {
 			return err
 		}
 	}
-	if f.V.paramsChanged && !f.V.key {
-		f.V.paramsChanged = false // cut at the next keyframe instead
-		s.pendingParamCut()
-	}
+	// A picture after new parameter sets that is no keyframe stays in
+	// this segment: the next keyframe (whose sets differ too) cuts.
 	s.last = s.setLast(f)
 	return nil
 }
@@ -401,15 +400,6 @@ func (s *session) takeReanchor(f avc.Frame[*accessUnit]) {
 func (s *session) setLast(f avc.Frame[*accessUnit]) *pendingVideo {
 	s.lastBuf = pendingVideo{dts: f.DTS, pts: f.PTS, au: f.V}
 	return &s.lastBuf
-}
-
-// pendingParamCut makes the next keyframe start a segment.
-func (s *session) pendingParamCut() {
-	for _, t := range s.tracks {
-		if t != nil && t.video != nil {
-			t.video.changed = true
-		}
-	}
 }
 
 // appendLast adds the pending picture with duration dur to the fragment.
@@ -430,7 +420,9 @@ func (s *session) appendLast(dur int64) error {
 	return nil
 }
 
-func (s *session) openSegment(media int, d0 int64) error {
+// openSegment starts a segment at the keyframe first, whose parameter
+// sets go into its init section.
+func (s *session) openSegment(media int, first *accessUnit, d0 int64) error {
 	vt := s.tracks[media]
 	startNS := s.nextStartNS
 	if w := vt.clock.wall(d0); startNS != 0 && vt.clock.fromSR && w-startNS > int64(maxClockStep) {
@@ -453,12 +445,12 @@ func (s *session) openSegment(media int, d0 int64) error {
 		}
 	}
 	seg := &openSegment{startNS: startNS, startMS: startNS / 1e6, d0: d0, fragStart: d0,
-		audio: map[int]*audioFrag{}, ids: map[int]uint32{}, videoMediaIdx: media}
+		audio: map[int]*audioFrag{}, ids: map[int]uint32{}, videoMediaIdx: media, params: first.params}
 	var tracks []fmp4.Track
 	id := uint32(1)
 	seg.ids[media] = id
 	seg.videoID = id
-	vtr := vt.fmp4Track(id)
+	vtr := vt.fmp4Track(id, first.params)
 	seg.width, seg.height = vtr.Width, vtr.Height
 	tracks = append(tracks, vtr)
 	for i, t := range s.tracks {
@@ -468,7 +460,7 @@ func (s *session) openSegment(media int, d0 int64) error {
 		id++
 		seg.ids[i] = id
 		seg.audio[i] = &audioFrag{clock: t.clock, zeroNS: vt.clock.wall(d0)}
-		tracks = append(tracks, t.fmp4Track(id))
+		tracks = append(tracks, t.fmp4Track(id, nil))
 	}
 	path := s.r.spoolPath(s.st.ID, seg.startMS)
 	s.r.setOwned(path, true)

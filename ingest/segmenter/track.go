@@ -230,10 +230,28 @@ func (c *clockMap) wall(rtpTS int64) int64 {
 // accessUnit is one video picture. Its buffers are reused (auPool) once
 // the fragment holding it is written.
 type accessUnit struct {
-	data          []byte   // the NAL units, each with a 4-byte length: the MP4 sample
-	nalus         [][]byte // the NAL units in data, without their lengths
-	key           bool
-	paramsChanged bool
+	data  []byte   // the NAL units, each with a 4-byte length: the MP4 sample
+	nalus [][]byte // the NAL units in data, without their lengths
+	key   bool
+	// params are the parameter sets in force when the picture ended: those
+	// it was encoded with. The reorder buffer (DTS) hands pictures on
+	// later, after newer parameter sets may have come in band.
+	params *paramSets
+}
+
+// paramSets is one set of a track's parameter sets. It is never changed
+// once made (a change makes a new one), so pictures share it.
+type paramSets struct{ vps, sps, pps []byte }
+
+// same reports whether p and q hold the same parameter sets.
+func (p *paramSets) same(q *paramSets) bool {
+	if p == q {
+		return true
+	}
+	if p == nil || q == nil {
+		return false
+	}
+	return bytes.Equal(p.vps, q.vps) && bytes.Equal(p.sps, q.sps) && bytes.Equal(p.pps, q.pps)
 }
 
 // auPool recycles access units between the sessions of a recorder, so
@@ -299,8 +317,7 @@ type videoTrack struct {
 	pool  *auPool
 	done  []timedAU // push's result, reused
 
-	vps, sps, pps []byte // current parameter sets
-	changed       bool   // a parameter set changed since the last access unit
+	params *paramSets // current parameter sets; replaced, never changed, on a change
 
 	au        *accessUnit // the open picture; nil until a NAL unit arrives
 	auNALUs   int
@@ -319,40 +336,44 @@ func (v *videoTrack) reset() {
 	v.h265.reset()
 }
 
-// isParam reports whether nalu is a parameter set, and stores it.
+// setParam reports whether nalu is a parameter set, and stores it.
 func (v *videoTrack) setParam(nalu []byte) bool {
+	next := paramSets{}
+	if v.params != nil {
+		next = *v.params
+	}
 	var slot *[]byte
 	if v.codec == fmp4.H264 {
 		switch avc.NALType(nalu) {
 		case avc.NALSPS:
-			slot = &v.sps
+			slot = &next.sps
 		case avc.NALPPS:
-			slot = &v.pps
+			slot = &next.pps
 		}
 	} else {
 		switch hevc.NALType(nalu) {
 		case 32:
-			slot = &v.vps
+			slot = &next.vps
 		case 33:
-			slot = &v.sps
+			slot = &next.sps
 		case 34:
-			slot = &v.pps
+			slot = &next.pps
 		}
 	}
 	if slot == nil {
 		return false
 	}
 	if !bytes.Equal(*slot, nalu) {
-		if *slot != nil {
-			v.changed = true
-		}
+		// A new set: pictures already finished keep the one they point to.
 		*slot = bytes.Clone(nalu)
+		v.params = &next
 	}
 	return true
 }
 
 func (v *videoTrack) ready() bool {
-	return v.sps != nil && v.pps != nil && (v.codec == fmp4.H264 || v.vps != nil)
+	p := v.params
+	return p != nil && p.sps != nil && p.pps != nil && (v.codec == fmp4.H264 || p.vps != nil)
 }
 
 // timedAU is a completed access unit with its extended RTP time.
@@ -492,8 +513,7 @@ func (v *videoTrack) finish() *accessUnit {
 		}
 		v.needKey = false
 	}
-	au.key, au.paramsChanged = key, v.changed
-	v.changed = false
+	au.key, au.params = key, v.params
 	return au
 }
 
@@ -527,25 +547,27 @@ func (a *audioTrack) frames(pkt *rtp.Packet, ts int64) ([][]byte, int, error) {
 	return aus, lost, nil
 }
 
-func (t *track) fmp4Track(id uint32) fmp4.Track {
+// fmp4Track is t's track description; a video track's holds ps, the
+// parameter sets of the segment's pictures.
+func (t *track) fmp4Track(id uint32, ps *paramSets) fmp4.Track {
 	if v := t.video; v != nil {
-		ft := fmp4.Track{ID: id, Codec: v.codec, TimeScale: 90000, VPS: v.vps, SPS: v.sps, PPS: v.pps}
-		ft.Width, ft.Height = v.size()
+		ft := fmp4.Track{ID: id, Codec: v.codec, TimeScale: 90000, VPS: ps.vps, SPS: ps.sps, PPS: ps.pps}
+		ft.Width, ft.Height = v.size(ps.sps)
 		return ft
 	}
 	a := t.audio
 	return fmp4.Track{ID: id, Codec: a.codec, TimeScale: uint32(a.rate), SampleRate: a.rate, Channels: a.channels, AACConfig: a.asc}
 }
 
-// size is the picture size from the SPS (0, 0 when it does not parse).
-func (v *videoTrack) size() (int, int) {
+// size is the picture size from sps (0, 0 when it does not parse).
+func (v *videoTrack) size(sps []byte) (int, int) {
 	if v.codec == fmp4.H264 {
-		if s, err := avc.ParseSPS(v.sps); err == nil {
+		if s, err := avc.ParseSPS(sps); err == nil {
 			return s.Width, s.Height
 		}
 		return 0, 0
 	}
-	if s, err := hevc.ParseSPS(v.sps); err == nil {
+	if s, err := hevc.ParseSPS(sps); err == nil {
 		return s.Width, s.Height
 	}
 	return 0, 0

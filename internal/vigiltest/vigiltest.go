@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -104,6 +105,10 @@ type Options struct {
 	Env  []string
 	Args []string
 	RTSP bool // listen for RTSP on a free port (UDP off)
+	// Advertise makes the node tell other nodes to reach it at
+	// localhost:PORT (--http-advertise, --raft-advertise) rather than at
+	// the 127.0.0.1 it listens on.
+	Advertise bool
 }
 
 // Start runs `vigil serve` with its data in a test temp dir and waits for /readyz.
@@ -114,8 +119,12 @@ func Start(t testing.TB, bin string, o Options) *Node {
 	n := &Node{T: t, HTTPAddr: testutil.FreePort(t), Data: filepath.Join(dir, "data")}
 	n.Base = "http://" + n.HTTPAddr
 	rtsp := ""
+	raftAddr := testutil.FreePort(t)
 	args := []string{"serve", "--data", n.Data, "--http-addr", n.HTTPAddr,
-		"--raft-addr", testutil.FreePort(t), "--log-level", "debug"}
+		"--raft-addr", raftAddr, "--log-level", "debug"}
+	if o.Advertise {
+		args = append(args, "--http-advertise", localhost(n.HTTPAddr), "--raft-advertise", localhost(raftAddr))
+	}
 	if o.RTSP {
 		rtsp = testutil.FreePort(t)
 		n.RTSPAddr = rtsp
@@ -138,6 +147,12 @@ func Start(t testing.TB, bin string, o Options) *Node {
 	})
 	n.WaitReady()
 	return n
+}
+
+// localhost is addr (host:port) with the host localhost.
+func localhost(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return net.JoinHostPort("localhost", port)
 }
 
 // WaitReady waits up to a minute for /readyz to answer 200.
