@@ -3,6 +3,9 @@
 # second and third joining through the first. Ctrl-C (or SIGTERM) stops all
 # three.
 #
+# For the whole deployment (erasure-coded MinIO, a Redis Cluster, 3 meter
+# voters, 2 ingest nodes, a balancer) run `vigil cluster up` instead.
+#
 #   deploy/local-cluster.sh [DATA_DIR]          (default ./vigil-cluster)
 #   VIGIL_BIN=/path/to/vigil deploy/local-cluster.sh
 #

@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools) # Redis Cluster tests: redis-cli --cluster create
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 # GStreamer is the second real RTSP publisher (rtspclientsink with x264enc) in the media tests.

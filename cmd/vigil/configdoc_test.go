@@ -46,6 +46,8 @@ func cliCommands() []string {
 			}
 		case "index":
 			out = append(out, "index rebuild")
+		case "cluster":
+			out = append(out, "cluster up")
 		default:
 			out = append(out, c.name)
 		}

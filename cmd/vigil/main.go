@@ -31,6 +31,7 @@ func commands() []command {
 		{"bench", "run a benchmark: ingest, meter, retention, rtsp, playback", runBench},
 		{"index", "index maintenance: rebuild", runIndex},
 		{"meter", "the meter: status, billing runs, stream history, reconcile", runMeter},
+		{"cluster", "cluster up: a whole cluster on loopback (MinIO, Redis Cluster, meter, ingest, balancer)", runCluster},
 	}
 }
 

@@ -82,6 +82,8 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"meter", "billing", "--help"}, []string{"usage: vigil meter billing", "-format"}},
 		{[]string{"index", "--help"}, []string{"usage: vigil index rebuild"}},
 		{[]string{"index", "rebuild", "--help"}, []string{"usage: vigil index rebuild", "-stream"}},
+		{[]string{"cluster", "--help"}, []string{"usage: vigil cluster up"}},
+		{[]string{"cluster", "up", "--help"}, []string{"usage: vigil cluster up", "Redis Cluster", "-rtsp-addr"}},
 	} {
 		code, stdout, stderr := runVigil(t, dir, nil, c.args...)
 		if code != 0 || stderr != "" {

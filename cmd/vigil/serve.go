@@ -62,12 +62,13 @@ type nodeConfig struct {
 	SegmentDuration time.Duration
 	MaxRTPJump      time.Duration
 
-	S3Endpoint  string
-	S3Bucket    string
-	S3AccessKey string
-	S3SecretKey string
-	S3Region    string
-	RedisAddr   string
+	S3Endpoint   string
+	S3Bucket     string
+	S3AccessKey  string
+	S3SecretKey  string
+	S3Region     string
+	RedisAddr    string
+	RedisCluster bool
 
 	MaxSegmentBytes    int64
 	LiveThreshold      time.Duration
@@ -115,7 +116,8 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.S3AccessKey, "s3-access-key", "", "S3 access key")
 	fs.StringVar(&c.S3SecretKey, "s3-secret-key", "", "S3 secret key")
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region")
-	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; empty uses the embedded index")
+	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; several comma-separated addresses (seeds) use a Redis Cluster; empty uses the embedded index")
+	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "treat a single --redis-addr as a Redis Cluster seed (several addresses always mean a cluster)")
 	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", ingestDef.MaxBodyBytes, "largest accepted segment body")
 	fs.DurationVar(&c.LiveThreshold, "live-threshold", ingestDef.LiveThreshold, "segments older than this are backlog")
 	fs.IntVar(&c.LiveConcurrency, "live-concurrency", ingestDef.LiveConcurrency, "concurrent live uploads")
@@ -226,7 +228,7 @@ type node struct {
 	adminToken  string
 	tokenSource string
 	store       storage.Backend
-	rdb         *redis.Client // nil without --redis-addr
+	rdb         redis.UniversalClient // nil without --redis-addr
 	index       nodeIndex
 	rep         *replica.Replica // the replicated state: registry, usage, billing, access
 	usage       *meter.Aggregator
@@ -343,8 +345,11 @@ func (n *node) openIndex(ctx context.Context) error {
 	// Request contexts bound every Redis call (a frozen Redis fails
 	// an upload within --index-timeout); the socket timeouts bound the
 	// background work.
-	n.rdb = redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true,
-		ReadTimeout: cfg.Guard.IndexTimeout, WriteTimeout: cfg.Guard.IndexTimeout})
+	opts, err := redisOptions(cfg.RedisAddr, cfg.RedisCluster, cfg.Guard.IndexTimeout) // rediscluster.go
+	if err != nil {
+		return err
+	}
+	n.rdb = newRedisClient(opts)
 	n.onStop(n.rdb.Close)
 	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log})
 	n.log.Info("index: redis", "addr", cfg.RedisAddr)

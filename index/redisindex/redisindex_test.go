@@ -48,6 +48,12 @@ func deleteKeys(t *testing.T, c *redis.Client, prefix string) {
 func TestSuite(t *testing.T) {
 	srv := testutil.StartRedis(t)
 	client := newClient(t, srv.Addr)
+	runSuite(t, client, func(t *testing.T, prefix string) { deleteKeys(t, client, prefix) })
+}
+
+// runSuite runs the behaviour suite on client; forget deletes every key
+// under a prefix.
+func runSuite(t *testing.T, client redis.UniversalClient, forget func(t *testing.T, prefix string)) {
 	indextest.Run(t, func(t *testing.T) indextest.Fixture {
 		store := newStore(t)
 		opts := redisindex.Options{KeyPrefix: "t" + testutil.RandomID() + ":"}
@@ -55,7 +61,7 @@ func TestSuite(t *testing.T) {
 			Index: redisindex.New(client, store, opts),
 			Store: store,
 			Reopen: func(t *testing.T) index.Index {
-				deleteKeys(t, client, opts.KeyPrefix)
+				forget(t, opts.KeyPrefix)
 				return redisindex.New(client, store, opts)
 			},
 		}

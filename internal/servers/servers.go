@@ -162,22 +162,28 @@ func StartRedis(ctx context.Context, dir string) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	p, err := startRedisServer(bin, dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := WaitTCP(ctx, p.Addr, 10*time.Second); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// startRedisServer starts redis-server on a free loopback port with an
+// fsync-always append-only file in dir, and extra arguments.
+func startRedisServer(bin, dir string, extra ...string) (*Process, error) {
 	addr, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	p, err := Start(bin, dir, addr, nil,
-		"--bind", "127.0.0.1", "--port", port, "--dir", dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no")
-	if err != nil {
-		return nil, err
-	}
-	if err := WaitTCP(ctx, addr, 10*time.Second); err != nil {
-		p.Close()
-		return nil, err
-	}
-	return p, nil
+	args := []string{"--bind", "127.0.0.1", "--port", port, "--dir", dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"}
+	return Start(bin, dir, addr, nil, append(args, extra...)...)
 }
 
 // MinIO is a single-drive MinIO server.
@@ -240,6 +246,15 @@ func FindMinIO(bin string) (string, error) {
 // StartMinIOBin starts the MinIO binary bin (FindMinIO(bin)) on a free
 // loopback port with its data under dir.
 func StartMinIOBin(ctx context.Context, bin, dir string) (*MinIO, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		return nil, err
+	}
+	return startMinIO(ctx, bin, dir, filepath.Join(dir, "data"))
+}
+
+// startMinIO starts MinIO with its log in dir on the drives argument
+// (one directory, or a MinIO ellipsis pattern for several).
+func startMinIO(ctx context.Context, bin, dir, drives string) (*MinIO, error) {
 	bin, err := FindMinIO(bin)
 	if err != nil {
 		return nil, err
@@ -257,11 +272,8 @@ func StartMinIOBin(ctx context.Context, bin, dir string) (*MinIO, error) {
 		"MINIO_ROOT_USER=" + m.AccessKey, "MINIO_ROOT_PASSWORD=" + m.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1",
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
-		return nil, err
-	}
 	m.Process, err = Start(bin, dir, addr, env,
-		"server", "--quiet", "--address", addr, "--console-address", console, filepath.Join(dir, "data"))
+		"server", "--quiet", "--address", addr, "--console-address", console, drives)
 	if err != nil {
 		return nil, err
 	}
