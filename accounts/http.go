@@ -102,7 +102,7 @@ func (reg *Registry) mayCreateAccount(p auth.Principal, parent string) error {
 	if err := reg.Allowed(p, parent, Admin); err != nil {
 		return err
 	}
-	if a, _ := reg.accountRecord(parent); p.Account != parent || a.Parent != "" {
+	if reg.Level(parent) == LevelCustomer {
 		return fmt.Errorf("%w: a reseller's admin creates sub-accounts of its own reseller only", ErrForbidden)
 	}
 	return nil
@@ -122,7 +122,7 @@ func (reg *Registry) mayPatchAccount(p auth.Principal, id string, patch *Account
 	if patch.billing() && reg.lockedFor(p, id) {
 		return ErrBillingLocked
 	}
-	if patch.resellerOnly() && (a.Parent == "" || p.Account != a.Parent) {
+	if patch.resellerOnly() && (a.Parent == "" || !reg.Above(p.Account, id)) {
 		return fmt.Errorf("%w: only the reseller sets lock_billing_settings, privacy_mode_allowed and billing_cycle of a sub-account", ErrForbidden)
 	}
 	if patch.privacy() && (p.Account != id || p.Delegated) {
@@ -304,8 +304,8 @@ func (reg *Registry) handleDeleteStream(w http.ResponseWriter, r *http.Request, 
 func (reg *Registry) handleDeleteAccount(w http.ResponseWriter, r *http.Request, id string) {
 	if p := auth.FromContext(r.Context()); p.Kind != auth.Operator {
 		a, _ := reg.accountRecord(id)
-		if a.Parent == "" || p.Account != a.Parent {
-			reg.writeError(w, r, fmt.Errorf("%w: only the reseller deletes a sub-account", ErrForbidden))
+		if a.Parent == "" || !reg.Above(p.Account, id) {
+			reg.writeError(w, r, fmt.Errorf("%w: only the reseller (or an account above it) deletes a sub-account", ErrForbidden))
 			return
 		}
 		if !reg.allow(w, r, a.Parent, Admin) {

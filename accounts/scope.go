@@ -26,8 +26,8 @@ const (
 const RoleAdmin = "admin"
 
 // Allowed reports whether p may act on account with need: the operator
-// everywhere; a user in its own account and, when that account is a
-// reseller, in its sub-accounts; Admin needs the admin role. Bridges and
+// everywhere; a user in its own account and every account below it in the
+// tree (tree.go); Admin needs the admin role. Bridges and
 // billing tokens manage no account. An unknown account is outside every
 // user's scope.
 func (reg *Registry) Allowed(p auth.Principal, account string, need Need) error {
@@ -49,13 +49,17 @@ func (reg *Registry) Allowed(p auth.Principal, account string, need Need) error 
 	return fmt.Errorf("%w: account %s is outside %s's scope", ErrForbidden, account, p.Actor())
 }
 
-// reaches: own account, or a sub-account of it (the caller holds the lock).
+// reaches: own account, or one below it in the tree (the caller holds the
+// lock).
 func (st *State) reaches(own, account string) bool {
-	if own == account {
-		return st.Accounts[account] != nil
-	}
 	a := st.Accounts[account]
-	return a != nil && a.Parent != "" && a.Parent == own
+	for depth := 0; a != nil && depth < maxDepth; depth++ {
+		if a.ID == own {
+			return true
+		}
+		a = st.Accounts[a.Parent]
+	}
+	return false
 }
 
 // WriteForbidden answers 403 for an ErrForbidden and reports whether err

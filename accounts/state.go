@@ -31,9 +31,10 @@ type State struct {
 	// AccountHist is each account's billing-cycle and defaults history.
 	AccountHist map[string]*accountHist `json:"account_history"`
 
-	m      *cluster.Machine
-	purges Purges
-	audit  AuditFunc // nil: not audited
+	m          *cluster.Machine
+	purges     Purges
+	audit      AuditFunc  // nil: not audited
+	streamHook StreamHook // nil: none (tree.go)
 }
 
 // Purges is the purge domain as deletions see it (package purge): a
@@ -159,12 +160,12 @@ func (st *State) createAccount(at time.Time, p NewAccount, legacy bool) (any, er
 		if parent == nil {
 			return nil, invalid("unknown_parent", "parent account %s does not exist", p.Parent)
 		}
-		if parent.Parent != "" {
+		if st.level(&parent.Account) == LevelCustomer {
 			return nil, invalid("invalid_parent", "parent %s is a sub-account; sub-accounts belong to a reseller", p.Parent)
 		}
 	}
 	a := &accountRec{Spec: spec, Account: Account{
-		ID: p.ID, Name: p.Name, Parent: p.Parent, BillingCycle: p.BillingCycle,
+		ID: p.ID, Name: p.Name, Parent: p.Parent, Tier: p.Tier, BillingCycle: p.BillingCycle,
 		Defaults: p.Defaults, CreatedAt: at, UpdatedAt: at,
 	}}
 	st.Accounts[p.ID] = a
@@ -241,6 +242,9 @@ func patchAccount(a *Account, p *AccountPatch, v2 bool) error {
 	if p.LockBillingSettings != nil {
 		a.LockBillingSettings = *p.LockBillingSettings
 	}
+	if p.AutoActivateEntitlements != nil {
+		a.AutoActivateEntitlements = *p.AutoActivateEntitlements
+	}
 	if p.PrivacyModeAllowed != nil {
 		a.PrivacyModeAllowed = *p.PrivacyModeAllowed
 		if !a.PrivacyModeAllowed && !v2 {
@@ -305,8 +309,7 @@ func (st *State) inherits(s *streamRec, account string) bool {
 	if s.Stream.DeletedAt != nil {
 		return false
 	}
-	acc := st.Accounts[s.Stream.Account]
-	return acc != nil && (acc.ID == account || acc.Parent == account)
+	return st.reaches(account, s.Stream.Account)
 }
 
 // pinFollowers makes the settings in force of every live stream under
@@ -343,10 +346,11 @@ func pin(s *streamRec) {
 }
 
 // resolve applies the defaults chain: the stream's own setting, else the
-// account's default, else its reseller's, else the system's (HD1-D30).
+// account's default, else its reseller's (then its distributor's), else the
+// system's (HD1-D30).
 func (st *State) resolve(own ownSettings, account string, analytics []string) StreamSettings {
 	r := StreamSettings{Width: own.Width, Height: own.Height, RetentionDays: own.RetentionDays, Analytics: analytics}
-	for a, depth := st.Accounts[account], 0; a != nil && depth < 2; a, depth = st.Accounts[a.Parent], depth+1 {
+	for a, depth := st.Accounts[account], 0; a != nil && depth < maxDepth; a, depth = st.Accounts[a.Parent], depth+1 {
 		if r.Width == 0 && a.Defaults.Width > 0 && a.Defaults.Height > 0 {
 			r.Width, r.Height = a.Defaults.Width, a.Defaults.Height
 		}
@@ -590,6 +594,11 @@ func (st *State) CreateCameraCmd(at time.Time, p CreateCameraCmd, legacy bool) (
 		c.Streams = append(c.Streams, s.Stream.ID)
 	}
 	st.Cameras[c.ID] = c
+	if st.streamHook != nil && !legacy {
+		for _, id := range c.Streams {
+			st.streamHook(at, &st.Streams[id].Stream)
+		}
+	}
 	return st.cameraResult(c, true), nil
 }
 
@@ -724,8 +733,8 @@ func (st *State) DeleteAccountCmd(at time.Time, id, nonce string, legacy bool) (
 		// table; anything else finds nothing, as for every deleted account.
 		return nil, notFound("account %s not found", id)
 	}
-	if a.Parent == "" {
-		return nil, invalid("not_sub_account", "account %s is a reseller; only sub-accounts can be deleted", id)
+	if st.level(&a.Account) != LevelCustomer {
+		return nil, invalid("not_sub_account", "account %s is a reseller or distributor; only sub-accounts can be deleted", id)
 	}
 	res := AccountDeleteResult{Account: id, Purges: map[string]string{}}
 	ids := make([]string, 0)

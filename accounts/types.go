@@ -40,7 +40,8 @@ type Account struct {
 	ID           string    `json:"id"`
 	Name         string    `json:"name"`
 	Parent       string    `json:"parent,omitempty"`
-	BillingCycle string    `json:"billing_cycle"` // monthly | annual
+	Tier         string    `json:"tier,omitempty"` // "distributor" (a root account) or empty (tree.go)
+	BillingCycle string    `json:"billing_cycle"`  // monthly | annual
 	Defaults     Defaults  `json:"defaults"`
 	CreatedAt    time.Time `json:"created_at"`
 
@@ -48,8 +49,11 @@ type Account struct {
 	PrivacyModeAllowed    bool       `json:"privacy_mode_allowed,omitempty"`
 	PrivacyMode           bool       `json:"privacy_mode,omitempty"`
 	PrivacySuspendedUntil *time.Time `json:"privacy_suspended_until,omitempty"`
-	UpdatedAt             time.Time  `json:"updated_at"`
-	DeletedAt             *time.Time `json:"deleted_at,omitempty"` // sub-accounts only
+	// AutoActivateEntitlements: a new stream gets a unit of a matching
+	// entitlement of the account, if one is left (package entitlement).
+	AutoActivateEntitlements bool       `json:"auto_activate_entitlements,omitempty"`
+	UpdatedAt                time.Time  `json:"updated_at"`
+	DeletedAt                *time.Time `json:"deleted_at,omitempty"` // sub-accounts only
 }
 
 // Bridge is an on-premise uploader; its token is stored only hashed.

@@ -25,6 +25,7 @@ type NewAccount struct {
 	ID           string   `json:"id"`
 	Name         string   `json:"name"`
 	Parent       string   `json:"parent,omitempty"`
+	Tier         string   `json:"tier,omitempty"`          // "distributor": a root above resellers
 	BillingCycle string   `json:"billing_cycle,omitempty"` // default monthly
 	Defaults     Defaults `json:"defaults,omitzero"`
 }
@@ -41,6 +42,12 @@ func (a *NewAccount) validate() error {
 	}
 	if a.Parent != "" && !storage.ValidID(a.Parent) {
 		return invalid("unknown_parent", "invalid parent id %q", a.Parent)
+	}
+	switch {
+	case a.Tier != "" && a.Tier != TierDistributor:
+		return invalid("invalid_tier", "tier is %q or absent, not %q", TierDistributor, a.Tier)
+	case a.Tier != "" && a.Parent != "":
+		return invalid("invalid_tier", "a distributor is a root account: it has no parent")
 	}
 	if err := validName(a.Name); err != nil {
 		return err
@@ -113,6 +120,9 @@ type AccountPatch struct {
 	PrivacyModeAllowed    *bool          `json:"privacy_mode_allowed,omitempty"`
 	PrivacyMode           *bool          `json:"privacy_mode,omitempty"`
 	PrivacySuspendedUntil OptionalTime   `json:"privacy_suspended_until,omitzero"`
+	// AutoActivateEntitlements: new streams of the account take a unit of
+	// a matching entitlement it owns (package entitlement).
+	AutoActivateEntitlements *bool `json:"auto_activate_entitlements,omitempty"`
 }
 
 // billing reports whether p changes billing settings: the defaults or the

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/fs"
@@ -55,15 +57,11 @@ func RunPlayback(ctx context.Context, cfg PlaybackConfig) ([]Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := startBenchNode(ctx, IngestConfig{VigilBin: cfg.VigilBin, WorkDir: cfg.WorkDir}, "vigil-playback", nil)
+	n, err := startPlaybackNode(ctx, cfg.VigilBin, cfg.WorkDir, "vigil-playback", nil)
 	if err != nil {
 		return nil, err
 	}
 	defer n.Close()
-	if err := n.call(ctx, "POST", "/v1/bridges/bench-bridge/cameras", map[string]any{"id": pbCamera, "name": pbCamera,
-		"streams": []map[string]any{{"id": pbStream, "width": 1280, "height": 720, "retention_days": 3650}}}); err != nil {
-		return nil, err
-	}
 	// The uploaded hours end an hour ago (closed hours); the manifest-only
 	// days come before them, so the long window is exactly ListDays.
 	realFrom := time.Now().Truncate(time.Hour).Add(-time.Duration(cfg.Hours+1) * time.Hour).UnixMilli()
@@ -77,7 +75,12 @@ func RunPlayback(ctx context.Context, cfg PlaybackConfig) ([]Metric, error) {
 	}
 	log.Info("bench playback: manifests seeded", "hours", (realFrom-longFrom)/index.HourMS, "segments", manifestSegs, "took", time.Since(began).Round(time.Millisecond))
 	// No index rebuild needed: the node loads the stream (scanning its
-	// manifests) on the first upload, which comes after them.
+	// manifests) on first access. A timeline request makes it: an upload
+	// would have to load it within --index-timeout, which a loaded machine
+	// may miss for every upload in turn.
+	if _, err := n.fetch(ctx, n.recordingsURL(longFrom, realFrom)+"&spans=only"); err != nil {
+		return nil, err
+	}
 	began = time.Now()
 	uploaded, err := n.seedSegments(ctx, seg, realFrom, realTo)
 	if err != nil {
@@ -215,6 +218,21 @@ func RunPlayback(ctx context.Context, cfg PlaybackConfig) ([]Metric, error) {
 	}, nil
 }
 
+// startPlaybackNode starts a node (in workDir/name) with the stream the
+// playback bench reads.
+func startPlaybackNode(ctx context.Context, bin, workDir, name string, env []string) (*benchNode, error) {
+	n, err := startBenchNode(ctx, IngestConfig{VigilBin: bin, WorkDir: workDir}, name, env)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.call(ctx, "POST", "/v1/bridges/bench-bridge/cameras", map[string]any{"id": pbCamera, "name": pbCamera,
+		"streams": []map[string]any{{"id": pbStream, "width": 1280, "height": 720, "retention_days": 3650}}}); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
 // playbackSegment returns a 6-s 1280x720 H.264 fragmented MP4 at about
 // 2 Mbit/s (keyframe every 2 s, one fragment per GOP), made by ffmpeg once.
 func playbackSegment(ctx context.Context, dir string) ([]byte, error) {
@@ -242,6 +260,7 @@ func playbackSegment(ctx context.Context, dir string) ([]byte, error) {
 // seedManifests writes one hour manifest per hour in [from, to) into the
 // node's fs store, each listing an hour of 6-s segments like seg (whose
 // objects are never written), and returns how many segments they list.
+// Four writers: a year is 8,760 fsynced manifests.
 func seedManifests(ctx context.Context, root string, seg []byte, from, to int64) (int, error) {
 	store, err := fs.New(root)
 	if err != nil {
@@ -249,19 +268,25 @@ func seedManifests(ctx context.Context, root string, seg []byte, from, to int64)
 	}
 	sum := sha256.Sum256(seg)
 	ref := storage.StreamRef{Account: pbAccount, Camera: pbCamera, Stream: pbStream}
-	total := 0
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
 	for h := from; h < to; h += index.HourMS {
-		segs := make([]index.Segment, 0, index.HourMS/pbSegMS)
-		for s := h; s < h+index.HourMS; s += pbSegMS {
-			segs = append(segs, index.Segment{Start: s, DurationMS: pbSegMS, Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:]),
-				ContentType: "video/mp4", Width: 1280, Height: 720})
-		}
-		if err := index.WriteManifest(ctx, store, ref, h, segs); err != nil {
-			return 0, fmt.Errorf("bench playback: seed manifest: %w", err)
-		}
-		total += len(segs)
+		g.Go(func() error {
+			segs := make([]index.Segment, 0, index.HourMS/pbSegMS)
+			for s := h; s < h+index.HourMS; s += pbSegMS {
+				segs = append(segs, index.Segment{Start: s, DurationMS: pbSegMS, Size: int64(len(seg)), SHA256: hex.EncodeToString(sum[:]),
+					ContentType: "video/mp4", Width: 1280, Height: 720})
+			}
+			if err := index.WriteManifest(gctx, store, ref, h, segs); err != nil {
+				return fmt.Errorf("bench playback: seed manifest: %w", err)
+			}
+			return nil
+		})
 	}
-	return total, nil
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return int((to - from) / pbSegMS), nil
 }
 
 // seedSegments uploads seg at every 6 s of [from, to) over HTTP PUT, on 8

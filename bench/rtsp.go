@@ -264,36 +264,7 @@ func runRTSPCase(ctx context.Context, cfg RTSPConfig, src *benchH264, n int, rec
 	idle, _ := procStatusKB(pid, "VmRSS:")
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 
-	// Connect every publisher (ANNOUNCE, SETUP, RECORD) before any sends.
-	clients := make([]*rtsp.Client, n)
-	var g errgroup.Group
-	g.SetLimit(32)
-	var failed atomic.Int64
-	for i := range n {
-		g.Go(func() error {
-			c, err := rtsp.Dial(ctx, fmt.Sprintf("rtsp://%s:%s@%s/%s", t.user, t.pass, t.rtspAddr, t.streams[i]))
-			if err == nil {
-				err = c.Announce(ctx, []rtsp.Media{src.media()})
-				if err == nil {
-					err = c.Setup(ctx, 0, true)
-				}
-				if err == nil {
-					err = c.Record(ctx)
-				}
-				if err != nil {
-					c.Close()
-				}
-			}
-			if err != nil {
-				failed.Add(1)
-				cfg.Log.Warn("bench rtsp: publisher did not start", "stream", t.streams[i], "err", err)
-				return nil
-			}
-			clients[i] = c
-			return nil
-		})
-	}
-	_ = g.Wait()
+	clients, failed := dialPublishers(ctx, t, src, cfg.Log)
 
 	warmup := cfg.Warmup
 	if warmup <= 0 {
@@ -312,7 +283,7 @@ func runRTSPCase(ctx context.Context, cfg RTSPConfig, src *benchH264, n int, rec
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lag, err := publishBench(c, src, i, start, end, &sent)
+			lag, err := publishBench(c, src, i, start, end, &sent, nil)
 			lagMu.Lock()
 			maxLag = max(maxLag, lag)
 			lagMu.Unlock()
@@ -384,10 +355,46 @@ func runRTSPCase(ctx context.Context, cfg RTSPConfig, src *benchH264, n int, rec
 		sent: sent.Load(), recv: recv, failed: failed.Load(), maxLag: maxLag, mbitsPerSess: bytesPerSec * 8 / 1e6}, nil
 }
 
+// dialPublishers connects one publisher per stream of t (ANNOUNCE, SETUP,
+// RECORD), 32 at a time, before any sends; a nil client did not start.
+func dialPublishers(ctx context.Context, t *rtspTarget, src *benchH264, log *slog.Logger) ([]*rtsp.Client, *atomic.Int64) {
+	clients := make([]*rtsp.Client, len(t.streams))
+	var g errgroup.Group
+	g.SetLimit(32)
+	var failed atomic.Int64
+	for i := range t.streams {
+		g.Go(func() error {
+			c, err := rtsp.Dial(ctx, fmt.Sprintf("rtsp://%s:%s@%s/%s", t.user, t.pass, t.rtspAddr, t.streams[i]))
+			if err == nil {
+				err = c.Announce(ctx, []rtsp.Media{src.media()})
+				if err == nil {
+					err = c.Setup(ctx, 0, true)
+				}
+				if err == nil {
+					err = c.Record(ctx)
+				}
+				if err != nil {
+					c.Close()
+				}
+			}
+			if err != nil {
+				failed.Add(1)
+				log.Warn("bench: publisher did not start", "stream", t.streams[i], "err", err)
+				return nil
+			}
+			clients[i] = c
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return clients, &failed
+}
+
 // publishBench replays src on c at 25 fps from start (plus a per-stream
 // offset, so keyframes do not line up) until end, sending each access
-// unit's packets in one write. It returns how far it fell behind.
-func publishBench(c *rtsp.Client, src *benchH264, i int, start, end time.Time, sent *atomic.Int64) (time.Duration, error) {
+// unit's packets in one write. onFrame, if set, is told when frame f is
+// sent. It returns how far it fell behind.
+func publishBench(c *rtsp.Client, src *benchH264, i int, start, end time.Time, sent *atomic.Int64, onFrame func(f int, at time.Time)) (time.Duration, error) {
 	r := rand.New(rand.NewPCG(uint64(i), 42))
 	seq, ts, ssrc := uint16(r.Uint32()), r.Uint32(), r.Uint32()
 	next := start.Add(time.Duration(r.Int64N(int64(2 * time.Second))))
@@ -413,6 +420,9 @@ func publishBench(c *rtsp.Client, src *benchH264, i int, start, end time.Time, s
 		}
 		for k := range pool {
 			pkts = append(pkts, &pool[k])
+		}
+		if onFrame != nil {
+			onFrame(f, time.Now())
 		}
 		if err := c.WritePackets(0, pkts); err != nil {
 			return maxLag, err

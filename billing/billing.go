@@ -180,17 +180,22 @@ type billStream struct {
 	DeletedAt                   *time.Time
 	History                     []accounts.SettingsChange
 	Usage                       meter.MonthUsage // in the run's month, up to its cut-off
+	Covers                      []cover          // entitlement units of this incarnation (entitlements.go)
 }
 
 // billAccount is what the evaluation needs of an account.
 type billAccount struct {
 	ID, Parent string
 	Cycles     []accounts.CycleChange
+	// Reseller and Distributor place the account in the tree; an empty
+	// Reseller means Parent (or the account itself at the root).
+	Reseller, Distributor string
 }
 
 // LineItem is one billed stream of a run.
 type LineItem struct {
 	Reseller        string      `json:"reseller"`
+	Distributor     string      `json:"distributor,omitempty"`
 	Account         string      `json:"account"`
 	Bridge          string      `json:"bridge"`
 	Camera          string      `json:"camera"`
@@ -210,6 +215,11 @@ type LineItem struct {
 	Change     string `json:"change,omitempty"`
 	BookedSKU  string `json:"booked_sku,omitempty"`
 	MonthsLeft int    `json:"months_left,omitempty"`
+	// Entitlements: the activation ID covering the SKU (not charged) and
+	// until when, and the covered analytics (analytic → activation ID).
+	Covered          string            `json:"covered,omitempty"`
+	CoveredUntil     *time.Time        `json:"covered_until,omitempty"`
+	CoveredAnalytics map[string]string `json:"covered_analytics,omitempty"`
 }
 
 // Summary counts subscriptions: one per billed stream (by SKU) and one per
@@ -219,6 +229,9 @@ type Summary struct {
 	Subscriptions int            `json:"subscriptions"`
 	SKUs          map[string]int `json:"skus"`
 	Analytics     map[string]int `json:"analytics"`
+	// Covered counts the subscriptions entitlements cover, not charged
+	// and not in the counts above.
+	Covered int `json:"covered,omitempty"`
 }
 
 var skuPrefixRE = regexp.MustCompile(`^[A-Za-z0-9-]{0,16}$`)
@@ -277,39 +290,55 @@ func prefixSKUs(run *BillingRun, prefix string) {
 func newSummary() Summary { return Summary{SKUs: map[string]int{}, Analytics: map[string]int{}} }
 
 func (s *Summary) add(it *LineItem) {
-	s.Streams++
-	s.Subscriptions += 1 + len(it.Analytics)
-	s.SKUs[it.SKU]++
+	if it.Covered != "" {
+		s.Covered++
+	} else {
+		s.Streams++
+		s.Subscriptions++
+		s.SKUs[it.SKU]++
+	}
 	for _, a := range it.Analytics {
+		if it.CoveredAnalytics[a] != "" {
+			s.Covered++
+			continue
+		}
+		s.Subscriptions++
 		s.Analytics[a]++
 	}
 }
 
 // AccountRun is one account's part of a run.
 type AccountRun struct {
-	ID         string     `json:"id"`
-	Cycle      string     `json:"cycle"`
-	CycleStart string     `json:"cycle_start,omitempty"` // annual: the cycle's first run month
-	MonthsLeft int        `json:"months_left,omitempty"` // annual
-	Summary    Summary    `json:"summary"`
-	Items      []LineItem `json:"items,omitempty"`
+	ID         string  `json:"id"`
+	Cycle      string  `json:"cycle"`
+	CycleStart string  `json:"cycle_start,omitempty"` // annual: the cycle's first run month
+	MonthsLeft int     `json:"months_left,omitempty"` // annual
+	Summary    Summary `json:"summary"`
+	// Expiring lists the entitlement units whose term ends in the month
+	// after the run's (entitlements.go).
+	Expiring []Expiring `json:"expiring,omitempty"`
+	Items    []LineItem `json:"items,omitempty"`
 }
 
 // ResellerRun groups a reseller's accounts (its own, then its sub-accounts).
 type ResellerRun struct {
-	ID       string       `json:"id"`
-	Summary  Summary      `json:"summary"`
-	Accounts []AccountRun `json:"accounts"`
+	ID          string       `json:"id"`
+	Distributor string       `json:"distributor,omitempty"` // the account above the reseller, if any
+	Summary     Summary      `json:"summary"`
+	Accounts    []AccountRun `json:"accounts"`
 }
 
 // BillingRun is the run at the end of a month.
 type BillingRun struct {
-	Month       string        `json:"month"`
-	CutOff      time.Time     `json:"cutoff"`
-	Final       bool          `json:"final"`
-	GeneratedAt *time.Time    `json:"generated_at,omitempty"` // previews only
-	Summary     Summary       `json:"summary"`
-	Resellers   []ResellerRun `json:"resellers"`
+	Month       string     `json:"month"`
+	CutOff      time.Time  `json:"cutoff"`
+	Final       bool       `json:"final"`
+	GeneratedAt *time.Time `json:"generated_at,omitempty"` // previews only
+	Summary     Summary    `json:"summary"`
+	// Distributors sums the resellers below each distributor (none in
+	// two-level setups).
+	Distributors []DistributorRun `json:"distributors,omitempty"`
+	Resellers    []ResellerRun    `json:"resellers"`
 }
 
 // evaluate computes the run of month m with cut-off c (CutOff(m) for a
@@ -402,6 +431,7 @@ func accountRun(m int, c time.Time, id string, a *billAccount, streams []*billSt
 		}
 		ar.Items = append(ar.Items, it)
 	}
+	ar.Expiring = expiring(m, c, streams)
 	return ar, len(ar.Items) > 0
 }
 
@@ -445,6 +475,9 @@ func lineItem(s *billStream, bc billedCycle, m int, c time.Time) (LineItem, bool
 	}
 	it.Width, it.Height, it.RetentionDays = billed.Width, billed.Height, billed.RetentionDays
 	it.StorageBytes, it.IngestedBytes, it.StoredByteHours = s.Usage.StoredBytes, s.Usage.IngestedBytes, s.Usage.StoredByteHours
+	if cur != nil {
+		applyCoverage(&it, s, billed, c) // entitlements.go
+	}
 	return it, true
 }
 
@@ -466,6 +499,9 @@ func settingsInForce(s *billStream, t time.Time) *accounts.StreamSettings {
 func bookedSettings(s *billStream, start, m int) *accounts.StreamSettings {
 	var booked *accounts.StreamSettings
 	for k := start; k < m; k++ {
+		if skuCoveredAt(s, CutOff(k)) {
+			continue // an entitlement paid for that month
+		}
 		v := settingsInForce(s, CutOff(k))
 		switch {
 		case v == nil:
@@ -514,24 +550,53 @@ func annualBilled(booked, cur *accounts.StreamSettings, first bool) (billed acco
 func rollUp(m int, c time.Time, accounts map[string]*billAccount, runs []AccountRun) BillingRun {
 	run := BillingRun{Month: meter.MonthName(m), CutOff: c.UTC(), Summary: newSummary()}
 	resellers := map[string]*ResellerRun{}
+	distributors := map[string]*DistributorRun{}
 	for _, ar := range runs {
-		reseller := ar.ID
-		if ba := accounts[ar.ID]; ba != nil && ba.Parent != "" {
-			reseller = ba.Parent
+		reseller, distributor := ar.ID, ""
+		if ba := accounts[ar.ID]; ba != nil {
+			switch {
+			case ba.Reseller != "":
+				reseller, distributor = ba.Reseller, ba.Distributor
+			case ba.Parent != "":
+				reseller = ba.Parent
+			}
 		}
 		r := resellers[reseller]
 		if r == nil {
-			r = &ResellerRun{ID: reseller, Summary: newSummary()}
+			r = &ResellerRun{ID: reseller, Distributor: distributor, Summary: newSummary()}
 			resellers[reseller] = r
+		}
+		var d *DistributorRun
+		if distributor != "" {
+			if d = distributors[distributor]; d == nil {
+				d = &DistributorRun{ID: distributor, Summary: newSummary()}
+				distributors[distributor] = d
+			}
+			if !slices.Contains(d.Resellers, reseller) {
+				d.Resellers = append(d.Resellers, reseller)
+			}
 		}
 		for i := range ar.Items {
 			it := &ar.Items[i]
-			it.Reseller = reseller
+			it.Reseller, it.Distributor = reseller, distributor
 			ar.Summary.add(it)
 			r.Summary.add(it)
 			run.Summary.add(it)
+			if d != nil {
+				d.Summary.add(it)
+			}
 		}
 		r.Accounts = append(r.Accounts, ar)
+	}
+	dids := make([]string, 0, len(distributors))
+	for id := range distributors {
+		dids = append(dids, id)
+	}
+	sort.Strings(dids)
+	for _, id := range dids {
+		d := distributors[id]
+		sort.Strings(d.Resellers)
+		run.Distributors = append(run.Distributors, *d)
 	}
 	rids := make([]string, 0, len(resellers))
 	for id := range resellers {
@@ -558,13 +623,20 @@ func rollUp(m int, c time.Time, accounts map[string]*billAccount, runs []Account
 func (b *Billing) inputs(m int, c time.Time) (map[string]*billAccount, []*billStream) {
 	accts := map[string]*billAccount{}
 	b.accounts.EachAccount(func(a *accounts.Account, cycles []accounts.CycleChange) {
-		accts[a.ID] = &billAccount{ID: a.ID, Parent: a.Parent, Cycles: cycles}
+		ba := &billAccount{ID: a.ID, Parent: a.Parent, Cycles: cycles}
+		ba.Reseller, ba.Distributor = chainOf(b.accounts, a) // entitlements.go
+		accts[a.ID] = ba
 	})
+	covers := b.covers()
 	var streams []*billStream
 	b.accounts.EachStream(func(s *accounts.Stream, h []accounts.SettingsChange) {
+		var cv []cover
+		if covers != nil {
+			cv = covers[incarnation(s.ID, s.RegisteredAt)]
+		}
 		streams = append(streams, &billStream{ID: s.ID, Camera: s.Camera, Bridge: s.Bridge,
 			Account: s.Account, RegisteredAt: s.RegisteredAt, DeletedAt: s.DeletedAt,
-			History: h, Usage: b.usage.MonthUsage(s, m, c)})
+			History: h, Usage: b.usage.MonthUsage(s, m, c), Covers: cv})
 	})
 	return accts, streams
 }

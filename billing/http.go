@@ -30,6 +30,7 @@ type Billing struct {
 	log      *slog.Logger
 	// skuPrefix goes before every SKU a run served names (SetSKUPrefix).
 	skuPrefix string
+	coverage  Coverage // nil: no entitlements (entitlements.go)
 }
 
 // Sealer seals usage up to a cut-off (*meter.Meter).
@@ -261,7 +262,7 @@ func renderRunJSON(run *BillingRun) ([]byte, error) {
 
 var itemsHeader = []string{"month", "final", "reseller", "account", "bridge", "camera", "stream", "sku", "analytics",
 	"width", "height", "retention_days", "registered_at", "deleted_at", "cycle", "storage_bytes", "ingested_bytes",
-	"stored_byte_hours", "change", "booked_sku", "months_left"}
+	"stored_byte_hours", "change", "booked_sku", "months_left", "distributor", "covered", "covered_analytics"}
 
 func writeItemsCSV(cw *csv.Writer, run *BillingRun) {
 	_ = cw.Write(itemsHeader)
@@ -280,7 +281,7 @@ func writeItemsCSV(cw *csv.Writer, run *BillingRun) {
 					strings.Join(it.Analytics, ";"), strconv.Itoa(it.Width), strconv.Itoa(it.Height),
 					strconv.Itoa(it.RetentionDays), it.RegisteredAt.Format(time.RFC3339Nano), del, it.Cycle,
 					strconv.FormatInt(it.StorageBytes, 10), strconv.FormatInt(it.IngestedBytes, 10),
-					it.StoredByteHours.String(), it.Change, it.BookedSKU, left})
+					it.StoredByteHours.String(), it.Change, it.BookedSKU, left, it.Distributor, it.Covered, coveredCSV(it.CoveredAnalytics)})
 			}
 		}
 	}

@@ -46,6 +46,12 @@ const (
 	CmdRevokeToken      = "revoke_token"
 	CmdAudit            = "audit"
 
+	// entitlement: prepaid licences down the sales chain (issue 16).
+	CmdCreateEntitlement   = "create_entitlement"
+	CmdSplitEntitlement    = "split_entitlement"
+	CmdReturnEntitlement   = "return_entitlement"
+	CmdActivateEntitlement = "activate_entitlement"
+
 	// cluster: each node's HTTP address, for leader forwarding.
 	CmdSetNode = "set_node"
 )
@@ -58,6 +64,7 @@ var commandTypes = []string{
 	CmdLeaseAcquire, CmdLeaseRelease,
 	CmdUsageBatch, CmdObserveResolution, CmdUsageTick,
 	CmdCreateUser, CmdAcceptInvitation, CmdRemoveUser, CmdCreateToken, CmdRevokeToken, CmdAudit,
+	CmdCreateEntitlement, CmdSplitEntitlement, CmdReturnEntitlement, CmdActivateEntitlement,
 	CmdSetNode,
 }
 

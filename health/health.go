@@ -233,8 +233,9 @@ func (c *Checker) Report(ctx context.Context, id string, since int64) (Report, e
 	return rep, nil
 }
 
-// scope returns the live streams of account id and, when it is a reseller,
-// of its sub-accounts, ordered by id.
+// scope returns the live streams of account id and of every account below
+// it (a reseller's sub-accounts, a distributor's resellers and theirs),
+// ordered by id.
 func (c *Checker) scope(ctx context.Context, id string) ([]accounts.Stream, error) {
 	all, err := c.reg.Streams(ctx)
 	if err != nil {
@@ -247,17 +248,22 @@ func (c *Checker) scope(ctx context.Context, id string) ([]accounts.Stream, erro
 			out = append(out, st)
 			continue
 		}
-		p, ok := parents[st.Account]
-		if !ok {
-			a, err := c.reg.Account(ctx, st.Account)
-			if err != nil && !errors.Is(err, accounts.ErrNotFound) {
-				return nil, err
+		// Walk up the tree (at most distributor → reseller → customer).
+		for acct, depth := st.Account, 0; acct != "" && depth < 3; depth++ {
+			p, ok := parents[acct]
+			if !ok {
+				a, err := c.reg.Account(ctx, acct)
+				if err != nil && !errors.Is(err, accounts.ErrNotFound) {
+					return nil, err
+				}
+				p = a.Parent
+				parents[acct] = p
 			}
-			p = a.Parent
-			parents[st.Account] = p
-		}
-		if p == id {
-			out = append(out, st)
+			if p == id {
+				out = append(out, st)
+				break
+			}
+			acct = p
 		}
 	}
 	return out, nil

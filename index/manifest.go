@@ -219,15 +219,24 @@ func ManifestHours(ctx context.Context, store storage.Backend, ref storage.Strea
 	}
 }
 
-// ReadManifests reads the manifests of hours concurrently and returns all
-// their segments, sorted by start. A manifest deleted meanwhile is skipped.
-func ReadManifests(ctx context.Context, store storage.Backend, ref storage.StreamRef, hours []int64) ([]Segment, error) {
+// ReadManifests reads the manifests of hours concurrently, through c (nil:
+// none) under the versions ver names (nil: ""), and returns all their
+// segments, sorted by start. A manifest deleted meanwhile is skipped.
+func ReadManifests(ctx context.Context, store storage.Backend, c *ManifestCache, ver Version, ref storage.StreamRef, hours []int64) ([]Segment, error) {
 	results := make([][]Segment, len(hours))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, h := range hours {
+		v := ""
+		if ver != nil {
+			v = ver(h)
+		}
+		if segs, ok := c.Get(ref, h, v); ok {
+			results[i] = segs
+			continue
+		}
 		g.Go(func() error {
-			segs, err := ReadManifestIfAny(gctx, store, ref, h)
+			segs, err := readAndKeep(gctx, store, c, ref, h, v)
 			results[i] = segs
 			return err
 		})
@@ -247,8 +256,8 @@ func ReadManifests(ctx context.Context, store storage.Backend, ref storage.Strea
 }
 
 // ManifestSegments returns the segments recorded in ref's manifests that
-// overlap [from, to).
-func ManifestSegments(ctx context.Context, store storage.Backend, ref storage.StreamRef, from, to int64) ([]Segment, error) {
+// overlap [from, to), read through c (see ReadManifests).
+func ManifestSegments(ctx context.Context, store storage.Backend, c *ManifestCache, ver Version, ref storage.StreamRef, from, to int64) ([]Segment, error) {
 	if to <= from {
 		return nil, nil
 	}
@@ -257,9 +266,9 @@ func ManifestSegments(ctx context.Context, store storage.Backend, ref storage.St
 	if err != nil {
 		return nil, err
 	}
-	segs, err := ReadManifests(ctx, store, ref, hours)
+	segs, err := ReadManifests(ctx, store, c, ver, ref, hours)
 	if err != nil {
 		return nil, err
 	}
-	return Overlapping(segs, from, to), nil
+	return overlappingOwned(segs, from, to), nil // segs is a fresh copy
 }

@@ -35,24 +35,27 @@ func SortSegments(segs []Segment) {
 }
 
 // Overlapping returns the segments of segs that overlap [from, to), sorted by
-// start and deduplicated by start (the first occurrence wins).
+// start and deduplicated by start (the first occurrence wins). segs is not
+// modified.
 func Overlapping(segs []Segment, from, to int64) []Segment {
-	seen := make(map[int64]bool, len(segs))
-	out := make([]Segment, 0, len(segs))
-	for _, s := range segs {
-		// A zero-length segment inside the range counts as overlapping.
-		overlaps := s.Start < to && (s.End() > from || s.Start >= from)
-		if seen[s.Start] {
-			continue
-		}
-		seen[s.Start] = true
-		if !overlaps {
-			continue
-		}
-		out = append(out, s)
+	return overlappingOwned(slices.Clone(segs), from, to)
+}
+
+// overlappingOwned is Overlapping on a slice the caller gives up: it is
+// sorted and cut in place.
+func overlappingOwned(out []Segment, from, to int64) []Segment {
+	// A day is some 15,000 segments, nearly always sorted already (hours
+	// of manifests in order, then a few open ones): a stable sort keeps
+	// the first of equal starts, and a sorted list dedupes in one pass.
+	byStart := func(a, b Segment) int { return cmpInt(a.Start, b.Start) }
+	if !slices.IsSortedFunc(out, byStart) {
+		slices.SortStableFunc(out, byStart)
 	}
-	SortSegments(out)
-	return out
+	out = slices.CompactFunc(out, func(a, b Segment) bool { return a.Start == b.Start })
+	return slices.DeleteFunc(out, func(s Segment) bool {
+		// A zero-length segment inside the range counts as overlapping.
+		return !(s.Start < to && (s.End() > from || s.Start >= from))
+	})
 }
 
 // FindSegment returns the segment of sorted segs that starts at start.

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/vigilcloud/vigil/storage"
 )
@@ -63,20 +66,30 @@ func ScanStorage(ctx context.Context, store storage.Backend, ref storage.StreamR
 		log = slog.New(slog.DiscardHandler)
 	}
 	st := &Stored{Manifests: make(map[int64][]Segment)}
-	err := storage.Walk(ctx, store, ref.ManifestPrefix(), func(o storage.ObjectInfo) error {
+	// The manifests are read eight at a time while the listing goes on: a
+	// year is 8,760 of them, and each read waits on storage.
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	err := storage.Walk(gctx, store, ref.ManifestPrefix(), func(o storage.ObjectInfo) error {
 		_, hour, err := storage.ParseManifestKey(o.Key)
 		if err != nil {
 			log.Warn("index: rebuild: skipping foreign object", "key", o.Key)
 			return nil
 		}
-		segs, err := ReadManifestIfAny(ctx, store, ref, hour)
-		if err != nil {
-			return err
-		}
-		st.Manifests[hour] = segs
+		g.Go(func() error {
+			segs, err := ReadManifestIfAny(gctx, store, ref, hour)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			st.Manifests[hour] = segs
+			mu.Unlock()
+			return nil
+		})
 		return nil
 	})
-	if err != nil {
+	if err := errors.Join(g.Wait(), err); err != nil {
 		return nil, fmt.Errorf("index: rebuild %s: %w", ref.StreamPrefix(), err)
 	}
 	indexed := make(map[int64]bool)

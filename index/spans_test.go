@@ -103,6 +103,13 @@ func TestOverlapping(t *testing.T) {
 	got := index.Overlapping(segs, 10, 36)
 	require.Equal(t, []index.Segment{seg(10, 10), seg(20, 10), seg(35, 0)}, got)
 	require.Empty(t, index.Overlapping(segs, 40, 50))
+	require.Equal(t, seg(20, 10), segs[0], "the input is left as it was")
+
+	// Sorted input (the common case) dedupes the same way; the first of
+	// two entries with one start decides, also when it lies outside.
+	sorted := []index.Segment{seg(0, 10), seg(10, 10), seg(10, 99), seg(20, 10), seg(40, 5), seg(40, 20)}
+	require.Equal(t, []index.Segment{seg(10, 10), seg(20, 10)}, index.Overlapping(sorted, 10, 30))
+	require.Empty(t, index.Overlapping([]index.Segment{seg(0, 5), seg(0, 50)}, 10, 20), "the first of a start wins")
 }
 
 func TestTrimSpans(t *testing.T) {

@@ -1,8 +1,13 @@
 package mediacheck
 
 import (
+	"bytes"
 	"fmt"
 	"math"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/vigilcloud/vigil/internal/testutil"
@@ -88,5 +93,40 @@ func sameLength(t *testing.T, what string, d testutil.Decoded, frames int, ms in
 	}
 	if diff := math.Abs(d.Duration - float64(ms)/1000); diff > 0.001*float64(segs)+1e-9 {
 		t.Errorf("%s: %.3f s decoded, %.3f s stored", what, d.Duration, float64(ms)/1000)
+	}
+}
+
+// copyWhole remuxes stream's VOD playlist of [from, to) as a player
+// that follows the decode times would, with `ffmpeg -c copy`, and checks
+// the copy: no error, the frames stored, and a container duration
+// within one frame (40 ms at 25 fps) of the ms stored.
+func copyWhole(t *testing.T, n *vigiltest.Node, stream string, from, to int64, frames int, ms int64) {
+	t.Helper()
+	pl, _ := get(t, n, fmt.Sprintf("/v1/streams/%s/playlist.m3u8?start=%d&end=%d", stream, from, to))
+	runs := splitRuns(t, n, stream, string(pl))
+	if len(runs) != 1 {
+		t.Fatalf("playlist of %d runs, want 1:\n%s", len(runs), pl)
+	}
+	out := filepath.Join(t.TempDir(), "copy.mp4")
+	cmd := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file,http,tcp",
+		"-i", file(t, "whole.m3u8", []byte(runs[0].playlist)), "-c", "copy", out)
+	if b, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(b)) > 0 {
+		t.Errorf("ffmpeg -c copy of the playlist: %v\n%s", err, b)
+	}
+	d := testutil.Decode(t, out)
+	noErrors(t, "copy of the playlist", d)
+	if d.Frames != frames {
+		t.Errorf("copy of the playlist: %d frames decoded, %d stored", d.Frames, frames)
+	}
+	b, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", out).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", out, err)
+	}
+	got, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	if err != nil {
+		t.Fatalf("ffprobe duration %q: %v", b, err)
+	}
+	if diff := math.Abs(got - float64(ms)/1000); diff > 0.040 {
+		t.Errorf("copy of the playlist: %.3f s long, %.3f s stored", got, float64(ms)/1000)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"testing"
 	"time"
 
@@ -22,12 +23,12 @@ func upload(t *testing.T, n *vigiltest.Node, token, stream string, start int64, 
 	}
 }
 
-// ffmpegPublish has ffmpeg publish 2 s of 320x240 test video at 25 fps,
+// ffmpegPublish has ffmpeg publish secs s of 320x240 test video at 25 fps,
 // encoded with enc, over RTSP (TCP) to url.
-func ffmpegPublish(t *testing.T, url string, enc ...string) {
+func ffmpegPublish(t *testing.T, url string, secs int, enc ...string) {
 	t.Helper()
 	testutil.RequireBinary(t, "ffmpeg")
-	args := append([]string{"-hide_banner", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "2",
+	args := append([]string{"-hide_banner", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", strconv.Itoa(secs),
 		"-pix_fmt", "yuv420p"}, enc...)
 	args = append(args, "-f", "rtsp", "-rtsp_transport", "tcp", url)
 	if out, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
@@ -43,7 +44,7 @@ func ffmpegPublish(t *testing.T, url string, enc ...string) {
 func TestMixedSources(t *testing.T) {
 	testutil.RequireBinary(t, "ffmpeg")
 	n := vigiltest.Start(t, vigilBin, vigiltest.Options{RTSP: true, Args: []string{"--segment-duration", "2s"}})
-	tok := n.Provision("res", "codec", "gap", "mixed", "encoder", "rtspcodec")
+	tok := n.Provision("res", "codec", "gap", "mixed", "encoder", "rtspcodec", "session")
 	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
 	at := func(k int) int64 { return base + int64(k)*testutil.SegmentSeconds*1000 } // the k-th 2-s slot
 	enc := func(k int, size, codec, format string) [][]byte {
@@ -83,14 +84,34 @@ func TestMixedSources(t *testing.T) {
 		// ffmpeg publishes 2 s of H.264, then 2 s of H.265 to the same stream.
 		url := fmt.Sprintf("rtsp://br:%s@%s/rtspcodec", tok, n.RTSPAddr)
 		from := time.Now().Add(-time.Minute).UnixMilli()
-		ffmpegPublish(t, url, "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0")
-		ffmpegPublish(t, url, "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25", "-bf", "0")
+		ffmpegPublish(t, url, 2, "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0")
+		ffmpegPublish(t, url, 2, "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25", "-bf", "0")
 		to := time.Now().Add(time.Minute).UnixMilli()
 		waitRecorded(t, n, "rtspcodec", from, to, 4000)
 		w := checkWindow(t, n, "rtspcodec", from, to)
 		if w.frames != 100 {
 			t.Errorf("%d frames stored, 100 sent", w.frames)
 		}
+	})
+
+	t.Run("RTSP session is one run", func(t *testing.T) {
+		// 20 s over RTSP cut into 2-s segments: their decode times run on,
+		// so the playlist is one run, which ffmpeg 5.1 copies whole.
+		url := fmt.Sprintf("rtsp://br:%s@%s/session", tok, n.RTSPAddr)
+		from := time.Now().Add(-time.Minute).UnixMilli()
+		ffmpegPublish(t, url, 20, "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0")
+		to := time.Now().Add(time.Minute).UnixMilli()
+		segs := waitRecorded(t, n, "session", from, to, 20000)
+		w := checkWindow(t, n, "session", from, to)
+		wantRuns(t, w, len(segs))
+		if w.frames != 500 {
+			t.Errorf("%d frames stored, 500 sent", w.frames)
+		}
+		var ms int64
+		for _, s := range segs {
+			ms += s.DurationMS
+		}
+		copyWhole(t, n, "session", from, to, w.frames, ms)
 	})
 
 	t.Run("gap", func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"github.com/vigilcloud/vigil/access"
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/entitlement"
 	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/purge"
 )
@@ -36,6 +37,7 @@ func newMachine() (*cluster.Machine, *accounts.State, *State) {
 	accts := accounts.Register(m, purge.Register(m))
 	lease.Register(m) // every command type has its apply function
 	access.Register(m, accts)
+	entitlement.Register(m, accts)
 	return m, accts, Register(m, accts)
 }
 

@@ -74,6 +74,11 @@ type clipper struct {
 	// ends at is what the real pass writes (see durations).
 	dry       bool
 	durations map[uint32]uint64 // per track, for the init section
+	// rd and br are reused from segment to segment: their buffers (a
+	// fragment, 64 KiB) would otherwise be allocated and cleared anew for
+	// every segment.
+	rd *fmp4.Reader
+	br *bufio.Reader
 }
 
 func newClipper(w io.Writer, from, to int64) *clipper {
@@ -225,7 +230,12 @@ func keyframeAt(src io.Reader, seg index.Segment, at int64) (uint64, error) {
 // otherwise the segment is taken from its first sample. Video samples
 // before the segment's first keyframe at or after the cut are dropped.
 func (c *clipper) segment(src io.Reader, seg index.Segment, cutUS int64) error {
-	rd := fmp4.NewReader(src)
+	if c.rd == nil {
+		c.rd = fmp4.NewReader(src)
+	} else {
+		c.rd.Reset(src)
+	}
+	rd := c.rd
 	next := rd.NextFragment
 	if c.dry {
 		next = rd.NextFragmentHeader
@@ -234,6 +244,12 @@ func (c *clipper) segment(src io.Reader, seg index.Segment, cutUS int64) error {
 	if err != nil {
 		return err
 	}
+	return c.fragments(tracks, next, seg, cutUS)
+}
+
+// fragments is segment after the init section: tracks are the segment's,
+// next returns its fragments and then io.EOF.
+func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, error), seg index.Segment, cutUS int64) error {
 	if c.tracks == nil {
 		c.tracks = tracks
 		for _, t := range tracks {
@@ -459,7 +475,7 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 	if r.Method != http.MethodHead {
 		dry := newClipper(io.Discard, from, to)
 		dry.dry = true
-		if _, err := h.clipPass(ctx, ref, first, cutUS, to, dry); err != nil {
+		if _, err := h.dryPass(ctx, ref, first, cutUS, to, dry); err != nil {
 			if !dry.written {
 				h.segmentError(w, ref, first, err)
 			} else {
@@ -518,35 +534,154 @@ func (h *Handler) clip(w http.ResponseWriter, r *http.Request, ref storage.Strea
 // parameter change (truncated says so) or an error.
 func (h *Handler) clipPass(ctx context.Context, ref storage.StreamRef, first index.Segment, cutUS, to int64, c *clipper) (truncated string, err error) {
 	err = h.eachSegment(ctx, ref, first.Start, to, func(s index.Segment) (bool, error) {
-		cut := int64(-1)
-		if s.Start == first.Start {
-			cut = cutUS
-		}
-		var err error
-		if c.dry && isFMP4(s) {
-			src := &rangeReader{ctx: ctx, store: h.store, key: ref.SegmentKey(s.Start), size: s.Size}
-			err = c.segment(src, s, cut)
-			src.Close()
-		} else {
-			_, err = h.withSegment(ctx, ref, s, func(src io.Reader) (uint64, error) { return 0, c.segment(src, s, cut) })
-		}
-		switch {
-		case errors.Is(err, errParamsChanged):
-			truncated = "parameters_changed"
-			if !c.dry {
-				h.log.InfoContext(ctx, "playback: clip ends at a parameter change", "stream", ref.Stream, "segment", s.Start)
+		err := c.stored(ctx, h.store, ref.SegmentKey(s.Start), func(src io.Reader) error {
+			if !isFMP4(s) {
+				src = remuxTS(src, s)
 			}
-			return false, nil
-		case errors.Is(err, fmp4.ErrMalformed) && c.written:
-			// What was written of it is whole fragments: go on.
-			if !c.dry {
-				h.log.WarnContext(ctx, "playback: clip skips the rest of a malformed segment", "stream", ref.Stream, "segment", s.Start, "err", err)
-			}
-			return true, nil
-		}
-		return err == nil, err
+			return c.segment(src, s, cutOf(s, first, cutUS))
+		})
+		return h.segmentDone(ctx, ref, s, c, err, &truncated)
 	})
 	return truncated, err
+}
+
+// cutOf is where segment s starts to count: the clip's cut in its first
+// segment, everything (-1) in the others.
+func cutOf(s, first index.Segment, cutUS int64) int64 {
+	if s.Start == first.Start {
+		return cutUS
+	}
+	return -1
+}
+
+// segmentDone says whether a pass goes on after segment s ended with err,
+// and sets truncated when a parameter change ends the clip there.
+func (h *Handler) segmentDone(ctx context.Context, ref storage.StreamRef, s index.Segment, c *clipper, err error, truncated *string) (bool, error) {
+	switch {
+	case errors.Is(err, errParamsChanged):
+		*truncated = "parameters_changed"
+		if !c.dry {
+			h.log.InfoContext(ctx, "playback: clip ends at a parameter change", "stream", ref.Stream, "segment", s.Start)
+		}
+		return false, nil
+	case errors.Is(err, fmp4.ErrMalformed) && c.written:
+		// What was written of it is whole fragments: go on.
+		if !c.dry {
+			h.log.WarnContext(ctx, "playback: clip skips the rest of a malformed segment", "stream", ref.Stream, "segment", s.Start, "err", err)
+		}
+		return true, nil
+	}
+	return err == nil, err
+}
+
+// dryLookahead is how many segments' fragment headers the first pass
+// reads ahead of its cut, concurrently: each is a few ranged reads that
+// mostly wait on storage.
+const dryLookahead = 8
+
+// headers is what the first pass needs of a segment: its init section's
+// tracks (or initErr) and its fragments without sample data, then the
+// error that ended the reading (nil at the end of the segment).
+type headers struct {
+	tracks  []fmp4.Track
+	initErr error
+	frags   []fmp4.Fragment
+	err     error
+}
+
+// readHeaders reads the headers of segment s stored at key: with ranged
+// reads that skip the media for fMP4, through the remux (which must read
+// it all) for MPEG-TS.
+func readHeaders(ctx context.Context, store storage.Backend, key string, s index.Segment) headers {
+	var rd *fmp4.Reader
+	if isFMP4(s) {
+		src := &rangeReader{ctx: ctx, store: store, key: key, size: s.Size}
+		defer src.Close()
+		rd = fmp4.NewReader(src)
+	} else {
+		rc, _, err := store.Get(ctx, key, 0, -1)
+		if err != nil {
+			return headers{initErr: err}
+		}
+		defer rc.Close()
+		rd = fmp4.NewReader(remuxTS(rc, s))
+	}
+	var hd headers
+	if hd.tracks, _, hd.initErr = rd.ReadInit(); hd.initErr != nil {
+		return hd
+	}
+	for {
+		f, err := rd.NextFragmentHeader()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				hd.err = err
+			}
+			return hd
+		}
+		hd.frags = append(hd.frags, f)
+	}
+}
+
+// dryPass is clipPass for the first pass (c.dry): the same cut over the
+// fragment headers, which are read up to dryLookahead segments ahead so
+// that the clip's first byte does not wait for one storage round trip
+// after another.
+func (h *Handler) dryPass(ctx context.Context, ref storage.StreamRef, first index.Segment, cutUS, to int64, c *clipper) (truncated string, err error) {
+	type pending struct {
+		seg  index.Segment
+		done chan struct{}
+		hd   headers
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	queue := make(chan *pending, dryLookahead-1)
+	var listErr error
+	go func() {
+		defer close(queue)
+		listErr = h.eachSegment(ctx, ref, first.Start, to, func(s index.Segment) (bool, error) {
+			p := &pending{seg: s, done: make(chan struct{})}
+			select {
+			case queue <- p:
+			case <-ctx.Done():
+				return false, nil
+			}
+			go func() {
+				defer close(p.done)
+				p.hd = readHeaders(ctx, h.store, ref.SegmentKey(s.Start), s)
+			}()
+			return true, nil
+		})
+	}()
+	// Whatever ends the pass, the reads under way finish before it returns.
+	defer func() {
+		cancel()
+		for p := range queue {
+			<-p.done
+		}
+	}()
+	for p := range queue {
+		<-p.done
+		s, hd := p.seg, p.hd
+		err := hd.initErr
+		if err == nil {
+			i := 0
+			next := func() (fmp4.Fragment, error) {
+				if i < len(hd.frags) {
+					i++
+					return hd.frags[i-1], nil
+				}
+				if hd.err != nil {
+					return fmp4.Fragment{}, hd.err
+				}
+				return fmp4.Fragment{}, io.EOF
+			}
+			err = c.fragments(hd.tracks, next, s, cutOf(s, first, cutUS))
+		}
+		more, err := h.segmentDone(ctx, ref, s, c, err, &truncated)
+		if err != nil || !more {
+			return truncated, err
+		}
+	}
+	return truncated, listErr
 }
 
 // rangeReader reads a stored object from the start; Seek forward (all
@@ -594,6 +729,21 @@ func (r *rangeReader) Close() {
 		r.rc.Close()
 		r.rc = nil
 	}
+}
+
+// stored opens the object at key and runs fn over it through c's buffer.
+func (c *clipper) stored(ctx context.Context, store storage.Backend, key string, fn func(io.Reader) error) error {
+	rc, _, err := store.Get(ctx, key, 0, -1)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(rc, 64<<10)
+	} else {
+		c.br.Reset(rc)
+	}
+	return fn(c.br)
 }
 
 // withSegment opens the segment object and runs fn over it as fMP4 (an

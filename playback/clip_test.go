@@ -210,7 +210,7 @@ func (w *lagWriter) Write(p []byte) (int, error) { w.written.Add(int64(len(p)));
 // syntheticSegments writes n self-contained fMP4 segments of 2 s (two
 // 1-s fragments of 25 frames of frame bytes each, a keyframe first) with
 // the parameter sets of media/testdata/sample.mp4.
-func syntheticSegments(t *testing.T, n, frame int) [][]byte {
+func syntheticSegments(t testing.TB, n, frame int) [][]byte {
 	t.Helper()
 	f, err := os.Open("../media/testdata/sample.mp4")
 	require.NoError(t, err)

@@ -40,8 +40,9 @@ import (
 // Gaps are not listed as EXT-X-GAP segments: there is no media to name,
 // and the discontinuity plus EXT-X-PROGRAM-DATE-TIME already tells the
 // player where the timeline resumes. Decode times that do not run on
-// from one segment to the next (recorders that start every segment at
-// zero) are discontinuities too, within a run of one init section. Init
+// from one segment to the next (segments the RTSP recorder stored before
+// its decode times ran on across a session each start at zero) are
+// discontinuities too, within a run of one init section. Init
 // sections are identified by (a prefix of) the SHA-256 of their bytes;
 // ingest records that and the first tfdt in the index entry (index.Head).
 // Entries without one (written before heads existed) have theirs read
@@ -129,6 +130,9 @@ func isFMP4(seg index.Segment) bool {
 // part serves the init section (the bytes before the first moof) or the
 // media part (from it on) of an fMP4 segment.
 func (h *Handler) part(w http.ResponseWriter, r *http.Request, ref storage.StreamRef, start int64, init bool) {
+	if h.serveHeld(w, r, ref.Stream, start, init) {
+		return // a segment being recorded here, not yet stored (lowlatency.go)
+	}
 	seg, ok := h.lookup(w, r, ref, start)
 	if !ok {
 		return
@@ -407,17 +411,7 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 		b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n")
 	}
 	b.WriteString("#EXT-X-INDEPENDENT-SEGMENTS\n")
-	base := "/v1/streams/" + streamID + "/"
-	uri := func(rel string) string {
-		if len(h.sign.key) == 0 {
-			return rel
-		}
-		q, ok := h.sign.query(base+rel, p, exp)
-		if !ok {
-			return rel // the player must send the bearer token
-		}
-		return rel + "?" + q
-	}
+	uri := func(rel string) string { return h.entryURI(p, streamID, rel, exp) }
 	key := func(i int) index.Head {
 		if heads == nil {
 			return index.Head{}
@@ -447,6 +441,19 @@ func (h *Handler) writePlaylist(b *bytes.Buffer, p auth.Principal, streamID stri
 	if !head.live {
 		b.WriteString("#EXT-X-ENDLIST\n")
 	}
+}
+
+// entryURI is the URI a playlist of streamID lists for rel (relative to
+// the stream's path), signed for p until exp when URLs are signed.
+func (h *Handler) entryURI(p auth.Principal, streamID, rel string, exp time.Time) string {
+	if len(h.sign.key) == 0 {
+		return rel
+	}
+	q, ok := h.sign.query("/v1/streams/"+streamID+"/"+rel, p, exp)
+	if !ok {
+		return rel // the player must send the bearer token
+	}
+	return rel + "?" + q
 }
 
 func writeM3U8(w http.ResponseWriter, b *bytes.Buffer, cache string) {

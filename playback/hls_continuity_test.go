@@ -6,8 +6,9 @@ import (
 	"github.com/vigilcloud/vigil/index"
 )
 
-// TestShortSegmentsRestartingAtZero: the RTSP recorder starts every
-// segment's decode times at zero. With segments as short as the index's
+// TestShortSegmentsRestartingAtZero: the RTSP recorder started every
+// segment's decode times at zero (segments stored before they ran on
+// across a session still do). With segments as short as the index's
 // gap tolerance (--segment-duration 1s) a restart must still be told from
 // a segment that runs on, or ffmpeg drops every segment after the first
 // of a run (found with GStreamer publishing into a node).

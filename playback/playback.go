@@ -35,6 +35,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/index"
@@ -76,6 +78,8 @@ type Handler struct {
 	opts    Options
 	refused refusals
 	inits   *initCache // init section keys by segment (hls.go)
+	blocked *blocked   // live requests held waiting (lowlatency.go)
+	bases   *liveBases // numbering of live sessions (lowlatency.go)
 }
 
 // Options tune a Handler; zero values take the defaults.
@@ -99,6 +103,16 @@ type Options struct {
 	// Signers checks the user who signed a URL when it is used; without
 	// it, only URLs the operator signed open.
 	Signers Signers
+	// Live is this node's live window of the streams it records over
+	// RTSP (a *live.Buffer): live.m3u8 of such a stream is low-latency
+	// HLS. Nil: every live.m3u8 is the segment window.
+	Live LiveWindow
+	// LiveMaxBlocked bounds the live requests held waiting at once
+	// (blocking playlist reload, preload hints) on this node (default
+	// 4096), LiveBlockedPerClient those of one client (default 64).
+	LiveMaxBlocked, LiveBlockedPerClient int
+	// Registerer takes the live metrics; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 // New returns the playback handler reading store and idx, with streams
@@ -124,7 +138,14 @@ func NewWithOptions(store storage.Backend, idx Index, reg Registry, opts Options
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Handler{store: store, idx: idx, reg: reg, log: opts.Logger, sign: signer{key: opts.URLKey}, opts: opts, inits: newInitCache(initCacheSize)}
+	if opts.LiveMaxBlocked <= 0 {
+		opts.LiveMaxBlocked = 4096
+	}
+	if opts.LiveBlockedPerClient <= 0 {
+		opts.LiveBlockedPerClient = 64
+	}
+	return &Handler{store: store, idx: idx, reg: reg, log: opts.Logger, sign: signer{key: opts.URLKey}, opts: opts, inits: newInitCache(initCacheSize),
+		blocked: newBlocked(opts.LiveMaxBlocked, opts.LiveBlockedPerClient, opts.Registerer), bases: &liveBases{m: map[string]liveBase{}}}
 }
 
 // ServeHTTP implements http.Handler.
@@ -162,7 +183,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.Kind == auth.Anonymous {
 		// Signed URLs open the segment routes only.
-		if rt.kind != routeSegment && rt.kind != routeInit && rt.kind != routeMedia && rt.kind != routeMediaTS {
+		if rt.kind != routeSegment && rt.kind != routeInit && rt.kind != routeMedia && rt.kind != routeMediaTS && rt.kind != routeLivePart {
 			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
 			return
 		}
@@ -202,7 +223,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case routePlaylist:
 		h.playlist(w, r, p, st.ID, ref)
 	case routeLive:
-		h.live(w, r, p, st.ID, ref)
+		h.liveOrLowLatency(w, r, p, st, ref)
+	case routeLivePart:
+		h.livePart(w, r, p, st, ref, rt.session, rt.start)
 	case routeClip:
 		h.clip(w, r, ref)
 	}
@@ -220,11 +243,13 @@ const (
 	routePlaylist
 	routeLive
 	routeClip
+	routeLivePart
 )
 
 type route struct {
-	kind  routeKind
-	start int64 // segment routes
+	kind    routeKind
+	start   int64  // segment routes; the part number of routeLivePart
+	session string // routeLivePart
 }
 
 // parseRoute parses what follows /v1/streams/{stream}/ (escaped). An
@@ -239,6 +264,9 @@ func parseRoute(rest string) (route, error) {
 		return route{kind: routeLive}, nil
 	case "clip.mp4":
 		return route{kind: routeClip}, nil
+	}
+	if pr, ok := strings.CutPrefix(rest, "parts/"); ok {
+		return parsePartRoute(pr)
 	}
 	seg, ok := strings.CutPrefix(rest, "segments/")
 	if !ok {
@@ -401,17 +429,11 @@ func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, streamID st
 		unavailable(w, "index_unavailable", "index unavailable, retry")
 		return
 	}
-	out := Recordings{Spans: spansOut, Segments: make([]segmentJSON, 0, len(segs))}
+	cursor := ""
 	if next >= 0 {
-		out.NextCursor = strconv.FormatInt(next, 10)
+		cursor = strconv.FormatInt(next, 10)
 	}
-	for _, s := range segs {
-		out.Segments = append(out.Segments, segmentJSON{
-			Start: s.Start, DurationMS: s.DurationMS, Size: s.Size,
-			URL: "/v1/streams/" + streamID + "/segments/" + strconv.FormatInt(s.Start, 10),
-		})
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
+	writeRecordings(w, streamID, spansOut, segs, cursor)
 }
 
 // lookup finds the segment at start, answering the request itself (and

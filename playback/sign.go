@@ -171,7 +171,7 @@ func (s signer) verifyRequest(r *http.Request, now time.Time) (auth.Principal, e
 }
 
 // HasURLSignature reports whether r is a GET or HEAD of a stream's segment
-// sub-path carrying signature parameters. It only checks the shape: give it
+// sub-path or live part carrying signature parameters. It only checks the shape: give it
 // to the auth middleware as its allowAnonymous predicate so that such
 // requests reach the handler without a bearer token; the handler verifies
 // the signature and answers 403 when it does not hold.
@@ -185,7 +185,7 @@ func HasURLSignature(r *http.Request) bool {
 		return false
 	}
 	_, rest, _ = strings.Cut(rest, "/")
-	if !strings.HasPrefix(rest, "segments/") {
+	if !strings.HasPrefix(rest, "segments/") && !strings.HasPrefix(rest, "parts/") {
 		return false
 	}
 	q := r.URL.Query()

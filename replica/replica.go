@@ -12,6 +12,7 @@ import (
 	"github.com/vigilcloud/vigil/accounts"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/entitlement"
 	"github.com/vigilcloud/vigil/lease"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/purge"
@@ -25,6 +26,8 @@ type Machine struct {
 	Leases   *lease.State
 	Usage    *meter.State
 	Access   *access.State
+	// Entitlements: licences down the sales chain (issue 16).
+	Entitlements *entitlement.State
 }
 
 // NewMachine returns an empty state machine with every domain registered:
@@ -36,12 +39,15 @@ func NewMachine(log *slog.Logger) *Machine {
 	m.Leases = lease.Register(m.Machine)
 	m.Usage = meter.Register(m.Machine, m.Accounts)
 	m.Access = access.Register(m.Machine, m.Accounts)
+	m.Entitlements = entitlement.Register(m.Machine, m.Accounts)
 	return m
 }
 
 // Billing returns billing over m's state that only evaluates (no sealing).
 func (m *Machine) Billing() *billing.Billing {
-	return billing.New(m.Machine, m.Accounts, m.Usage, nil, nil, nil)
+	b := billing.New(m.Machine, m.Accounts, m.Usage, nil, nil, nil)
+	b.SetCoverage(m.Entitlements)
+	return b
 }
 
 // Replica is a running member with every domain's service.
@@ -56,6 +62,9 @@ type Replica struct {
 	// Access has the default configuration (no mailer, no login limiter);
 	// a node replaces it with access.New(Machine.Access, Peer, its config).
 	Access *access.Registry
+	// Entitlements has no mailer; a node replaces it with
+	// entitlement.New(Machine.Entitlements, Peer, its config).
+	Entitlements *entitlement.Registry
 }
 
 // Open starts the member (cluster.OpenPeer) on a new machine.
@@ -82,5 +91,8 @@ func Open(ctx context.Context, cfg cluster.PeerConfig) (*Replica, error) {
 		cfg.Registerer.MustRegister(purge.NewMetrics(m.Purges, now))
 	}
 	r.Billing = billing.New(m.Machine, m.Accounts, m.Usage, r.Meter, now, log)
+	r.Billing.SetCoverage(m.Entitlements)
+	r.Entitlements = entitlement.New(m.Entitlements, p, entitlement.Config{Scope: r.Accounts, Users: r.Access, Log: log,
+		Follower: func() bool { return !p.Node().IsLeader() }})
 	return r, nil
 }

@@ -17,7 +17,9 @@ import (
 
 // The roles of the authorization matrix (issue 13). Reseller r1 has the
 // sub-accounts s1 and s2, reseller r2 has t1. The sub users and the bridge
-// belong to s1, the other reseller's admin to r2.
+// belong to s1, the other reseller's admin to r2. Issue 16 nests r1 under
+// the distributor d1 (r2 stays a root: a two-level setup), whose admin
+// reaches r1, s1 and s2.
 const (
 	mOperator      = "operator"
 	mBilling       = "billing"
@@ -27,10 +29,11 @@ const (
 	mSubUser       = "sub user"
 	mBridge        = "bridge"
 	mOtherAdmin    = "other reseller admin"
+	mDistAdmin     = "distributor admin"
 	mNone          = "no token"
 )
 
-var mRoles = []string{mOperator, mBilling, mResellerAdmin, mResellerUser, mSubAdmin, mSubUser, mBridge, mOtherAdmin, mNone}
+var mRoles = []string{mOperator, mBilling, mResellerAdmin, mResellerUser, mSubAdmin, mSubUser, mBridge, mOtherAdmin, mDistAdmin, mNone}
 
 // mTargets are the grid's columns, named by their relation to the sub
 // users: r1 their reseller (the parent), s1 their own account (a child of
@@ -59,6 +62,7 @@ var (
 		mSubUser:       {403, mOK, 403, 403},
 		mBridge:        {403, 403, 403, 403},
 		mOtherAdmin:    {403, 403, 403, mOK},
+		mDistAdmin:     {mOK, mOK, mOK, 403},
 		mNone:          {401, 401, 401, 401},
 	}
 	// Managing needs the admin role within scope.
@@ -71,6 +75,7 @@ var (
 		mSubUser:       {403, 403, 403, 403},
 		mBridge:        {403, 403, 403, 403},
 		mOtherAdmin:    {403, 403, 403, mOK},
+		mDistAdmin:     {mOK, mOK, mOK, 403},
 		mNone:          {401, 401, 401, 401},
 	}
 	// The meter is the operator's and the billing token's.
@@ -83,6 +88,7 @@ var (
 		mSubUser:       {403, 403, 403, 403},
 		mBridge:        {403, 403, 403, 403},
 		mOtherAdmin:    {403, 403, 403, 403},
+		mDistAdmin:     {403, 403, 403, 403},
 		mNone:          {401, 401, 401, 401},
 	}
 	operatorGrid = grid{
@@ -94,6 +100,7 @@ var (
 		mSubUser:       {403, 403, 403, 403},
 		mBridge:        {403, 403, 403, 403},
 		mOtherAdmin:    {403, 403, 403, 403},
+		mDistAdmin:     {403, 403, 403, 403},
 		mNone:          {401, 401, 401, 401},
 	}
 	// A bridge uploads to its own streams (s1's); the operator's token is
@@ -108,6 +115,7 @@ var (
 		mSubUser:       {403, 403, 403, 403},
 		mBridge:        {403, mOK, 403, 403},
 		mOtherAdmin:    {403, 403, 403, 403},
+		mDistAdmin:     {403, 403, 403, 403},
 		mNone:          {401, 401, 401, 401},
 	}
 	// Only r1's admin creates sub-accounts, under r1; the operator's
@@ -121,6 +129,7 @@ var (
 		mSubUser:       {403, 403, 403, 403},
 		mBridge:        {403, 403, 403, 403},
 		mOtherAdmin:    {403, 403, 403, 403},
+		mDistAdmin:     {mOK, 403, 403, 403},
 		mNone:          {401, 401, 401, 401},
 	}
 	// Deleting an account: r1 and s1 are the fixtures themselves (a
@@ -135,6 +144,7 @@ var (
 		mSubUser:       {403, 403, 403, 403},
 		mBridge:        {403, 403, 403, 403},
 		mOtherAdmin:    {403, 403, 403, mOK},
+		mDistAdmin:     {400, mSkip, mOK, 403},
 		mNone:          {401, 401, 401, 401},
 	}
 	// A token of a user of the target account: only the operator revokes
@@ -148,6 +158,7 @@ var (
 		mSubUser:       {404, 404, 404, 404},
 		mBridge:        {403, 403, 403, 403},
 		mOtherAdmin:    {404, 404, 404, 404},
+		mDistAdmin:     {404, 404, 404, 404},
 		mNone:          {401, 401, 401, 401},
 	}
 )
@@ -155,14 +166,59 @@ var (
 // Endpoints that name no account: one status per role.
 var (
 	anyUserGlobal = map[string]int{mOperator: mOK, mBilling: 403, mResellerAdmin: mOK, mResellerUser: mOK,
-		mSubAdmin: mOK, mSubUser: mOK, mBridge: 403, mOtherAdmin: mOK, mNone: 401}
+		mSubAdmin: mOK, mSubUser: mOK, mBridge: 403, mOtherAdmin: mOK, mDistAdmin: mOK, mNone: 401}
 	meterGlobal = map[string]int{mOperator: mOK, mBilling: mOK, mResellerAdmin: 403, mResellerUser: 403,
-		mSubAdmin: 403, mSubUser: 403, mBridge: 403, mOtherAdmin: 403, mNone: 401}
+		mSubAdmin: 403, mSubUser: 403, mBridge: 403, mOtherAdmin: 403, mDistAdmin: 403, mNone: 401}
 	operatorGlobal = map[string]int{mOperator: mOK, mBilling: 403, mResellerAdmin: 403, mResellerUser: 403,
-		mSubAdmin: 403, mSubUser: 403, mBridge: 403, mOtherAdmin: 403, mNone: 401}
+		mSubAdmin: 403, mSubUser: 403, mBridge: 403, mOtherAdmin: 403, mDistAdmin: 403, mNone: 401}
 	// Users create their own API tokens; the operator only billing ones.
 	ownTokenGlobal = map[string]int{mOperator: 403, mBilling: 403, mResellerAdmin: mOK, mResellerUser: mOK,
-		mSubAdmin: mOK, mSubUser: mOK, mBridge: 403, mOtherAdmin: mOK, mNone: 401}
+		mSubAdmin: mOK, mSubUser: mOK, mBridge: 403, mOtherAdmin: mOK, mDistAdmin: mOK, mNone: 401}
+)
+
+// Entitlements (issue 16). Each target x owns an entitlement of SD1-D30
+// (the fixture streams' SKU): r1's was split to it by d1, s1's and s2's by
+// r1, t1's by r2. Splitting goes to an account directly below (a customer
+// has none: 400 wrong_level); activating is the end customer's (a
+// reseller's entitlement: 400 wrong_level); a split is taken back by an
+// admin of the account that made it.
+var (
+	splitGrid = grid{
+		mOperator:      {mOK, 400, 400, 400},
+		mBilling:       {403, 403, 403, 403},
+		mResellerAdmin: {mOK, 400, 400, 403},
+		mResellerUser:  {403, 403, 403, 403},
+		mSubAdmin:      {403, 400, 403, 403},
+		mSubUser:       {403, 403, 403, 403},
+		mBridge:        {403, 403, 403, 403},
+		mOtherAdmin:    {403, 403, 403, 400},
+		mDistAdmin:     {mOK, 400, 400, 403},
+		mNone:          {401, 401, 401, 401},
+	}
+	activateGrid = grid{
+		mOperator:      {400, mOK, mOK, mOK},
+		mBilling:       {403, 403, 403, 403},
+		mResellerAdmin: {400, mOK, mOK, 403},
+		mResellerUser:  {403, 403, 403, 403},
+		mSubAdmin:      {403, mOK, 403, 403},
+		mSubUser:       {403, 403, 403, 403},
+		mBridge:        {403, 403, 403, 403},
+		mOtherAdmin:    {403, 403, 403, mOK},
+		mDistAdmin:     {400, mOK, mOK, 403},
+		mNone:          {401, 401, 401, 401},
+	}
+	returnGrid = grid{
+		mOperator:      {mOK, mOK, mOK, mOK},
+		mBilling:       {403, 403, 403, 403},
+		mResellerAdmin: {403, mOK, mOK, 403},
+		mResellerUser:  {403, 403, 403, 403},
+		mSubAdmin:      {403, 403, 403, 403},
+		mSubUser:       {403, 403, 403, 403},
+		mBridge:        {403, 403, 403, 403},
+		mOtherAdmin:    {403, 403, 403, mOK},
+		mDistAdmin:     {mOK, mOK, mOK, 403},
+		mNone:          {401, 401, 401, 401},
+	}
 )
 
 // matrixEndpoint is one row of the matrix: a request per role and target
@@ -186,6 +242,7 @@ type matrixWorld struct {
 	owners  map[string]string // target → session of a plain user of it
 	bridges map[string]string // target → its bridge's token
 	purges  map[string]string // target → a purge job of it
+	ents    map[string]string // target → an entitlement it owns; "d1", "r2": theirs
 	start   int64             // the first of the segments in every stream
 	next    int64             // the next fresh upload start
 	seg     []byte
@@ -204,9 +261,9 @@ func (w *matrixWorld) op(method, path string, in, out any) {
 	must(w.t, w.n.api.do(context.Background(), method, path, in, out))
 }
 
-// call sends a request with token (none when empty) and returns the status
-// and the body.
-func (w *matrixWorld) call(token, method, path string, body any) (int, []byte) {
+// call sends a request with token (none when empty) and header pairs, and
+// returns the status and the body.
+func (w *matrixWorld) call(token, method, path string, body any, hdr ...string) (int, []byte) {
 	w.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -222,6 +279,9 @@ func (w *matrixWorld) call(token, method, path string, body any) (int, []byte) {
 	must(w.t, err)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	if b, ok := body.([]byte); ok {
 		req.Header.Set("Content-Type", w.ctype)
@@ -262,9 +322,9 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 	t.Helper()
 	n := startVigil(t, nil)
 	w := &matrixWorld{t: t, n: n, tokens: map[string]string{mOperator: e2eToken},
-		owners: map[string]string{}, bridges: map[string]string{}, purges: map[string]string{}}
+		owners: map[string]string{}, bridges: map[string]string{}, purges: map[string]string{}, ents: map[string]string{}}
 	w.seg, w.ctype = realSegment(t, bench.PayloadFMP4)
-	for _, a := range []map[string]any{{"id": "r1", "name": "R1"}, {"id": "s1", "name": "S1", "parent": "r1"},
+	for _, a := range []map[string]any{{"id": "d1", "name": "D1", "tier": "distributor"}, {"id": "r1", "name": "R1", "parent": "d1"}, {"id": "s1", "name": "S1", "parent": "r1"},
 		{"id": "s2", "name": "S2", "parent": "r1"}, {"id": "r2", "name": "R2"}, {"id": "t1", "name": "T1", "parent": "r2"}} {
 		w.op("POST", "/v1/accounts", a, nil)
 	}
@@ -291,13 +351,40 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 	}
 	w.tokens[mBridge] = w.bridges["s1"]
 	for role, u := range map[string][2]string{mResellerAdmin: {"r1", "admin"}, mResellerUser: {"r1", "user"},
-		mSubAdmin: {"s1", "admin"}, mSubUser: {"s1", "user"}, mOtherAdmin: {"r2", "admin"}} {
+		mSubAdmin: {"s1", "admin"}, mSubUser: {"s1", "user"}, mOtherAdmin: {"r2", "admin"}, mDistAdmin: {"d1", "admin"}} {
 		w.tokens[role] = w.user(u[0], strings.ReplaceAll(role, " ", ".")+"@example.com", u[1])
 	}
 	var bt struct{ Token string }
 	w.op("POST", "/v1/tokens", map[string]any{"name": "erp", "kind": "billing"}, &bt)
 	w.tokens[mBilling] = bt.Token
+	for _, root := range []string{"d1", "r2"} {
+		var e struct{ ID string }
+		w.op("POST", "/v1/entitlements", map[string]any{"account": root, "product": "SD1-D30", "quantity": 1000, "term_months": 12}, &e)
+		w.ents[root] = e.ID
+	}
+	for _, x := range []string{"r1", "s1", "s2", "t1"} {
+		w.ents[x] = w.splitTo(x, map[string]int{"r1": 500}[x]+100)
+	}
 	return w
+}
+
+// parentOf is the account above target x in the fixture.
+func parentOf(x string) string {
+	return map[string]string{"r1": "d1", "s1": "r1", "s2": "r1", "t1": "r2"}[x]
+}
+
+// splitTo splits q units of x's parent's entitlement to x, as the operator,
+// and returns the new entitlement's id. Each call is a new split (its own
+// Idempotency-Key): the same body again would be the first one's retry.
+func (w *matrixWorld) splitTo(x string, q int) string {
+	w.t.Helper()
+	st, b := w.call(e2eToken, "POST", "/v1/entitlements/"+w.ents[parentOf(x)]+"/split", map[string]any{"account": x, "quantity": q},
+		"Idempotency-Key", w.id("split"))
+	var e struct{ ID string }
+	if err := json.Unmarshal(b, &e); err != nil || st != http.StatusCreated {
+		w.t.Fatalf("split to %s: %d %s", x, st, b)
+	}
+	return e.ID
 }
 
 // endpoints is every endpoint of the contract that takes a bearer token.
@@ -393,7 +480,7 @@ func (w *matrixWorld) endpoints() []matrixEndpoint {
 		}},
 		// A user revokes its own token; the operator a billing token.
 		{name: "DELETE own token", ok: 200, global: map[string]int{mOperator: mOK, mBilling: 403, mResellerAdmin: mOK, mResellerUser: mOK,
-			mSubAdmin: mOK, mSubUser: mOK, mBridge: 403, mOtherAdmin: mOK, mNone: 401}, req: func(role, _ string) (string, string, any) {
+			mSubAdmin: mOK, mSubUser: mOK, mBridge: 403, mOtherAdmin: mOK, mDistAdmin: mOK, mNone: 401}, req: func(role, _ string) (string, string, any) {
 			tok := w.tokens[role]
 			switch role {
 			case mOperator, mBilling, mBridge, mNone:
@@ -428,6 +515,30 @@ func (w *matrixWorld) endpoints() []matrixEndpoint {
 		{name: "GET playlist", ok: 200, grid: readGrid, video: true, req: get(func(x string) string { return stream(x) + "/playlist.m3u8" + window() })},
 		{name: "GET live", ok: 200, grid: readGrid, video: true, req: get(func(x string) string { return stream(x) + "/live.m3u8" })},
 		{name: "GET clip", ok: 200, grid: readGrid, video: true, req: get(func(x string) string { return stream(x) + "/clip.mp4" + window() })},
+		// Entitlements.
+		{name: "POST entitlement", ok: 201, global: operatorGlobal, req: func(string, string) (string, string, any) {
+			w.ids++ // a fresh quantity: an identical body would be a retry (200)
+			return "POST", "/v1/entitlements", map[string]any{"account": "d1", "product": "HD1-D30", "quantity": w.ids, "term_months": 12}
+		}},
+		{name: "GET entitlements", ok: 200, global: anyUserGlobal, req: get(func(string) string { return "/v1/entitlements" })},
+		{name: "GET entitlement", ok: 200, grid: readGrid, req: get(func(x string) string { return "/v1/entitlements/" + w.ents[x] })},
+		{name: "POST entitlement split", ok: 201, grid: splitGrid, req: func(_, x string) (string, string, any) {
+			to := map[string]string{"r1": "s1"}[x]
+			if to == "" {
+				to = x // a customer has nobody below it
+			}
+			// A fresh entitlement of x each time: the same split again
+			// would be a retry.
+			return "POST", "/v1/entitlements/" + w.splitTo(x, 1) + "/split", map[string]any{"account": to, "quantity": 1}
+		}},
+		{name: "POST entitlement activate", ok: 200, grid: activateGrid, req: func(_, x string) (string, string, any) {
+			s := w.id("es")
+			w.camera(x, w.id("ec"), s)
+			return "POST", "/v1/entitlements/" + w.ents[x] + "/activate", map[string]any{"streams": []string{s}}
+		}},
+		{name: "POST entitlement return", ok: 200, grid: returnGrid, req: func(_, x string) (string, string, any) {
+			return "POST", "/v1/entitlements/" + w.splitTo(x, 1) + "/return", nil
+		}},
 		// Operations: the operator's alone. A join without a body and the
 		// removal of an unknown member reach the handler and fail there.
 		{name: "GET cluster", ok: 200, global: operatorGlobal, req: get(func(string) string { return "/v1/cluster" })},
@@ -515,7 +626,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 						// its own error code.
 						wantCode := ""
 						if want == e.ok && x == "s1" {
-							if e.video && !pm.watch && (role == mResellerAdmin || role == mResellerUser) {
+							if e.video && !pm.watch && (role == mResellerAdmin || role == mResellerUser || role == mDistAdmin) {
 								want, wantCode = 403, "privacy_mode"
 							}
 							if e.locked && lock.on && role == mSubAdmin {
@@ -545,7 +656,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	for _, key := range order {
 		t.Errorf("%s (in %d of 6 states: %s)", key, len(failed[key]), strings.Join(failed[key], "; "))
 	}
-	t.Logf("%d cells (%d endpoints x 9 roles x their targets x 6 privacy and lock states), %d wrong", cells, len(eps), len(order))
+	t.Logf("%d cells (%d endpoints x %d roles x their targets x 6 privacy and lock states), %d wrong", cells, len(eps), len(mRoles), len(order))
 }
 
 // brief is a response body fit for a failure message: a short JSON error,

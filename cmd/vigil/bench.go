@@ -23,6 +23,7 @@ const benchUsage = `usage: vigil bench <benchmark> [--quick] [--json] [--work-di
   retention  sweeper delete rate vs minio-go RemoveObjects; purge time; idle sweep cost
   rtsp       N RTSP publishers into vigil serve vs a packet-counting RTSP server
   playback   recordings-list latency, segment and clip.mp4 TTFB vs per-segment fetches
+  live       LL-HLS glass-to-playlist latency at N live RTSP streams vs one stream
 
 ` + "`vigil bench <benchmark> --help` lists its flags. Results and goals: bench/RESULTS.md."
 
@@ -46,11 +47,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchRTSP(ctx, args[1:], stdout, stderr) // benchrtsp.go
 	case "playback":
 		return runBenchPlayback(ctx, args[1:], stdout, stderr)
+	case "live":
+		return runBenchLive(ctx, args[1:], stdout, stderr) // benchlive.go
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
 		fmt.Fprintln(stderr, benchUsage)
-		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback)", args[0])
+		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback, live)", args[0])
 	}
 }
 
@@ -165,6 +168,7 @@ var benchBaselines = map[string]string{
 	"retention": "minio-go RemoveObjects on the same layout in the same MinIO",
 	"rtsp":      "a packet-counting RTSP server (bench rtsp-sink: same RTSP stack, no recording) with the same publishers",
 	"playback":  "the same segments fetched one by one over HTTP",
+	"live":      "the same node and player with --baseline live streams (default 1), same run",
 }
 
 // printBench prints what the run compares with, one line per metric, one
@@ -203,24 +207,61 @@ func runBenchPlayback(ctx context.Context, args []string, stdout, stderr io.Writ
 	runs := f.fs.Int("runs", 3, "repetitions of every measurement; medians are reported")
 	hours := f.fs.Int("hours", 3, "hours of real 6-s 2 Mbit/s segments uploaded over HTTP")
 	days := f.fs.Int("list-days", 30, "length of the long recordings window (earlier days seeded as hour manifests)")
+	history := f.fs.String("history-days", "1,30,90,365", "stored history lengths (days, comma-separated; empty: none) at which the timeline and a day's page are timed against the 1-h list, a fresh node each")
+	historyOnly := f.fs.Bool("history-only", false, "time only the history lengths (no uploads, segments or clips)")
+	nodeBin := f.fs.String("node-bin", "", "vigil binary that runs the node under test (default: this one), e.g. an older build for an A/B")
 	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	cfg := bench.PlaybackConfig{VigilBin: self, WorkDir: dir, Hours: *hours, ListDays: *days, Runs: *runs, Log: newLogger(stderr, "info")}
+	histDays, err := parseDays(*history)
+	if err != nil {
+		return err
+	}
+	if *nodeBin != "" {
+		self = *nodeBin
+	}
+	log := newLogger(stderr, "info")
+	cfg := bench.PlaybackConfig{VigilBin: self, WorkDir: dir, Hours: *hours, ListDays: *days, Runs: *runs, Log: log}
 	if *f.quick {
 		cfg.Hours, cfg.Runs = 1, 1
 	}
 	if cfg.Hours < 1 || cfg.ListDays < 1 || cfg.ListDays*24 < cfg.Hours {
 		return errors.New("bench playback: --hours must be at least 1 and within --list-days")
 	}
-	res, err := bench.RunPlayback(ctx, cfg)
-	if err != nil {
-		return err
+	var res []bench.Metric
+	if !*historyOnly {
+		if res, err = bench.RunPlayback(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	if len(histDays) > 0 {
+		hres, err := bench.RunPlaybackHistory(ctx, bench.HistoryConfig{VigilBin: self, WorkDir: dir, Days: histDays, Runs: cfg.Runs, Log: log})
+		if err != nil {
+			return err
+		}
+		res = append(res, hres...)
 	}
 	printBench(stdout, "playback", res, *f.asJSON)
 	return nil
+}
+
+// parseDays parses --history-days: positive day counts up to 3650,
+// comma-separated.
+func parseDays(s string) ([]int, error) {
+	var days []int
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		d, err := strconv.Atoi(f)
+		if err != nil || d < 1 || d > 3650 {
+			return nil, fmt.Errorf("bench playback: --history-days: %q is not a number of days (1..3650)", f)
+		}
+		days = append(days, d)
+	}
+	return days, nil
 }
 
 // goalLine says whether m met its goal and by how much: the goal's bound

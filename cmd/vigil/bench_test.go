@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/vigilcloud/vigil/bench"
 )
 
@@ -18,7 +20,7 @@ func TestPrintBenchNamesBaselineAndGoals(t *testing.T) {
 		{Metric: "loss", Unit: "packets", Value: 0, Goal: "0", Met: &yes},
 		{Metric: "no_goal", Unit: "s", Value: 1},
 	}
-	for _, name := range []string{"ingest", "meter", "retention", "rtsp", "playback"} {
+	for _, name := range []string{"ingest", "meter", "retention", "rtsp", "playback", "live"} {
 		var b strings.Builder
 		printBench(&b, name, res, false)
 		out := b.String()
@@ -38,5 +40,18 @@ func TestPrintBenchNamesBaselineAndGoals(t *testing.T) {
 				t.Errorf("%s: goal line %q lacks %q\n%s", name, goals[i/2], want, out)
 			}
 		}
+	}
+}
+
+func TestParseHistoryDays(t *testing.T) {
+	days, err := parseDays("1, 30,90,365")
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 30, 90, 365}, days)
+	days, err = parseDays("")
+	require.NoError(t, err)
+	require.Empty(t, days)
+	for _, bad := range []string{"0", "x", "3651", "-1", "1,,2x"} {
+		_, err := parseDays(bad)
+		require.Error(t, err, bad)
 	}
 }

@@ -23,27 +23,10 @@ func TestPrivacyModePlaybackE2E(t *testing.T) {
 	n := startVigil(t, nil)
 	ctx := context.Background()
 	op := n.api
-	must(t, op.do(ctx, "POST", "/v1/accounts", map[string]any{"id": "r1", "name": "Reseller"}, nil))
-	must(t, op.do(ctx, "POST", "/v1/accounts", map[string]any{"id": "s1", "name": "Customer", "parent": "r1"}, nil))
-	must(t, op.do(ctx, "POST", "/v1/accounts", map[string]any{"id": "r2", "name": "Other reseller"}, nil))
-	must(t, op.do(ctx, "PATCH", "/v1/accounts/s1", map[string]any{"privacy_mode_allowed": true}, nil))
 	var br struct{ Token string }
-	must(t, op.do(ctx, "POST", "/v1/accounts/s1/bridges", map[string]any{"id": "br", "name": "Bridge"}, &br))
-	must(t, op.do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam", "name": "Cam",
-		"streams": []map[string]any{{"id": "st", "width": 320, "height": 240, "retention_days": 30}}}, nil))
+	br.Token = n.privacyTenants("st")
 
-	user := func(account, email, role string) (token, id string) {
-		var cr struct {
-			User       struct{ ID string }
-			Invitation struct{ Token string }
-		}
-		must(t, op.do(ctx, "POST", "/v1/accounts/"+account+"/users", map[string]any{"email": email, "role": role}, &cr))
-		anon := &apiClient{base: n.base}
-		must(t, anon.do(ctx, "POST", "/v1/invitations/"+cr.Invitation.Token+"/accept", map[string]any{"password": "a long enough password"}, nil))
-		var s struct{ Token string }
-		must(t, anon.do(ctx, "POST", "/v1/sessions", map[string]any{"email": email, "password": "a long enough password"}, &s))
-		return s.Token, cr.User.ID
-	}
+	user := n.newUser
 	reseller, _ := user("r1", "admin@reseller.example", "admin")
 	customer, _ := user("s1", "owner@customer.example", "user")
 	leaver, leaverID := user("s1", "leaver@customer.example", "user")
@@ -128,6 +111,38 @@ func TestPrivacyModePlaybackE2E(t *testing.T) {
 	// A removed user's signed URL stops working.
 	must(t, op.do(ctx, "DELETE", "/v1/users/"+leaverID, nil, nil))
 	expect("", leaverURL, 403, "signer_revoked")
+}
+
+// privacyTenants provisions reseller r1, its sub-account s1 (privacy
+// mode allowed) with bridge br and camera cam of one 320x240 stream, and
+// another reseller r2; it returns br's token.
+func (n *vigilNode) privacyTenants(stream string) string {
+	t, ctx, op := n.t, context.Background(), n.api
+	must(t, op.do(ctx, "POST", "/v1/accounts", map[string]any{"id": "r1", "name": "Reseller"}, nil))
+	must(t, op.do(ctx, "POST", "/v1/accounts", map[string]any{"id": "s1", "name": "Customer", "parent": "r1"}, nil))
+	must(t, op.do(ctx, "POST", "/v1/accounts", map[string]any{"id": "r2", "name": "Other reseller"}, nil))
+	must(t, op.do(ctx, "PATCH", "/v1/accounts/s1", map[string]any{"privacy_mode_allowed": true}, nil))
+	var br struct{ Token string }
+	must(t, op.do(ctx, "POST", "/v1/accounts/s1/bridges", map[string]any{"id": "br", "name": "Bridge"}, &br))
+	must(t, op.do(ctx, "POST", "/v1/bridges/br/cameras", map[string]any{"id": "cam", "name": "Cam",
+		"streams": []map[string]any{{"id": stream, "width": 320, "height": 240, "retention_days": 30}}}, nil))
+	return br.Token
+}
+
+// newUser invites a user into account, accepts the invitation and signs
+// in, and returns the session token and the user id.
+func (n *vigilNode) newUser(account, email, role string) (token, id string) {
+	t, ctx := n.t, context.Background()
+	var cr struct {
+		User       struct{ ID string }
+		Invitation struct{ Token string }
+	}
+	must(t, n.api.do(ctx, "POST", "/v1/accounts/"+account+"/users", map[string]any{"email": email, "role": role}, &cr))
+	anon := &apiClient{base: n.base}
+	must(t, anon.do(ctx, "POST", "/v1/invitations/"+cr.Invitation.Token+"/accept", map[string]any{"password": "a long enough password"}, nil))
+	var s struct{ Token string }
+	must(t, anon.do(ctx, "POST", "/v1/sessions", map[string]any{"email": email, "password": "a long enough password"}, &s))
+	return s.Token, cr.User.ID
 }
 
 // statusCode GETs url with token (none when empty) and returns the status

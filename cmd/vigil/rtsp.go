@@ -103,7 +103,7 @@ func startRTSP(ctx context.Context, wg *sync.WaitGroup, cfg nodeConfig, n *node,
 	}
 	rec, err := segmenter.New(segmenter.Config{
 		SpoolDir: filepath.Join(cfg.DataDir, "spool"), SegmentDuration: cfg.SegmentDuration, MaxTimestampJump: cfg.MaxRTPJump,
-		Lease: l, Logger: log, Registerer: reg,
+		Lease: l, Logger: log, Registerer: reg, Live: n.live,
 	}, n.rep.Accounts, ing, n.index)
 	if err != nil {
 		return err

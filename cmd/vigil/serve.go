@@ -27,6 +27,7 @@ import (
 	"github.com/vigilcloud/vigil/auth"
 	"github.com/vigilcloud/vigil/billing"
 	"github.com/vigilcloud/vigil/cluster"
+	"github.com/vigilcloud/vigil/entitlement"
 	"github.com/vigilcloud/vigil/health"
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/index/embedded"
@@ -36,6 +37,7 @@ import (
 	"github.com/vigilcloud/vigil/ingest/segmenter"
 	"github.com/vigilcloud/vigil/internal/connlimit"
 	"github.com/vigilcloud/vigil/internal/httpx"
+	"github.com/vigilcloud/vigil/live"
 	"github.com/vigilcloud/vigil/meter"
 	"github.com/vigilcloud/vigil/playback"
 	"github.com/vigilcloud/vigil/purge"
@@ -69,6 +71,7 @@ type nodeConfig struct {
 	S3Region     string
 	RedisAddr    string
 	RedisCluster bool
+	IndexCache   int64 // MiB of decoded hour manifests kept
 
 	MaxSegmentBytes    int64
 	LiveThreshold      time.Duration
@@ -82,6 +85,7 @@ type nodeConfig struct {
 	Retention          retentionFlags // retention.go
 	Guard              guardFlags     // guard.go
 	Health             healthFlags    // health.go
+	Live               liveFlags      // live.go
 	SMTP               smtpFlags      // smtp.go
 
 	// Before authentication (RTSP) and after failed ones (HTTP and RTSP).
@@ -118,6 +122,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.S3Region, "s3-region", "", "S3 region")
 	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis address for the recording index; several comma-separated addresses (seeds) use a Redis Cluster; empty uses the embedded index")
 	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "treat a single --redis-addr as a Redis Cluster seed (several addresses always mean a cluster)")
+	fs.Int64Var(&c.IndexCache, "index-cache-mb", index.DefaultManifestCacheBytes>>20, "MiB of decoded hour manifests the index keeps in memory for segment lists and lookups (0: none)")
 	fs.Int64Var(&c.MaxSegmentBytes, "max-segment-bytes", ingestDef.MaxBodyBytes, "largest accepted segment body")
 	fs.DurationVar(&c.LiveThreshold, "live-threshold", ingestDef.LiveThreshold, "segments older than this are backlog")
 	fs.IntVar(&c.LiveConcurrency, "live-concurrency", ingestDef.LiveConcurrency, "concurrent live uploads")
@@ -138,6 +143,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	c.Retention.register(fs)
 	c.Guard.register(fs)
 	c.Health.register(fs)
+	c.Live.register(fs)
 	c.SMTP.register(fs)
 }
 
@@ -234,6 +240,7 @@ type node struct {
 	usage       *meter.Aggregator
 	bounded     index.Index // the request path's index
 	ingest      *ingest.Handler
+	live        *live.Buffer // parts of the streams recorded here (live.go)
 	readyWait   time.Duration
 	authLimiter *auth.Limiter  // failed authentications, HTTP and RTSP
 	stops       []func() error // in start order
@@ -338,7 +345,7 @@ func (n *node) openStorage(ctx context.Context) error {
 func (n *node) openIndex(ctx context.Context) error {
 	cfg := n.cfg
 	if cfg.RedisAddr == "" {
-		n.index = embedded.New(n.store, embedded.Options{Logger: n.log})
+		n.index = embedded.New(n.store, embedded.Options{Logger: n.log, CacheBytes: n.indexCacheBytes(), Registerer: n.reg})
 		n.log.Info("index: embedded")
 		return nil
 	}
@@ -351,9 +358,17 @@ func (n *node) openIndex(ctx context.Context) error {
 	}
 	n.rdb = newRedisClient(opts)
 	n.onStop(n.rdb.Close)
-	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log})
+	n.index = redisindex.New(n.rdb, n.store, redisindex.Options{Logger: n.log, CacheBytes: n.indexCacheBytes(), Registerer: n.reg})
 	n.log.Info("index: redis", "addr", cfg.RedisAddr)
 	return nil
+}
+
+// indexCacheBytes is --index-cache-mb for the index options (-1: none).
+func (n *node) indexCacheBytes() int64 {
+	if n.cfg.IndexCache <= 0 {
+		return -1
+	}
+	return n.cfg.IndexCache << 20
 }
 
 func (n *node) listen(ctx context.Context) error {
@@ -433,6 +448,7 @@ func (n *node) openUsage(ctx context.Context) error {
 func (n *node) openIngest(ctx context.Context) error {
 	cfg := n.cfg
 	n.bounded = index.WithDeadline(n.index, cfg.Guard.IndexTimeout)
+	n.live = n.newLiveBuffer()
 	n.authLimiter = auth.NewLimiter(auth.LimitConfig{Burst: cfg.AuthFailureBurst, IdentityBurst: cfg.AuthIdentityBurst, Refill: cfg.AuthFailureRefill,
 		Logger: n.log, Registerer: n.reg})
 	n.ingest = ingest.New(ingest.Config{
@@ -487,11 +503,13 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	n.rep.Access = access.New(n.rep.Machine.Access, n.rep.Peer, access.Config{Log: log, Limiter: n.authLimiter,
 		Accounts: n.rep.Accounts, Mailer: mailer, PublicURL: base})
 	n.rep.Accounts.SetAuditor(n.rep.Access)
+	n.rep.Entitlements = entitlementRegistry(n.rep, mailer, log) // entitlement.go
 	authn.WithUsers(n.rep.Access)
 	// Playlists sign their segment URLs with a key every node derives from
 	// the shared operator token.
 	play := playback.NewWithOptions(n.store, n.bounded, n.rep.Accounts, playback.Options{Logger: log, URLKey: playback.DeriveURLKey(n.adminToken),
-		Audit: n.rep.Access, Signers: n.rep.Access})
+		Audit: n.rep.Access, Signers: n.rep.Access,
+		Live: n.live, LiveMaxBlocked: cfg.Live.MaxBlocked, LiveBlockedPerClient: cfg.Live.BlockedPerClient, Registerer: reg})
 
 	rm := httpx.NewRouteMetrics(reg)
 	api := http.NewServeMux()
@@ -517,6 +535,7 @@ func (n *node) serveHTTP(ctx context.Context) error {
 	}
 	mount(n.rep.Billing.Handler(), billing.Patterns())
 	mount(n.rep.Access.Handler(), access.Patterns())
+	mount(n.rep.Entitlements.Handler(), entitlement.Patterns())
 	handle(api, health.Pattern, healthHandler(n.rep.Accounts, n.bounded, cfg.Health, reg, log)) // health.go
 
 	root := http.NewServeMux()

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigilcloud/vigil/index"
 	"github.com/vigilcloud/vigil/storage"
 )
@@ -31,6 +33,11 @@ type Options struct {
 	GapTolerance time.Duration
 	// Logger receives rebuild and compaction warnings (default: discard).
 	Logger *slog.Logger
+	// CacheBytes bounds the decoded manifests of closed hours kept in
+	// memory (default index.DefaultManifestCacheBytes; negative: none).
+	CacheBytes int64
+	// Registerer takes the cache's metrics (nil: not registered).
+	Registerer prometheus.Registerer
 }
 
 // Index is the embedded index.
@@ -45,6 +52,11 @@ type Index struct {
 	store storage.Backend
 	tol   int64
 	log   *slog.Logger
+	// cache holds decoded manifests. This process writes and deletes every
+	// manifest of its storage (compaction, retention through TrimBefore,
+	// purges through DropStream), so it drops them there and needs no
+	// version: it passes "".
+	cache *index.ManifestCache
 
 	mu      sync.Mutex
 	streams map[storage.StreamRef]*stream
@@ -76,7 +88,11 @@ func New(store storage.Backend, opts Options) *Index {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Index{store: store, tol: opts.GapTolerance.Milliseconds(), log: opts.Logger, streams: make(map[storage.StreamRef]*stream)}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = index.DefaultManifestCacheBytes
+	}
+	return &Index{store: store, tol: opts.GapTolerance.Milliseconds(), log: opts.Logger,
+		cache: index.NewManifestCache(opts.CacheBytes, opts.Registerer), streams: make(map[storage.StreamRef]*stream)}
 }
 
 // Load rebuilds the given streams from storage now rather than on first
@@ -124,6 +140,8 @@ func (ix *Index) lock(ctx context.Context, ref storage.StreamRef) (*stream, erro
 
 // load replaces s's state with what storage holds. s.mu is held.
 func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream) error {
+	// A rebuild is for storage changed behind the index's back.
+	ix.cache.ForgetStream(ref)
 	st, err := index.ScanStorage(ctx, ix.store, ref, ix.log)
 	if err != nil {
 		return unavailable(err)
@@ -169,7 +187,7 @@ func (ix *Index) Add(ctx context.Context, ref storage.StreamRef, seg index.Segme
 		return cur, false, nil
 	}
 	if h <= s.compacted {
-		m, err := index.ReadManifestIfAny(ctx, ix.store, ref, h)
+		m, err := index.ReadManifestCached(ctx, ix.store, ix.cache, ref, h, "")
 		if err != nil {
 			return index.Segment{}, false, unavailable(err)
 		}
@@ -202,7 +220,7 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 		return cur, nil
 	}
 	if h <= compacted {
-		m, err := index.ReadManifestIfAny(ctx, ix.store, ref, h)
+		m, err := index.ReadManifestCached(ctx, ix.store, ix.cache, ref, h, "")
 		if err != nil {
 			return index.Segment{}, unavailable(err)
 		}
@@ -236,10 +254,13 @@ func (ix *Index) Segments(ctx context.Context, ref storage.StreamRef, from, to i
 
 	var closed []index.Segment
 	if first <= compacted {
-		closed, err = index.ManifestSegments(ctx, ix.store, ref, from, to)
+		closed, err = index.ManifestSegments(ctx, ix.store, ix.cache, nil, ref, from, to)
 		if err != nil {
 			return nil, unavailable(err)
 		}
+	}
+	if len(open) == 0 {
+		return closed, nil // ManifestSegments sorted and cut them already
 	}
 	// Manifest entries first: on a duplicate start they win.
 	return index.Overlapping(append(closed, open...), from, to), nil
@@ -321,8 +342,13 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 		merged, changed := index.MergeHour(manifest, slices.Collect(maps.Values(s.open[h])))
 		if changed {
 			if err := index.WriteManifest(ctx, ix.store, ref, h, merged); err != nil {
+				ix.cache.Forget(ref, h, h) // it may have been written
 				return unavailable(fmt.Errorf("embedded: compact: %w", err))
 			}
+			// Readers of the old manifest may not store it; the new one
+			// goes in warm (the hour was just viewed live, likely again).
+			ix.cache.Forget(ref, h, h)
+			ix.cache.Put(ref, h, "", ix.cache.Epoch(), merged)
 		}
 		delete(s.open, h)
 		s.compacted = max(s.compacted, h)
@@ -350,6 +376,7 @@ func (ix *Index) DropStream(ctx context.Context, ref storage.StreamRef) error {
 	s, ok := ix.streams[ref]
 	delete(ix.streams, ref)
 	ix.mu.Unlock()
+	ix.cache.ForgetStream(ref)
 	if ok {
 		s.mu.Lock()
 		s.dropped = true
@@ -376,6 +403,9 @@ func (ix *Index) TrimBefore(ctx context.Context, ref storage.StreamRef, before i
 		return err
 	}
 	defer s.mu.Unlock()
+	// Retention deleted the manifests of the hours before before's and
+	// may have rewritten that one.
+	ix.cache.Forget(ref, 0, storage.HourStart(before))
 	s.spans = index.TrimSpans(s.spans, before)
 	if s.hasLast && s.last.End() <= before {
 		s.hasLast = false

@@ -84,3 +84,8 @@ func TestStorageOutageIsUnavailable(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, added)
 }
+
+func TestTimelineAndCachedReads(t *testing.T) {
+	reads := &indextest.ManifestReads{Backend: newStore(t)}
+	indextest.CheckReadsNoManifestTwice(t, embedded.New(reads, embedded.Options{}), reads)
+}

@@ -64,6 +64,7 @@ func Run(t *testing.T, newFixture func(t *testing.T) Fixture) {
 		{"Latest", testLatest},
 		{"Head", testHead},
 		{"PageSegments", testPageSegments},
+		{"CachedManifestsNeverStale", testCacheNeverStale},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newFixture(t)) })
@@ -407,13 +408,7 @@ func testDropStream(t *testing.T, f Fixture) {
 	keepSegs, keepSpans := allSegments(t, f.Index, keep)
 
 	// A purge deletes the objects, then drops the index entries.
-	var keys []string
-	require.NoError(t, storage.Walk(ctx, f.Store, ref.StreamPrefix(), func(o storage.ObjectInfo) error {
-		keys = append(keys, o.Key)
-		return nil
-	}))
-	require.NoError(t, f.Store.Delete(ctx, keys))
-	require.NoError(t, f.Index.DropStream(ctx, ref))
+	Purge(t, f, ref)
 
 	segs, spans := allSegments(t, f.Index, ref)
 	require.Empty(t, segs)
@@ -435,6 +430,20 @@ func testDropStream(t *testing.T, f Fixture) {
 	Ingest(t, f, ref, Seg(Base))
 	segs, _ = allSegments(t, f.Index, ref)
 	require.Equal(t, []int64{Base}, starts(segs))
+}
+
+// Purge deletes every object of ref, then drops its index entries, as a
+// purge job does.
+func Purge(t *testing.T, f Fixture, ref storage.StreamRef) {
+	t.Helper()
+	ctx := context.Background()
+	var keys []string
+	require.NoError(t, storage.Walk(ctx, f.Store, ref.StreamPrefix(), func(o storage.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	}))
+	require.NoError(t, f.Store.Delete(ctx, keys))
+	require.NoError(t, f.Index.DropStream(ctx, ref))
 }
 
 func testInvalid(t *testing.T, f Fixture) {
@@ -516,13 +525,7 @@ func testLatest(t *testing.T, f Fixture) {
 		f.Index = fresh
 	}
 
-	var keys []string
-	require.NoError(t, storage.Walk(ctx, f.Store, ref.StreamPrefix(), func(o storage.ObjectInfo) error {
-		keys = append(keys, o.Key)
-		return nil
-	}))
-	require.NoError(t, f.Store.Delete(ctx, keys))
-	require.NoError(t, f.Index.DropStream(ctx, ref))
+	Purge(t, f, ref)
 	_, _, err = f.Index.Latest(ctx, ref)
 	require.ErrorIs(t, err, fs.ErrNotExist, "a dropped stream")
 }
@@ -604,4 +607,82 @@ func testPageSegments(t *testing.T, f Fixture) {
 	require.NoError(t, err)
 	require.Equal(t, []int64{Base + hour - 5_000, Base + hour + 5_000}, starts(page))
 	require.Equal(t, int64(-1), next)
+}
+
+// readAll lists and looks up everything in hours 0-2 twice (the second
+// time from whatever the index cached) and checks both against want.
+func readAll(t *testing.T, ix index.Index, ref storage.StreamRef, want []int64, gone ...int64) {
+	t.Helper()
+	ctx := context.Background()
+	for range 2 {
+		segs, err := ix.Segments(ctx, ref, Base, Base+3*hour)
+		require.NoError(t, err)
+		require.Equal(t, want, starts(segs))
+		day, err := ix.Segments(ctx, ref, Base-23*hour, Base+hour)
+		require.NoError(t, err)
+		inHour0 := []int64{}
+		for _, s := range want {
+			if s < Base+hour {
+				inHour0 = append(inHour0, s)
+			}
+		}
+		require.Equal(t, inHour0, starts(day)[:len(inHour0)], "a window ending with hour 0")
+		require.Len(t, day, len(inHour0))
+		for _, s := range want {
+			got, err := ix.Lookup(ctx, ref, s)
+			require.NoError(t, err)
+			require.Equal(t, s, got.Start)
+		}
+		for _, s := range gone {
+			_, err := ix.Lookup(ctx, ref, s)
+			require.ErrorIs(t, err, fs.ErrNotExist, "segment %d is gone", s)
+		}
+	}
+}
+
+// testCacheNeverStale reads closed hours (so that an index that caches
+// decoded manifests holds them), then changes each in every way vigil
+// does: a late segment compacted in, retention rewriting or deleting a
+// manifest (then TrimBefore), a purge (then DropStream), a rebuild. No
+// read afterwards may show the old content.
+func testCacheNeverStale(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	ref := Ref(t, "s1")
+	for _, start := range []int64{0, 20_000, hour, hour + 20_000} {
+		Ingest(t, f, ref, Seg(Base+start))
+	}
+	require.NoError(t, f.Index.Compact(ctx, Base+2*hour))
+	readAll(t, f.Index, ref, []int64{Base, Base + 20_000, Base + hour, Base + hour + 20_000})
+
+	// A backlog segment into closed hour 0, open and then compacted.
+	Ingest(t, f, ref, Seg(Base+10_000))
+	readAll(t, f.Index, ref, []int64{Base, Base + 10_000, Base + 20_000, Base + hour, Base + hour + 20_000})
+	require.NoError(t, f.Index.Compact(ctx, Base+2*hour))
+	readAll(t, f.Index, ref, []int64{Base, Base + 10_000, Base + 20_000, Base + hour, Base + hour + 20_000})
+
+	tr, ok := f.Index.(Trimmer)
+	if !ok {
+		return
+	}
+	// Retention as the sweeper does it: hour 0 expires whole (its
+	// manifest deleted), hour 1's first segment expires (its manifest
+	// rewritten without it), then the index is trimmed.
+	require.NoError(t, f.Store.Delete(ctx, []string{ref.ManifestKey(time.UnixMilli(Base)), ref.SegmentKey(Base),
+		ref.SegmentKey(Base + 10_000), ref.SegmentKey(Base + 20_000), ref.SegmentKey(Base + hour)}))
+	require.NoError(t, index.WriteManifest(ctx, f.Store, ref, Base+hour, []index.Segment{Seg(Base + hour + 20_000)}))
+	require.NoError(t, tr.TrimBefore(ctx, ref, Base+hour+20_000))
+	readAll(t, f.Index, ref, []int64{Base + hour + 20_000}, Base, Base+10_000, Base+hour)
+
+	// A purge, then the stream starts over in the same hours.
+	Purge(t, f, ref)
+	readAll(t, f.Index, ref, []int64{}, Base+hour+20_000)
+	Ingest(t, f, ref, Seg(Base+hour+30_000))
+	require.NoError(t, f.Index.Compact(ctx, Base+2*hour))
+	readAll(t, f.Index, ref, []int64{Base + hour + 30_000}, Base+hour+20_000)
+
+	// An operator rewrites a manifest behind the index's back and rebuilds.
+	require.NoError(t, index.WriteManifest(ctx, f.Store, ref, Base+hour, []index.Segment{Seg(Base + hour + 30_000), Seg(Base + hour + 40_000)}))
+	Store(t, f.Store, ref, Seg(Base+hour+40_000))
+	require.NoError(t, f.Index.Rebuild(ctx, ref))
+	readAll(t, f.Index, ref, []int64{Base + hour + 30_000, Base + hour + 40_000})
 }

@@ -9,6 +9,9 @@
 //	<prefix>{a/c/s}:spans        zset   coverage spans "start:end" (score = start)
 //	<prefix>{a/c/s}:meta         hash   gen (random, new at every compaction), compacted (latest compacted hour),
 //	                                    last, last_start, last_end, last_recv (the latest segment, for Latest)
+//	<prefix>{a/c/s}:mgen         hash   day (UTC, Unix ms) → generation of that day's manifests,
+//	                                    new whenever a node writes, rewrites or deletes one of
+//	                                    them (cache validity; per day, so Redis stays small)
 //	<prefix>{a/c/s}:lease:<hour> string compaction lease
 //	<prefix>streams              set    "a/c/s" of streams with open hours
 //
@@ -27,6 +30,14 @@
 // open entries before the manifests, so an hour compacted in between shows
 // up in one or the other.
 //
+// Decoded manifests are cached in each process (index.ManifestCache) under
+// the generation of their day from mgen, or "s:"+gen for a day without one
+// (written before mgen existed, or trimmed). Compaction renews the day's
+// generation after writing a manifest, TrimBefore drops the trimmed days'
+// and renews gen, and Rebuild and DropStream replace them all; each read
+// takes the generations before it reads a manifest, so a copy read before
+// a change is never used after it, on any node.
+//
 // If Redis loses its data, run Rebuild for every stream (vigil index
 // rebuild): the watermark that tells Add to check manifests is in Redis.
 package redisindex
@@ -44,6 +55,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/vigilcloud/vigil/index"
@@ -66,6 +78,12 @@ type Options struct {
 	// ManifestCache is how many decoded manifests Add keeps for segments
 	// into closed hours (default 64; negative disables).
 	ManifestCache int
+	// CacheBytes bounds the decoded manifests of closed hours that
+	// Segments and Lookup keep (default index.DefaultManifestCacheBytes;
+	// negative: none).
+	CacheBytes int64
+	// Registerer takes that cache's metrics (nil: not registered).
+	Registerer prometheus.Registerer
 }
 
 // Index is the Redis index. It is safe for concurrent use by any number of
@@ -77,7 +95,8 @@ type Index struct {
 	tol    int64
 	lease  time.Duration
 	log    *slog.Logger
-	cache  *manifestCache
+	cache  *manifestCache       // for Add
+	reads  *index.ManifestCache // for Segments and Lookup
 }
 
 var _ index.Index = (*Index)(nil)
@@ -99,8 +118,12 @@ func New(client redis.UniversalClient, store storage.Backend, opts Options) *Ind
 	if opts.ManifestCache == 0 {
 		opts.ManifestCache = 64
 	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = index.DefaultManifestCacheBytes
+	}
 	return &Index{rdb: client, store: store, prefix: opts.KeyPrefix, tol: opts.GapTolerance.Milliseconds(),
-		lease: opts.LeaseTTL, log: opts.Logger, cache: newManifestCache(opts.ManifestCache)}
+		lease: opts.LeaseTTL, log: opts.Logger, cache: newManifestCache(opts.ManifestCache),
+		reads: index.NewManifestCache(opts.CacheBytes, opts.Registerer)}
 }
 
 func member(ref storage.StreamRef) string { return ref.Account + "/" + ref.Camera + "/" + ref.Stream }
@@ -121,6 +144,7 @@ func (ix *Index) openKey(ref storage.StreamRef, hour int64) string {
 func (ix *Index) hoursKey(ref storage.StreamRef) string { return ix.tag(ref) + ":hours" }
 func (ix *Index) spansKey(ref storage.StreamRef) string { return ix.tag(ref) + ":spans" }
 func (ix *Index) metaKey(ref storage.StreamRef) string  { return ix.tag(ref) + ":meta" }
+func (ix *Index) mgenKey(ref storage.StreamRef) string  { return ix.tag(ref) + ":mgen" }
 func (ix *Index) leaseKey(ref storage.StreamRef, hour int64) string {
 	return ix.tag(ref) + ":lease:" + strconv.FormatInt(hour, 10)
 }
@@ -214,20 +238,63 @@ func (ix *Index) manifestAt(ctx context.Context, ref storage.StreamRef, hour int
 	return segs, nil
 }
 
+const dayMS = 24 * index.HourMS
+
+// dayOf is the start of the UTC day of ms.
+func dayOf(ms int64) int64 { return ms - ms%dayMS }
+
+// versions queues on pipe the reads of ref's generations for the days of
+// hours, and returns what names the version of each hour's manifest once
+// pipe ran: its day's generation, else the stream's (see the package
+// comment). The function is for one goroutine.
+func (ix *Index) versions(ctx context.Context, pipe redis.Pipeliner, ref storage.StreamRef, hours []int64) index.Version {
+	var days []int64
+	var fields []string
+	for _, h := range hours {
+		if d := dayOf(h); len(days) == 0 || days[len(days)-1] != d {
+			days = append(days, d)
+			fields = append(fields, strconv.FormatInt(d, 10))
+		}
+	}
+	gen := pipe.HGet(ctx, ix.metaKey(ref), "gen")
+	mgen := pipe.HMGet(ctx, ix.mgenKey(ref), fields...)
+	var byDay map[int64]string // filled at the first call, after pipe ran
+	return func(hour int64) string {
+		if byDay == nil {
+			byDay = make(map[int64]string, len(days))
+			for i, v := range mgen.Val() {
+				if s, ok := v.(string); ok && i < len(days) {
+					byDay[days[i]] = "d:" + s
+				}
+			}
+		}
+		if v, ok := byDay[dayOf(hour)]; ok {
+			return v
+		}
+		return "s:" + gen.Val()
+	}
+}
+
 // Lookup implements index.Index.
 func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64) (index.Segment, error) {
 	if err := ref.Validate(); err != nil {
 		return index.Segment{}, fmt.Errorf("redisindex: %w", err)
 	}
 	hour := storage.HourStart(start)
-	v, err := ix.rdb.HGet(ctx, ix.openKey(ref, hour), strconv.FormatInt(start, 10)).Result()
+	pipe := ix.rdb.Pipeline()
+	open := pipe.HGet(ctx, ix.openKey(ref, hour), strconv.FormatInt(start, 10))
+	ver := ix.versions(ctx, pipe, ref, []int64{hour})
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return index.Segment{}, fail("lookup", ref, err)
+	}
+	v, err := open.Result()
 	switch {
 	case err == nil:
 		return decodeSeg(v)
 	case !errors.Is(err, redis.Nil):
 		return index.Segment{}, fail("lookup", ref, err)
 	}
-	m, err := index.ReadManifestIfAny(ctx, ix.store, ref, hour)
+	m, err := index.ReadManifestCached(ctx, ix.store, ix.reads, ref, hour, ver(hour))
 	if err != nil {
 		return index.Segment{}, fail("lookup", ref, err)
 	}
@@ -238,10 +305,19 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 }
 
 // openSegments returns the open entries of ref's hours in [first, last].
-func (ix *Index) openSegments(ctx context.Context, ref storage.StreamRef, first, last int64) ([]index.Segment, error) {
-	hours, err := ix.rdb.ZRangeByScore(ctx, ix.hoursKey(ref), &redis.ZRangeBy{
+// with, when not nil, adds commands to the pipeline of its first round trip.
+func (ix *Index) openSegments(ctx context.Context, ref storage.StreamRef, first, last int64, with func(redis.Pipeliner)) ([]index.Segment, error) {
+	p := ix.rdb.Pipeline()
+	hoursCmd := p.ZRangeByScore(ctx, ix.hoursKey(ref), &redis.ZRangeBy{
 		Min: strconv.FormatInt(first, 10), Max: strconv.FormatInt(last, 10),
-	}).Result()
+	})
+	if with != nil {
+		with(p)
+	}
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	hours, err := hoursCmd.Result()
 	if err != nil {
 		return nil, err
 	}
@@ -278,13 +354,21 @@ func (ix *Index) Segments(ctx context.Context, ref storage.StreamRef, from, to i
 		return nil, nil
 	}
 	first, last := index.HoursIn(from, to)
-	open, err := ix.openSegments(ctx, ref, first, last)
+	hours := make([]int64, 0, (last-first)/index.HourMS+1)
+	for h := first; h <= last; h += index.HourMS {
+		hours = append(hours, h)
+	}
+	var ver index.Version
+	open, err := ix.openSegments(ctx, ref, first, last, func(pipe redis.Pipeliner) { ver = ix.versions(ctx, pipe, ref, hours) })
 	if err != nil {
 		return nil, fail("segments", ref, err)
 	}
-	closed, err := index.ManifestSegments(ctx, ix.store, ref, from, to)
+	closed, err := index.ManifestSegments(ctx, ix.store, ix.reads, ver, ref, from, to)
 	if err != nil {
 		return nil, fail("segments", ref, err)
+	}
+	if len(open) == 0 {
+		return closed, nil // ManifestSegments sorted and cut them already
 	}
 	// Manifest entries first: on a duplicate start they win.
 	return index.Overlapping(append(closed, open...), from, to), nil
@@ -374,7 +458,7 @@ func spanMember(s index.Span) string {
 
 // OpenCount returns how many open (uncompacted) entries ref has in Redis.
 func (ix *Index) OpenCount(ctx context.Context, ref storage.StreamRef) (int, error) {
-	segs, err := ix.openSegments(ctx, ref, 0, 1<<62)
+	segs, err := ix.openSegments(ctx, ref, 0, 1<<62, nil)
 	if err != nil {
 		return 0, fail("open count", ref, err)
 	}
@@ -460,7 +544,7 @@ func (ix *Index) compactHour(ctx context.Context, ref storage.StreamRef, hour in
 		return fail("compact", ref, err)
 	}
 	open := make([]index.Segment, 0, len(fields))
-	args := []any{token, hour}
+	args := []any{token, hour, dayOf(hour)}
 	for f, v := range fields {
 		s, err := decodeSeg(v)
 		if err != nil {
@@ -487,7 +571,7 @@ func (ix *Index) compactHour(ctx context.Context, ref storage.StreamRef, hour in
 			}
 		}
 	}
-	keys := []string{ix.openKey(ref, hour), ix.hoursKey(ref), ix.metaKey(ref), lease}
+	keys := []string{ix.openKey(ref, hour), ix.hoursKey(ref), ix.metaKey(ref), lease, ix.mgenKey(ref)}
 	done, err := finishScript.Run(ctx, ix.rdb, keys, args...).Int()
 	if err != nil {
 		return fail("compact", ref, err)
@@ -530,8 +614,16 @@ func (ix *Index) Rebuild(ctx context.Context, ref storage.StreamRef) error {
 		} else {
 			pipe.HDel(ctx, ix.metaKey(ref), "compacted")
 		}
-		// A new gen makes an Add that read a manifest before look again.
+		// A new gen makes an Add that read a manifest before look again,
+		// and new hour generations make every node read them again.
 		pipe.HSet(ctx, ix.metaKey(ref), "gen", newToken())
+		if len(st.Manifests) > 0 {
+			gens := make([]any, 0, 2*len(st.Manifests))
+			for h := range st.Manifests {
+				gens = append(gens, strconv.FormatInt(dayOf(h), 10), newToken())
+			}
+			pipe.HSet(ctx, ix.mgenKey(ref), gens...)
+		}
 		pipe.HDel(ctx, ix.metaKey(ref), "last", "last_start", "last_end", "last_recv")
 		if hasLast {
 			v, err := json.Marshal(last)
@@ -586,7 +678,7 @@ func (ix *Index) replace(ctx context.Context, ref storage.StreamRef, fill func(r
 			for _, h := range hours {
 				pipe.Del(ctx, ix.tag(ref)+":open:"+h)
 			}
-			pipe.Del(ctx, hoursKey, ix.spansKey(ref))
+			pipe.Del(ctx, hoursKey, ix.spansKey(ref), ix.mgenKey(ref))
 			if dropMeta {
 				pipe.Del(ctx, ix.metaKey(ref))
 			}
@@ -642,6 +734,11 @@ func (ix *Index) TrimBefore(ctx context.Context, ref storage.StreamRef, before i
 		return fmt.Errorf("redisindex: %w", err)
 	}
 	if err := trimScript.Run(ctx, ix.rdb, []string{ix.spansKey(ref)}, before).Err(); err != nil {
+		return fail("trim", ref, err)
+	}
+	// Retention deleted the manifests of the hours before before's and may
+	// have rewritten that one: no node may use its copy of them again.
+	if err := trimGenScript.Run(ctx, ix.rdb, []string{ix.mgenKey(ref), ix.metaKey(ref)}, dayOf(storage.HourStart(before)), newToken()).Err(); err != nil {
 		return fail("trim", ref, err)
 	}
 	hours, err := ix.rdb.ZRangeByScore(ctx, ix.hoursKey(ref), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(before, 10)}).Result()

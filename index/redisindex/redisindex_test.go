@@ -2,6 +2,7 @@ package redisindex_test
 
 import (
 	"context"
+	"io/fs"
 	"testing"
 	"time"
 
@@ -84,7 +85,11 @@ func TestCompactLeavesOnlyPerStreamKeys(t *testing.T) {
 	require.NoError(t, ix.Compact(ctx, indextest.Base+10*index.HourMS))
 	keys, err := client.Keys(ctx, prefix+"*").Result()
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{prefix + "{acct/cam/s1}:spans", prefix + "{acct/cam/s1}:meta"}, keys)
+	require.ElementsMatch(t, []string{prefix + "{acct/cam/s1}:spans", prefix + "{acct/cam/s1}:meta", prefix + "{acct/cam/s1}:mgen"}, keys)
+	// Manifest generations are per day, not per hour or segment.
+	n, err := client.HLen(ctx, prefix+"{acct/cam/s1}:mgen").Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
 }
 
 func TestRedisDownIsUnavailable(t *testing.T) {
@@ -123,14 +128,21 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 	require.Equal(t, []index.Span{{Start: indextest.Base, End: indextest.Base + 20_000}}, spans)
 }
 
+// twoNodes returns two indexes on one Redis and one store, as two vigil
+// nodes have them.
+func twoNodes(t *testing.T) (a, b *redisindex.Index, store storage.Backend) {
+	srv := testutil.StartRedis(t)
+	store = newStore(t)
+	opts := redisindex.Options{KeyPrefix: "t" + testutil.RandomID() + ":"}
+	a = redisindex.New(newClient(t, srv.Addr), store, opts)
+	b = redisindex.New(newClient(t, srv.Addr), store, opts)
+	return a, b, store
+}
+
 // Two nodes compacting at once, while Adds go on, lose nothing.
 func TestConcurrentCompactors(t *testing.T) {
 	ctx := context.Background()
-	srv := testutil.StartRedis(t)
-	store := newStore(t)
-	opts := redisindex.Options{KeyPrefix: "t" + testutil.RandomID() + ":"}
-	a := redisindex.New(newClient(t, srv.Addr), store, opts)
-	b := redisindex.New(newClient(t, srv.Addr), store, opts)
+	a, b, store := twoNodes(t)
 	ref := indextest.Ref(t, "s1")
 	var want []int64
 	for i := int64(0); i < 120; i++ {
@@ -177,4 +189,53 @@ func TestConcurrentCompactors(t *testing.T) {
 		}
 	}
 	require.Equal(t, want, got)
+}
+
+// Each node caches decoded manifests; what another node changes (a late
+// segment compacted in, retention trimming) shows on this one at once.
+func TestCacheAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	a, b, store := twoNodes(t)
+	fa := indextest.Fixture{Index: a, Store: store}
+	ref := indextest.Ref(t, "s1")
+	base, hour := indextest.Base, index.HourMS
+	// Hours 0 and 25 (the next day) closed.
+	for _, s := range []int64{base, base + 20_000, base + 25*hour} {
+		indextest.Ingest(t, fa, ref, indextest.Seg(s))
+	}
+	require.NoError(t, a.Compact(ctx, base+26*hour))
+	list := func(ix *redisindex.Index) []int64 {
+		t.Helper()
+		segs, err := ix.Segments(ctx, ref, base, base+26*hour)
+		require.NoError(t, err)
+		var out []int64
+		for _, s := range segs {
+			out = append(out, s.Start)
+		}
+		return out
+	}
+	require.Equal(t, []int64{base, base + 20_000, base + 25*hour}, list(b))
+	require.Equal(t, []int64{base, base + 20_000, base + 25*hour}, list(b)) // from b's cache
+
+	// A late segment into hour 0, added and compacted on a.
+	indextest.Ingest(t, fa, ref, indextest.Seg(base+10_000))
+	require.NoError(t, a.Compact(ctx, base+26*hour))
+	require.Equal(t, []int64{base, base + 10_000, base + 20_000, base + 25*hour}, list(b))
+	got, err := b.Lookup(ctx, ref, base+10_000)
+	require.NoError(t, err)
+	require.Equal(t, base+10_000, got.Start)
+
+	// Retention on a deletes day 0's hour and trims.
+	require.NoError(t, store.Delete(ctx, []string{ref.ManifestKey(time.UnixMilli(base)), ref.SegmentKey(base), ref.SegmentKey(base + 10_000), ref.SegmentKey(base + 20_000)}))
+	require.NoError(t, a.TrimBefore(ctx, ref, base+25*hour))
+	require.Equal(t, []int64{base + 25*hour}, list(b))
+	_, err = b.Lookup(ctx, ref, base+10_000)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+}
+
+func TestTimelineAndCachedReads(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	reads := &indextest.ManifestReads{Backend: newStore(t)}
+	ix := redisindex.New(newClient(t, srv.Addr), reads, redisindex.Options{KeyPrefix: "t" + testutil.RandomID() + ":"})
+	indextest.CheckReadsNoManifestTwice(t, ix, reads)
 }

@@ -66,17 +66,21 @@ return {1, newHour}
 // compacted watermark and releases the lease. It does nothing when the
 // lease was lost.
 //
-// KEYS: open hash, hours zset, meta hash, lease. ARGV: lease token, hour,
-// then field/value pairs.
+// It also sets the generation of the hour's day (mgen) to the token, so
+// that no node uses a copy of the manifest read before.
+//
+// KEYS: open hash, hours zset, meta hash, lease, mgen hash. ARGV: lease
+// token, hour, the hour's day, then field/value pairs.
 var finishScript = redis.NewScript(`
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])
   end
 end
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
 redis.call('HSET', KEYS[3], 'gen', ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[3], ARGV[1])
 local wm = redis.call('HGET', KEYS[3], 'compacted')
 if not wm or tonumber(wm) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[3], 'compacted', ARGV[2])
@@ -116,5 +120,20 @@ for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   if tonumber(f) < b then redis.call('HDEL', KEYS[1], f) end
 end
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
+return 1
+`)
+
+// trimGenScript retires the manifest generations of a trim: it drops those
+// of the days before ARGV[1] (their manifests are gone; they fall back to
+// the stream's gen), gives day ARGV[1] a new one (a manifest of it may have
+// been rewritten or deleted) and renews the stream's gen. KEYS: mgen hash,
+// meta hash. ARGV: day start, a fresh token.
+var trimGenScript = redis.NewScript(`
+local b = tonumber(ARGV[1])
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if tonumber(f) < b then redis.call('HDEL', KEYS[1], f) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'gen', ARGV[2])
 return 1
 `)

@@ -103,8 +103,8 @@ func recordPackets(t *testing.T, src *source, pkts []rtpPkt) *rig {
 // audio against src: the frames are src's frames from the one at the
 // first picture on, in order, each once, byte for byte, except those in
 // missing; within a segment each sits at its source time relative to the
-// segment's first picture (to the sample), so decode times rise and A/V
-// stay in sync. It returns the number of frames stored.
+// segment's first picture (to the sample; the picture's decode time is
+// where its run stands), so decode times rise and A/V stay in sync. It returns the number of frames stored.
 func checkStoredAudio(t *testing.T, g *rig, src *source, missing map[int]bool) int {
 	t.Helper()
 	rate := int64(src.tracks[1].TimeScale)
@@ -117,10 +117,11 @@ func checkStoredAudio(t *testing.T, g *rig, src *source, missing map[int]bool) i
 		path := g.segmentFile(t, "cam1-main", seg)
 		probe(t, path)
 		pkts := probePackets(t, path)
-		v0, ok := int64(0), false
+		v0, ok, at := int64(0), false, int64(0)
 		for _, p := range pkts {
 			if p.Type == "video" {
 				v0, ok = videoAt[p.Hash]
+				at = p.DTS * rate / 90000
 				break
 			}
 		}
@@ -157,7 +158,7 @@ func checkStoredAudio(t *testing.T, g *rig, src *source, missing map[int]bool) i
 				t.Errorf("segment %d: audio decode time %d after %d", si, p.DTS, last)
 			}
 			last = p.DTS
-			if want := s.dts - v0*rate/90000; p.DTS < want-2 || p.DTS > want+2 {
+			if want := s.dts - v0*rate/90000 + at; p.DTS < want-2 || p.DTS > want+2 {
 				t.Errorf("segment %d: source frame %d at %d, want %d (its time after the first picture)", si, next, p.DTS, want)
 			}
 			next++

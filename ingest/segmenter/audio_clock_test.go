@@ -59,6 +59,11 @@ func TestAudioAcrossSenderReportStep(t *testing.T) {
 	if len(segs) < 4 || segs[2].Start-segs[1].End() != 500 {
 		t.Errorf("segments %+v: want a 500 ms gap before the third", segs)
 	}
+	// The gap starts a new decode-time run; the step back does not (the
+	// segments follow on), and every track's times run on across it.
+	if runs := runsOf(t, g, "cam1-main", segs); len(runs) != 2 || runs[0] != 2 {
+		t.Errorf("decode-time runs of %v segments, want 2, then the rest", runs)
+	}
 	if n := checkStoredAudio(t, g, src, nil); n < 180 {
 		t.Errorf("%d audio frames stored of 4 s", n)
 	}

@@ -95,18 +95,11 @@ func waitUploads(t *testing.T, r *Recorder, d time.Duration) {
 // later by the receive clock.
 func TestTimestampJumpWithBFramesAndAudio(t *testing.T) {
 	vtestutil.RequireBinary(t, "ffprobe")
-	src := makeSource(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-		"-t", "7", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "3", "-g", "25", "-c:a", "aac", "-b:a", "64k")
+	src := bframeAACSource(t, "7")
 	g := newRig(t, 2*time.Second)
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	pkts := src.packets()
-	for i, p := range pkts {
-		if p.at >= 3.3 {
-			q := *p.pkt
-			q.Timestamp += 2_000_000_000
-			pkts[i].pkt, pkts[i].at = &q, p.at+3
-		}
-	}
+	jumpAt(pkts, 3.3, 2_000_000_000, 3)
 	publish(t, g, "cam1-main", src, t0, pkts).Close(nil)
 	waitUploads(t, g.rec, 20*time.Second)
 	segs := g.segments(t, "cam1-main")

@@ -106,6 +106,9 @@ type Config struct {
 	DeletedCheck time.Duration
 	// RetryMin and RetryMax bound the store retry backoff (250 ms, 10 s).
 	RetryMin, RetryMax time.Duration
+	// Live receives the recording as it is cut, for low-latency HLS (a
+	// *live.Buffer); nil: none.
+	Live LiveSink
 	// Now is the clock (default time.Now).
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -138,8 +141,31 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Live == nil {
+		c.Live = noLive{}
+	}
 	return c
 }
+
+// LiveSink receives each stream's recording as it is cut: a segment opens
+// with its init section, gains fragments (pieces reused after the call
+// returns), closes, and is stored; End ends the publishing session. Calls
+// for one stream come in that order, Stored from another goroutine.
+type LiveSink interface {
+	Open(stream string, startMS int64, init []byte)
+	Part(stream string, startMS int64, pieces [][]byte, d time.Duration, independent bool)
+	Close(stream string, startMS, durMS int64)
+	Stored(stream string, startMS int64)
+	End(stream string)
+}
+
+type noLive struct{}
+
+func (noLive) Open(string, int64, []byte)                        {}
+func (noLive) Part(string, int64, [][]byte, time.Duration, bool) {}
+func (noLive) Close(string, int64, int64)                        {}
+func (noLive) Stored(string, int64)                              {}
+func (noLive) End(string)                                        {}
 
 // Recorder implements rtsp.Handler. Start it with Run (uploads and crash
 // recovery); it is safe for concurrent use.

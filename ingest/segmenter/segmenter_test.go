@@ -154,17 +154,23 @@ func (g *rig) segmentFile(t *testing.T, stream string, seg index.Segment) string
 // it reports.
 func probe(t *testing.T, path string) (float64, string) {
 	t.Helper()
-	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_name,width,height",
+	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=duration,start_time:stream=codec_name,width,height",
 		"-of", "default=nw=1", path).CombinedOutput()
 	if err != nil || bytes.Contains(out, []byte("rror")) {
 		t.Fatalf("ffprobe %s: %v\n%s", path, err, out)
 	}
-	var dur float64
+	// ffmpeg counts a fragmented file's duration from zero: segments
+	// that run on from the one before start later.
+	var dur, start float64
 	for _, l := range strings.Split(string(out), "\n") {
 		if v, ok := strings.CutPrefix(l, "duration="); ok {
 			dur, _ = strconv.ParseFloat(v, 64)
 		}
+		if v, ok := strings.CutPrefix(l, "start_time="); ok {
+			start, _ = strconv.ParseFloat(v, 64)
+		}
 	}
+	dur -= start
 	// Decode every frame: a segment must play alone.
 	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("ffmpeg decode %s: %v\n%s", path, err, out)

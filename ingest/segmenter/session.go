@@ -52,6 +52,18 @@ type session struct {
 	audioQ      map[int][]queuedAudio // by media index
 	audioLast   map[int]int64         // RTP time of the newest audio frame queued, by media index
 	aboveTier   bool
+
+	run runEnd // where the last segment cut left its decode times
+}
+
+// runEnd is where the last segment cut ended in decode time, so that the
+// next one, when it follows on with the same parameter sets, runs on
+// from it: HLS then plays the session as one run, without a
+// discontinuity (and a decoder reset) at every segment.
+type runEnd struct {
+	params *paramSets
+	video  uint64         // video decode time, 90 kHz
+	audio  map[int]uint64 // by media index, in the track's timescale; absent: no audio ended there
 }
 
 type pendingVideo struct {
@@ -85,6 +97,9 @@ type openSegment struct {
 	videoID       uint32
 	videoMediaIdx int
 	bufferedBytes int
+
+	base    uint64 // decode time (tfdt) of the first picture: 0, or where the previous segment's run ended
+	chained bool   // runs on from the previous segment (base from s.run)
 }
 
 type audioFrag struct {
@@ -446,6 +461,12 @@ func (s *session) openSegment(media int, first *accessUnit, d0 int64) error {
 	}
 	seg := &openSegment{startNS: startNS, startMS: startNS / 1e6, d0: d0, fragStart: d0,
 		audio: map[int]*audioFrag{}, ids: map[int]uint32{}, videoMediaIdx: media, params: first.params}
+	// A segment placed where the last one ended, with its parameter sets,
+	// continues its decode times; after a gap, a jump or a new init
+	// section a new run starts at zero.
+	if s.nextStartNS != 0 && startNS == s.nextStartNS && s.run.params != nil && first.params.same(s.run.params) {
+		seg.base, seg.chained = s.run.video, true
+	}
 	var tracks []fmp4.Track
 	id := uint32(1)
 	seg.ids[media] = id
@@ -471,6 +492,7 @@ func (s *session) openSegment(media int, first *accessUnit, d0 int64) error {
 	}
 	seg.sp = sp
 	s.seg = seg
+	s.r.cfg.Live.Open(s.st.ID, seg.startMS, sp.init)
 	s.noteTier(seg.width, seg.height)
 	return nil
 }
@@ -490,6 +512,24 @@ func (s *session) noteTier(w, h int) {
 	}
 }
 
+// audioStart is the decode time of a segment's first audio sample of
+// media index i, off samples after its first picture: on the run's time
+// line, exactly where the previous segment's audio ended when it follows
+// on from it (within half a frame of rounding), and never before that
+// (a sender report that moved the audio clock back): decode times only
+// rise within a run.
+func (seg *openSegment) audioStart(i int, off uint64, rate, frameDur int, run runEnd) uint64 {
+	at := off + seg.base*uint64(rate)/videoRate
+	prev, ok := run.audio[i]
+	if !seg.chained || !ok {
+		return at
+	}
+	if at < prev || at-prev <= uint64(frameDur)/2 {
+		return prev
+	}
+	return at
+}
+
 // wallOf is the wall clock (ns) of a video DTS within the open segment.
 func (seg *openSegment) wallOf(dts int64) int64 {
 	return seg.startNS + (dts-seg.d0)*1e9/videoRate
@@ -503,7 +543,7 @@ func (s *session) flushFragment(end int64) error {
 		return nil
 	}
 	frag := fmp4.Fragment{SequenceNumber: seg.seq + 1}
-	frag.Tracks = append(frag.Tracks, fmp4.TrackFragment{TrackID: seg.videoID, BaseDecodeTime: uint64(seg.fragStart - seg.d0), Samples: seg.video})
+	frag.Tracks = append(frag.Tracks, fmp4.TrackFragment{TrackID: seg.videoID, BaseDecodeTime: seg.base + uint64(seg.fragStart-seg.d0), Samples: seg.video})
 	for i, af := range seg.audio {
 		t := s.tracks[i].audio
 		q := s.audioQ[i]
@@ -521,7 +561,7 @@ func (s *session) flushFragment(end int64) error {
 				if off < 0 {
 					continue // before the segment's first picture
 				}
-				af.started, af.next = true, uint64(off)
+				af.started, af.next = true, seg.audioStart(i, uint64(off), t.rate, t.frameDur, s.run)
 			}
 			if len(af.samples) == 0 {
 				af.base = af.next
@@ -535,6 +575,9 @@ func (s *session) flushFragment(end int64) error {
 		}
 	}
 	durMS := (seg.wallOf(end) - seg.startNS) / 1e6
+	partDur := time.Duration((end - seg.fragStart) * 1e9 / videoRate)
+	independent := seg.video[0].Keyframe
+	seg.sp.tap = func(pieces [][]byte) { s.r.cfg.Live.Part(s.st.ID, seg.startMS, pieces, partDur, independent) }
 	if err := seg.sp.writeFragment(frag, durMS); err != nil {
 		return err
 	}
@@ -573,6 +616,13 @@ func (s *session) closeSegment(end int64) error {
 		return nil
 	}
 	s.nextStartNS, s.endMS = endNS, endMS
+	s.r.cfg.Live.Close(s.st.ID, seg.startMS, endMS-seg.startMS)
+	s.run = runEnd{params: seg.params, video: seg.base + uint64(end-seg.d0), audio: map[int]uint64{}}
+	for i, af := range seg.audio {
+		if af.started {
+			s.run.audio[i] = af.next
+		}
+	}
 	if s.aboveTier {
 		s.r.m.aboveTierSegs.Inc()
 	}
@@ -612,6 +662,7 @@ func (s *session) close(reason error) {
 		if err == nil {
 			s.backlog.Add(1)
 			s.endMS = seg.startMS + sp.durationMS
+			s.r.cfg.Live.Close(s.st.ID, seg.startMS, sp.durationMS)
 			s.r.enqueue(uploadJob{path: seg.sp.path, f: seg.sp.f, stream: s.st.ID, registered: s.st.RegisteredAt,
 				seg:    index.Segment{Start: seg.startMS, DurationMS: sp.durationMS, Width: seg.width, Height: seg.height},
 				offset: sp.offset, size: sp.size, sha256: seg.sp.sum(),
@@ -632,6 +683,7 @@ func (s *session) close(reason error) {
 		}
 		cancel()
 	}
+	s.r.cfg.Live.End(s.st.ID)
 	if s.aboveTier {
 		s.r.m.aboveTier.Dec()
 	}

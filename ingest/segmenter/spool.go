@@ -64,6 +64,10 @@ type spoolFile struct {
 	durationMS int64    // where the last complete fragment ends
 	hdr        []byte   // fragment header, reused
 	iov        [][]byte // one fragment's pieces, reused
+	init       []byte   // the init section written
+	// tap, if set, sees each fragment's pieces once written (the live
+	// window copies them); they are reused after it returns.
+	tap func(pieces [][]byte)
 }
 
 func createSpool(path string, tracks []fmp4.Track) (*spoolFile, error) {
@@ -89,6 +93,7 @@ func createSpool(path string, tracks []fmp4.Track) (*spoolFile, error) {
 		s.abort()
 		return nil, err
 	}
+	s.init = init.Bytes()
 	return s, nil
 }
 
@@ -121,6 +126,9 @@ func (s *spoolFile) writeFragment(frag fmp4.Fragment, durationMS int64) error {
 		}
 	}
 	err = s.write(iov)
+	if err == nil && s.tap != nil {
+		s.tap(iov)
+	}
 	clear(iov) // the samples go back to their pool
 	s.iov = iov[:0]
 	if err != nil {
@@ -270,7 +278,8 @@ func scanFMP4(r io.Reader) (spooled, error) {
 		return spooled{}, errors.New("segmenter: spool without a video track")
 	}
 	sp := spooled{offset: storage.SpoolHeadroom, size: initSize, width: video.Width, height: video.Height}
-	var end uint64
+	var start, end uint64
+	first := true
 	for {
 		// A torn last fragment ends the scan: what came before stands.
 		frag, err := rd.NextFragment()
@@ -282,13 +291,18 @@ func scanFMP4(r io.Reader) (spooled, error) {
 				continue
 			}
 			end = tf.BaseDecodeTime
+			if first {
+				// A segment that runs on from the one before starts
+				// where it ended, not at zero.
+				start, first = end, false
+			}
 			for _, smp := range tf.Samples {
 				end += uint64(smp.Duration)
 			}
 		}
 		sp.size = rd.Offset()
 	}
-	sp.durationMS = int64(end * 1000 / uint64(video.TimeScale))
+	sp.durationMS = int64((end - start) * 1000 / uint64(video.TimeScale))
 	if sp.size == initSize {
 		sp.size = 0 // no fragment: nothing to store
 	}
@@ -465,6 +479,7 @@ func (r *Recorder) upload(ctx context.Context, job uploadJob) {
 			r.m.segments.WithLabelValues(res).Inc()
 			log.DebugContext(ctx, "segmenter: segment stored", "result", res, "duration_ms", job.seg.DurationMS)
 			removeSpool(job.path)
+			r.cfg.Live.Stored(job.stream, job.seg.Start)
 			return
 		case errors.Is(err, ingest.ErrConflict):
 			r.quarantine(ctx, job, "conflict", "another segment is stored at this start", err)

@@ -13,7 +13,7 @@ import (
 // -fuzzminimizetime=100x, as FuzzReader in media/fmp4: minimising the
 // KiB-sized seeds otherwise stalls the fuzzer.
 func FuzzScanSpool(f *testing.F) {
-	b, _ := spoolBytes(f, 2)
+	b, _ := spoolBytes(f, 2, 0)
 	f.Add(b[storage.SpoolHeadroom:])
 	f.Add(b[storage.SpoolHeadroom : len(b)-5])
 	f.Add([]byte("\x00\x00\x00\x08moof"))

@@ -11,9 +11,9 @@ import (
 )
 
 // spoolBytes writes a spool file the way a session does: init, then one
-// fragment per second of 25 fps video, and returns its bytes and the
-// fragment ends (size, duration ms).
-func spoolBytes(t testing.TB, frags int) ([]byte, [][2]int64) {
+// fragment per second of 25 fps video from decode time base, and returns
+// its bytes and the fragment ends (size, duration ms).
+func spoolBytes(t testing.TB, frags int, base uint64) ([]byte, [][2]int64) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "1.mp4")
 	tr := fmp4.Track{ID: 1, Codec: fmp4.H264, TimeScale: 90000, Width: 320, Height: 240,
@@ -28,7 +28,7 @@ func spoolBytes(t testing.TB, frags int) ([]byte, [][2]int64) {
 		for j := range 25 {
 			samples = append(samples, fmp4.Sample{Duration: 3600, Keyframe: j == 0, Data: []byte{0, 0, 0, 2, 0x41, byte(j)}})
 		}
-		frag := fmp4.Fragment{SequenceNumber: uint32(i + 1), Tracks: []fmp4.TrackFragment{{TrackID: 1, BaseDecodeTime: uint64(i) * 90000, Samples: samples}}}
+		frag := fmp4.Fragment{SequenceNumber: uint32(i + 1), Tracks: []fmp4.TrackFragment{{TrackID: 1, BaseDecodeTime: base + uint64(i)*90000, Samples: samples}}}
 		if err := sp.writeFragment(frag, int64(i+1)*1000); err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func writeSpool(t testing.TB, b []byte) string {
 // complete fragment, with that fragment's end as the duration; one with
 // no complete fragment, or no valid init, has nothing to store.
 func TestScanSpool(t *testing.T) {
-	b, ends := spoolBytes(t, 3)
+	b, ends := spoolBytes(t, 3, 0)
 	if want := storage.SpoolHeadroom + ends[2][0]; int64(len(b)) != want {
 		t.Fatalf("spool file of %d bytes, want %d", len(b), want)
 	}
@@ -75,6 +75,12 @@ func TestScanSpool(t *testing.T) {
 		case err == nil && want[0] != 0 && (sp.width != 320 || sp.height != 240 || sp.offset != storage.SpoolHeadroom):
 			t.Fatalf("cut at %d: %+v", cut, sp)
 		}
+	}
+	// A segment that runs on from the one before (its decode times do
+	// not start at zero) lasts as long.
+	later, _ := spoolBytes(t, 3, 540000)
+	if sp, err := scanSpool(writeSpool(t, later)); err != nil || sp.durationMS != 3000 {
+		t.Errorf("spool from decode time 6 s: %+v, %v; want 3000 ms", sp, err)
 	}
 	// Junk in place of the fMP4, and a file without the headroom.
 	for name, bad := range map[string][]byte{

@@ -46,6 +46,13 @@ type trackState struct {
 // NewReader returns a Reader over r.
 func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
 
+// Reset makes r read a new stream from src, as NewReader(src) would, and
+// keeps its buffers: reading many segments one after another then
+// allocates nothing per segment.
+func (r *Reader) Reset(src io.Reader) {
+	*r = Reader{r: src, moof: r.moof[:0], mdat: r.mdat[:0]}
+}
+
 // Offset is how many bytes of the stream have been read: after ReadInit
 // or NextFragment returned without an error, where the init or that
 // fragment ends.

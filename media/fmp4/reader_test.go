@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"reflect"
 	"testing"
 
 	"github.com/vigilcloud/vigil/media/internal/mediatest"
@@ -207,5 +209,54 @@ func TestReaderErrors(t *testing.T) {
 	r := NewReader(bytes.NewReader(nil))
 	if _, _, err := r.ReadInit(); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("empty stream: %v", err)
+	}
+}
+
+// A Reader reset onto another stream reads it as a new Reader does, with
+// the buffers of the one before.
+func TestReaderReset(t *testing.T) {
+	b, err := os.ReadFile("../testdata/sample.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll := func(rd *Reader) ([]Track, []Fragment) {
+		tracks, _, err := rd.ReadInit()
+		if err != nil {
+			t.Fatalf("ReadInit: %v", err)
+		}
+		var frags []Fragment
+		for {
+			f, err := rd.NextFragment()
+			if errors.Is(err, io.EOF) {
+				return tracks, frags
+			}
+			if err != nil {
+				t.Fatalf("NextFragment %d: %v", len(frags), err)
+			}
+			for i := range f.Tracks { // Data is only valid until the next call
+				for j := range f.Tracks[i].Samples {
+					f.Tracks[i].Samples[j].Data = bytes.Clone(f.Tracks[i].Samples[j].Data)
+				}
+			}
+			frags = append(frags, f)
+		}
+	}
+	wantTracks, wantFrags := readAll(NewReader(bytes.NewReader(b)))
+	if len(wantFrags) == 0 {
+		t.Fatal("no fragments")
+	}
+	rd := NewReader(bytes.NewReader(b[:len(b)/2])) // a truncated stream first
+	_, _, _ = rd.ReadInit()
+	for {
+		if _, err := rd.NextFragment(); err != nil {
+			break
+		}
+	}
+	for range 2 {
+		rd.Reset(bytes.NewReader(b))
+		tracks, frags := readAll(rd)
+		if !reflect.DeepEqual(tracks, wantTracks) || !reflect.DeepEqual(frags, wantFrags) {
+			t.Fatal("a reset Reader reads the stream differently")
+		}
 	}
 }
