@@ -130,11 +130,14 @@ func TestViewerPage(t *testing.T) {
 	clip := b.download(chromedp.CSS("#clip-link"))
 	checkClip(t, clip, from, to)
 
-	// Live view plays, a few segments behind the camera (segment-level
-	// live HLS; the figure is logged, not asserted).
+	// Live view plays (how far behind the camera is logged, not asserted).
 	b.run(chromedp.Click(chromedp.CSS("#live")))
 	b.waitPlaying("live")
 	t.Logf("live view: %s", eval[string](b, `document.getElementById('mode').textContent`))
+	// Recorded over RTSP on this node: low-latency HLS, with parts.
+	if parts := eval[string](b, `document.getElementById('video').dataset.parts`); parts != "yes" {
+		t.Errorf("live view played without LL-HLS parts (%q)", parts)
+	}
 	b.screenshot("ui-live.png")
 
 	// An H.265 camera: Debian's Chromium has no H.265 in Media Source, and

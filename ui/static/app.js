@@ -451,6 +451,7 @@
     v.removeAttribute('src');
     v.load();
     v.dataset.mode = '';
+    v.dataset.parts = '';
     $('mode').textContent = '';
     $('clock').textContent = '';
     $('playhead').hidden = true;
@@ -501,6 +502,9 @@
     let started = mode === 'live';
     let recoveries = 0;
     h.on(Hls.Events.LEVEL_LOADED, (_, data) => {
+      // Low-latency HLS (parts) where the node records the stream, else
+      // the segment window; shown for the curious (and the tests).
+      if (mode === 'live') v.dataset.parts = data.details.partList && data.details.partList.length ? 'yes' : 'no';
       if (started) return;
       started = true;
       const first = data.details.fragments[0];
