@@ -23,6 +23,8 @@ command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v gst-launch-1.0 >/dev/null || need_apt+=(gstreamer1.0-tools gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd) # verifies deploy/systemd
+command -v chromium >/dev/null || need_apt+=(chromium) # the viewer page's browser tests (ui/)
+command -v npm >/dev/null || need_apt+=(npm)           # scripts/hlsjs.sh --check
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]} with apt-get" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -55,6 +57,7 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then echo "gofmt wants to change: $unformatted" >&2; exit 1; fi
 if ! go mod tidy -diff; then echo "go.mod/go.sum are not tidy: run go mod tidy" >&2; exit 1; fi
 go vet ./...
+scripts/hlsjs.sh --check # the embedded hls.js is the pinned release, byte for byte
 staticcheck ./...
 go test -race -timeout 40m "$@" ./...
 

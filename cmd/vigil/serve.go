@@ -45,6 +45,7 @@ import (
 	"github.com/vigilcloud/vigil/storage"
 	"github.com/vigilcloud/vigil/storage/fs"
 	"github.com/vigilcloud/vigil/storage/s3"
+	"github.com/vigilcloud/vigil/ui"
 )
 
 // nodeConfig is everything `vigil serve` is configured with.
@@ -543,6 +544,10 @@ func (n *node) serveHTTP(ctx context.Context) error {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	handle(root, "GET /readyz", http.HandlerFunc(n.ready))
+	page := ui.New() // the viewer page, /ui/
+	for _, p := range ui.Patterns() {
+		handle(root, p, page)
+	}
 	// Unknown routes and methods answer the contract's JSON error too.
 	root.Handle("/v1/", authn.Middleware(httpx.JSONMux(api), func(r *http.Request) bool {
 		return playback.HasURLSignature(r) || access.Anonymous(r)
