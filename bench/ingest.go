@@ -279,7 +279,13 @@ type benchNode struct {
 const benchToken = "bench-operator-token"
 
 func startBenchNode(ctx context.Context, cfg IngestConfig, name string, env []string) (*benchNode, error) {
-	dir := mkdir(cfg.WorkDir, name)
+	return startNode(ctx, cfg.VigilBin, cfg.WorkDir, name, env)
+}
+
+// startNode starts `vigil serve` (HTTP only) under workDir/name with extra
+// serve flags, and provisions the account bench with bridge bench-bridge.
+func startNode(ctx context.Context, bin, workDir, name string, env []string, extra ...string) (*benchNode, error) {
+	dir := mkdir(workDir, name)
 	httpAddr, err := servers.FreePort()
 	if err != nil {
 		return nil, err
@@ -289,9 +295,11 @@ func startBenchNode(ctx context.Context, cfg IngestConfig, name string, env []st
 		return nil, err
 	}
 	env = append(env, "VIGIL_ADMIN_TOKEN="+benchToken)
-	p, err := servers.Start(cfg.VigilBin, dir, httpAddr, env, "serve",
+	args := append([]string{"serve",
 		"--data", filepath.Join(dir, "data"), "--http-addr", httpAddr, "--raft-addr", raftAddr,
-		"--live-threshold", "100000h", "--log-level", "warn", "--rtsp-addr", "") // HTTP only: nodes share the host
+		"--live-threshold", "100000h", "--log-level", "warn", "--rtsp-addr", ""}, // HTTP only: nodes share the host
+		extra...)
+	p, err := servers.Start(bin, dir, httpAddr, env, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ const benchUsage = `usage: vigil bench <benchmark> [--quick] [--json] [--work-di
   retention  sweeper delete rate vs minio-go RemoveObjects; purge time; idle sweep cost
   rtsp       N RTSP publishers into vigil serve vs a packet-counting RTSP server
   playback   recordings-list latency, segment and clip.mp4 TTFB vs per-segment fetches
+  backlog    live upload latency while a fifth of 200 Bridges drains a 48-hour backlog
 
 ` + "`vigil bench <benchmark> --help` lists its flags. Results and goals: bench/RESULTS.md."
 
@@ -46,11 +47,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchRTSP(ctx, args[1:], stdout, stderr) // benchrtsp.go
 	case "playback":
 		return runBenchPlayback(ctx, args[1:], stdout, stderr)
+	case "backlog":
+		return runBenchBacklog(ctx, args[1:], stdout, stderr) // benchstorm.go
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
 		fmt.Fprintln(stderr, benchUsage)
-		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback)", args[0])
+		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback, backlog)", args[0])
 	}
 }
 
@@ -165,6 +168,7 @@ var benchBaselines = map[string]string{
 	"retention": "minio-go RemoveObjects on the same layout in the same MinIO",
 	"rtsp":      "a packet-counting RTSP server (bench rtsp-sink: same RTSP stack, no recording) with the same publishers",
 	"playback":  "the same segments fetched one by one over HTTP",
+	"backlog":   "the same fleet live without a drain (calm phase), same run, same node",
 }
 
 // printBench prints what the run compares with, one line per metric, one

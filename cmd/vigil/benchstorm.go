@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/vigilcloud/vigil/bench"
+)
+
+// runBenchBacklog is `vigil bench backlog`: live latency of a Bridge fleet
+// while a fifth of it drains a 48-hour backlog, against the same fleet
+// calm in the same run.
+func runBenchBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newBenchFlags("backlog", "A fleet of simulated Bridges (one stream per camera, live at their bitrate divided by\n--scale) uploads live video into vigil on MinIO and Redis; in each run a calm phase is\nfollowed by a storm phase in which --storm-share of the Bridges drain a --outage backlog.\nReports the drain rate and live p50/p99 in the storm against the calm phase.", "a short run: one 45-s calm and one 45-s storm phase", "where MinIO, Redis and the node keep data", stdout, stderr)
+	cfg := bench.BacklogConfig{Log: newLogger(stderr, "info")}
+	f.fs.IntVar(&cfg.Bridges, "bridges", 200, "simulated Bridges")
+	f.fs.IntVar(&cfg.Cameras, "cameras", 4, "cameras per Bridge (one stream each)")
+	f.fs.Float64Var(&cfg.StormShare, "storm-share", 0.2, "share of the Bridges that come back from the outage")
+	f.fs.IntVar(&cfg.BitrateBps, "bitrate", 2_000_000, "bits/s per camera before --scale")
+	f.fs.IntVar(&cfg.Scale, "scale", 40, "divides every segment's size (bitrate), so the fleet fits this machine; counts and timing stay real")
+	f.fs.DurationVar(&cfg.SegmentDuration, "segment-duration", 6*time.Second, "segment duration (real time)")
+	f.fs.DurationVar(&cfg.Outage, "outage", 48*time.Hour, "age of the oldest backlog segment")
+	f.fs.DurationVar(&cfg.Phase, "phase", 90*time.Second, "length of the calm and of the storm phase")
+	f.fs.IntVar(&cfg.BacklogWorkers, "backlog-workers", 4, "concurrent backlog uploads per draining Bridge")
+	f.fs.IntVar(&cfg.Runs, "runs", 3, "calm+storm repetitions; medians are reported")
+	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built)")
+	serveArgs := f.fs.String("serve-args", "", "extra space-separated `vigil serve` flags for the node (e.g. --backlog-concurrency 8)")
+	self, dir, cleanup, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	cfg.VigilBin, cfg.WorkDir, cfg.MinIOBin, cfg.NodeArgs = self, dir, *minioBin, strings.Fields(*serveArgs)
+	if *f.quick {
+		cfg.Phase, cfg.Runs = 45*time.Second, 1
+	}
+	if cfg.Bridges < 1 || cfg.Cameras < 1 || cfg.SegmentDuration <= 0 || cfg.Phase < cfg.SegmentDuration || cfg.StormShare <= 0 || cfg.StormShare > 1 {
+		return fmt.Errorf("bench backlog: --bridges and --cameras must be positive, --phase at least --segment-duration, --storm-share in (0,1]")
+	}
+	res, err := bench.RunBacklog(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	printBench(stdout, "backlog", res, *f.asJSON)
+	return nil
+}
