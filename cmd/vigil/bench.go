@@ -24,6 +24,7 @@ const benchUsage = `usage: vigil bench <benchmark> [--quick] [--json] [--work-di
   rtsp       N RTSP publishers into vigil serve vs a packet-counting RTSP server
   playback   recordings-list latency, segment and clip.mp4 TTFB vs per-segment fetches
   backlog    live upload latency while a fifth of 200 Bridges drains a 48-hour backlog
+  streams    segments/s, p99 and RSS of 10,000 low-bitrate streams through one node
 
 ` + "`vigil bench <benchmark> --help` lists its flags. Results and goals: bench/RESULTS.md."
 
@@ -49,11 +50,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchPlayback(ctx, args[1:], stdout, stderr)
 	case "backlog":
 		return runBenchBacklog(ctx, args[1:], stdout, stderr) // benchstorm.go
+	case "streams":
+		return runBenchStreams(ctx, args[1:], stdout, stderr) // benchstorm.go
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
 		fmt.Fprintln(stderr, benchUsage)
-		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback, backlog)", args[0])
+		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback, backlog, streams)", args[0])
 	}
 }
 
@@ -169,6 +172,7 @@ var benchBaselines = map[string]string{
 	"rtsp":      "a packet-counting RTSP server (bench rtsp-sink: same RTSP stack, no recording) with the same publishers",
 	"playback":  "the same segments fetched one by one over HTTP",
 	"backlog":   "the same fleet live without a drain (calm phase), same run, same node",
+	"streams":   "the same bodies PUT straight to the same MinIO with minio-go, same concurrency",
 }
 
 // printBench prints what the run compares with, one line per metric, one

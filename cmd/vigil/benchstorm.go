@@ -47,3 +47,37 @@ func runBenchBacklog(ctx context.Context, args []string, stdout, stderr io.Write
 	printBench(stdout, "backlog", res, *f.asJSON)
 	return nil
 }
+
+// runBenchStreams is `vigil bench streams`: 10,000 low-bitrate streams
+// through one ingest node against direct PUTs to the same MinIO.
+func runBenchStreams(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newBenchFlags("streams", "--streams low-bitrate streams (100 per Bridge) upload through one vigil node on MinIO\nand Redis, round robin with --concurrency uploads in flight, against the same bodies\nPUT straight to the same MinIO: segments/s, p50/p99 and the node's peak RSS.", "a short run: every stream once, once", "where MinIO, Redis and the node keep data", stdout, stderr)
+	cfg := bench.StreamsConfig{Log: newLogger(stderr, "info")}
+	f.fs.IntVar(&cfg.Streams, "streams", 10_000, "simulated streams")
+	f.fs.IntVar(&cfg.StreamsPerBridge, "streams-per-bridge", 100, "streams per Bridge (cameras of 50 streams)")
+	f.fs.IntVar(&cfg.BitrateBps, "bitrate", 32_000, "bits/s per stream")
+	f.fs.DurationVar(&cfg.SegmentDuration, "segment-duration", 5*time.Second, "segment duration (sets the segment size with --bitrate)")
+	f.fs.IntVar(&cfg.Rounds, "rounds", 3, "segments per stream per run")
+	f.fs.IntVar(&cfg.Concurrency, "concurrency", 64, "uploads in flight")
+	f.fs.IntVar(&cfg.Runs, "runs", 3, "repetitions; medians are reported")
+	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built)")
+	serveArgs := f.fs.String("serve-args", "", "extra space-separated `vigil serve` flags for the node")
+	self, dir, cleanup, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	cfg.VigilBin, cfg.WorkDir, cfg.MinIOBin, cfg.NodeArgs = self, dir, *minioBin, strings.Fields(*serveArgs)
+	if *f.quick {
+		cfg.Rounds, cfg.Runs = 1, 1
+	}
+	if cfg.Streams < 1 || cfg.Concurrency < 1 || cfg.Rounds < 1 || cfg.SegmentDuration <= 0 {
+		return fmt.Errorf("bench streams: --streams, --concurrency, --rounds and --segment-duration must be positive")
+	}
+	res, err := bench.RunStreams(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	printBench(stdout, "streams", res, *f.asJSON)
+	return nil
+}
