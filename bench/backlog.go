@@ -20,6 +20,7 @@ import (
 // backlog while the rest stay live.
 type BacklogConfig struct {
 	VigilBin, MinIOBin, WorkDir string
+	MinIODrives                 int     // 1: one drive; 4 or more: erasure-coded
 	Bridges                     int     // simulated Bridges (200)
 	Cameras                     int     // cameras per Bridge, one stream each (4)
 	StormShare                  float64 // share of the Bridges back from the outage (0.2)
@@ -56,7 +57,7 @@ type phaseStats struct {
 // vigil admits it (storm), in the same run against the same node.
 func RunBacklog(ctx context.Context, cfg BacklogConfig) ([]Metric, error) {
 	log := cfg.Log
-	mio, _, err := startMinIO(ctx, cfg.WorkDir, cfg.MinIOBin)
+	mio, _, err := startMinIODrives(ctx, cfg.WorkDir, cfg.MinIOBin, cfg.MinIODrives)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 // through one ingest node.
 type StreamsConfig struct {
 	VigilBin, MinIOBin, WorkDir string
+	MinIODrives                 int           // 1: one drive; 4 or more: erasure-coded
 	Streams                     int           // 10,000
 	StreamsPerBridge            int           // 100 (two cameras of 50 streams)
 	BitrateBps                  int           // per stream (32 kbit/s)
@@ -38,7 +39,7 @@ type StreamsConfig struct {
 // the same MinIO with the same concurrency.
 func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 	log := cfg.Log
-	mio, mc, err := startMinIO(ctx, cfg.WorkDir, cfg.MinIOBin)
+	mio, mc, err := startMinIODrives(ctx, cfg.WorkDir, cfg.MinIOBin, cfg.MinIODrives)
 	if err != nil {
 		return nil, err
 	}

@@ -28,12 +28,14 @@ func runBenchBacklog(ctx context.Context, args []string, stdout, stderr io.Write
 	f.fs.IntVar(&cfg.Runs, "runs", 3, "calm+storm repetitions; medians are reported")
 	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built)")
 	serveArgs := f.fs.String("serve-args", "", "extra space-separated `vigil serve` flags for the node (e.g. --backlog-concurrency 8)")
+	drives := minioDrivesFlag(f)
 	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	cfg.VigilBin, cfg.WorkDir, cfg.MinIOBin, cfg.NodeArgs = self, dir, *minioBin, strings.Fields(*serveArgs)
+	cfg.MinIODrives = *drives
 	if *f.quick {
 		cfg.Phase, cfg.Runs = 45*time.Second, 1
 	}
@@ -62,12 +64,14 @@ func runBenchStreams(ctx context.Context, args []string, stdout, stderr io.Write
 	f.fs.IntVar(&cfg.Runs, "runs", 3, "repetitions; medians are reported")
 	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built)")
 	serveArgs := f.fs.String("serve-args", "", "extra space-separated `vigil serve` flags for the node")
+	drives := minioDrivesFlag(f)
 	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	cfg.VigilBin, cfg.WorkDir, cfg.MinIOBin, cfg.NodeArgs = self, dir, *minioBin, strings.Fields(*serveArgs)
+	cfg.MinIODrives = *drives
 	if *f.quick {
 		cfg.Rounds, cfg.Runs = 1, 1
 	}
@@ -80,4 +84,10 @@ func runBenchStreams(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	printBench(stdout, "streams", res, *f.asJSON)
 	return nil
+}
+
+// minioDrivesFlag is --minio-drives: 1 runs MinIO on one drive, 4 or more
+// one MinIO server erasure-coded across that many drive directories.
+func minioDrivesFlag(f *benchFlags) *int {
+	return f.fs.Int("minio-drives", 1, "MinIO drives: 1, or 4 and more for one erasure-coded (distributed-mode) server over that many drive directories")
 }

@@ -240,6 +240,15 @@ func FindMinIO(bin string) (string, error) {
 // StartMinIOBin starts the MinIO binary bin (FindMinIO(bin)) on a free
 // loopback port with its data under dir.
 func StartMinIOBin(ctx context.Context, bin, dir string) (*MinIO, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		return nil, err
+	}
+	return startMinIO(ctx, bin, dir, filepath.Join(dir, "data"))
+}
+
+// startMinIO starts MinIO with its log in dir on the drives argument
+// (one directory, or a MinIO ellipsis pattern for several).
+func startMinIO(ctx context.Context, bin, dir, drives string) (*MinIO, error) {
 	bin, err := FindMinIO(bin)
 	if err != nil {
 		return nil, err
@@ -257,11 +266,8 @@ func StartMinIOBin(ctx context.Context, bin, dir string) (*MinIO, error) {
 		"MINIO_ROOT_USER=" + m.AccessKey, "MINIO_ROOT_PASSWORD=" + m.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1",
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
-		return nil, err
-	}
 	m.Process, err = Start(bin, dir, addr, env,
-		"server", "--quiet", "--address", addr, "--console-address", console, filepath.Join(dir, "data"))
+		"server", "--quiet", "--address", addr, "--console-address", console, drives)
 	if err != nil {
 		return nil, err
 	}
