@@ -3,15 +3,22 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	goredis "github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vigilcloud/vigil/internal/servers"
@@ -78,16 +85,22 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 	base := time.Now().Add(-24 * time.Hour).Truncate(time.Hour)
 	n := len(streams) * max(cfg.Rounds, 1)
 	var viaVigil, straight []caseStats
+	var cpuUS [3][]float64 // CPU µs per segment of vigil, MinIO and Redis, per run
 	done := 0
 	for run := range max(cfg.Runs, 1) {
 		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", node.Pid()), []byte("5"), 0)
 		from := done
+		cpu0 := cpuOf(node.Pid(), mio.Pid(), redis.Pid())
 		v := measure(ctx, cfg.Concurrency, n, size, func(ctx context.Context, i int) error {
 			s, seq := i%len(streams), from+i/len(streams)
 			start := base.Add(time.Duration(seq) * cfg.SegmentDuration).UnixMilli()
 			return putSegment(ctx, client, node.base, tokens[s], streams[s], start, cfg.SegmentDuration, body)
 		})
 		v.peakRSSBytes, _ = node.PeakRSS()
+		cpu1 := cpuOf(node.Pid(), mio.Pid(), redis.Pid())
+		for i := range cpu1 {
+			cpuUS[i] = append(cpuUS[i], (cpu1[i]-cpu0[i])*1e6/float64(n))
+		}
 		done += max(cfg.Rounds, 1)
 		d := measure(ctx, cfg.Concurrency, n, size, func(ctx context.Context, i int) error {
 			_, err := mc.PutObject(ctx, direct, fmt.Sprintf("r%d/%s/%d", run, streams[i%len(streams)], i), bytes.NewReader(body), int64(size), opts)
@@ -97,6 +110,21 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 			"p99", v.p99, "rss_MiB", v.peakRSSBytes>>20, "errors", v.errors)
 		viaVigil, straight = append(viaVigil, v), append(straight, d)
 	}
+	redisBytes, err := redisUsedMemory(ctx, redis.Addr)
+	if err != nil {
+		return nil, err
+	}
+	// One drive keeps the bucket under data/, an erasure set under drive*/.
+	drives, _ := filepath.Glob(filepath.Join(cfg.WorkDir, "minio", "*", bucket))
+	var diskBytes int64
+	for _, d := range drives {
+		n, err := diskUsage(d)
+		if err != nil {
+			return nil, err
+		}
+		diskBytes += n
+	}
+	segs := float64(done * len(streams))
 	v, d := median(viaVigil), median(straight)
 	segps := ratioMetric("segments_per_s", "segments/s", v.segps, d.segps, 0)
 	met := v.segps >= 2000
@@ -111,7 +139,14 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 		{Metric: "p99", Unit: "ms", Value: ms(v.p99), Baseline: ms(d.p99)},
 		{Metric: "peak_rss", Unit: "MiB", Value: round(rss), Goal: "< 1024", Met: &rssMet},
 		{Metric: "upload_errors", Unit: "count", Value: errs, Goal: "0", Met: &errMet},
+		{Metric: "vigil_cpu_per_segment", Unit: "µs", Value: round(medianOf(cpuUS[0]))},
+		{Metric: "minio_cpu_per_segment", Unit: "µs", Value: round(medianOf(cpuUS[1]))},
+		{Metric: "redis_cpu_per_segment", Unit: "µs", Value: round(medianOf(cpuUS[2]))},
 		{Metric: "streams", Unit: "count", Value: float64(len(streams))},
+		// What the capacity model (docs/capacity.md) needs: the index's
+		// memory per stream with its open hour, and storage per segment.
+		{Metric: "redis_bytes_per_stream", Unit: "B", Value: round(float64(redisBytes) / float64(len(streams)))},
+		{Metric: "minio_disk_bytes_per_segment", Unit: "B", Value: round(float64(diskBytes) / segs)},
 		{Metric: "segment_bytes", Unit: "B", Value: float64(size)},
 	}, nil
 }
@@ -171,4 +206,57 @@ func putSegment(ctx context.Context, client *http.Client, base, token, stream st
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// redisUsedMemory is Redis's used_memory (INFO memory).
+func redisUsedMemory(ctx context.Context, addr string) (int64, error) {
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	info, err := c.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("bench: redis info: %w", err)
+	}
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, errors.New("bench: redis info has no used_memory")
+}
+
+// diskUsage is the disk space (allocated blocks) of the files under dir.
+func diskUsage(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n, err
+}
+
+// cpuOf is the user+system CPU seconds of each process (0 when unreadable).
+func cpuOf(pids ...int) []float64 {
+	out := make([]float64, len(pids))
+	for i, p := range pids {
+		out[i], _ = procCPUSeconds(p)
+	}
+	return out
+}
+
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
