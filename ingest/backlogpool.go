@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -203,30 +204,33 @@ func (p *backlogPool) waiting(bridge string) int {
 
 // liveYield sets the backlog pool's limit from live upload latency, the way
 // a scavenger congestion controller (LEDBAT) yields to other traffic: each
-// interval the mean live latency is compared with the best interval mean of
-// the last few minutes; above target times that, the limit halves; at or
-// below it, the limit grows by one. Not safe for concurrent use.
+// interval the 90th percentile of live latency is compared with the best
+// interval's of the last few minutes; above target times that, the limit
+// halves; at or below it, the limit grows by one. The percentile, not the
+// mean, because a backlog shows first in live's slow tail (fsyncs and CPU
+// queued behind it). Not safe for concurrent use.
 type liveYield struct {
 	max      int
 	target   float64
 	interval time.Duration
 	limit    int
 	start    time.Time
-	sum      time.Duration
+	samples  []time.Duration // this interval's, up to maxLiveSamples
 	n        int
 	best     [baseBuckets]bucketMin
 }
 
-// bucketMin is the best interval mean within one bucket of baseBucket.
+// bucketMin is the best interval percentile within one bucket of baseBucket.
 type bucketMin struct {
-	idx  int64
-	mean time.Duration
+	idx int64
+	v   time.Duration
 }
 
 const (
 	baseBuckets    = 10
-	baseBucket     = 30 * time.Second // the best mean is taken over the last 5 minutes
+	baseBucket     = 30 * time.Second // the best is taken over the last 5 minutes
 	minLiveSamples = 8
+	maxLiveSamples = 4096
 )
 
 func newLiveYield(maxLimit int, target float64, interval time.Duration) *liveYield {
@@ -235,7 +239,9 @@ func newLiveYield(maxLimit int, target float64, interval time.Duration) *liveYie
 
 // observe records one live upload's latency, and may decide.
 func (c *liveYield) observe(now time.Time, d time.Duration) (limit int, changed bool) {
-	c.sum += d
+	if len(c.samples) < maxLiveSamples {
+		c.samples = append(c.samples, d)
+	}
 	c.n++
 	return c.tick(now)
 }
@@ -254,34 +260,31 @@ func (c *liveYield) tick(now time.Time) (limit int, changed bool) {
 	if c.n == 0 {
 		c.limit = min(c.max, c.limit+1)
 	} else {
-		mean := c.sum / time.Duration(c.n)
-		base := c.record(now, mean)
-		if float64(mean) > c.target*float64(base) {
+		slices.Sort(c.samples)
+		p90 := c.samples[len(c.samples)*9/10]
+		base := c.record(now, p90)
+		if float64(p90) > c.target*float64(base) {
 			c.limit = max(1, c.limit/2)
 		} else {
 			c.limit = min(c.max, c.limit+1)
 		}
 	}
-	c.start, c.sum, c.n = now, 0, 0
+	c.start, c.samples, c.n = now, c.samples[:0], 0
 	return c.limit, c.limit != old
 }
 
-// record keeps mean among the bucket minima and returns the best of the
-// last baseBuckets buckets.
-func (c *liveYield) record(now time.Time, mean time.Duration) time.Duration {
+// record keeps v among the bucket minima and returns the best of the last
+// baseBuckets buckets.
+func (c *liveYield) record(now time.Time, v time.Duration) time.Duration {
 	idx := now.UnixNano() / int64(baseBucket)
 	b := &c.best[idx%baseBuckets]
-	if b.idx != idx || mean < b.mean {
-		if b.idx != idx {
-			b.idx, b.mean = idx, mean
-		} else {
-			b.mean = mean
-		}
+	if b.idx != idx || v < b.v {
+		b.idx, b.v = idx, v
 	}
-	best := mean
+	best := v
 	for _, x := range c.best {
-		if x.idx > idx-baseBuckets && x.mean > 0 && x.mean < best {
-			best = x.mean
+		if x.idx > idx-baseBuckets && x.v > 0 && x.v < best {
+			best = x.v
 		}
 	}
 	return best

@@ -71,8 +71,9 @@ type Config struct {
 	BacklogWait time.Duration
 	LiveWait    time.Duration
 	// BacklogYield is how much slower than their recent best live uploads
-	// may get before the backlog pool halves (default 1.1); it grows back
-	// by one slot every half second while they are not. Below 0 the pool
+	// (90th percentile over half a second) may get before the backlog pool
+	// halves (default 1.1); it grows back by one slot every half second
+	// while they are not. Below 0 the pool
 	// keeps BacklogConcurrency slots.
 	BacklogYield float64
 	// BridgeShare is the largest fraction of each class's slots that one

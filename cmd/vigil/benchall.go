@@ -83,15 +83,15 @@ func runBenchAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			rows = append(rows, row{b.name, m})
 		}
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "bench\tfigure\tvalue\tunit\tbaseline\tratio\tgoal\t")
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "bench\tfigure\tvalue\tunit\tbaseline\tratio\tgoal")
 	for _, r := range rows {
 		m := r.m
 		goal := ""
 		if m.Met != nil {
 			goal = m.Goal + map[bool]string{true: " met", false: " NOT MET"}[*m.Met]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t\n", r.bench, m.Metric, m.Value, m.Unit, blankZero(m.Baseline), blankZero(m.Ratio), goal)
+		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t%s\t%s\t%s\n", r.bench, m.Metric, m.Value, m.Unit, blankZero(m.Baseline), blankZero(m.Ratio), goal)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "bench all: %d figures in %v", len(rows), time.Since(began).Round(time.Second))
