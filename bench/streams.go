@@ -65,7 +65,9 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 	}
 	defer redis.Close()
 	env := append(mio.Env(bucket), "VIGIL_REDIS_ADDR="+redis.Addr)
-	node, err := startNode(ctx, cfg.VigilBin, cfg.WorkDir, "vigil", env, cfg.NodeArgs...)
+	// Hours stay open (in Redis) for the whole run, so that its memory per
+	// open segment can be read off.
+	node, err := startNode(ctx, cfg.VigilBin, cfg.WorkDir, "vigil", env, append([]string{"--compact-grace", "48h"}, cfg.NodeArgs...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +88,7 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 	n := len(streams) * max(cfg.Rounds, 1)
 	var viaVigil, straight []caseStats
 	var cpuUS [3][]float64 // CPU µs per segment of vigil, MinIO and Redis, per run
+	var redisMem []int64   // Redis used_memory after each run
 	done := 0
 	for run := range max(cfg.Runs, 1) {
 		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", node.Pid()), []byte("5"), 0)
@@ -106,13 +109,21 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 			_, err := mc.PutObject(ctx, direct, fmt.Sprintf("r%d/%s/%d", run, streams[i%len(streams)], i), bytes.NewReader(body), int64(size), opts)
 			return err
 		})
-		log.Info("bench streams: run", "run", run+1, "vigil_segps", round(v.segps), "direct_segps", round(d.segps),
+		mem, err := redisUsedMemory(ctx, redis.Addr)
+		if err != nil {
+			return nil, err
+		}
+		redisMem = append(redisMem, mem)
+		log.Info("bench streams: run", "run", run+1, "redis_used_memory", mem, "vigil_segps", round(v.segps), "direct_segps", round(d.segps),
 			"p99", v.p99, "rss_MiB", v.peakRSSBytes>>20, "errors", v.errors)
 		viaVigil, straight = append(viaVigil, v), append(straight, d)
 	}
-	redisBytes, err := redisUsedMemory(ctx, redis.Addr)
-	if err != nil {
-		return nil, err
+	redisBytes := redisMem[len(redisMem)-1]
+	// The open hours' growth per segment: the slope from the first run on
+	// (every run adds Rounds segments to every stream's open hour).
+	perOpenSeg := 0.0
+	if len(redisMem) > 1 {
+		perOpenSeg = float64(redisMem[len(redisMem)-1]-redisMem[0]) / float64((len(redisMem)-1)*n)
 	}
 	// One drive keeps the bucket under data/, an erasure set under drive*/.
 	drives, _ := filepath.Glob(filepath.Join(cfg.WorkDir, "minio", "*", bucket))
@@ -146,6 +157,7 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) ([]Metric, error) {
 		// What the capacity model (docs/capacity.md) needs: the index's
 		// memory per stream with its open hour, and storage per segment.
 		{Metric: "redis_bytes_per_stream", Unit: "B", Value: round(float64(redisBytes) / float64(len(streams)))},
+		{Metric: "redis_bytes_per_open_segment", Unit: "B", Value: round(perOpenSeg)},
 		{Metric: "minio_disk_bytes_per_segment", Unit: "B", Value: round(float64(diskBytes) / segs)},
 		{Metric: "segment_bytes", Unit: "B", Value: float64(size)},
 	}, nil
