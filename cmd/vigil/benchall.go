@@ -27,7 +27,7 @@ var allBenches = []struct {
 	{"retention", nil},
 	{"rtsp", nil},
 	{"playback", nil},
-	{"backlog", []string{"--phase", "30s"}},
+	{"backlog", nil},
 	{"streams", nil},
 }
 

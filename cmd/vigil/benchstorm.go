@@ -14,7 +14,7 @@ import (
 // while a fifth of it drains a 48-hour backlog, against the same fleet
 // calm in the same run.
 func runBenchBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newBenchFlags("backlog", "A fleet of simulated Bridges (one stream per camera, live at their bitrate divided by\n--scale) uploads live video into vigil on MinIO and Redis; in each run a calm phase is\nfollowed by a storm phase in which --storm-share of the Bridges drain a --outage backlog.\nReports the drain rate and live p50/p99 in the storm against the calm phase.", "a short run: one 45-s calm and one 45-s storm phase", "where MinIO, Redis and the node keep data", stdout, stderr)
+	f := newBenchFlags("backlog", "A fleet of simulated Bridges (one stream per camera, live at their bitrate divided by\n--scale) uploads live video into vigil on MinIO and Redis; after a warm-up each run is a calm\nphase, a storm phase in which --storm-share of the Bridges drain a --outage backlog, and\na calm phase again. Reports the drain rate and live p50/p99 in the storm against both calm phases.", "a short run: one run of 30-s phases", "where MinIO, Redis and the node keep data", stdout, stderr)
 	cfg := bench.BacklogConfig{Log: newLogger(stderr, "info")}
 	f.fs.IntVar(&cfg.Bridges, "bridges", 200, "simulated Bridges")
 	f.fs.IntVar(&cfg.Cameras, "cameras", 4, "cameras per Bridge (one stream each)")
@@ -23,7 +23,7 @@ func runBenchBacklog(ctx context.Context, args []string, stdout, stderr io.Write
 	f.fs.IntVar(&cfg.Scale, "scale", 40, "divides every segment's size (bitrate), so the fleet fits this machine; counts and timing stay real")
 	f.fs.DurationVar(&cfg.SegmentDuration, "segment-duration", 6*time.Second, "segment duration (real time)")
 	f.fs.DurationVar(&cfg.Outage, "outage", 48*time.Hour, "age of the oldest backlog segment")
-	f.fs.DurationVar(&cfg.Phase, "phase", 90*time.Second, "length of the calm and of the storm phase")
+	f.fs.DurationVar(&cfg.Phase, "phase", 60*time.Second, "length of each calm and storm phase")
 	f.fs.IntVar(&cfg.BacklogWorkers, "backlog-workers", 4, "concurrent backlog uploads per draining Bridge")
 	f.fs.IntVar(&cfg.Runs, "runs", 3, "calm+storm repetitions; medians are reported")
 	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built)")
@@ -37,7 +37,7 @@ func runBenchBacklog(ctx context.Context, args []string, stdout, stderr io.Write
 	cfg.VigilBin, cfg.WorkDir, cfg.MinIOBin, cfg.NodeArgs = self, dir, *minioBin, strings.Fields(*serveArgs)
 	cfg.MinIODrives = *drives
 	if *f.quick {
-		cfg.Phase, cfg.Runs = 45*time.Second, 1
+		cfg.Phase, cfg.Runs = 30*time.Second, 1
 	}
 	if cfg.Bridges < 1 || cfg.Cameras < 1 || cfg.SegmentDuration <= 0 || cfg.Phase < cfg.SegmentDuration || cfg.StormShare <= 0 || cfg.StormShare > 1 {
 		return fmt.Errorf("bench backlog: --bridges and --cameras must be positive, --phase at least --segment-duration, --storm-share in (0,1]")
