@@ -220,12 +220,39 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 		return index.Segment{}, fmt.Errorf("redisindex: %w", err)
 	}
 	hour := storage.HourStart(start)
-	v, err := ix.rdb.HGet(ctx, ix.openKey(ref, hour), strconv.FormatInt(start, 10)).Result()
+	// The entry, the stream's meta and its compacted watermark in one
+	// transaction: when Redis holds the stream, an hour after the watermark
+	// has no manifest (Add relies on the same rule), so a new segment's
+	// lookup costs no storage read. Without any meta (Redis lost it), the
+	// manifest is read as before.
+	var open, wm *redis.StringCmd
+	var meta *redis.IntCmd
+	_, err := ix.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		open = pipe.HGet(ctx, ix.openKey(ref, hour), strconv.FormatInt(start, 10))
+		meta = pipe.HLen(ctx, ix.metaKey(ref))
+		wm = pipe.HGet(ctx, ix.metaKey(ref), "compacted")
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return index.Segment{}, fail("lookup", ref, err)
+	}
+	v, err := open.Result()
 	switch {
 	case err == nil:
 		return decodeSeg(v)
 	case !errors.Is(err, redis.Nil):
 		return index.Segment{}, fail("lookup", ref, err)
+	}
+	notFound := fmt.Errorf("redisindex: segment %s %d: %w", member(ref), start, fs.ErrNotExist)
+	w, err := wm.Int64()
+	switch {
+	case meta.Val() == 0: // no state for the stream: storage decides
+	case errors.Is(err, redis.Nil):
+		return index.Segment{}, notFound // nothing compacted yet
+	case err != nil:
+		return index.Segment{}, fail("lookup", ref, err)
+	case hour > w:
+		return index.Segment{}, notFound
 	}
 	m, err := index.ReadManifestIfAny(ctx, ix.store, ref, hour)
 	if err != nil {
@@ -234,7 +261,7 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 	if cur, ok := index.FindSegment(m, start); ok {
 		return cur, nil
 	}
-	return index.Segment{}, fmt.Errorf("redisindex: segment %s %d: %w", member(ref), start, fs.ErrNotExist)
+	return index.Segment{}, notFound
 }
 
 // openSegments returns the open entries of ref's hours in [first, last].
