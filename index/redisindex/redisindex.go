@@ -220,14 +220,16 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 		return index.Segment{}, fmt.Errorf("redisindex: %w", err)
 	}
 	hour := storage.HourStart(start)
-	// The entry, the stream's meta and its compacted watermark in one
-	// transaction: when Redis holds the stream, an hour after the watermark
-	// has no manifest (Add relies on the same rule), so a new segment's
-	// lookup costs no storage read. Without any meta (Redis lost it), the
-	// manifest is read as before.
+	// The entry, then the stream's meta and its compacted watermark, in one
+	// pipeline (one slot, run in order): when Redis holds the stream, an
+	// hour after the watermark has no manifest (Add relies on the same
+	// rule), so a new segment's lookup costs no storage read. The watermark
+	// only rises and is read after the entry, so an entry compacted away in
+	// between is found in its manifest. Without any meta (a stream's first
+	// segment, or Redis lost its data) the manifest is read as before.
 	var open, wm *redis.StringCmd
 	var meta *redis.IntCmd
-	_, err := ix.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err := ix.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		open = pipe.HGet(ctx, ix.openKey(ref, hour), strconv.FormatInt(start, 10))
 		meta = pipe.HLen(ctx, ix.metaKey(ref))
 		wm = pipe.HGet(ctx, ix.metaKey(ref), "compacted")
