@@ -36,6 +36,7 @@ type Metric struct {
 type IngestConfig struct {
 	VigilBin    string // the vigil binary that runs the node under test
 	MinIOBin    string // the minio binary; empty: servers.FindMinIO
+	MinIODrives int    // 1: one drive; 4 or more: erasure-coded over that many drives
 	WorkDir     string
 	Sizes       []int // segment sizes in bytes
 	Concurrency []int
@@ -57,7 +58,7 @@ type caseStats struct {
 // temp-file, fsync and rename writes, at every size and concurrency.
 func RunIngest(ctx context.Context, cfg IngestConfig) ([]Metric, error) {
 	log := cfg.Log
-	mio, mc, err := startMinIO(ctx, cfg.WorkDir, cfg.MinIOBin)
+	mio, mc, err := startMinIODrives(ctx, cfg.WorkDir, cfg.MinIOBin, cfg.MinIODrives)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +153,22 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]Metric, error) {
 
 // startMinIO starts the benchmarks' MinIO under dir, with a client for it.
 func startMinIO(ctx context.Context, dir, bin string) (*servers.MinIO, *minio.Client, error) {
-	mio, err := servers.StartMinIOBin(ctx, bin, mkdir(dir, "minio"))
+	return startMinIODrives(ctx, dir, bin, 1)
+}
+
+// startMinIODrives starts MinIO on one drive or, with 4 or more,
+// erasure-coded across that many drive directories in one server.
+func startMinIODrives(ctx context.Context, dir, bin string, drives int) (*servers.MinIO, *minio.Client, error) {
+	var mio *servers.MinIO
+	var err error
+	if drives > 1 {
+		var e *servers.ErasureMinIO
+		if e, err = servers.StartErasureMinIO(ctx, bin, mkdir(dir, "minio"), drives); e != nil {
+			mio = e.MinIO
+		}
+	} else {
+		mio, err = servers.StartMinIOBin(ctx, bin, mkdir(dir, "minio"))
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: start minio: %w", err)
 	}
@@ -279,7 +295,13 @@ type benchNode struct {
 const benchToken = "bench-operator-token"
 
 func startBenchNode(ctx context.Context, cfg IngestConfig, name string, env []string) (*benchNode, error) {
-	dir := mkdir(cfg.WorkDir, name)
+	return startNode(ctx, cfg.VigilBin, cfg.WorkDir, name, env)
+}
+
+// startNode starts `vigil serve` (HTTP only) under workDir/name with extra
+// serve flags, and provisions the account bench with bridge bench-bridge.
+func startNode(ctx context.Context, bin, workDir, name string, env []string, extra ...string) (*benchNode, error) {
+	dir := mkdir(workDir, name)
 	httpAddr, err := servers.FreePort()
 	if err != nil {
 		return nil, err
@@ -289,9 +311,11 @@ func startBenchNode(ctx context.Context, cfg IngestConfig, name string, env []st
 		return nil, err
 	}
 	env = append(env, "VIGIL_ADMIN_TOKEN="+benchToken)
-	p, err := servers.Start(cfg.VigilBin, dir, httpAddr, env, "serve",
+	args := append([]string{"serve",
 		"--data", filepath.Join(dir, "data"), "--http-addr", httpAddr, "--raft-addr", raftAddr,
-		"--live-threshold", "100000h", "--log-level", "warn", "--rtsp-addr", "") // HTTP only: nodes share the host
+		"--live-threshold", "100000h", "--log-level", "warn", "--rtsp-addr", ""}, // HTTP only: nodes share the host
+		extra...)
+	p, err := servers.Start(bin, dir, httpAddr, env, args...)
 	if err != nil {
 		return nil, err
 	}

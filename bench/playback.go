@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -290,13 +289,18 @@ func seedManifests(ctx context.Context, root string, seg []byte, from, to int64)
 }
 
 // seedSegments uploads seg at every 6 s of [from, to) over HTTP PUT, on 8
-// workers, and returns how many it uploaded.
+// workers, and returns how many it uploaded. Like a Bridge it retries a 503
+// after its Retry-After (a busy index or storage), up to 10 times.
 func (n *benchNode) seedSegments(ctx context.Context, seg []byte, from, to int64) (int, error) {
 	count := int((to - from) / pbSegMS)
 	var firstErr atomic.Value
+	up := &Uploader{BaseURL: n.base, Token: n.token, MaxAttempts: 10}
 	st := measure(ctx, 8, count, len(seg), func(ctx context.Context, i int) error {
-		url := fmt.Sprintf("%s/v1/streams/%s/segments/%d?duration_ms=%d", n.base, pbStream, from+int64(i)*pbSegMS, pbSegMS)
-		err := n.put(ctx, url, seg)
+		r, err := up.Upload(ctx, Segment{Stream: pbStream, Start: time.UnixMilli(from + int64(i)*pbSegMS),
+			Duration: pbSegMS * time.Millisecond, Body: seg, ContentType: "video/mp4"})
+		if err == nil && r.Status != http.StatusCreated && r.Status != http.StatusOK {
+			err = fmt.Errorf("PUT %s/%d: %d", pbStream, from+int64(i)*pbSegMS, r.Status)
+		}
 		if err != nil {
 			firstErr.CompareAndSwap(nil, err)
 		}
@@ -306,25 +310,6 @@ func (n *benchNode) seedSegments(ctx context.Context, seg []byte, from, to int64
 		return 0, fmt.Errorf("bench playback: %d of %d uploads failed, first: %v", st.errors, count, firstErr.Load())
 	}
 	return count, ctx.Err()
-}
-
-func (n *benchNode) put(ctx context.Context, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+n.token)
-	req.Header.Set("Content-Type", "video/mp4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("PUT %s: %d %s", url, resp.StatusCode, msg)
-	}
-	return nil
 }
 
 func (n *benchNode) recordingsURL(from, to int64) string {

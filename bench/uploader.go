@@ -39,6 +39,8 @@ type Uploader struct {
 	MinBackoff  time.Duration
 	MaxBackoff  time.Duration
 	Log         *slog.Logger
+
+	after func(time.Duration) <-chan time.Time // the wait between attempts (tests); nil: time.After
 }
 
 // Result is what happened to one segment.
@@ -63,6 +65,10 @@ func (u *Uploader) Upload(ctx context.Context, seg Segment) (Result, error) {
 	maxBackoff := u.MaxBackoff
 	if maxBackoff <= 0 {
 		maxBackoff = 5 * time.Second
+	}
+	after := u.after
+	if after == nil {
+		after = time.After
 	}
 	var res Result
 	for {
@@ -90,7 +96,7 @@ func (u *Uploader) Upload(ctx context.Context, seg Segment) (Result, error) {
 		select {
 		case <-ctx.Done():
 			return res, fmt.Errorf("bridge: %s/%d: %w", seg.Stream, seg.Start.UnixMilli(), ctx.Err())
-		case <-time.After(wait):
+		case <-after(wait):
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}

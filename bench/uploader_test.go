@@ -104,3 +104,34 @@ func TestTallyPercentile(t *testing.T) {
 		t.Errorf("tally %+v", tl)
 	}
 }
+
+// TestUploaderHonoursRetryAfter: after a 503 the next attempt waits at
+// least what Retry-After asks, even when its own backoff is shorter.
+func TestUploaderHonoursRetryAfter(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) < 3 {
+			w.Header().Set("Retry-After", "3")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+	var waits []time.Duration
+	up := &Uploader{BaseURL: srv.URL, Token: "tok", MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
+		after: func(d time.Duration) <-chan time.Time {
+			waits = append(waits, d)
+			c := make(chan time.Time, 1)
+			c <- time.Time{}
+			return c
+		}}
+	res, err := up.Upload(context.Background(), Segment{Stream: "s", Start: time.UnixMilli(1000), Duration: time.Second,
+		Body: []byte("x"), ContentType: "video/mp4", Backlog: true})
+	if err != nil || res.Status != http.StatusCreated || res.Attempts != 3 {
+		t.Fatalf("result %+v, %v; want 201 after 3 attempts", res, err)
+	}
+	if len(waits) != 2 || waits[0] < 3*time.Second || waits[1] < 3*time.Second {
+		t.Fatalf("waits %v; want two of at least the 3 s Retry-After", waits)
+	}
+}

@@ -17,36 +17,47 @@ var errBridgeShare = errors.New("ingest: bridge holds its share of upload slots"
 
 // admission keeps live and backlog uploads in separate pools, so that a
 // backlog drain after an outage can never occupy the slots live video needs.
-// Backlog waits in a bounded queue for a short time and is shed beyond it.
-// Within each pool one bridge holds at most its share of the slots, so that
-// a bridge whose uploads stall (or a misbehaving one) cannot fill a pool
-// and delay every other bridge's video.
+// Backlog waits in a bounded queue for a short time and is shed beyond it;
+// its pool is fair across bridges (backlogPool) and shrinks while live
+// uploads slow down (liveYield), because both share the node's CPU, disks
+// and storage. Within each pool one bridge holds at most its share of the
+// slots, so that a bridge whose uploads stall (or a misbehaving one) cannot
+// fill a pool and delay every other bridge's video.
 type admission struct {
-	live, backlog        chan struct{}
-	liveWait, backWait   time.Duration
-	maxQueue             int64
-	liveQueue, backQueue atomic.Int64
-	livePer, backPer     int
-	m                    *metrics
+	live      chan struct{}
+	liveWait  time.Duration
+	backWait  time.Duration
+	liveQueue atomic.Int64
+	livePer   int
+	backlog   *backlogPool
+	m         *metrics
 
-	mu   sync.Mutex
-	held map[shareKey]int // slots held or waited for, per class and bridge
+	mu    sync.Mutex
+	held  map[shareKey]int // live slots held or waited for, per bridge
+	yield *liveYield       // nil: the backlog pool keeps its size
 }
 
 type shareKey struct{ class, bridge string }
 
+// yieldInterval is how often the backlog limit follows live latency.
+const yieldInterval = 500 * time.Millisecond
+
 func newAdmission(cfg Config, m *metrics) *admission {
-	return &admission{
+	a := &admission{
 		live:     make(chan struct{}, cfg.LiveConcurrency),
-		backlog:  make(chan struct{}, cfg.BacklogConcurrency),
 		liveWait: cfg.LiveWait,
 		backWait: cfg.BacklogWait,
-		maxQueue: int64(cfg.BacklogQueue),
 		livePer:  share(cfg.LiveConcurrency, cfg.BridgeShare),
-		backPer:  share(cfg.BacklogConcurrency, cfg.BridgeShare),
-		m:        m,
-		held:     map[shareKey]int{},
+		backlog: newBacklogPool(cfg.BacklogConcurrency, cfg.BacklogQueue, share(cfg.BacklogConcurrency, cfg.BridgeShare),
+			func(d int) { m.queued.WithLabelValues(classBacklog).Add(float64(d)) }),
+		m:    m,
+		held: map[shareKey]int{},
 	}
+	if cfg.BacklogYield > 0 {
+		a.yield = newLiveYield(cfg.BacklogConcurrency, cfg.BacklogYield, yieldInterval)
+	}
+	m.backlogLimit.Set(float64(cfg.BacklogConcurrency))
+	return a
 }
 
 // share is a bridge's slot count of a pool of n: at least one; 0 (no
@@ -59,22 +70,16 @@ func share(n int, frac float64) int {
 	return max(1, min(n, s))
 }
 
-// take counts one more slot for bridge ("" is not limited), or refuses it.
-func (a *admission) take(class, bridge string) (untake func(), err error) {
-	if bridge == "" {
+// take counts one more live slot for bridge ("" is not limited), or
+// refuses it.
+func (a *admission) take(bridge string) (untake func(), err error) {
+	if bridge == "" || a.livePer == 0 {
 		return func() {}, nil
 	}
-	limit := a.livePer
-	if class == classBacklog {
-		limit = a.backPer
-	}
-	if limit == 0 {
-		return func() {}, nil
-	}
-	k := shareKey{class, bridge}
+	k := shareKey{classLive, bridge}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.held[k] >= limit {
+	if a.held[k] >= a.livePer {
 		return nil, errBridgeShare
 	}
 	a.held[k]++
@@ -89,56 +94,97 @@ func (a *admission) take(class, bridge string) (untake func(), err error) {
 
 // acquire takes a slot of class for bridge and returns its release func.
 func (a *admission) acquire(ctx context.Context, class, bridge string) (func(), error) {
-	untake, err := a.take(class, bridge)
+	if class == classBacklog {
+		return a.acquireBacklog(ctx, bridge)
+	}
+	untake, err := a.take(bridge)
 	if err != nil {
 		a.m.shed.WithLabelValues(class).Inc()
 		return nil, err
 	}
-	release, err := a.slot(ctx, class)
+	release, err := a.slot(ctx)
 	if err != nil {
 		untake()
 		return nil, err
 	}
-	return func() { release(); untake() }, nil
+	began := time.Now()
+	return func() {
+		release()
+		untake()
+		a.observeLive(time.Since(began))
+	}, nil
 }
 
-// slot takes a slot of class's pool.
-func (a *admission) slot(ctx context.Context, class string) (func(), error) {
-	sem, wait, queue := a.live, a.liveWait, &a.liveQueue
-	if class == classBacklog {
-		sem, wait, queue = a.backlog, a.backWait, &a.backQueue
+func (a *admission) acquireBacklog(ctx context.Context, bridge string) (func(), error) {
+	a.tick()
+	release, err := a.backlog.acquire(ctx, bridge, a.backWait)
+	if err != nil {
+		if errors.Is(err, errShed) || errors.Is(err, errBridgeShare) {
+			a.m.shed.WithLabelValues(classBacklog).Inc()
+		}
+		return nil, err
 	}
+	a.m.inflight.WithLabelValues(classBacklog).Inc()
+	return func() {
+		release()
+		a.m.inflight.WithLabelValues(classBacklog).Dec()
+	}, nil
+}
+
+// observeLive feeds one live upload's time in its slot to the backlog's
+// limit.
+func (a *admission) observeLive(d time.Duration) {
+	if a.yield == nil {
+		return
+	}
+	a.mu.Lock()
+	limit, changed := a.yield.observe(time.Now(), d)
+	a.mu.Unlock()
+	a.setBacklogLimit(limit, changed)
+}
+
+// tick lets the backlog limit grow when no live upload came for a while.
+func (a *admission) tick() {
+	if a.yield == nil {
+		return
+	}
+	a.mu.Lock()
+	limit, changed := a.yield.tick(time.Now())
+	a.mu.Unlock()
+	a.setBacklogLimit(limit, changed)
+}
+
+func (a *admission) setBacklogLimit(limit int, changed bool) {
+	if changed {
+		a.backlog.setLimit(limit)
+		a.m.backlogLimit.Set(float64(limit))
+	}
+}
+
+// slot takes a slot of the live pool. Live has no queue bound: its pool is
+// sized for every camera's live stream, and a wait beyond liveWait sheds it.
+func (a *admission) slot(ctx context.Context) (func(), error) {
+	const class = classLive
 	release := func() {
-		<-sem
+		<-a.live
 		a.m.inflight.WithLabelValues(class).Dec()
 	}
 	select {
-	case sem <- struct{}{}:
+	case a.live <- struct{}{}:
 		a.m.inflight.WithLabelValues(class).Inc()
 		return release, nil
 	default:
 	}
-	// Live has no queue bound: its pool is sized for every camera's live
-	// stream, and a wait beyond liveWait sheds it too.
-	for {
-		q := queue.Load()
-		if class == classBacklog && q >= a.maxQueue {
-			a.m.shed.WithLabelValues(class).Inc()
-			return nil, errShed
-		}
-		if queue.CompareAndSwap(q, q+1) {
-			break
-		}
-	}
+	a.liveQueue.Add(1)
 	a.m.queued.WithLabelValues(class).Inc()
 	defer func() {
-		queue.Add(-1)
+		a.liveQueue.Add(-1)
 		a.m.queued.WithLabelValues(class).Dec()
 	}()
-	t := time.NewTimer(wait)
+	t := time.NewTimer(a.liveWait)
 	defer t.Stop()
 	select {
-	case sem <- struct{}{}:
+	case a.live <- struct{}{}:
 		a.m.inflight.WithLabelValues(class).Inc()
 		return release, nil
 	case <-t.C:

@@ -70,6 +70,12 @@ type Config struct {
 	// before it is shed (defaults 2 s and 30 s).
 	BacklogWait time.Duration
 	LiveWait    time.Duration
+	// BacklogYield is how much slower than their recent best live uploads
+	// (90th percentile over half a second) may get before the backlog pool
+	// halves (default 1.1); it grows back by one slot every half second
+	// while they are not. Below 0 the pool
+	// keeps BacklogConcurrency slots.
+	BacklogYield float64
 	// BridgeShare is the largest fraction of each class's slots that one
 	// bridge may hold (default 0.25, at least one slot); an upload beyond
 	// it is shed at once, so that other bridges always find slots. 1 or
@@ -122,6 +128,7 @@ func DefaultConfig() Config {
 		BacklogQueue:       64,
 		BacklogWait:        2 * time.Second,
 		LiveWait:           30 * time.Second,
+		BacklogYield:       1.1,
 		BridgeShare:        0.25,
 		BodyIdleTimeout:    10 * time.Second,
 		BodyMinRate:        32 << 10,
@@ -156,6 +163,9 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.BacklogWait, d.BacklogWait)
 	def(&c.LiveWait, d.LiveWait)
+	if c.BacklogYield == 0 {
+		c.BacklogYield = d.BacklogYield
+	}
 	def(&c.RetryAfter, d.RetryAfter)
 	if c.BridgeShare <= 0 {
 		c.BridgeShare = d.BridgeShare

@@ -15,6 +15,8 @@ type metrics struct {
 	queued   *prometheus.GaugeVec     // class: waiting for a slot
 	inflight *prometheus.GaugeVec     // class: holding a slot
 	shed     *prometheus.CounterVec   // class
+	// backlogLimit is the backlog slots in use now (it follows live latency).
+	backlogLimit prometheus.Gauge
 	// resMismatch counts uploads whose claimed width/height disagree
 	// with the SPS of their media.
 	resMismatch prometheus.Counter
@@ -47,13 +49,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "vigil_ingest_shed_total",
 			Help: "Uploads refused with 503 because their class was saturated.",
 		}, []string{"class"}),
+		backlogLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_ingest_backlog_limit",
+			Help: "Backlog uploads admitted at once now: --backlog-concurrency, halved while live uploads are slower than --backlog-live-slowdown times their recent best.",
+		}),
 		resMismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_ingest_resolution_mismatch_total",
 			Help: "Segments whose claimed width/height disagree with the picture size in their SPS (the SPS wins).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.bytesIn, m.latency, m.queued, m.inflight, m.shed, m.resMismatch)
+		reg.MustRegister(m.requests, m.bytesIn, m.latency, m.queued, m.inflight, m.shed, m.backlogLimit, m.resMismatch)
 	}
 	for _, c := range []string{classLive, classBacklog} {
 		m.queued.WithLabelValues(c)

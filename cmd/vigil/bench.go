@@ -24,6 +24,9 @@ const benchUsage = `usage: vigil bench <benchmark> [--quick] [--json] [--work-di
   rtsp       N RTSP publishers into vigil serve vs a packet-counting RTSP server
   playback   recordings-list latency, segment and clip.mp4 TTFB vs per-segment fetches
   live       LL-HLS glass-to-playlist latency at N live RTSP streams vs one stream
+  backlog    live upload latency while a fifth of 200 Bridges drains a 48-hour backlog
+  streams    segments/s, p99 and RSS of 10,000 low-bitrate streams through one node
+  all        every benchmark in turn, then one summary table (--quick: under 10 minutes)
 
 ` + "`vigil bench <benchmark> --help` lists its flags. Results and goals: bench/RESULTS.md."
 
@@ -49,11 +52,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchPlayback(ctx, args[1:], stdout, stderr)
 	case "live":
 		return runBenchLive(ctx, args[1:], stdout, stderr) // benchlive.go
+	case "backlog":
+		return runBenchBacklog(ctx, args[1:], stdout, stderr) // benchstorm.go
+	case "all":
+		return runBenchAll(ctx, args[1:], stdout, stderr) // benchall.go
+	case "streams":
+		return runBenchStreams(ctx, args[1:], stdout, stderr) // benchstorm.go
 	case "rtsp-sink": // hidden: the baseline process of bench rtsp
 		return runBenchRTSPSink(ctx, args[1:], stderr)
 	default:
 		fmt.Fprintln(stderr, benchUsage)
-		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback, live)", args[0])
+		return fmt.Errorf("bench %q: no such benchmark (ingest, meter, retention, rtsp, playback, live, backlog, streams, all)", args[0])
 	}
 }
 
@@ -63,13 +72,14 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	sizes := f.fs.String("sizes", "256KiB,1MiB,4MiB", "segment sizes")
 	concs := f.fs.String("concurrency", "16,64", "concurrent uploads")
 	minioBin := f.fs.String("minio", "", "the minio binary (default: minio on PATH, else the one scripts/test.sh built under ~/.cache/vigil-tools)")
+	drives := minioDrivesFlag(f)
 	self, dir, cleanup, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	cfg := bench.IngestConfig{
-		VigilBin: self, WorkDir: dir, MinIOBin: *minioBin,
+		VigilBin: self, WorkDir: dir, MinIOBin: *minioBin, MinIODrives: *drives,
 		BytesPerRun: 512 << 20,
 		Runs:        *runs,
 		Log:         newLogger(stderr, "info"),
@@ -169,6 +179,8 @@ var benchBaselines = map[string]string{
 	"rtsp":      "a packet-counting RTSP server (bench rtsp-sink: same RTSP stack, no recording) with the same publishers",
 	"playback":  "the same segments fetched one by one over HTTP",
 	"live":      "the same node and player with --baseline live streams (default 1), same run",
+	"backlog":   "the same fleet live without a drain (calm phase), same run, same node",
+	"streams":   "the same bodies PUT straight to the same MinIO with minio-go, same concurrency",
 }
 
 // printBench prints what the run compares with, one line per metric, one

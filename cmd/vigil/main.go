@@ -28,7 +28,7 @@ func commands() []command {
 		{"serve", "run a node: ingest, playback and the meter", runServe},
 		{"demo", "start a node, provision, simulate a bridge, print recordings", runDemo},
 		{"bridge", "simulate a Bridge uploading segments (live, outage, backlog)", runBridge},
-		{"bench", "run a benchmark: ingest, meter, retention, rtsp, playback", runBench},
+		{"bench", "run a benchmark: ingest, meter, retention, rtsp, playback, backlog, streams, all", runBench},
 		{"index", "index maintenance: rebuild", runIndex},
 		{"meter", "the meter: status, billing runs, stream history, reconcile", runMeter},
 		{"cluster", "cluster up: a whole cluster on loopback (MinIO, Redis Cluster, meter, ingest, balancer)", runCluster},

@@ -74,7 +74,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"serve", "--help"}, []string{"usage: vigil serve", "Runs one vigil node", "-rtsp-udp-addr"}},
 		{[]string{"demo", "--help"}, []string{"usage: vigil demo", "ffmpeg", "a temp dir, removed at the end"}},
 		{[]string{"bridge", "--help"}, []string{"usage: vigil bridge", "-outage"}},
-		{[]string{"bench", "--help"}, []string{"ingest", "meter", "retention", "rtsp", "playback"}},
+		{[]string{"bench", "--help"}, []string{"ingest", "meter", "retention", "rtsp", "playback", "backlog", "streams", "all"}},
 		{[]string{"bench", "ingest", "--help"}, []string{"usage: vigil bench ingest", "baseline", "-minio"}},
 		{[]string{"bench", "rtsp", "-h"}, []string{"usage: vigil bench rtsp", "baseline"}},
 		{[]string{"meter", "--help"}, []string{"vigil meter status", "vigil meter billing"}},

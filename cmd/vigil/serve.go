@@ -78,6 +78,7 @@ type nodeConfig struct {
 	LiveConcurrency    int
 	BacklogConcurrency int
 	BacklogQueue       int
+	BacklogYield       float64
 	CompactInterval    time.Duration
 	CompactGrace       time.Duration
 	LogLevel           string
@@ -128,6 +129,7 @@ func (c *nodeConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.LiveConcurrency, "live-concurrency", ingestDef.LiveConcurrency, "concurrent live uploads")
 	fs.IntVar(&c.BacklogConcurrency, "backlog-concurrency", ingestDef.BacklogConcurrency, "concurrent backlog uploads")
 	fs.IntVar(&c.BacklogQueue, "backlog-queue", ingestDef.BacklogQueue, "backlog uploads waiting for a slot before 503")
+	fs.Float64Var(&c.BacklogYield, "backlog-live-slowdown", ingestDef.BacklogYield, "the backlog pool halves while live uploads are slower than this multiple of their recent best, and regrows by one slot each 0.5 s; -1 keeps it at --backlog-concurrency")
 	fs.DurationVar(&c.CompactInterval, "compact-interval", time.Minute, "how often closed hours are compacted into manifests")
 	fs.DurationVar(&c.CompactGrace, "compact-grace", 5*time.Minute, "how long after its end an hour stays open")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -457,6 +459,7 @@ func (n *node) openIngest(ctx context.Context) error {
 		LiveConcurrency:    cfg.LiveConcurrency,
 		BacklogConcurrency: cfg.BacklogConcurrency,
 		BacklogQueue:       cfg.BacklogQueue,
+		BacklogYield:       cfg.BacklogYield,
 		BridgeShare:        cfg.Guard.BridgeShare,
 		BodyIdleTimeout:    cfg.Guard.BodyIdleTimeout,
 		BodyMinRate:        cfg.Guard.BodyMinRate,

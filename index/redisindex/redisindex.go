@@ -281,8 +281,17 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 		return index.Segment{}, fmt.Errorf("redisindex: %w", err)
 	}
 	hour := storage.HourStart(start)
+	// The entry, then the stream's meta and its compacted watermark, in one
+	// pipeline (one slot, run in order): when Redis holds the stream, an
+	// hour after the watermark has no manifest (Add relies on the same
+	// rule), so a new segment's lookup costs no storage read. The watermark
+	// only rises and is read after the entry, so an entry compacted away in
+	// between is found in its manifest. Without any meta (a stream's first
+	// segment, or Redis lost its data) the manifest is read as before.
 	pipe := ix.rdb.Pipeline()
 	open := pipe.HGet(ctx, ix.openKey(ref, hour), strconv.FormatInt(start, 10))
+	meta := pipe.HLen(ctx, ix.metaKey(ref))
+	wm := pipe.HGet(ctx, ix.metaKey(ref), "compacted")
 	ver := ix.versions(ctx, pipe, ref, []int64{hour})
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return index.Segment{}, fail("lookup", ref, err)
@@ -294,6 +303,17 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 	case !errors.Is(err, redis.Nil):
 		return index.Segment{}, fail("lookup", ref, err)
 	}
+	notFound := fmt.Errorf("redisindex: segment %s %d: %w", member(ref), start, fs.ErrNotExist)
+	w, err := wm.Int64()
+	switch {
+	case meta.Val() == 0: // no state for the stream: storage decides
+	case errors.Is(err, redis.Nil):
+		return index.Segment{}, notFound // nothing compacted yet
+	case err != nil:
+		return index.Segment{}, fail("lookup", ref, err)
+	case hour > w:
+		return index.Segment{}, notFound
+	}
 	m, err := index.ReadManifestCached(ctx, ix.store, ix.reads, ref, hour, ver(hour))
 	if err != nil {
 		return index.Segment{}, fail("lookup", ref, err)
@@ -301,7 +321,7 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 	if cur, ok := index.FindSegment(m, start); ok {
 		return cur, nil
 	}
-	return index.Segment{}, fmt.Errorf("redisindex: segment %s %d: %w", member(ref), start, fs.ErrNotExist)
+	return index.Segment{}, notFound
 }
 
 // openSegments returns the open entries of ref's hours in [first, last].
