@@ -69,13 +69,20 @@ func FindSegment(segs []Segment, start int64) (Segment, bool) {
 
 // HoursIn returns the hour starts (Unix ms) whose segments may overlap
 // [from, to): from the hour MaxSegmentDuration before from up to the hour
-// containing to-1.
+// containing to-1, and no later than the last hour of year 9999: storage
+// keys name the year in four digits, so a later hour would sort before
+// every stored one (a caller asking for all of time listed nothing).
 func HoursIn(from, to int64) (first, last int64) {
 	lookback := int64(MaxSegmentDuration.Milliseconds())
 	first = max(0, hourStart(from-lookback))
-	last = hourStart(max(to-1, 0))
+	last = min(hourStart(max(to-1, 0)), lastHour)
+	first = min(first, last)
 	return first, last
 }
+
+// lastHour is the start of the last hour of year 9999 (Unix ms),
+// 9999-12-31T23:00:00Z.
+const lastHour = 253402297200000
 
 func hourStart(ms int64) int64 {
 	if ms < 0 {

@@ -243,28 +243,43 @@ const dayMS = 24 * index.HourMS
 // dayOf is the start of the UTC day of ms.
 func dayOf(ms int64) int64 { return ms - ms%dayMS }
 
-// versions queues on pipe the reads of ref's generations for the days of
-// hours, and returns what names the version of each hour's manifest once
-// pipe ran: its day's generation, else the stream's (see the package
-// comment). The function is for one goroutine.
-func (ix *Index) versions(ctx context.Context, pipe redis.Pipeliner, ref storage.StreamRef, hours []int64) index.Version {
+// versions queues on pipe the reads of ref's generations for the days from
+// the one of first to the one of last, and returns what names the version
+// of each hour's manifest once pipe ran: its day's generation, else the
+// stream's (see the package comment). A range of more than versionDays
+// days reads the whole (per stream, per stored day) hash instead of one
+// field per day: a caller may ask for any range, even all of time. The
+// function is for one goroutine.
+func (ix *Index) versions(ctx context.Context, pipe redis.Pipeliner, ref storage.StreamRef, first, last int64) index.Version {
+	gen := pipe.HGet(ctx, ix.metaKey(ref), "gen")
 	var days []int64
-	var fields []string
-	for _, h := range hours {
-		if d := dayOf(h); len(days) == 0 || days[len(days)-1] != d {
+	var some *redis.SliceCmd
+	var all *redis.MapStringStringCmd
+	if n := (dayOf(last)-dayOf(first))/dayMS + 1; n > versionDays {
+		all = pipe.HGetAll(ctx, ix.mgenKey(ref))
+	} else {
+		fields := make([]string, 0, n)
+		for d := dayOf(first); d <= last; d += dayMS {
 			days = append(days, d)
 			fields = append(fields, strconv.FormatInt(d, 10))
 		}
+		some = pipe.HMGet(ctx, ix.mgenKey(ref), fields...)
 	}
-	gen := pipe.HGet(ctx, ix.metaKey(ref), "gen")
-	mgen := pipe.HMGet(ctx, ix.mgenKey(ref), fields...)
 	var byDay map[int64]string // filled at the first call, after pipe ran
 	return func(hour int64) string {
 		if byDay == nil {
-			byDay = make(map[int64]string, len(days))
-			for i, v := range mgen.Val() {
-				if s, ok := v.(string); ok && i < len(days) {
-					byDay[days[i]] = "d:" + s
+			byDay = map[int64]string{}
+			if all != nil {
+				for k, v := range all.Val() {
+					if d, err := strconv.ParseInt(k, 10, 64); err == nil {
+						byDay[d] = "d:" + v
+					}
+				}
+			} else {
+				for i, v := range some.Val() {
+					if s, ok := v.(string); ok && i < len(days) {
+						byDay[days[i]] = "d:" + s
+					}
 				}
 			}
 		}
@@ -274,6 +289,10 @@ func (ix *Index) versions(ctx context.Context, pipe redis.Pipeliner, ref storage
 		return "s:" + gen.Val()
 	}
 }
+
+// versionDays is the widest range of days whose generations are read one
+// field each.
+const versionDays = 62
 
 // Lookup implements index.Index.
 func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64) (index.Segment, error) {
@@ -292,7 +311,7 @@ func (ix *Index) Lookup(ctx context.Context, ref storage.StreamRef, start int64)
 	open := pipe.HGet(ctx, ix.openKey(ref, hour), strconv.FormatInt(start, 10))
 	meta := pipe.HLen(ctx, ix.metaKey(ref))
 	wm := pipe.HGet(ctx, ix.metaKey(ref), "compacted")
-	ver := ix.versions(ctx, pipe, ref, []int64{hour})
+	ver := ix.versions(ctx, pipe, ref, hour, hour)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return index.Segment{}, fail("lookup", ref, err)
 	}
@@ -374,12 +393,8 @@ func (ix *Index) Segments(ctx context.Context, ref storage.StreamRef, from, to i
 		return nil, nil
 	}
 	first, last := index.HoursIn(from, to)
-	hours := make([]int64, 0, (last-first)/index.HourMS+1)
-	for h := first; h <= last; h += index.HourMS {
-		hours = append(hours, h)
-	}
 	var ver index.Version
-	open, err := ix.openSegments(ctx, ref, first, last, func(pipe redis.Pipeliner) { ver = ix.versions(ctx, pipe, ref, hours) })
+	open, err := ix.openSegments(ctx, ref, first, last, func(pipe redis.Pipeliner) { ver = ix.versions(ctx, pipe, ref, first, last) })
 	if err != nil {
 		return nil, fail("segments", ref, err)
 	}
