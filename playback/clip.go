@@ -685,9 +685,11 @@ func (h *Handler) dryPass(ctx context.Context, ref storage.StreamRef, first inde
 }
 
 // rangeReader reads a stored object from the start; Seek forward (all
-// fmp4.Reader.NextFragmentHeader asks) reopens it further on, so that the
-// media it skips is not read. Unbuffered: box headers are read as asked,
-// and no more of the object than that leaves storage's reader.
+// fmp4.Reader.NextFragmentHeader asks) skips the media it passes without
+// reading it: in place when storage's reader can seek (fs), else by
+// reopening the object further on (S3). Box headers are read through a
+// small buffer (rangeBuf), so that a box header and what follows it
+// often cost one read; at most that much media is read past a moof.
 type rangeReader struct {
 	ctx   context.Context
 	store storage.Backend
@@ -695,7 +697,11 @@ type rangeReader struct {
 	size  int64 // the object's length
 	off   int64 // of the next byte to read
 	rc    io.ReadCloser
+	br    *bufio.Reader
 }
+
+// rangeBuf is small: what it reads past a moof is media read for nothing.
+const rangeBuf = 512
 
 func (r *rangeReader) Read(p []byte) (int, error) {
 	if r.off >= r.size {
@@ -707,8 +713,13 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		r.rc = rc
+		if r.br == nil {
+			r.br = bufio.NewReaderSize(rc, rangeBuf)
+		} else {
+			r.br.Reset(rc)
+		}
 	}
-	n, err := r.rc.Read(p)
+	n, err := r.br.Read(p)
 	r.off += int64(n)
 	return n, err
 }
@@ -717,10 +728,25 @@ func (r *rangeReader) Seek(offset int64, whence int) (int64, error) {
 	if whence != io.SeekCurrent || offset < 0 {
 		return 0, errors.New("playback: rangeReader seeks forward only")
 	}
-	if offset > 0 {
-		r.Close()
-		r.off += offset
+	if offset == 0 {
+		return r.off, nil
 	}
+	if r.rc != nil {
+		if n := r.br.Buffered(); int64(n) >= offset {
+			_, _ = r.br.Discard(int(offset))
+			r.off += offset
+			return r.off, nil
+		}
+		if sk, ok := r.rc.(io.Seeker); ok {
+			if _, err := sk.Seek(offset-int64(r.br.Buffered()), io.SeekCurrent); err == nil {
+				r.br.Reset(r.rc)
+				r.off += offset
+				return r.off, nil
+			}
+		}
+	}
+	r.Close()
+	r.off += offset
 	return r.off, nil
 }
 
