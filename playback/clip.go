@@ -79,6 +79,10 @@ type clipper struct {
 	// every segment.
 	rd *fmp4.Reader
 	br *bufio.Reader
+	// runs are, per track of the fragment being written, the track's
+	// index in the source fragment and the samples [i, j) kept of it.
+	runs [][3]int
+	hdr  []byte // the fragment header's buffer, reused
 }
 
 func newClipper(w io.Writer, from, to int64) *clipper {
@@ -309,8 +313,9 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 			}
 		}
 		out := fmp4.Fragment{SequenceNumber: c.seq + 1}
+		c.runs = c.runs[:0]
 		done := true
-		for _, tf := range f.Tracks {
+		for t, tf := range f.Tracks {
 			st, ok := c.state[tf.TrackID]
 			if !ok {
 				continue
@@ -348,6 +353,7 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 			base := max(firstDTS-origin+segOutTicks, st.end)
 			kept := tf.Samples[i:j]
 			out.Tracks = append(out.Tracks, fmp4.TrackFragment{TrackID: tf.TrackID, BaseDecodeTime: base, Samples: kept})
+			c.runs = append(c.runs, [3]int{t, i, j})
 			var d uint64
 			for _, s := range kept {
 				d += uint64(s.Duration)
@@ -360,7 +366,7 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 			c.seq++
 			if c.dry {
 				c.written = true
-			} else if _, err := fmp4.WriteFragment(c.w, out); err != nil {
+			} else if err := c.writeFragment(out); err != nil {
 				return fmt.Errorf("playback: clip: write fragment: %w", err)
 			}
 			c.written = true
@@ -372,6 +378,35 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 	for _, st := range c.state {
 		us, _ := mulDiv(st.end, 1e6, uint64(st.timeScale))
 		c.outEndUS = max(c.outEndUS, us)
+	}
+	return nil
+}
+
+// writeFragment writes out, whose tracks hold the runs c.runs of the
+// fragment c.rd read last: each run's data in one Write when it is one
+// piece of the source mdat, so that most of a fragment's media goes past
+// the write buffer to the connection without a copy or a call per sample.
+func (c *clipper) writeFragment(out fmp4.Fragment) error {
+	hdr, err := fmp4.AppendFragmentHeader(c.hdr[:0], out)
+	if err != nil {
+		return err
+	}
+	c.hdr = hdr
+	if _, err := c.w.Write(hdr); err != nil {
+		return err
+	}
+	for k, tf := range out.Tracks {
+		if run := c.rd.Media(c.runs[k][0], c.runs[k][1], c.runs[k][2]); run != nil {
+			if _, err := c.w.Write(run); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, s := range tf.Samples {
+			if _, err := c.w.Write(s.Data); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
