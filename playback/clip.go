@@ -79,6 +79,10 @@ type clipper struct {
 	// every segment.
 	rd *fmp4.Reader
 	br *bufio.Reader
+	// runs are, per track of the fragment being written, the track's
+	// index in the source fragment and the samples [i, j) kept of it.
+	runs [][3]int
+	hdr  []byte // the fragment header's buffer, reused
 }
 
 func newClipper(w io.Writer, from, to int64) *clipper {
@@ -309,8 +313,9 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 			}
 		}
 		out := fmp4.Fragment{SequenceNumber: c.seq + 1}
+		c.runs = c.runs[:0]
 		done := true
-		for _, tf := range f.Tracks {
+		for t, tf := range f.Tracks {
 			st, ok := c.state[tf.TrackID]
 			if !ok {
 				continue
@@ -348,6 +353,7 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 			base := max(firstDTS-origin+segOutTicks, st.end)
 			kept := tf.Samples[i:j]
 			out.Tracks = append(out.Tracks, fmp4.TrackFragment{TrackID: tf.TrackID, BaseDecodeTime: base, Samples: kept})
+			c.runs = append(c.runs, [3]int{t, i, j})
 			var d uint64
 			for _, s := range kept {
 				d += uint64(s.Duration)
@@ -360,7 +366,7 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 			c.seq++
 			if c.dry {
 				c.written = true
-			} else if _, err := fmp4.WriteFragment(c.w, out); err != nil {
+			} else if err := c.writeFragment(out); err != nil {
 				return fmt.Errorf("playback: clip: write fragment: %w", err)
 			}
 			c.written = true
@@ -372,6 +378,35 @@ func (c *clipper) fragments(tracks []fmp4.Track, next func() (fmp4.Fragment, err
 	for _, st := range c.state {
 		us, _ := mulDiv(st.end, 1e6, uint64(st.timeScale))
 		c.outEndUS = max(c.outEndUS, us)
+	}
+	return nil
+}
+
+// writeFragment writes out, whose tracks hold the runs c.runs of the
+// fragment c.rd read last: each run's data in one Write when it is one
+// piece of the source mdat, so that most of a fragment's media goes past
+// the write buffer to the connection without a copy or a call per sample.
+func (c *clipper) writeFragment(out fmp4.Fragment) error {
+	hdr, err := fmp4.AppendFragmentHeader(c.hdr[:0], out)
+	if err != nil {
+		return err
+	}
+	c.hdr = hdr
+	if _, err := c.w.Write(hdr); err != nil {
+		return err
+	}
+	for k, tf := range out.Tracks {
+		if run := c.rd.Media(c.runs[k][0], c.runs[k][1], c.runs[k][2]); run != nil {
+			if _, err := c.w.Write(run); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, s := range tf.Samples {
+			if _, err := c.w.Write(s.Data); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -685,9 +720,11 @@ func (h *Handler) dryPass(ctx context.Context, ref storage.StreamRef, first inde
 }
 
 // rangeReader reads a stored object from the start; Seek forward (all
-// fmp4.Reader.NextFragmentHeader asks) reopens it further on, so that the
-// media it skips is not read. Unbuffered: box headers are read as asked,
-// and no more of the object than that leaves storage's reader.
+// fmp4.Reader.NextFragmentHeader asks) skips the media it passes without
+// reading it: in place when storage's reader can seek (fs), else by
+// reopening the object further on (S3). Box headers are read through a
+// small buffer (rangeBuf), so that a box header and what follows it
+// often cost one read; at most that much media is read past a moof.
 type rangeReader struct {
 	ctx   context.Context
 	store storage.Backend
@@ -695,7 +732,11 @@ type rangeReader struct {
 	size  int64 // the object's length
 	off   int64 // of the next byte to read
 	rc    io.ReadCloser
+	br    *bufio.Reader
 }
+
+// rangeBuf is small: what it reads past a moof is media read for nothing.
+const rangeBuf = 512
 
 func (r *rangeReader) Read(p []byte) (int, error) {
 	if r.off >= r.size {
@@ -707,8 +748,13 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		r.rc = rc
+		if r.br == nil {
+			r.br = bufio.NewReaderSize(rc, rangeBuf)
+		} else {
+			r.br.Reset(rc)
+		}
 	}
-	n, err := r.rc.Read(p)
+	n, err := r.br.Read(p)
 	r.off += int64(n)
 	return n, err
 }
@@ -717,10 +763,25 @@ func (r *rangeReader) Seek(offset int64, whence int) (int64, error) {
 	if whence != io.SeekCurrent || offset < 0 {
 		return 0, errors.New("playback: rangeReader seeks forward only")
 	}
-	if offset > 0 {
-		r.Close()
-		r.off += offset
+	if offset == 0 {
+		return r.off, nil
 	}
+	if r.rc != nil {
+		if n := r.br.Buffered(); int64(n) >= offset {
+			_, _ = r.br.Discard(int(offset))
+			r.off += offset
+			return r.off, nil
+		}
+		if sk, ok := r.rc.(io.Seeker); ok {
+			if _, err := sk.Seek(offset-int64(r.br.Buffered()), io.SeekCurrent); err == nil {
+				r.br.Reset(r.rc)
+				r.off += offset
+				return r.off, nil
+			}
+		}
+	}
+	r.Close()
+	r.off += offset
 	return r.off, nil
 }
 
