@@ -78,6 +78,9 @@ type stream struct {
 	last     index.Segment
 	hasLast  bool
 	lastRecv int64
+	// digests are the summary of the stream's manifests (index.LoadStream),
+	// written again after each compaction.
+	digests map[int64]index.HourDigest
 }
 
 // New returns an embedded index over store.
@@ -142,23 +145,27 @@ func (ix *Index) lock(ctx context.Context, ref storage.StreamRef) (*stream, erro
 func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream) error {
 	// A rebuild is for storage changed behind the index's back.
 	ix.cache.ForgetStream(ref)
-	st, err := index.ScanStorage(ctx, ix.store, ref, ix.log)
+	st, err := index.LoadStream(ctx, ix.store, ref, ix.tol, ix.log)
 	if err != nil {
 		return unavailable(err)
 	}
 	s.open = make(map[int64]map[int64]index.Segment)
-	for h, segs := range st.UnindexedByHour() {
-		m := make(map[int64]index.Segment, len(segs))
-		for _, seg := range segs {
-			m[seg.Start] = seg
+	for _, seg := range st.Unindexed {
+		h := storage.HourStart(seg.Start)
+		if s.open[h] == nil {
+			s.open[h] = make(map[int64]index.Segment)
 		}
-		s.open[h] = m
+		s.open[h][seg.Start] = seg
 	}
-	all := st.All()
-	s.spans = index.SpansOf(all, ix.tol)
-	s.last, s.hasLast = index.LatestOf(all)
+	s.spans = st.Spans(ix.tol)
+	s.last, s.hasLast = st.Latest()
 	s.lastRecv = 0
 	s.compacted = st.LastManifestHour()
+	s.digests = st.Digests
+	if st.Reread > 0 {
+		// The next load then reads one object instead of these manifests.
+		ix.writeSummary(ctx, ref, s)
+	}
 	s.loaded = true
 	return nil
 }
@@ -331,6 +338,12 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 	if s.dropped || !s.loaded {
 		return nil
 	}
+	summarise := false
+	defer func() {
+		if summarise {
+			ix.writeSummary(ctx, ref, s)
+		}
+	}()
 	for _, h := range slices.Sorted(maps.Keys(s.open)) {
 		if h+index.HourMS > cutoff {
 			break
@@ -349,11 +362,26 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 			// goes in warm (the hour was just viewed live, likely again).
 			ix.cache.Forget(ref, h, h)
 			ix.cache.Put(ref, h, "", ix.cache.Epoch(), merged)
+			// Listed after the write: a crash before the summary is
+			// written leaves this manifest unlike its digest, so re-read.
+			delete(s.digests, h)
+			if info, err := index.ManifestInfo(ctx, ix.store, ref, h); err == nil {
+				s.digests[h] = index.DigestOf(h, info, merged, ix.tol)
+			}
+			summarise = true
 		}
 		delete(s.open, h)
 		s.compacted = max(s.compacted, h)
 	}
 	return nil
+}
+
+// writeSummary writes s's digests as ref's summary. s.mu is held. A failure
+// only costs the next load some manifest reads, so it is logged.
+func (ix *Index) writeSummary(ctx context.Context, ref storage.StreamRef, s *stream) {
+	if err := index.WriteSummary(ctx, ix.store, ref, ix.tol, s.digests); err != nil {
+		ix.log.Warn("embedded: writing the stream summary", "stream", ref.StreamPrefix(), "err", err)
+	}
 }
 
 // Rebuild implements index.Index.
@@ -407,6 +435,11 @@ func (ix *Index) TrimBefore(ctx context.Context, ref storage.StreamRef, before i
 	// may have rewritten that one.
 	ix.cache.Forget(ref, 0, storage.HourStart(before))
 	s.spans = index.TrimSpans(s.spans, before)
+	for h := range s.digests {
+		if h <= storage.HourStart(before) {
+			delete(s.digests, h) // deleted or rewritten
+		}
+	}
 	if s.hasLast && s.last.End() <= before {
 		s.hasLast = false
 	}
