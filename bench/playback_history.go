@@ -30,6 +30,10 @@ type historyResult struct {
 	days                      int
 	list1h, timeline, dayPage []time.Duration
 	dayPageCold               time.Duration // the first request: stream load and cold manifests
+	// After a restart over the same data (the stream now has its summary,
+	// written by the first load): the start until ready, which loads every
+	// registered stream, and the first timeline and day page after it.
+	restartReady, restartTimeline, restartDayPage time.Duration
 }
 
 // RunPlaybackHistory measures, for each history length, the one-hour list
@@ -67,6 +71,13 @@ func RunPlaybackHistory(ctx context.Context, cfg HistoryConfig) ([]Metric, error
 			Metric{Metric: fmt.Sprintf("history_%dd_day_page_first", r.days), Unit: "ms", Value: ms(r.dayPageCold)},
 		)
 		tlRatios, dayRatios = append(tlRatios, ratio(tl50, base50)), append(dayRatios, ratio(day50, base50))
+		// The restart figures against the shortest history's: flat is 1.
+		first := results[0]
+		out = append(out,
+			Metric{Metric: fmt.Sprintf("history_%dd_restart_ready", r.days), Unit: "ms", Value: ms(r.restartReady), Baseline: ms(first.restartReady), Ratio: ratio(r.restartReady, first.restartReady)},
+			Metric{Metric: fmt.Sprintf("history_%dd_restart_timeline_first", r.days), Unit: "ms", Value: ms(r.restartTimeline), Baseline: ms(first.restartTimeline), Ratio: ratio(r.restartTimeline, first.restartTimeline)},
+			Metric{Metric: fmt.Sprintf("history_%dd_restart_day_page_first", r.days), Unit: "ms", Value: ms(r.restartDayPage), Baseline: ms(first.restartDayPage), Ratio: ratio(r.restartDayPage, first.restartDayPage)},
+		)
 	}
 	if len(results) > 1 {
 		// Flatness: the largest of the per-history p50 ratios over the
@@ -108,7 +119,7 @@ func runHistory(ctx context.Context, cfg HistoryConfig, days int) (historyResult
 	if err != nil {
 		return r, err
 	}
-	defer n.Close()
+	defer func() { n.Close() }() // n is replaced by the restart
 	to := time.Now().Truncate(time.Hour).Add(-time.Hour).UnixMilli()
 	from := to - int64(days)*24*index.HourMS
 	began := time.Now()
@@ -148,5 +159,22 @@ func runHistory(ctx context.Context, cfg HistoryConfig, days int) (historyResult
 		log.Info("bench playback: history run", "days", days, "run", run, "list_1h_p99", pct(r.list1h, 99),
 			"timeline_p99", pct(r.timeline, 99), "day_page_p50", pct(r.dayPage, 50), "day_page_p99", pct(r.dayPage, 99), "day_page_first", r.dayPageCold)
 	}
+	n.Close()
+	began = time.Now()
+	if n, err = n.restart(ctx); err != nil {
+		return r, err
+	}
+	r.restartReady = time.Since(began)
+	for _, m := range []struct {
+		url string
+		d   *time.Duration
+	}{{tlURL, &r.restartTimeline}, {dayURL, &r.restartDayPage}} {
+		tr, err := n.fetch(ctx, m.url)
+		if err != nil {
+			return r, err
+		}
+		*m.d = tr.took
+	}
+	log.Info("bench playback: history restart", "days", days, "ready", r.restartReady, "timeline_first", r.restartTimeline, "day_page_first", r.restartDayPage)
 	return r, nil
 }

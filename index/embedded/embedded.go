@@ -132,7 +132,11 @@ func (ix *Index) lock(ctx context.Context, ref storage.StreamRef) (*stream, erro
 			continue // dropped meanwhile: take the replacement
 		}
 		if !s.loaded {
-			if err := ix.load(ctx, ref, s); err != nil {
+			// A load outlives the request that began it: cut at that
+			// request's deadline, it would begin again for the next one
+			// and fail every upload in turn. Each store call keeps its
+			// own bound.
+			if err := ix.load(context.WithoutCancel(ctx), ref, s); err != nil {
 				s.mu.Unlock()
 				return nil, err
 			}

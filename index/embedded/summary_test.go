@@ -183,3 +183,23 @@ func TestSummaryNeverListsDeletedHours(t *testing.T) {
 		require.Empty(t, spans)
 	})
 }
+
+// A request that gives up while the stream loads does not cancel the load:
+// the next request finds the stream loaded.
+func TestLoadOutlivesItsRequest(t *testing.T) {
+	store := newStore(t)
+	ref := indextest.Ref(t, "s1")
+	recordHours(t, embedded.New(store, embedded.Options{}), store, ref, 3)
+
+	reads := &indextest.ManifestReads{Backend: store}
+	restarted := embedded.New(reads, embedded.Options{CacheBytes: -1})
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, _ = restarted.Add(gone, ref, indextest.Seg(indextest.Base+5*hour))
+	loaded := reads.Count()
+	require.Positive(t, loaded, "the load ran")
+	spans, err := restarted.Spans(context.Background(), ref, 0, indextest.Base+10*hour)
+	require.NoError(t, err)
+	require.NotEmpty(t, spans)
+	require.Equal(t, loaded, reads.Count(), "the stream stayed loaded")
+}
