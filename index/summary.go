@@ -260,22 +260,26 @@ func (s *Summarised) LastManifestHour() int64 {
 // LoadStream is ScanStorage through ref's summary: it lists the manifests
 // and the segment objects, and reads only the manifests the summary does
 // not describe as listed, plus those of hours whose objects' starts differ
-// from their manifest's (some may be unindexed).
-func LoadStream(ctx context.Context, store storage.Backend, ref storage.StreamRef, tol int64, log *slog.Logger) (*Summarised, error) {
+// from their manifest's (some may be unindexed). With fresh it ignores the
+// summary and reads every manifest (an operator's rebuild).
+func LoadStream(ctx context.Context, store storage.Backend, ref storage.StreamRef, tol int64, fresh bool, log *slog.Logger) (*Summarised, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	fail := func(err error) (*Summarised, error) {
 		return nil, fmt.Errorf("index: load %s: %w", ref.StreamPrefix(), err)
 	}
-	summary, err := readSummary(ctx, store, ref, tol, log)
-	if err != nil {
-		return fail(err)
+	var summary map[int64]HourDigest
+	if !fresh {
+		var err error
+		if summary, err = readSummary(ctx, store, ref, tol, log); err != nil {
+			return fail(err)
+		}
 	}
 	out := &Summarised{Digests: make(map[int64]HourDigest)}
 	listed := make(map[int64]storage.ObjectInfo)
 	sumKey := SummaryKey(ref)
-	err = storage.Walk(ctx, store, ref.ManifestPrefix(), func(o storage.ObjectInfo) error {
+	err := storage.Walk(ctx, store, ref.ManifestPrefix(), func(o storage.ObjectInfo) error {
 		if o.Key == sumKey {
 			return nil
 		}

@@ -136,7 +136,7 @@ func (ix *Index) lock(ctx context.Context, ref storage.StreamRef) (*stream, erro
 			// request's deadline, it would begin again for the next one
 			// and fail every upload in turn. Each store call keeps its
 			// own bound.
-			if err := ix.load(context.WithoutCancel(ctx), ref, s); err != nil {
+			if err := ix.load(context.WithoutCancel(ctx), ref, s, false); err != nil {
 				s.mu.Unlock()
 				return nil, err
 			}
@@ -145,11 +145,12 @@ func (ix *Index) lock(ctx context.Context, ref storage.StreamRef) (*stream, erro
 	}
 }
 
-// load replaces s's state with what storage holds. s.mu is held.
-func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream) error {
+// load replaces s's state with what storage holds, read through the
+// stream's summary unless fresh. s.mu is held.
+func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream, fresh bool) error {
 	// A rebuild is for storage changed behind the index's back.
 	ix.cache.ForgetStream(ref)
-	st, err := index.LoadStream(ctx, ix.store, ref, ix.tol, ix.log)
+	st, err := index.LoadStream(ctx, ix.store, ref, ix.tol, fresh, ix.log)
 	if err != nil {
 		return unavailable(err)
 	}
@@ -395,7 +396,7 @@ func (ix *Index) Rebuild(ctx context.Context, ref storage.StreamRef) error {
 		return err
 	}
 	defer s.mu.Unlock()
-	return ix.load(ctx, ref, s)
+	return ix.load(ctx, ref, s, true) // storage alone, not the summary
 }
 
 // DropStream implements index.Index. Delete the stream's objects first: a

@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -202,4 +203,34 @@ func TestLoadOutlivesItsRequest(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, spans)
 	require.Equal(t, loaded, reads.Count(), "the stream stayed loaded")
+}
+
+// A summary that passes every check yet lies (written by a bug, say) is
+// what a load believes; an operator's rebuild reads the manifests alone
+// and writes the summary anew.
+func TestRebuildIgnoresSummary(t *testing.T) {
+	ctx := context.Background()
+	store := newStore(t)
+	ref := indextest.Ref(t, "s1")
+	ix := embedded.New(store, embedded.Options{})
+	recordHours(t, ix, store, ref, 3)
+	want := viewOf(t, ix, ref)
+
+	rc, _, err := store.Get(ctx, index.SummaryKey(ref), 0, -1)
+	require.NoError(t, err)
+	b, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	rc.Close()
+	tol, digests, err := index.DecodeSummary(b)
+	require.NoError(t, err)
+	d := digests[indextest.Base]
+	d.Spans = d.Spans[:0]
+	digests[indextest.Base] = d
+	require.NoError(t, index.WriteSummary(ctx, store, ref, tol, digests))
+
+	restarted := embedded.New(store, embedded.Options{})
+	require.NotEqual(t, want.spans, viewOf(t, restarted, ref).spans, "the lie is believed")
+	require.NoError(t, restarted.Rebuild(ctx, ref))
+	require.Equal(t, want, viewOf(t, restarted, ref))
+	require.Equal(t, want, viewOf(t, embedded.New(store, embedded.Options{}), ref), "the summary was rewritten")
 }
