@@ -174,9 +174,12 @@ func WriteSummary(ctx context.Context, store storage.Backend, ref storage.Stream
 	return nil
 }
 
-// readSummary reads ref's summary; a missing or corrupt one (logged) or one
+// ReadSummary reads ref's summary; a missing or corrupt one (logged) or one
 // merged with another tolerance is empty.
-func readSummary(ctx context.Context, store storage.Backend, ref storage.StreamRef, tol int64, log *slog.Logger) (map[int64]HourDigest, error) {
+func ReadSummary(ctx context.Context, store storage.Backend, ref storage.StreamRef, tol int64, log *slog.Logger) (map[int64]HourDigest, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	rc, _, err := store.Get(ctx, SummaryKey(ref), 0, -1)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -272,7 +275,7 @@ func LoadStream(ctx context.Context, store storage.Backend, ref storage.StreamRe
 	var summary map[int64]HourDigest
 	if !fresh {
 		var err error
-		if summary, err = readSummary(ctx, store, ref, tol, log); err != nil {
+		if summary, err = ReadSummary(ctx, store, ref, tol, log); err != nil {
 			return fail(err)
 		}
 	}

@@ -78,9 +78,6 @@ type stream struct {
 	last     index.Segment
 	hasLast  bool
 	lastRecv int64
-	// digests are the summary of the stream's manifests (index.LoadStream),
-	// written again after each compaction.
-	digests map[int64]index.HourDigest
 }
 
 // New returns an embedded index over store.
@@ -166,10 +163,11 @@ func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream, fre
 	s.last, s.hasLast = st.Latest()
 	s.lastRecv = 0
 	s.compacted = st.LastManifestHour()
-	s.digests = st.Digests
 	if st.Reread > 0 {
 		// The next load then reads one object instead of these manifests.
-		ix.writeSummary(ctx, ref, s)
+		if err := index.WriteSummary(ctx, ix.store, ref, ix.tol, st.Digests); err != nil {
+			ix.log.Warn("embedded: writing the stream summary", "stream", ref.StreamPrefix(), "err", err)
+		}
 	}
 	s.loaded = true
 	return nil
@@ -343,10 +341,11 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 	if s.dropped || !s.loaded {
 		return nil
 	}
-	summarise := false
+	// The digests of the manifests written, for the summary.
+	fresh := make(map[int64]index.HourDigest)
 	defer func() {
-		if summarise {
-			ix.writeSummary(ctx, ref, s)
+		if len(fresh) > 0 {
+			ix.updateSummary(ctx, ref, s, fresh)
 		}
 	}()
 	for _, h := range slices.Sorted(maps.Keys(s.open)) {
@@ -369,11 +368,9 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 			ix.cache.Put(ref, h, "", ix.cache.Epoch(), merged)
 			// Listed after the write: a crash before the summary is
 			// written leaves this manifest unlike its digest, so re-read.
-			delete(s.digests, h)
 			if info, err := index.ManifestInfo(ctx, ix.store, ref, h); err == nil {
-				s.digests[h] = index.DigestOf(h, info, merged, ix.tol)
+				fresh[h] = index.DigestOf(h, info, merged, ix.tol)
 			}
-			summarise = true
 		}
 		delete(s.open, h)
 		s.compacted = max(s.compacted, h)
@@ -381,11 +378,26 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 	return nil
 }
 
-// writeSummary writes s's digests as ref's summary. s.mu is held. A failure
-// only costs the next load some manifest reads, so it is logged.
-func (ix *Index) writeSummary(ctx context.Context, ref storage.StreamRef, s *stream) {
-	if err := index.WriteSummary(ctx, ix.store, ref, ix.tol, s.digests); err != nil {
-		ix.log.Warn("embedded: writing the stream summary", "stream", ref.StreamPrefix(), "err", err)
+// updateSummary puts fresh digests into ref's summary, read back rather
+// than kept (a year of digests is some 2 MB a stream), and drops those of
+// hours before the stream's coverage, which retention deleted. s.mu is
+// held. A failure only costs the next load some manifest reads: logged.
+func (ix *Index) updateSummary(ctx context.Context, ref storage.StreamRef, s *stream, fresh map[int64]index.HourDigest) {
+	digests, err := index.ReadSummary(ctx, ix.store, ref, ix.tol, ix.log)
+	if err == nil {
+		if digests == nil {
+			digests = make(map[int64]index.HourDigest)
+		}
+		for h := range digests {
+			if len(s.spans) == 0 || h < storage.HourStart(s.spans[0].Start) {
+				delete(digests, h)
+			}
+		}
+		maps.Copy(digests, fresh)
+		err = index.WriteSummary(ctx, ix.store, ref, ix.tol, digests)
+	}
+	if err != nil {
+		ix.log.Warn("embedded: updating the stream summary", "stream", ref.StreamPrefix(), "err", err)
 	}
 }
 
@@ -440,11 +452,6 @@ func (ix *Index) TrimBefore(ctx context.Context, ref storage.StreamRef, before i
 	// may have rewritten that one.
 	ix.cache.Forget(ref, 0, storage.HourStart(before))
 	s.spans = index.TrimSpans(s.spans, before)
-	for h := range s.digests {
-		if h <= storage.HourStart(before) {
-			delete(s.digests, h) // deleted or rewritten
-		}
-	}
 	if s.hasLast && s.last.End() <= before {
 		s.hasLast = false
 	}

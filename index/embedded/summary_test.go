@@ -234,3 +234,42 @@ func TestRebuildIgnoresSummary(t *testing.T) {
 	require.Equal(t, want, viewOf(t, restarted, ref))
 	require.Equal(t, want, viewOf(t, embedded.New(store, embedded.Options{}), ref), "the summary was rewritten")
 }
+
+// Compaction after a restart adds to the summary the load read, and drops
+// the hours retention deleted.
+func TestSummaryAcrossRestarts(t *testing.T) {
+	backends(t, func(t *testing.T, store storage.Backend) {
+		ctx := context.Background()
+		ref := indextest.Ref(t, "s1")
+		recordHours(t, embedded.New(store, embedded.Options{}), store, ref, 3)
+		second := embedded.New(store, embedded.Options{})
+		f := indextest.Fixture{Index: second, Store: store}
+		for h := int64(3); h < 5; h++ {
+			indextest.Ingest(t, f, ref, indextest.Seg(indextest.Base+h*hour))
+		}
+		require.NoError(t, second.Compact(ctx, indextest.Base+5*hour))
+		want := viewOf(t, second, ref)
+
+		reads := &indextest.ManifestReads{Backend: store}
+		third := embedded.New(reads, embedded.Options{CacheBytes: -1})
+		spans, err := third.Spans(ctx, ref, 0, indextest.Base+10*hour)
+		require.NoError(t, err)
+		require.Equal(t, want.spans, spans)
+		require.EqualValues(t, 1, reads.Count(), "the summary covers all five hours")
+
+		// Retention deletes hour 0; the next compaction drops its digest.
+		var keys []string
+		for i := range int64(3) {
+			keys = append(keys, ref.SegmentKey(indextest.Base+i*10_000))
+		}
+		require.NoError(t, store.Delete(ctx, append(keys, ref.ManifestKey(time.UnixMilli(indextest.Base)))))
+		require.NoError(t, third.TrimBefore(ctx, ref, indextest.Base+hour))
+		indextest.Ingest(t, indextest.Fixture{Index: third, Store: store}, ref, indextest.Seg(indextest.Base+5*hour))
+		require.NoError(t, third.Compact(ctx, indextest.Base+6*hour))
+		digests, err := index.ReadSummary(ctx, store, ref, index.DefaultGapTolerance.Milliseconds(), nil)
+		require.NoError(t, err)
+		require.Len(t, digests, 5)
+		require.NotContains(t, digests, indextest.Base)
+		require.Contains(t, digests, indextest.Base+5*hour)
+	})
+}
