@@ -72,9 +72,6 @@ func ScanStorage(ctx context.Context, store storage.Backend, ref storage.StreamR
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	err := storage.Walk(gctx, store, ref.ManifestPrefix(), func(o storage.ObjectInfo) error {
-		if o.Key == SummaryKey(ref) {
-			return nil
-		}
 		_, hour, err := storage.ParseManifestKey(o.Key)
 		if err != nil {
 			log.Warn("index: rebuild: skipping foreign object", "key", o.Key)

@@ -22,7 +22,7 @@ import (
 )
 
 // A stream summary is one object beside the hour manifests,
-// <stream>/idx/summary.zst, holding a digest of each manifest: its coverage
+// <stream>/summary.zst, holding a digest of each manifest: its coverage
 // spans, its latest segment and a hash of its starts. Loading a stream then
 // reads the summary and lists the manifests instead of reading them all (a
 // year is 8,760 reads).
@@ -63,8 +63,9 @@ type summaryDoc struct {
 	Hours   []HourDigest `json:"hours"`
 }
 
-// SummaryKey is the key of ref's summary.
-func SummaryKey(ref storage.StreamRef) string { return ref.ManifestPrefix() + "summary.zst" }
+// SummaryKey is the key of ref's summary: outside idx/ and seg/, whose
+// listings hold only manifests and segments.
+func SummaryKey(ref storage.StreamRef) string { return ref.StreamPrefix() + "summary.zst" }
 
 // StartsHash hashes a set of segment starts (in any order).
 func StartsHash(starts []int64) string {
@@ -281,11 +282,7 @@ func LoadStream(ctx context.Context, store storage.Backend, ref storage.StreamRe
 	}
 	out := &Summarised{Digests: make(map[int64]HourDigest)}
 	listed := make(map[int64]storage.ObjectInfo)
-	sumKey := SummaryKey(ref)
 	err := storage.Walk(ctx, store, ref.ManifestPrefix(), func(o storage.ObjectInfo) error {
-		if o.Key == sumKey {
-			return nil
-		}
 		_, hour, err := storage.ParseManifestKey(o.Key)
 		if err != nil {
 			log.Warn("index: rebuild: skipping foreign object", "key", o.Key)

@@ -78,7 +78,7 @@ func TestSummaryLoadReadsOneObject(t *testing.T) {
 		spans, err := restarted.Spans(context.Background(), ref, 0, indextest.Base+1000*hour)
 		require.NoError(t, err)
 		require.Equal(t, want.spans, spans)
-		require.EqualValues(t, 1, reads.Count(), "the load reads the summary only")
+		require.Zero(t, reads.Count(), "the load reads the summary, no manifest")
 		require.Equal(t, want, viewOf(t, restarted, ref))
 	})
 }
@@ -107,7 +107,7 @@ func TestSummaryUpgradeAndCorrupt(t *testing.T) {
 			reads = &indextest.ManifestReads{Backend: store}
 			_, err := embedded.New(reads, embedded.Options{CacheBytes: -1}).Spans(ctx, ref, 0, 1)
 			require.NoError(t, err)
-			require.EqualValues(t, 1, reads.Count(), "the summary was written back")
+			require.Zero(t, reads.Count(), "the summary was written back")
 		}
 	})
 }
@@ -191,6 +191,8 @@ func TestLoadOutlivesItsRequest(t *testing.T) {
 	store := newStore(t)
 	ref := indextest.Ref(t, "s1")
 	recordHours(t, embedded.New(store, embedded.Options{}), store, ref, 3)
+	// Without a summary the load reads the manifests, which shows here.
+	require.NoError(t, store.Delete(context.Background(), []string{index.SummaryKey(ref)}))
 
 	reads := &indextest.ManifestReads{Backend: store}
 	restarted := embedded.New(reads, embedded.Options{CacheBytes: -1})
@@ -255,7 +257,7 @@ func TestSummaryAcrossRestarts(t *testing.T) {
 		spans, err := third.Spans(ctx, ref, 0, indextest.Base+10*hour)
 		require.NoError(t, err)
 		require.Equal(t, want.spans, spans)
-		require.EqualValues(t, 1, reads.Count(), "the summary covers all five hours")
+		require.Zero(t, reads.Count(), "the summary covers all five hours")
 
 		// Retention deletes hour 0; the next compaction drops its digest.
 		var keys []string
