@@ -290,6 +290,9 @@ type benchNode struct {
 	*servers.Process
 	base  string
 	token string
+	// restart starts the node again over the same data and ports (after
+	// Close), without provisioning anything.
+	restart func(ctx context.Context) (*benchNode, error)
 }
 
 const benchToken = "bench-operator-token"
@@ -315,13 +318,21 @@ func startNode(ctx context.Context, bin, workDir, name string, env []string, ext
 		"--data", filepath.Join(dir, "data"), "--http-addr", httpAddr, "--raft-addr", raftAddr,
 		"--live-threshold", "100000h", "--log-level", "warn", "--rtsp-addr", ""}, // HTTP only: nodes share the host
 		extra...)
-	p, err := servers.Start(bin, dir, httpAddr, env, args...)
-	if err != nil {
-		return nil, err
+	var launch func(ctx context.Context) (*benchNode, error)
+	launch = func(ctx context.Context) (*benchNode, error) {
+		p, err := servers.Start(bin, dir, httpAddr, env, args...)
+		if err != nil {
+			return nil, err
+		}
+		n := &benchNode{Process: p, base: "http://" + httpAddr, token: benchToken, restart: launch}
+		if err := n.waitReady(ctx); err != nil {
+			n.Close()
+			return nil, err
+		}
+		return n, nil
 	}
-	n := &benchNode{Process: p, base: "http://" + httpAddr, token: benchToken}
-	if err := n.waitReady(ctx); err != nil {
-		n.Close()
+	n, err := launch(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if err := n.call(ctx, "POST", "/v1/accounts", map[string]any{"id": "bench", "name": "bench"}); err != nil {

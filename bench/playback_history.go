@@ -30,6 +30,11 @@ type historyResult struct {
 	days                      int
 	list1h, timeline, dayPage []time.Duration
 	dayPageCold               time.Duration // the first request: stream load and cold manifests
+	// After a restart over the same data (the stream now has its summary,
+	// written by the first load): the start until ready, which loads every
+	// registered stream, and the first timeline and day page after it;
+	// one of each per run.
+	restartReady, restartTimeline, restartDayPage []time.Duration
 }
 
 // RunPlaybackHistory measures, for each history length, the one-hour list
@@ -67,6 +72,17 @@ func RunPlaybackHistory(ctx context.Context, cfg HistoryConfig) ([]Metric, error
 			Metric{Metric: fmt.Sprintf("history_%dd_day_page_first", r.days), Unit: "ms", Value: ms(r.dayPageCold)},
 		)
 		tlRatios, dayRatios = append(tlRatios, ratio(tl50, base50)), append(dayRatios, ratio(day50, base50))
+		// The restart figures (medians) against the shortest history's:
+		// flat is 1.
+		for _, f := range []struct {
+			name     string
+			v, first []time.Duration
+		}{{"restart_ready", r.restartReady, results[0].restartReady},
+			{"restart_timeline_first", r.restartTimeline, results[0].restartTimeline},
+			{"restart_day_page_first", r.restartDayPage, results[0].restartDayPage}} {
+			v, base := pct(f.v, 50), pct(f.first, 50)
+			out = append(out, Metric{Metric: fmt.Sprintf("history_%dd_%s_p50", r.days, f.name), Unit: "ms", Value: ms(v), Baseline: ms(base), Ratio: ratio(v, base)})
+		}
 	}
 	if len(results) > 1 {
 		// Flatness: the largest of the per-history p50 ratios over the
@@ -108,7 +124,7 @@ func runHistory(ctx context.Context, cfg HistoryConfig, days int) (historyResult
 	if err != nil {
 		return r, err
 	}
-	defer n.Close()
+	defer func() { n.Close() }() // n is replaced by the restart
 	to := time.Now().Truncate(time.Hour).Add(-time.Hour).UnixMilli()
 	from := to - int64(days)*24*index.HourMS
 	began := time.Now()
@@ -147,6 +163,26 @@ func runHistory(ctx context.Context, cfg HistoryConfig, days int) (historyResult
 		r.dayPage = append(r.dayPage, n.timeGets(ctx, log, 50, false, func(int) string { return dayURL })...)
 		log.Info("bench playback: history run", "days", days, "run", run, "list_1h_p99", pct(r.list1h, 99),
 			"timeline_p99", pct(r.timeline, 99), "day_page_p50", pct(r.dayPage, 50), "day_page_p99", pct(r.dayPage, 99), "day_page_first", r.dayPageCold)
+	}
+	for range max(cfg.Runs, 1) {
+		n.Close()
+		began = time.Now()
+		if n, err = n.restart(ctx); err != nil {
+			return r, err
+		}
+		r.restartReady = append(r.restartReady, time.Since(began))
+		for _, m := range []struct {
+			url string
+			d   *[]time.Duration
+		}{{tlURL, &r.restartTimeline}, {dayURL, &r.restartDayPage}} {
+			tr, err := n.fetch(ctx, m.url)
+			if err != nil {
+				return r, err
+			}
+			*m.d = append(*m.d, tr.took)
+		}
+		log.Info("bench playback: history restart", "days", days, "ready", r.restartReady[len(r.restartReady)-1],
+			"timeline_first", r.restartTimeline[len(r.restartTimeline)-1], "day_page_first", r.restartDayPage[len(r.restartDayPage)-1])
 	}
 	return r, nil
 }

@@ -129,7 +129,11 @@ func (ix *Index) lock(ctx context.Context, ref storage.StreamRef) (*stream, erro
 			continue // dropped meanwhile: take the replacement
 		}
 		if !s.loaded {
-			if err := ix.load(ctx, ref, s); err != nil {
+			// A load outlives the request that began it: cut at that
+			// request's deadline, it would begin again for the next one
+			// and fail every upload in turn. Each store call keeps its
+			// own bound.
+			if err := ix.load(context.WithoutCancel(ctx), ref, s, false); err != nil {
 				s.mu.Unlock()
 				return nil, err
 			}
@@ -138,27 +142,33 @@ func (ix *Index) lock(ctx context.Context, ref storage.StreamRef) (*stream, erro
 	}
 }
 
-// load replaces s's state with what storage holds. s.mu is held.
-func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream) error {
+// load replaces s's state with what storage holds, read through the
+// stream's summary unless fresh. s.mu is held.
+func (ix *Index) load(ctx context.Context, ref storage.StreamRef, s *stream, fresh bool) error {
 	// A rebuild is for storage changed behind the index's back.
 	ix.cache.ForgetStream(ref)
-	st, err := index.ScanStorage(ctx, ix.store, ref, ix.log)
+	st, err := index.LoadStream(ctx, ix.store, ref, ix.tol, fresh, ix.log)
 	if err != nil {
 		return unavailable(err)
 	}
 	s.open = make(map[int64]map[int64]index.Segment)
-	for h, segs := range st.UnindexedByHour() {
-		m := make(map[int64]index.Segment, len(segs))
-		for _, seg := range segs {
-			m[seg.Start] = seg
+	for _, seg := range st.Unindexed {
+		h := storage.HourStart(seg.Start)
+		if s.open[h] == nil {
+			s.open[h] = make(map[int64]index.Segment)
 		}
-		s.open[h] = m
+		s.open[h][seg.Start] = seg
 	}
-	all := st.All()
-	s.spans = index.SpansOf(all, ix.tol)
-	s.last, s.hasLast = index.LatestOf(all)
+	s.spans = st.Spans(ix.tol)
+	s.last, s.hasLast = st.Latest()
 	s.lastRecv = 0
 	s.compacted = st.LastManifestHour()
+	if st.Reread > 0 {
+		// The next load then reads one object instead of these manifests.
+		if err := index.WriteSummary(ctx, ix.store, ref, ix.tol, st.Digests); err != nil {
+			ix.log.Warn("embedded: writing the stream summary", "stream", ref.StreamPrefix(), "err", err)
+		}
+	}
 	s.loaded = true
 	return nil
 }
@@ -331,6 +341,13 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 	if s.dropped || !s.loaded {
 		return nil
 	}
+	// The digests of the manifests written, for the summary.
+	fresh := make(map[int64]index.HourDigest)
+	defer func() {
+		if len(fresh) > 0 {
+			ix.updateSummary(ctx, ref, s, fresh)
+		}
+	}()
 	for _, h := range slices.Sorted(maps.Keys(s.open)) {
 		if h+index.HourMS > cutoff {
 			break
@@ -349,11 +366,39 @@ func (ix *Index) compactStream(ctx context.Context, ref storage.StreamRef, cutof
 			// goes in warm (the hour was just viewed live, likely again).
 			ix.cache.Forget(ref, h, h)
 			ix.cache.Put(ref, h, "", ix.cache.Epoch(), merged)
+			// Listed after the write: a crash before the summary is
+			// written leaves this manifest unlike its digest, so re-read.
+			if info, err := index.ManifestInfo(ctx, ix.store, ref, h); err == nil {
+				fresh[h] = index.DigestOf(h, info, merged, ix.tol)
+			}
 		}
 		delete(s.open, h)
 		s.compacted = max(s.compacted, h)
 	}
 	return nil
+}
+
+// updateSummary puts fresh digests into ref's summary, read back rather
+// than kept (a year of digests is some 2 MB a stream), and drops those of
+// hours before the stream's coverage, which retention deleted. s.mu is
+// held. A failure only costs the next load some manifest reads: logged.
+func (ix *Index) updateSummary(ctx context.Context, ref storage.StreamRef, s *stream, fresh map[int64]index.HourDigest) {
+	digests, err := index.ReadSummary(ctx, ix.store, ref, ix.tol, ix.log)
+	if err == nil {
+		if digests == nil {
+			digests = make(map[int64]index.HourDigest)
+		}
+		for h := range digests {
+			if len(s.spans) == 0 || h < storage.HourStart(s.spans[0].Start) {
+				delete(digests, h)
+			}
+		}
+		maps.Copy(digests, fresh)
+		err = index.WriteSummary(ctx, ix.store, ref, ix.tol, digests)
+	}
+	if err != nil {
+		ix.log.Warn("embedded: updating the stream summary", "stream", ref.StreamPrefix(), "err", err)
+	}
 }
 
 // Rebuild implements index.Index.
@@ -363,7 +408,7 @@ func (ix *Index) Rebuild(ctx context.Context, ref storage.StreamRef) error {
 		return err
 	}
 	defer s.mu.Unlock()
-	return ix.load(ctx, ref, s)
+	return ix.load(ctx, ref, s, true) // storage alone, not the summary
 }
 
 // DropStream implements index.Index. Delete the stream's objects first: a
